@@ -1,0 +1,1 @@
+"""Switchboard: the process — settings, HTTP routes, database, migrations and CLI."""

@@ -1,0 +1,96 @@
+"""Postgres for the service: the embedded server when DATABASE_URL is unset, and the pool."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import struct
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import numpy as np
+
+from app.migrate import migrate
+
+log = logging.getLogger(__name__)
+
+
+class DatabaseError(RuntimeError):
+    """The database could not be started or reached; the message names which one."""
+
+
+def start_embedded(data_dir: Path) -> Any:
+    """Start (or join) the embedded Postgres in `data_dir/postgres`; `.cleanup()` stops it."""
+    import pgserver
+
+    pgdata = (data_dir / "postgres").resolve()
+    pgdata.mkdir(parents=True, exist_ok=True)
+    try:
+        return pgserver.get_server(pgdata, cleanup_mode="stop")
+    except Exception as exc:  # pgserver raises bare Exceptions from initdb/pg_ctl
+        raise DatabaseError(f"could not start the embedded Postgres in {pgdata}: {exc}") from exc
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not at or ":" not in creds:
+        return url
+    return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
+
+
+def _encode_vector(value: Any) -> bytes:
+    array = np.asarray(value, dtype=">f4")
+    return struct.pack(">HH", array.shape[0], 0) + array.tobytes()
+
+
+def _decode_vector(data: bytes) -> np.ndarray:
+    dim, _ = struct.unpack_from(">HH", data)
+    return np.frombuffer(data, dtype=">f4", count=dim, offset=4).astype(np.float32)
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """Per-connection codecs: pgvector's `vector` as numpy float32 arrays, jsonb as text."""
+    await conn.set_type_codec(
+        "vector", encoder=_encode_vector, decoder=_decode_vector, format="binary", schema="public"
+    )
+
+
+async def connect_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    """Migrate the database, then open the pool (codecs need the migrated types)."""
+    try:
+        conn = await asyncpg.connect(url)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise DatabaseError(f"cannot connect to Postgres at {redact_url(url)}: {exc}") from exc
+    try:
+        applied = await migrate(conn)
+    finally:
+        await conn.close()
+    if applied:
+        log.info("applied migrations: %s", ", ".join(applied))
+    pool = await asyncpg.create_pool(
+        url, min_size=min_size, max_size=max_size, init=init_connection
+    )
+    assert pool is not None
+    return pool
+
+
+@contextlib.asynccontextmanager
+async def database(
+    url: str | None, data_dir: Path
+) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
+    """The pool for `url`, or for an embedded server started here and stopped on exit."""
+    server = None if url else start_embedded(data_dir)
+    dsn: str = url or server.get_uri()
+    try:
+        pool = await connect_pool(dsn)
+        try:
+            yield dsn, pool
+        finally:
+            await pool.close()
+    finally:
+        if server is not None:
+            server.cleanup()

@@ -1,0 +1,137 @@
+"""RFC 9457 problem details: the one place where errors become HTTP responses."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import asyncpg
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from app.database import DatabaseError
+from tools.errors import EmbeddingError, FieldError, SpecInvalid, ToolExists, ToolNotFound
+from tools.validation import explain, pointer
+
+log = logging.getLogger(__name__)
+PROBLEM_JSON = "application/problem+json"
+
+
+class Problem(msgspec.Struct, omit_defaults=True, kw_only=True):
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[FieldError] = []
+
+
+def problem(
+    request: Request[Any, Any, Any],
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    errors: list[FieldError] | None = None,
+) -> Response[Problem]:
+    body = Problem(
+        type=f"/problems/{slug}",
+        title=title,
+        status=status,
+        detail=detail,
+        instance=request.url.path,
+        errors=errors or [],
+    )
+    return Response(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def on_spec_invalid(request: Request[Any, Any, Any], exc: SpecInvalid) -> Response[Problem]:
+    return problem(request, 422, "invalid-request", "Request body is invalid", str(exc), exc.errors)
+
+
+def on_not_found(request: Request[Any, Any, Any], exc: ToolNotFound) -> Response[Problem]:
+    return problem(request, 404, "not-found", "Not found", str(exc))
+
+
+def on_exists(request: Request[Any, Any, Any], exc: ToolExists) -> Response[Problem]:
+    return problem(request, 409, "conflict", "Already exists", str(exc))
+
+
+def on_validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Problem]:
+    """Litestar's own request parsing (query parameters, body JSON) mapped to field errors."""
+    errors = [_field_error(e) for e in exc.extra or [] if isinstance(e, dict)]
+    detail = "; ".join(f"{e.parameter or e.pointer or '/'}: {e.message}" for e in errors)
+    # A body that parses but does not fit is unprocessable (422); bad parameters are a 400.
+    status = 422 if errors and all(e.parameter is None for e in errors) else 400
+    return problem(
+        request, status, "invalid-request", "Request is invalid", detail or str(exc.detail), errors
+    )
+
+
+def _field_error(item: dict[str, Any]) -> FieldError:
+    key = str(item.get("key") or "")
+    source = getattr(item.get("source"), "value", item.get("source"))
+    message = explain(str(item.get("message", "invalid value")))
+    if source in ("query", "path", "header", "cookie"):
+        return FieldError("", message, parameter=f"{source} parameter {key!r}")
+    parts = [p for p in key.replace("[", ".").replace("]", "").split(".") if p]
+    return FieldError(pointer(*parts), message)
+
+
+def on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
+    slug = {404: "not-found", 405: "method-not-allowed", 413: "too-large"}.get(
+        exc.status_code, "http-error"
+    )
+    return problem(request, exc.status_code, slug, _title(exc.status_code), str(exc.detail))
+
+
+def on_database(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    log.error("database error on %s: %s", request.url.path, exc)
+    return problem(
+        request,
+        503,
+        "database-unavailable",
+        "Database unavailable",
+        f"the database could not complete the request ({type(exc).__name__}: {exc}); retry later",
+    )
+
+
+def on_embedding(request: Request[Any, Any, Any], exc: EmbeddingError) -> Response[Problem]:
+    log.error("embedding failed on %s: %s", request.url.path, exc)
+    return problem(request, 500, "embedding-failed", "Embedding failed", str(exc))
+
+
+def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem(
+        request,
+        500,
+        "internal-error",
+        "Internal error",
+        f"{type(exc).__name__} while handling {request.method} {request.url.path}; see the log",
+    )
+
+
+def _title(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
+    SpecInvalid: on_spec_invalid,
+    ToolNotFound: on_not_found,
+    ToolExists: on_exists,
+    EmbeddingError: on_embedding,
+    ValidationException: on_validation,
+    HTTPException: on_http,
+    asyncpg.PostgresError: on_database,
+    asyncpg.InterfaceError: on_database,
+    DatabaseError: on_database,
+    ConnectionError: on_database,
+    Exception: on_unexpected,
+}

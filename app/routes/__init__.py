@@ -1,0 +1,1 @@
+"""HTTP routes: thin layers that parse, call one function of `tools/` or `planner/`, and reply."""

@@ -1,0 +1,172 @@
+"""Tool registry routes: register, version, list, delete and search tools."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, post, put
+from litestar.di import Provide
+from litestar.params import Parameter
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
+
+from app.tenancy import tenant_of
+from tools.errors import FieldError, SpecInvalid
+from tools.index import SearchHit
+from tools.registry import ToolRegistry
+from tools.spec import DEFAULT_NAMESPACE, NAME_PATTERN, ToolRecord, ToolSpec
+from tools.validation import parse_specs, schema_errors
+
+MAX_PAGE = 500
+MAX_K = 100
+Namespace = Annotated[
+    str, Parameter(query="namespace", pattern=NAME_PATTERN, description="Namespace of the tool.")
+]
+
+
+class BulkRequest(msgspec.Struct, frozen=True):
+    tools: Annotated[
+        list[dict[str, Any]],
+        msgspec.Meta(description="Tool specs, each as for POST /v1/tools.", max_length=10_000),
+    ]
+
+
+class BulkResult(msgspec.Struct, frozen=True):
+    created: int
+    updated: int
+    unchanged: int
+
+
+class ToolPage(msgspec.Struct, frozen=True):
+    items: list[ToolRecord]
+    next_cursor: str | None
+
+
+class SearchResults(msgspec.Struct, frozen=True):
+    results: list[SearchHit]
+
+
+def checked(spec: ToolSpec) -> ToolSpec:
+    """The spec after the checks the type alone cannot make (JSON Schema meta-schema)."""
+    errors = list(schema_errors(spec))
+    if errors:
+        raise SpecInvalid(errors)
+    return spec
+
+
+async def provide_registry(request: Request[Any, Any, Any]) -> ToolRegistry:
+    registry: ToolRegistry = request.app.state.registry
+    return registry
+
+
+class ToolController(Controller):
+    path = "/v1/tools"
+    tags = ["tools"]
+    dependencies = {"registry": Provide(provide_registry)}
+
+    @post("/", status_code=HTTP_201_CREATED, summary="Register a tool")
+    async def create_tool(
+        self, request: Request[Any, Any, Any], registry: ToolRegistry, data: ToolSpec
+    ) -> ToolRecord:
+        return await registry.create(tenant_of(request), checked(data))
+
+    @post("/bulk", status_code=HTTP_200_OK, summary="Create or replace many tools at once")
+    async def bulk_tools(
+        self, request: Request[Any, Any, Any], registry: ToolRegistry, data: BulkRequest
+    ) -> BulkResult:
+        """All or nothing: every tool is written and searchable, or the 422 lists each bad item."""
+        specs = parse_specs(data.tools, prefix=("tools",))
+        result = await registry.write(tenant_of(request), specs)
+        return BulkResult(result.created, result.updated, result.unchanged)
+
+    @get("/", summary="List live tools")
+    async def list_tools(
+        self,
+        request: Request[Any, Any, Any],
+        registry: ToolRegistry,
+        namespace: Annotated[str | None, Parameter(pattern=NAME_PATTERN)] = None,
+        tag: str | None = None,
+        cursor: str | None = None,
+        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 50,
+    ) -> ToolPage:
+        page = await registry.list_tools(
+            tenant_of(request), namespace=namespace, tag=tag, cursor=cursor, limit=limit
+        )
+        return ToolPage(page.items, page.next_cursor)
+
+    @get("/search", summary="Find tools by meaning and keywords")
+    async def search_tools(
+        self,
+        request: Request[Any, Any, Any],
+        registry: ToolRegistry,
+        q: Annotated[str, Parameter(min_length=1, max_length=4000, description="What to find.")],
+        k: Annotated[int | None, Parameter(ge=1, le=MAX_K)] = None,
+        namespace: Annotated[str | None, Parameter(pattern=NAME_PATTERN)] = None,
+        tag: Annotated[list[str] | None, Parameter(description="Require every tag given.")] = None,
+    ) -> SearchResults:
+        k = k or request.app.state.settings.search_k
+        hits = await registry.search(tenant_of(request), q, k, namespace=namespace, tags=tag or ())
+        return SearchResults(hits)
+
+    @get("/{name:str}", summary="Get a tool's live version")
+    async def get_tool(
+        self,
+        request: Request[Any, Any, Any],
+        registry: ToolRegistry,
+        name: str,
+        namespace: Namespace = DEFAULT_NAMESPACE,
+    ) -> ToolRecord:
+        return await registry.get(tenant_of(request), namespace, name)
+
+    @put("/{name:str}", summary="Replace a tool (makes a new version)")
+    async def put_tool(
+        self,
+        request: Request[Any, Any, Any],
+        registry: ToolRegistry,
+        name: str,
+        data: ToolSpec,
+        namespace: Namespace = DEFAULT_NAMESPACE,
+    ) -> Response[ToolRecord]:
+        mismatches = [
+            FieldError(f"/{field}", f"is {got!r} but the URL names {want!r}; they must match")
+            for field, got, want in (
+                ("name", data.name, name),
+                ("namespace", data.namespace, namespace),
+            )
+            if got != want
+        ]
+        if mismatches:
+            raise SpecInvalid(mismatches)
+        record, created = await registry.put(tenant_of(request), checked(data))
+        return Response(record, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
+
+    @delete("/{name:str}", status_code=HTTP_204_NO_CONTENT, summary="Delete a tool (versions stay)")
+    async def delete_tool(
+        self,
+        request: Request[Any, Any, Any],
+        registry: ToolRegistry,
+        name: str,
+        namespace: Namespace = DEFAULT_NAMESPACE,
+    ) -> None:
+        await registry.delete(tenant_of(request), namespace, name)
+
+    @get("/{name:str}/versions", summary="Every version of a tool, deleted ones included")
+    async def list_versions(
+        self,
+        request: Request[Any, Any, Any],
+        registry: ToolRegistry,
+        name: str,
+        namespace: Namespace = DEFAULT_NAMESPACE,
+    ) -> list[ToolRecord]:
+        return await registry.versions(tenant_of(request), namespace, name)
+
+    @get("/{name:str}/versions/{version:int}", summary="One version of a tool")
+    async def get_version(
+        self,
+        request: Request[Any, Any, Any],
+        registry: ToolRegistry,
+        name: str,
+        version: int,
+        namespace: Namespace = DEFAULT_NAMESPACE,
+    ) -> ToolRecord:
+        return await registry.get_version(tenant_of(request), namespace, name, version)

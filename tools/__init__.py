@@ -1,0 +1,1 @@
+"""Switchboard's tool domain: specs, schema checks, the registry store and the search index."""

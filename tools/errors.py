@@ -1,0 +1,70 @@
+"""Errors of the tool domain, each with typed fields and a message that says how to fix it.
+
+ToolsError
+├── SpecInvalid          one or more fields of one or more specs are wrong (422)
+├── ToolNotFound         no live tool (or version) by that name in that namespace (404)
+├── ToolExists           create of a name that is already registered (409)
+├── ImportFormatError    a file given to `tools import` cannot be read as tool specs
+└── EmbeddingError       the embedding model failed to load or encode
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class FieldError(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One problem in a request: a JSON pointer into the body (or the query parameter's name)
+    and what is wrong; `index` is the item's position in a bulk request."""
+
+    pointer: str
+    message: str
+    index: int | None = None
+    parameter: str | None = None
+
+
+class ToolsError(Exception):
+    """Base of every error raised by `tools`."""
+
+
+class SpecInvalid(ToolsError):
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = errors
+        first = errors[0]
+        where = (
+            f"item {first.index} at {first.pointer}" if first.index is not None else first.pointer
+        )
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        super().__init__(f"invalid tool spec: {where or '/'}: {first.message}{more}")
+
+
+class ToolNotFound(ToolsError):
+    def __init__(self, namespace: str, name: str, version: int | None = None) -> None:
+        self.namespace, self.name, self.version = namespace, name, version
+        which = f"version {version} of tool" if version is not None else "tool"
+        super().__init__(
+            f"{which} {name!r} not found in namespace {namespace!r}; "
+            "list tools with GET /v1/tools or pass ?namespace= to look elsewhere"
+        )
+
+
+class ToolExists(ToolsError):
+    def __init__(self, namespace: str, name: str) -> None:
+        self.namespace, self.name = namespace, name
+        super().__init__(
+            f"tool {name!r} already exists in namespace {namespace!r}; "
+            f"PUT /v1/tools/{name} makes a new version"
+        )
+
+
+class ImportFormatError(ToolsError):
+    def __init__(self, source: str, line: int | None, message: str) -> None:
+        self.source, self.line = source, line
+        where = f"{source}:{line}" if line is not None else source
+        super().__init__(f"{where}: {message}")
+
+
+class EmbeddingError(ToolsError):
+    def __init__(self, model: str, message: str) -> None:
+        self.model = model
+        super().__init__(f"embedding model {model!r}: {message}")

@@ -1,0 +1,342 @@
+"""The tool registry: versioned writes to Postgres, kept searchable in per-tenant indexes."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import asyncpg
+import msgspec
+import numpy as np
+
+from tools import store
+from tools.embed import Embedder, Vectors
+from tools.errors import ToolExists, ToolNotFound
+from tools.index import IndexedTool, RankingWeights, SearchHit, ToolIndex
+from tools.spec import ToolRecord, ToolSpec
+from tools.store import CurrentTool, NewVersion, ToolRow
+from tools.text import keyword_text, tool_text
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+"""Called with (texts embedded so far, texts to embed) as a bulk write proceeds."""
+
+EMBED_BATCH = 256
+
+
+class WriteResult(msgspec.Struct, frozen=True, kw_only=True):
+    created: int
+    updated: int
+    unchanged: int
+    records: list[ToolRecord]
+
+
+class ToolRegistry:
+    """Writes go to Postgres first; each replica's in-memory indexes follow every change."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, embedder: Embedder, *, weights: RankingWeights | None = None
+    ) -> None:
+        self.pool = pool
+        self.embedder = embedder
+        self.weights = weights or RankingWeights()
+        self.origin = uuid.uuid4().hex  # tells this replica's own notifications apart
+        self._indexes: dict[str, ToolIndex] = {}
+        self._change_ids: dict[tuple[str, str, str], int] = {}
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def search(
+        self,
+        tenant: str,
+        query: str,
+        k: int = 10,
+        *,
+        namespace: str | None = None,
+        tags: Sequence[str] = (),
+    ) -> list[SearchHit]:
+        index = self._indexes.get(tenant)
+        if index is None or len(index) == 0:
+            return []
+        vector = (await self.embedder.embed([query]))[0]
+        return index.search(vector, query, k, namespace=namespace, tags=tags)
+
+    def tenants(self) -> list[str]:
+        return sorted(self._indexes)
+
+    def index_size(self, tenant: str) -> int:
+        index = self._indexes.get(tenant)
+        return 0 if index is None else len(index)
+
+    async def get(self, tenant: str, namespace: str, name: str) -> ToolRecord:
+        record = await store.get_current(self.pool, tenant, namespace, name)
+        if record is None:
+            raise ToolNotFound(namespace, name)
+        return record
+
+    async def get_version(self, tenant: str, namespace: str, name: str, version: int) -> ToolRecord:
+        record = await store.get_version(self.pool, tenant, namespace, name, version)
+        if record is None:
+            raise ToolNotFound(namespace, name, version)
+        return record
+
+    async def versions(self, tenant: str, namespace: str, name: str) -> list[ToolRecord]:
+        records = await store.list_versions(self.pool, tenant, namespace, name)
+        if not records:
+            raise ToolNotFound(namespace, name)
+        return records
+
+    async def list_tools(
+        self, tenant: str, *, namespace: str | None, tag: str | None, cursor: str | None, limit: int
+    ) -> store.Page:
+        return await store.list_current(
+            self.pool, tenant, namespace=namespace, tag=tag, cursor=cursor, limit=limit
+        )
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def create(self, tenant: str, spec: ToolSpec) -> ToolRecord:
+        result = await self.write(tenant, [spec], mode="create")
+        return result.records[0]
+
+    async def put(self, tenant: str, spec: ToolSpec) -> tuple[ToolRecord, bool]:
+        """Create or make a new version; returns the record and whether it was created.
+
+        Putting the spec a tool already has makes no new version and returns the current one.
+        """
+        result = await self.write(tenant, [spec], mode="upsert")
+        if result.unchanged:
+            return await self.get(tenant, spec.namespace, spec.name), False
+        return result.records[0], result.created == 1
+
+    async def write(
+        self,
+        tenant: str,
+        specs: Sequence[ToolSpec],
+        *,
+        mode: Literal["create", "upsert"] = "upsert",
+        progress: Progress | None = None,
+    ) -> WriteResult:
+        """Register specs in one transaction: all of them become searchable, or none is written."""
+        keys = [(s.namespace, s.name) for s in specs]
+        async with self.pool.acquire() as conn:
+            before = await store.current_tools(conn, tenant, keys)
+        if mode == "create":
+            _refuse_existing(specs, before)
+        changed = [s for s in specs if not _same(s, before.get((s.namespace, s.name)))]
+        prepared = await self._prepare(changed, before, progress)
+        async with self.pool.acquire() as conn, conn.transaction():
+            locked = await store.current_tools(conn, tenant, keys, lock=True)
+            if mode == "create":
+                _refuse_existing(specs, locked)
+            versions = [_numbered(p, locked.get(_key(p))) for p in prepared]
+            created = sum(1 for v in versions if _is_new(locked.get(_key(v))))
+            change_id = await store.next_change_id(conn)
+            await store.write_versions(conn, tenant, versions, change_id)
+            await store.notify(conn, self.origin, change_id)
+            created_at = await conn.fetchval("SELECT now()")
+        for v in versions:
+            self._apply(tenant, _indexed(v), change_id)
+        return WriteResult(
+            created=created,
+            updated=len(versions) - created,
+            unchanged=len(specs) - len(versions),
+            records=[
+                ToolRecord.of(v.spec, v.version, created_at, v.spec.secret is not None)
+                for v in versions
+            ],
+        )
+
+    async def delete(self, tenant: str, namespace: str, name: str) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await store.current_tools(conn, tenant, [(namespace, name)], lock=True)
+            change_id = await store.next_change_id(conn)
+            if not await store.mark_deleted(conn, tenant, namespace, name, change_id):
+                raise ToolNotFound(namespace, name)
+            await store.notify(conn, self.origin, change_id)
+        self._remove(tenant, (namespace, name), change_id)
+
+    # -- keeping the indexes in step ---------------------------------------------------------
+
+    async def load(self) -> int:
+        """Rebuild every tenant's index from Postgres, re-embedding what another model made."""
+        rows = await store.load_live(self.pool)
+        stale = [r for r in rows if r.embedding_model != self.embedder.model_name]
+        if stale:
+            log.info("re-embedding %d tools with %s", len(stale), self.embedder.model_name)
+            rows = [r for r in rows if r.embedding_model == self.embedder.model_name]
+            rows += await self._reembed(stale)
+        self._indexes.clear()
+        self._change_ids.clear()
+        for row in rows:
+            self._apply(row.tenant_id, _indexed_row(row), row.change_id)
+        return len(rows)
+
+    async def apply_change(self, payload: str) -> None:
+        """Handle a NOTIFY payload `origin:change_id` from any replica (own ones are skipped)."""
+        origin, _, change = payload.partition(":")
+        if origin == self.origin:
+            return
+        for row in await store.load_change(self.pool, int(change)):
+            if row.deleted:
+                self._remove(row.tenant_id, (row.namespace, row.name), row.change_id)
+            elif row.embedding_model == self.embedder.model_name:
+                self._apply(row.tenant_id, _indexed_row(row), row.change_id)
+            else:
+                for fresh in await self._reembed([row]):
+                    self._apply(row.tenant_id, _indexed_row(fresh), row.change_id)
+
+    def _apply(self, tenant: str, tool: IndexedTool, change_id: int) -> None:
+        if not self._is_newer(tenant, tool.key, change_id):
+            return
+        index = self._indexes.get(tenant)
+        if index is None:
+            index = self._indexes[tenant] = ToolIndex(self.embedder.dim, self.weights)
+        index.upsert(tool)
+
+    def _remove(self, tenant: str, key: tuple[str, str], change_id: int) -> None:
+        if self._is_newer(tenant, key, change_id) and tenant in self._indexes:
+            self._indexes[tenant].remove(key)
+
+    def _is_newer(self, tenant: str, key: tuple[str, str], change_id: int) -> bool:
+        """Changes to one tool get rising ids (taken under its row lock); ignore stale ones."""
+        full = (tenant, *key)
+        if change_id < self._change_ids.get(full, -1):
+            return False
+        self._change_ids[full] = change_id
+        return True
+
+    # -- embedding ---------------------------------------------------------------------------
+
+    async def _prepare(
+        self,
+        specs: Sequence[ToolSpec],
+        before: dict[tuple[str, str], CurrentTool],
+        progress: Progress | None,
+    ) -> list[NewVersion]:
+        """Embed what changed; reuse stored vectors where the embedded text is the same."""
+        model = self.embedder.model_name
+        texts = [tool_text(s) for s in specs]
+        todo: list[str] = []
+        for spec, text in zip(specs, texts, strict=True):
+            old = before.get((spec.namespace, spec.name))
+            if old is None or old.embedding_model != model or old.embedding_text != text:
+                todo.append(text)
+            if old is None or old.embedding_model != model or old.spec.examples != spec.examples:
+                todo.extend(spec.examples)
+        vectors = iter(await self._embed(todo, progress))
+        prepared = []
+        for spec, text in zip(specs, texts, strict=True):
+            old = before.get((spec.namespace, spec.name))
+            fresh = old is None or old.embedding_model != model
+            vector = next(vectors) if fresh or old.embedding_text != text else old.embedding  # type: ignore[union-attr]
+            if fresh or old.spec.examples != spec.examples:  # type: ignore[union-attr]
+                examples = _stack([next(vectors) for _ in spec.examples], self.embedder.dim)
+            else:
+                examples = old.example_embeddings  # type: ignore[union-attr]
+            prepared.append(
+                NewVersion(
+                    spec=spec,
+                    version=0,
+                    embedding_model=model,
+                    embedding_text=text,
+                    keyword_text=keyword_text(spec),
+                    embedding=vector,
+                    example_embeddings=examples,
+                )
+            )
+        return prepared
+
+    async def _embed(self, texts: list[str], progress: Progress | None) -> list[Vectors]:
+        out: list[Vectors] = []
+        for start in range(0, len(texts), EMBED_BATCH):
+            out.extend(await self.embedder.embed(texts[start : start + EMBED_BATCH]))
+            if progress is not None:
+                progress(len(out), len(texts))
+        return out
+
+    async def _reembed(self, rows: list[ToolRow]) -> list[ToolRow]:
+        model = self.embedder.model_name
+        todo = [r.embedding_text for r in rows] + [e for r in rows for e in r.examples]
+        vectors = iter(await self._embed(todo, None))
+        mains = [next(vectors) for _ in rows]
+        fresh = [
+            msgspec.structs.replace(
+                r,
+                embedding_model=model,
+                embedding=main,
+                example_embeddings=_stack([next(vectors) for _ in r.examples], self.embedder.dim),
+            )
+            for r, main in zip(rows, mains, strict=True)
+        ]
+        async with self.pool.acquire() as conn:
+            for tenant in {r.tenant_id for r in fresh}:
+                await store.update_embeddings(
+                    conn, tenant, [r for r in fresh if r.tenant_id == tenant], model
+                )
+        return fresh
+
+
+def _key(v: NewVersion) -> tuple[str, str]:
+    return (v.spec.namespace, v.spec.name)
+
+
+def _is_new(current: CurrentTool | None) -> bool:
+    return current is None or current.deleted
+
+
+def _same(spec: ToolSpec, current: CurrentTool | None) -> bool:
+    return (
+        current is not None
+        and not current.deleted
+        and current.spec == spec.without_secret()
+        and current.secret == spec.secret
+    )
+
+
+def _refuse_existing(
+    specs: Sequence[ToolSpec], current: dict[tuple[str, str], CurrentTool]
+) -> None:
+    for spec in specs:
+        old = current.get((spec.namespace, spec.name))
+        if old is not None and not old.deleted:
+            raise ToolExists(spec.namespace, spec.name)
+
+
+def _numbered(prepared: NewVersion, locked: CurrentTool | None) -> NewVersion:
+    return msgspec.structs.replace(prepared, version=1 if locked is None else locked.version + 1)
+
+
+def _stack(vectors: list[Vectors], dim: int) -> Vectors:
+    if not vectors:
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.stack(vectors).astype(np.float32)
+
+
+def _indexed(v: NewVersion) -> IndexedTool:
+    return IndexedTool(
+        namespace=v.spec.namespace,
+        name=v.spec.name,
+        version=v.version,
+        description=v.spec.description,
+        tags=frozenset(v.spec.tags),
+        keyword_text=v.keyword_text,
+        vector=v.embedding,
+        example_vectors=v.example_embeddings,
+    )
+
+
+def _indexed_row(row: ToolRow) -> IndexedTool:
+    return IndexedTool(
+        namespace=row.namespace,
+        name=row.name,
+        version=row.version,
+        description=row.description,
+        tags=frozenset(row.tags),
+        keyword_text=row.keyword_text,
+        vector=row.embedding,
+        example_vectors=row.example_embeddings,
+    )

@@ -1,0 +1,336 @@
+"""SQL for the tool registry. Every function takes a connection; nothing holds global state."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+
+import asyncpg
+import msgspec
+import numpy as np
+
+from tools.embed import Vectors
+from tools.errors import FieldError, SpecInvalid
+from tools.spec import ToolRecord, ToolSpec
+
+CHANNEL = "switchboard_tools"
+_spec_decoder = msgspec.json.Decoder(ToolSpec)
+
+
+class CurrentTool(msgspec.Struct, frozen=True, kw_only=True):
+    """A tool's current row: its live (or deleted) version and what its search data came from."""
+
+    namespace: str
+    name: str
+    version: int
+    deleted: bool
+    spec: ToolSpec
+    secret: str | None
+    embedding_model: str
+    embedding_text: str
+    embedding: Vectors
+    example_embeddings: Vectors
+
+
+class ToolRow(msgspec.Struct, frozen=True, kw_only=True):
+    """What the search index needs of one tool."""
+
+    tenant_id: str
+    namespace: str
+    name: str
+    version: int
+    description: str
+    tags: list[str]
+    deleted: bool
+    embedding_model: str
+    embedding_text: str
+    keyword_text: str
+    embedding: Vectors
+    example_embeddings: Vectors
+    change_id: int
+    examples: list[str]
+
+
+class NewVersion(msgspec.Struct, frozen=True, kw_only=True):
+    spec: ToolSpec
+    version: int
+    embedding_model: str
+    embedding_text: str
+    keyword_text: str
+    embedding: Vectors
+    example_embeddings: Vectors
+
+
+def encode_spec(spec: ToolSpec) -> str:
+    return msgspec.json.encode(spec.without_secret()).decode()
+
+
+def _examples_matrix(flat: Sequence[float], dim: int) -> Vectors:
+    return np.asarray(flat, dtype=np.float32).reshape(-1, dim)
+
+
+_TOOL_ROW_SQL = """
+    SELECT t.tenant_id, t.namespace, t.name, t.version, t.description, t.tags,
+           t.deleted_at IS NOT NULL AS deleted, t.embedding_model, t.embedding_text,
+           t.keyword_text, t.embedding, t.example_embeddings, t.change_id,
+           v.spec -> 'examples' AS examples
+    FROM tools t JOIN tool_versions v USING (tenant_id, namespace, name, version)
+"""
+
+
+def _tool_row(r: asyncpg.Record) -> ToolRow:
+    embedding = r["embedding"]
+    return ToolRow(
+        tenant_id=r["tenant_id"],
+        namespace=r["namespace"],
+        name=r["name"],
+        version=r["version"],
+        description=r["description"],
+        tags=list(r["tags"]),
+        deleted=r["deleted"],
+        embedding_model=r["embedding_model"],
+        embedding_text=r["embedding_text"],
+        keyword_text=r["keyword_text"],
+        embedding=embedding,
+        example_embeddings=_examples_matrix(r["example_embeddings"], len(embedding)),
+        change_id=r["change_id"],
+        examples=json.loads(r["examples"] or "[]"),
+    )
+
+
+async def load_live(conn: asyncpg.Connection | asyncpg.Pool) -> list[ToolRow]:
+    rows = await conn.fetch(_TOOL_ROW_SQL + " WHERE t.deleted_at IS NULL")
+    return [_tool_row(r) for r in rows]
+
+
+async def load_change(conn: asyncpg.Connection | asyncpg.Pool, change_id: int) -> list[ToolRow]:
+    rows = await conn.fetch(_TOOL_ROW_SQL + " WHERE t.change_id = $1", change_id)
+    return [_tool_row(r) for r in rows]
+
+
+async def current_tools(
+    conn: asyncpg.Connection, tenant: str, keys: Sequence[tuple[str, str]], *, lock: bool = False
+) -> dict[tuple[str, str], CurrentTool]:
+    """Current rows for the keys, deleted ones included; `lock` takes their row locks."""
+    if not keys:
+        return {}
+    rows = await conn.fetch(
+        f"""SELECT t.namespace, t.name, t.version, t.deleted_at IS NOT NULL AS deleted,
+                   v.spec, v.secret, t.embedding_model, t.embedding_text, t.embedding,
+                   t.example_embeddings
+            FROM tools t JOIN tool_versions v USING (tenant_id, namespace, name, version)
+            WHERE t.tenant_id = $1
+              AND (t.namespace, t.name) IN (SELECT * FROM unnest($2::text[], $3::text[]))
+            {"FOR UPDATE OF t" if lock else ""}""",
+        tenant,
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+    )
+    return {(r["namespace"], r["name"]): _current(r) for r in rows}
+
+
+def _current(r: asyncpg.Record) -> CurrentTool:
+    embedding = r["embedding"]
+    return CurrentTool(
+        namespace=r["namespace"],
+        name=r["name"],
+        version=r["version"],
+        deleted=r["deleted"],
+        spec=_spec_decoder.decode(r["spec"]),
+        secret=r["secret"],
+        embedding_model=r["embedding_model"],
+        embedding_text=r["embedding_text"],
+        embedding=embedding,
+        example_embeddings=_examples_matrix(r["example_embeddings"], len(embedding)),
+    )
+
+
+async def next_change_id(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT nextval('tool_change_ids')"))
+
+
+async def write_versions(
+    conn: asyncpg.Connection, tenant: str, versions: Sequence[NewVersion], change_id: int
+) -> None:
+    """Insert each new version and point the tool's current row at it (undeleting it)."""
+    await conn.executemany(
+        """INSERT INTO tool_versions (tenant_id, namespace, name, version, spec, secret)
+           VALUES ($1, $2, $3, $4, $5::jsonb, $6)""",
+        [
+            (tenant, v.spec.namespace, v.spec.name, v.version, encode_spec(v.spec), v.spec.secret)
+            for v in versions
+        ],
+    )
+    await conn.executemany(
+        """INSERT INTO tools (tenant_id, namespace, name, version, description, tags,
+                              embedding_model, embedding_text, keyword_text, embedding,
+                              example_embeddings, change_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+           ON CONFLICT (tenant_id, namespace, name) DO UPDATE SET
+               version = EXCLUDED.version, description = EXCLUDED.description,
+               tags = EXCLUDED.tags, deleted_at = NULL,
+               embedding_model = EXCLUDED.embedding_model,
+               embedding_text = EXCLUDED.embedding_text, keyword_text = EXCLUDED.keyword_text,
+               embedding = EXCLUDED.embedding, example_embeddings = EXCLUDED.example_embeddings,
+               change_id = EXCLUDED.change_id, updated_at = now()""",
+        [
+            (
+                tenant,
+                v.spec.namespace,
+                v.spec.name,
+                v.version,
+                v.spec.description,
+                v.spec.tags,
+                v.embedding_model,
+                v.embedding_text,
+                v.keyword_text,
+                v.embedding,
+                v.example_embeddings.ravel().tolist(),
+                change_id,
+            )
+            for v in versions
+        ],
+    )
+
+
+async def mark_deleted(
+    conn: asyncpg.Connection, tenant: str, namespace: str, name: str, change_id: int
+) -> bool:
+    status = await conn.execute(
+        """UPDATE tools SET deleted_at = now(), change_id = $4, updated_at = now()
+           WHERE tenant_id = $1 AND namespace = $2 AND name = $3 AND deleted_at IS NULL""",
+        tenant,
+        namespace,
+        name,
+        change_id,
+    )
+    return bool(status == "UPDATE 1")
+
+
+async def update_embeddings(
+    conn: asyncpg.Connection, tenant: str, rows: Sequence[ToolRow], model: str
+) -> None:
+    """Store embeddings recomputed with another model (no new version: the spec is unchanged)."""
+    await conn.executemany(
+        """UPDATE tools SET embedding_model = $4, embedding_text = $5, keyword_text = $6,
+                            embedding = $7, example_embeddings = $8
+           WHERE tenant_id = $1 AND namespace = $2 AND name = $3""",
+        [
+            (
+                tenant,
+                r.namespace,
+                r.name,
+                model,
+                r.embedding_text,
+                r.keyword_text,
+                r.embedding,
+                r.example_embeddings.ravel().tolist(),
+            )
+            for r in rows
+        ],
+    )
+
+
+async def notify(conn: asyncpg.Connection, origin: str, change_id: int) -> None:
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{origin}:{change_id}")
+
+
+_RECORD_SQL = """
+    SELECT v.spec, v.version, v.created_at, v.secret IS NOT NULL AS has_secret
+    FROM tool_versions v
+"""
+
+
+def _record(r: asyncpg.Record) -> ToolRecord:
+    return ToolRecord.of(
+        _spec_decoder.decode(r["spec"]), r["version"], r["created_at"], r["has_secret"]
+    )
+
+
+async def get_current(
+    conn: asyncpg.Connection | asyncpg.Pool, tenant: str, namespace: str, name: str
+) -> ToolRecord | None:
+    row = await conn.fetchrow(
+        _RECORD_SQL
+        + """ JOIN tools t USING (tenant_id, namespace, name, version)
+        WHERE t.tenant_id = $1 AND t.namespace = $2 AND t.name = $3 AND t.deleted_at IS NULL""",
+        tenant,
+        namespace,
+        name,
+    )
+    return None if row is None else _record(row)
+
+
+async def get_version(
+    conn: asyncpg.Connection | asyncpg.Pool, tenant: str, namespace: str, name: str, version: int
+) -> ToolRecord | None:
+    row = await conn.fetchrow(
+        _RECORD_SQL + " WHERE tenant_id = $1 AND namespace = $2 AND name = $3 AND version = $4",
+        tenant,
+        namespace,
+        name,
+        version,
+    )
+    return None if row is None else _record(row)
+
+
+async def list_versions(
+    conn: asyncpg.Connection | asyncpg.Pool, tenant: str, namespace: str, name: str
+) -> list[ToolRecord]:
+    rows = await conn.fetch(
+        _RECORD_SQL + " WHERE tenant_id = $1 AND namespace = $2 AND name = $3 ORDER BY version",
+        tenant,
+        namespace,
+        name,
+    )
+    return [_record(r) for r in rows]
+
+
+class Page(msgspec.Struct, frozen=True):
+    items: list[ToolRecord]
+    next_cursor: str | None
+
+
+def encode_cursor(namespace: str, name: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([namespace, name]).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        namespace, name = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return str(namespace), str(name)
+    except (ValueError, TypeError) as exc:
+        raise SpecInvalid(
+            [FieldError("/cursor", "not a cursor this service issued: pass next_cursor unchanged")]
+        ) from exc
+
+
+async def list_current(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    tenant: str,
+    *,
+    namespace: str | None,
+    tag: str | None,
+    cursor: str | None,
+    limit: int,
+) -> Page:
+    after = decode_cursor(cursor) if cursor else ("", "")
+    rows = await conn.fetch(
+        _RECORD_SQL
+        + """ JOIN tools t USING (tenant_id, namespace, name, version)
+        WHERE t.tenant_id = $1 AND t.deleted_at IS NULL
+          AND ($2::text IS NULL OR t.namespace = $2)
+          AND ($3::text IS NULL OR $3 = ANY (t.tags))
+          AND (t.namespace, t.name) > ($4, $5)
+        ORDER BY t.namespace, t.name LIMIT $6""",
+        tenant,
+        namespace,
+        tag,
+        after[0],
+        after[1],
+        limit + 1,
+    )
+    items = [_record(r) for r in rows[:limit]]
+    more = len(rows) > limit
+    return Page(items, encode_cursor(items[-1].namespace, items[-1].name) if more else None)

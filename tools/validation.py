@@ -1,0 +1,114 @@
+"""Turn untrusted JSON into `ToolSpec`s, collecting every problem with a JSON pointer to it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgspec
+from jsonschema import Draft202012Validator
+
+from tools.errors import FieldError, SpecInvalid
+from tools.spec import NAME_PATTERN, ToolSpec
+
+_META = Draft202012Validator(Draft202012Validator.META_SCHEMA)
+_MSGSPEC_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_MISSING_FIELD = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
+_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+
+
+def pointer(*parts: str | int) -> str:
+    """RFC 6901 JSON pointer from path parts."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def parse_spec(raw: Any, *, prefix: Sequence[str | int] = (), index: int | None = None) -> ToolSpec:
+    """Decode one spec from builtins; raise `SpecInvalid` listing what is wrong and where."""
+    try:
+        spec = msgspec.convert(raw, ToolSpec, strict=True)
+    except msgspec.ValidationError as exc:
+        raise SpecInvalid([_from_msgspec(str(exc), prefix, index)]) from exc
+    errors = list(schema_errors(spec, prefix=prefix, index=index))
+    if errors:
+        raise SpecInvalid(errors)
+    return spec
+
+
+def parse_specs(items: Iterable[Any], *, prefix: Sequence[str | int] = ()) -> list[ToolSpec]:
+    """Decode many specs; raise one `SpecInvalid` naming every bad item by index and pointer."""
+    specs: list[ToolSpec] = []
+    errors: list[FieldError] = []
+    seen: dict[tuple[str, str], int] = {}
+    for i, raw in enumerate(items):
+        try:
+            spec = parse_spec(raw, prefix=(*prefix, i), index=i)
+        except SpecInvalid as exc:
+            errors.extend(exc.errors)
+            continue
+        key = (spec.namespace, spec.name)
+        if key in seen:
+            errors.append(
+                FieldError(
+                    pointer(*prefix, i, "name"),
+                    f"duplicate tool {spec.name!r} in namespace {spec.namespace!r}: "
+                    f"item {seen[key]} has the same name; each name may appear once per request",
+                    index=i,
+                )
+            )
+        seen.setdefault(key, i)
+        specs.append(spec)
+    if errors:
+        raise SpecInvalid(errors)
+    return specs
+
+
+def schema_errors(
+    spec: ToolSpec, *, prefix: Sequence[str | int] = (), index: int | None = None
+) -> Iterable[FieldError]:
+    """Check `parameters` and `output_schema` against the JSON Schema 2020-12 meta-schema."""
+    for field, schema in (("parameters", spec.parameters), ("output_schema", spec.output_schema)):
+        if schema is None:
+            continue
+        for err in sorted(_META.iter_errors(schema), key=lambda e: list(map(str, e.absolute_path))):
+            yield FieldError(
+                pointer(*prefix, field, *err.absolute_path),
+                f"not a valid JSON Schema (2020-12): {err.message}",
+                index=index,
+            )
+    if spec.parameters.get("type") != "object":
+        yield FieldError(
+            pointer(*prefix, "parameters", "type"),
+            'the root of parameters must be {"type": "object", "properties": {...}}: '
+            "tool arguments are always a JSON object",
+            index=index,
+        )
+
+
+_HINTS = {
+    NAME_PATTERN: "use 1-64 letters, digits, '_' or '-' (e.g. math_factorial)",
+    "Invalid value": "executor.kind must be one of: http, builtin",
+}
+
+
+def explain(message: str) -> str:
+    """msgspec's message plus how to fix it, where the message alone does not say."""
+    for needle, hint in _HINTS.items():
+        if needle in message:
+            return f"{message}: {hint}"
+    return message
+
+
+def _from_msgspec(message: str, prefix: Sequence[str | int], index: int | None) -> FieldError:
+    """Map msgspec's "... - at `$.a[0].b`" to a JSON pointer such as /a/0/b."""
+    parts: list[str | int] = list(prefix)
+    match = _MSGSPEC_PATH.search(message)
+    if match:
+        message = message[: match.start()]
+        for name, number in _PATH_PART.findall(match.group("path")):
+            parts.append(int(number) if number else name)
+    missing = _MISSING_FIELD.match(message)
+    if missing:
+        parts.append(missing.group("field"))
+        message = f"required field `{missing.group('field')}` is missing"
+    return FieldError(pointer(*parts), explain(message), index=index)
