@@ -83,7 +83,7 @@ async def database(
     url: str | None, data_dir: Path
 ) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
     """The pool for `url`, or for an embedded server started here and stopped on exit."""
-    server = None if url else start_embedded(data_dir)
+    server: Any = None if url else start_embedded(data_dir)
     dsn: str = url or server.get_uri()
     try:
         pool = await connect_pool(dsn)
