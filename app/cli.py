@@ -73,7 +73,8 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
     except SpecInvalid as exc:
         print(f"{args.file}: nothing imported; {len(exc.errors)} problem(s):", file=sys.stderr)
         for err in exc.errors:
-            print(f"  item {err.index} at {err.pointer}: {err.message}", file=sys.stderr)
+            where = err.pointer.removeprefix(f"/{err.index}") or "/"
+            print(f"  item {err.index} at {where}: {err.message}", file=sys.stderr)
         return 1
     except (ImportFormatError, ToolsError) as exc:
         print(f"switchboard: {exc}", file=sys.stderr)

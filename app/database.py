@@ -79,9 +79,7 @@ async def connect_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> as
 
 
 @contextlib.asynccontextmanager
-async def database(
-    url: str | None, data_dir: Path
-) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
+async def database(url: str | None, data_dir: Path) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
     """The pool for `url`, or for an embedded server started here and stopped on exit."""
     server: Any = None if url else start_embedded(data_dir)
     dsn: str = url or server.get_uri()

@@ -9,7 +9,9 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+import migrations
+
+MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 _FILE = re.compile(r"^(?P<number>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
 # Any fixed number works; it only has to be the same in every process that migrates.
 _LOCK_ID = 0x5357_4244  # "SWBD"

@@ -55,7 +55,10 @@ class SentenceTransformerEmbedder:
             hint = "" if Path(location).exists() else " (no such path; nothing is downloaded)"
             raise EmbeddingError(model, f"cannot load{hint}: {exc}") from exc
         self._name = model
-        self._dim = int(self._model.get_sentence_embedding_dimension() or 0)
+        dimension = getattr(self._model, "get_embedding_dimension", None) or (
+            self._model.get_sentence_embedding_dimension
+        )
+        self._dim = int(dimension() or 0)
         self._batch_size = batch_size
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
 

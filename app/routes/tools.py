@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
-from litestar.di import Provide
-from litestar.params import Parameter
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from app.tenancy import tenant_of
@@ -17,10 +17,11 @@ from tools.registry import ToolRegistry
 from tools.spec import DEFAULT_NAMESPACE, NAME_PATTERN, ToolRecord, ToolSpec
 from tools.validation import parse_specs, schema_errors
 
+Registry = NamedDependency[ToolRegistry]
 MAX_PAGE = 500
 MAX_K = 100
 Namespace = Annotated[
-    str, Parameter(query="namespace", pattern=NAME_PATTERN, description="Namespace of the tool.")
+    str, QueryParameter(pattern=NAME_PATTERN, description="Namespace of the tool.")
 ]
 
 
@@ -66,13 +67,13 @@ class ToolController(Controller):
 
     @post("/", status_code=HTTP_201_CREATED, summary="Register a tool")
     async def create_tool(
-        self, request: Request[Any, Any, Any], registry: ToolRegistry, data: ToolSpec
+        self, request: Request[Any, Any, Any], registry: Registry, data: JSONBody[ToolSpec]
     ) -> ToolRecord:
         return await registry.create(tenant_of(request), checked(data))
 
     @post("/bulk", status_code=HTTP_200_OK, summary="Create or replace many tools at once")
     async def bulk_tools(
-        self, request: Request[Any, Any, Any], registry: ToolRegistry, data: BulkRequest
+        self, request: Request[Any, Any, Any], registry: Registry, data: JSONBody[BulkRequest]
     ) -> BulkResult:
         """All or nothing: every tool is written and searchable, or the 422 lists each bad item."""
         specs = parse_specs(data.tools, prefix=("tools",))
@@ -83,11 +84,11 @@ class ToolController(Controller):
     async def list_tools(
         self,
         request: Request[Any, Any, Any],
-        registry: ToolRegistry,
-        namespace: Annotated[str | None, Parameter(pattern=NAME_PATTERN)] = None,
-        tag: str | None = None,
-        cursor: str | None = None,
-        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 50,
+        registry: Registry,
+        namespace: Annotated[str | None, QueryParameter(pattern=NAME_PATTERN)] = None,
+        tag: Annotated[str | None, QueryParameter()] = None,
+        cursor: Annotated[str | None, QueryParameter()] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 50,
     ) -> ToolPage:
         page = await registry.list_tools(
             tenant_of(request), namespace=namespace, tag=tag, cursor=cursor, limit=limit
@@ -98,11 +99,15 @@ class ToolController(Controller):
     async def search_tools(
         self,
         request: Request[Any, Any, Any],
-        registry: ToolRegistry,
-        q: Annotated[str, Parameter(min_length=1, max_length=4000, description="What to find.")],
-        k: Annotated[int | None, Parameter(ge=1, le=MAX_K)] = None,
-        namespace: Annotated[str | None, Parameter(pattern=NAME_PATTERN)] = None,
-        tag: Annotated[list[str] | None, Parameter(description="Require every tag given.")] = None,
+        registry: Registry,
+        q: Annotated[
+            str, QueryParameter(min_length=1, max_length=4000, description="What to find.")
+        ],
+        k: Annotated[int | None, QueryParameter(ge=1, le=MAX_K)] = None,
+        namespace: Annotated[str | None, QueryParameter(pattern=NAME_PATTERN)] = None,
+        tag: Annotated[
+            list[str] | None, QueryParameter(description="Require every tag given.")
+        ] = None,
     ) -> SearchResults:
         k = k or request.app.state.settings.search_k
         hits = await registry.search(tenant_of(request), q, k, namespace=namespace, tags=tag or ())
@@ -112,8 +117,8 @@ class ToolController(Controller):
     async def get_tool(
         self,
         request: Request[Any, Any, Any],
-        registry: ToolRegistry,
-        name: str,
+        registry: Registry,
+        name: FromPath[str],
         namespace: Namespace = DEFAULT_NAMESPACE,
     ) -> ToolRecord:
         return await registry.get(tenant_of(request), namespace, name)
@@ -122,9 +127,9 @@ class ToolController(Controller):
     async def put_tool(
         self,
         request: Request[Any, Any, Any],
-        registry: ToolRegistry,
-        name: str,
-        data: ToolSpec,
+        registry: Registry,
+        name: FromPath[str],
+        data: JSONBody[ToolSpec],
         namespace: Namespace = DEFAULT_NAMESPACE,
     ) -> Response[ToolRecord]:
         mismatches = [
@@ -144,8 +149,8 @@ class ToolController(Controller):
     async def delete_tool(
         self,
         request: Request[Any, Any, Any],
-        registry: ToolRegistry,
-        name: str,
+        registry: Registry,
+        name: FromPath[str],
         namespace: Namespace = DEFAULT_NAMESPACE,
     ) -> None:
         await registry.delete(tenant_of(request), namespace, name)
@@ -154,8 +159,8 @@ class ToolController(Controller):
     async def list_versions(
         self,
         request: Request[Any, Any, Any],
-        registry: ToolRegistry,
-        name: str,
+        registry: Registry,
+        name: FromPath[str],
         namespace: Namespace = DEFAULT_NAMESPACE,
     ) -> list[ToolRecord]:
         return await registry.versions(tenant_of(request), namespace, name)
@@ -164,9 +169,9 @@ class ToolController(Controller):
     async def get_version(
         self,
         request: Request[Any, Any, Any],
-        registry: ToolRegistry,
-        name: str,
-        version: int,
+        registry: Registry,
+        name: FromPath[str],
+        version: FromPath[int],
         namespace: Namespace = DEFAULT_NAMESPACE,
     ) -> ToolRecord:
         return await registry.get_version(tenant_of(request), namespace, name, version)

@@ -1,0 +1,1 @@
+"""Numbered SQL migrations, shipped with the package so installed copies can migrate."""

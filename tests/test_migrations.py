@@ -1,0 +1,78 @@
+"""Migrations: applied once, in order, under a lock; a changed released file stops start-up."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from app.migrate import MigrationError, discover, migrate
+
+
+async def test_migrations_apply_once_and_record_checksums(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        first = await migrate(conn)
+        second = await migrate(conn)
+        rows = await conn.fetch("SELECT number, name, checksum FROM schema_migrations")
+    finally:
+        await conn.close()
+    expected = discover()
+    assert first == [f"{m.number:04d}_{m.name}" for m in expected]
+    assert second == []
+    assert [(r["number"], r["name"], r["checksum"]) for r in rows] == [
+        (m.number, m.name, m.checksum) for m in expected
+    ]
+
+
+async def test_concurrent_start_ups_apply_each_migration_once(database_url: str) -> None:
+    conns = [await asyncpg.connect(database_url) for _ in range(3)]
+    try:
+        results = await asyncio.gather(*(migrate(c) for c in conns))
+    finally:
+        for c in conns:
+            await c.close()
+    assert sorted(len(r) for r in results) == [0, 0, len(discover())]
+
+
+async def test_a_changed_applied_migration_stops_start_up(
+    database_url: str, tmp_path: Path
+) -> None:
+    original = discover()
+    conn = await asyncpg.connect(database_url)
+    try:
+        await migrate(conn, original)
+        edited = [
+            original[0].__class__(
+                original[0].number, original[0].name, original[0].sql + "\n-- edited\n"
+            ),
+            *original[1:],
+        ]
+        with pytest.raises(MigrationError) as caught:
+            await migrate(conn, edited)
+    finally:
+        await conn.close()
+    assert str(caught.value) == (
+        f"migration 0001_{original[0].name}.sql was changed after it was applied "
+        f"(checksum {edited[0].checksum[:12]} != recorded {original[0].checksum[:12]}); "
+        "restore the released file and put the change in a new numbered migration"
+    )
+
+
+def test_migration_files_must_be_numbered_without_gaps(tmp_path: Path) -> None:
+    (tmp_path / "0001_a.sql").write_text("SELECT 1;")
+    (tmp_path / "0003_c.sql").write_text("SELECT 1;")
+    with pytest.raises(MigrationError, match=r"numbered 1\.\.n without gaps, got \[1, 3\]"):
+        discover(tmp_path)
+
+
+def test_every_table_carries_a_tenant_id() -> None:
+    sql = "\n".join(m.sql for m in discover())
+    tables = [block for block in sql.split("CREATE TABLE ")[1:]]
+    for block in tables:
+        name = block.split()[0]
+        if name == "tenants":
+            continue
+        assert "tenant_id" in block.split(");")[0], f"table {name} has no tenant_id"

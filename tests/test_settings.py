@@ -1,0 +1,46 @@
+"""Settings come from the environment, once, with documented defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.settings import Settings, SettingsError, load_settings
+
+
+def test_defaults_when_the_environment_is_empty() -> None:
+    settings = load_settings({})
+    assert settings == Settings()
+    assert settings.model_url == "http://localhost:30000/v1"
+    assert settings.database_url is None
+    assert settings.data_dir == Path("data")
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+
+
+def test_values_are_read_and_typed() -> None:
+    settings = load_settings(
+        {
+            "PORT": "9001",
+            "DATA_DIR": "/srv/sb",
+            "DATABASE_URL": "postgresql://x/y",
+            "HOST": "0.0.0.0",
+        }
+    )
+    assert settings.port == 9001
+    assert settings.data_dir == Path("/srv/sb")
+    assert settings.database_url == "postgresql://x/y"
+
+
+def test_a_bad_port_names_the_variable_and_what_it_expects() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"PORT": "eighty"})
+    assert str(caught.value) == (
+        "PORT is invalid (Expected `int`, got `str`): "
+        "expected a TCP port number between 1 and 65535"
+    )
+
+
+def test_an_out_of_range_port_is_refused() -> None:
+    with pytest.raises(SettingsError, match=r"^PORT=70000 is out of range"):
+        load_settings({"PORT": "70000"})
