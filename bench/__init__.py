@@ -1,0 +1,1 @@
+"""Benchmark scripts for Switchboard, with their recorded results in BENCHMARKS.md."""
