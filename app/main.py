@@ -1,23 +1,34 @@
-"""The Litestar application: its lifespan owns the database, the embedder and the registry."""
+"""The Litestar application: its lifespan owns the database, the embedder, the registry and
+the turn engine."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import msgspec
 from litestar import Litestar, Request, Response, get
+from litestar.datastructures import State
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
 from app.database import database
 from app.problems import EXCEPTION_HANDLERS
+from app.routes.conversations import ConversationController
 from app.routes.tools import ToolController
-from app.settings import Settings, load_settings
+from app.settings import Settings, load_settings, model_backends
+from app.tenancy import DEFAULT_TENANT
+from planner.engine import EngineSettings, TurnEngine
+from planner.model_client import ModelClient
+from planner.supervisor import TurnSupervisor
+from tools.builtins import builtin_specs, default_builtins
 from tools.embed import Embedder, SentenceTransformerEmbedder
+from tools.executors import ToolRunner
 from tools.registry import ToolRegistry
 from tools.sync import ChangeListener
 
@@ -28,6 +39,18 @@ class Health(msgspec.Struct, frozen=True):
     status: str
     database: str
     tools_indexed: int
+
+
+class ModelInfo(msgspec.Struct, frozen=True):
+    id: str
+    model: str
+    base_url: str
+    object: str = "model"
+
+
+class ModelList(msgspec.Struct, frozen=True):
+    data: list[ModelInfo]
+    object: str = "list"
 
 
 @get("/health", tags=["service"], summary="Ready when it answers 200")
@@ -43,6 +66,27 @@ async def health(request: Request[Any, Any, Any]) -> Response[Health]:
     return Response(Health("ok", "ok", indexed))
 
 
+@get("/v1/models", tags=["service"], summary="The configured model backends")
+async def list_models(request: Request[Any, Any, Any]) -> ModelList:
+    engine: TurnEngine = request.app.state.engine
+    return ModelList(
+        [
+            ModelInfo(id=name, model=client.backend.model, base_url=client.backend.base_url)
+            for name, client in engine.models.items()
+        ]
+    )
+
+
+def engine_settings(settings: Settings) -> EngineSettings:
+    return EngineSettings(
+        candidate_k=settings.candidate_k,
+        max_steps=settings.max_steps,
+        max_replans=settings.max_replans,
+        history_token_budget=settings.history_token_budget,
+        turn_lease_s=settings.turn_lease_s,
+    )
+
+
 def create_app(settings: Settings | None = None, *, embedder: Embedder | None = None) -> Litestar:
     """The app; `embedder` lets several apps in one process share a loaded model."""
     settings = settings or load_settings()
@@ -50,37 +94,51 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         model = embedder or SentenceTransformerEmbedder(settings.embedding_model)
-        async with database(settings.database_url, settings.data_dir) as (dsn, pool):
+        owner = uuid.uuid4().hex
+        async with (
+            database(settings.database_url, settings.data_dir) as (dsn, pool),
+            httpx.AsyncClient(timeout=None) as http,
+        ):
             registry = ToolRegistry(pool, model)
             listener = ChangeListener(registry, dsn)
             await listener.start()
+            if settings.register_builtins:
+                await registry.write(DEFAULT_TENANT, builtin_specs())
+            models = {b.name: ModelClient(b, http) for b in model_backends(settings)}
+            supervisor = TurnSupervisor(pool, owner, settings.turn_lease_s)
+            await supervisor.start()
             app.state.registry = registry
-            app.state.listener = listener
+            app.state.supervisor = supervisor
+            app.state.engine = TurnEngine(
+                pool,
+                registry,
+                ToolRunner(http, default_builtins()),
+                models,
+                default_model="default",
+                settings=engine_settings(settings),
+                owner=owner,
+            )
             log.info(
                 "ready: %d tools indexed", sum(registry.index_size(t) for t in registry.tenants())
             )
             try:
                 yield
             finally:
+                await supervisor.stop()
                 await listener.stop()
 
     return Litestar(
-        route_handlers=[health, ToolController],
+        route_handlers=[health, list_models, ToolController, ConversationController],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
-        state=_state(settings),
+        state=State({"settings": settings}),
         openapi_config=OpenAPIConfig(
             title="Switchboard",
             version="0.1.0",
-            description="Function-calling orchestration: register tools, find them by meaning.",
+            description="Function-calling orchestration: register tools, find them by meaning, "
+            "and hold conversations in which a model plans and runs them.",
             path="/docs",
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
         ),
         debug=False,
     )
-
-
-def _state(settings: Settings) -> Any:
-    from litestar.datastructures import State
-
-    return State({"settings": settings})

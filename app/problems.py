@@ -11,6 +11,14 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from app.database import DatabaseError
+from planner.errors import (
+    ConversationNotFound,
+    ModelResponseError,
+    ModelUnavailable,
+    PlannerError,
+    TurnConflict,
+    UnknownModel,
+)
 from tools.errors import EmbeddingError, FieldError, SpecInvalid, ToolExists, ToolNotFound
 from tools.validation import explain, pointer
 
@@ -79,6 +87,20 @@ def _field_error(item: dict[str, Any]) -> FieldError:
     return FieldError(pointer(*parts), message)
 
 
+def on_planner(request: Request[Any, Any, Any], exc: PlannerError) -> Response[Problem]:
+    status, slug, title = _PLANNER.get(type(exc), (500, "turn-failed", "Turn failed"))
+    return problem(request, status, slug, title, str(exc))
+
+
+_PLANNER: dict[type[PlannerError], tuple[int, str, str]] = {
+    ConversationNotFound: (404, "not-found", "Not found"),
+    TurnConflict: (409, "turn-in-progress", "A turn is already running"),
+    UnknownModel: (422, "invalid-request", "Unknown model backend"),
+    ModelUnavailable: (503, "model-unavailable", "Model unavailable"),
+    ModelResponseError: (502, "model-error", "Bad response from the model"),
+}
+
+
 def on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
     slug = {404: "not-found", 405: "method-not-allowed", 413: "too-large"}.get(
         exc.status_code, "http-error"
@@ -127,6 +149,7 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     ToolNotFound: on_not_found,
     ToolExists: on_exists,
     EmbeddingError: on_embedding,
+    PlannerError: on_planner,
     ValidationException: on_validation,
     HTTPException: on_http,
     asyncpg.PostgresError: on_database,

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import msgspec
 
+from planner.model_client import ModelBackend
+
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 
 
@@ -25,6 +27,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     data_dir_path: str = "data"
     search_k: int = 10
     log_level: str = "INFO"
+    model_name: str = "default"
+    model_api_key: str | None = None
+    model_backends: str = ""
+    """JSON list of further backends: [{"name", "base_url", "model", "api_key", ...}]."""
+    candidate_k: int = 8
+    max_steps: int = 8
+    max_replans: int = 2
+    history_token_budget: int = 8000
+    turn_lease_s: float = 30.0
+    register_builtins: bool = True
 
     @property
     def data_dir(self) -> Path:
@@ -41,6 +53,15 @@ _ENV: dict[str, tuple[str, str]] = {
     "DATA_DIR": ("data_dir_path", "a directory path"),
     "SEARCH_K": ("search_k", "a positive integer"),
     "LOG_LEVEL": ("log_level", "DEBUG, INFO, WARNING or ERROR"),
+    "MODEL_NAME": ("model_name", "the model name the server expects (SGLang: any, or served name)"),
+    "MODEL_API_KEY": ("model_api_key", "a bearer token for the model server"),
+    "MODEL_BACKENDS": ("model_backends", 'a JSON list like [{"name": "big", "base_url": "..."}]'),
+    "CANDIDATE_K": ("candidate_k", "a positive integer"),
+    "MAX_STEPS": ("max_steps", "a positive integer"),
+    "MAX_REPLANS": ("max_replans", "a non-negative integer"),
+    "HISTORY_TOKEN_BUDGET": ("history_token_budget", "a positive integer"),
+    "TURN_LEASE_S": ("turn_lease_s", "seconds, a positive number"),
+    "REGISTER_BUILTINS": ("register_builtins", "true or false"),
 }
 
 
@@ -54,9 +75,34 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(_explain(exc)) from exc
     if not 0 < settings.port < 65536:
         raise SettingsError(f"PORT={settings.port} is out of range: expected {_ENV['PORT'][1]}")
-    if settings.search_k < 1:
-        raise SettingsError(f"SEARCH_K={settings.search_k}: expected {_ENV['SEARCH_K'][1]}")
+    for name in ("SEARCH_K", "CANDIDATE_K", "MAX_STEPS", "HISTORY_TOKEN_BUDGET", "TURN_LEASE_S"):
+        value = getattr(settings, _ENV[name][0])
+        if value <= 0:
+            raise SettingsError(f"{name}={value}: expected {_ENV[name][1]}")
+    model_backends(settings)
     return settings
+
+
+def model_backends(settings: Settings) -> list[ModelBackend]:
+    """The default backend at MODEL_URL, then those in MODEL_BACKENDS, by name."""
+    default = ModelBackend(
+        name="default",
+        base_url=settings.model_url,
+        model=settings.model_name,
+        api_key=settings.model_api_key,
+    )
+    if not settings.model_backends:
+        return [default]
+    try:
+        more = msgspec.json.decode(settings.model_backends, type=list[ModelBackend])
+    except msgspec.DecodeError as exc:
+        raise SettingsError(
+            f"MODEL_BACKENDS is invalid ({exc}): expected {_ENV['MODEL_BACKENDS'][1]}"
+        ) from exc
+    names = [b.name for b in [default, *more]]
+    if len(set(names)) != len(names):
+        raise SettingsError(f"MODEL_BACKENDS: backend names must be unique, got {names}")
+    return [default, *more]
 
 
 def _explain(exc: msgspec.ValidationError) -> str:

@@ -109,16 +109,21 @@ async def serve(settings: Settings, embedder: SentenceTransformerEmbedder) -> Ru
 @pytest.fixture
 def settings_for(tmp_path: Path) -> Callable[[str], Settings]:
     def make(url: str, **overrides: Any) -> Settings:
-        return Settings(database_url=url, data_dir_path=str(tmp_path), **overrides)
+        # Tests start from an empty registry unless they ask for the builtin tools.
+        values: dict[str, Any] = {"register_builtins": False, **overrides}
+        return Settings(database_url=url, data_dir_path=str(tmp_path), **values)
 
     return make
 
 
 @pytest.fixture
 async def start_app(
-    settings_for: Callable[[str], Settings], embedder: SentenceTransformerEmbedder
+    settings_for: Callable[[str], Settings],
+    embedder: SentenceTransformerEmbedder,
+    database_url: str,
 ) -> AsyncIterator[Callable[..., Any]]:
-    """Start app instances on a database; all are stopped when the test ends."""
+    """Start app instances on a database; all are stopped when the test ends (before the
+    test's database is dropped)."""
     running: list[RunningApp] = []
 
     async def start(url: str, **overrides: Any) -> RunningApp:

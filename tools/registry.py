@@ -14,6 +14,7 @@ import numpy as np
 from tools import store
 from tools.embed import Embedder, Vectors
 from tools.errors import ToolExists, ToolNotFound
+from tools.executors import ExecutableTool
 from tools.index import IndexedTool, RankingWeights, SearchHit, ToolIndex
 from tools.spec import ToolRecord, ToolSpec
 from tools.store import CurrentTool, NewVersion, ToolRow
@@ -82,6 +83,21 @@ class ToolRegistry:
         if record is None:
             raise ToolNotFound(namespace, name, version)
         return record
+
+    async def executables(
+        self, tenant: str, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], ExecutableTool]:
+        """The live versions of these tools with what it takes to call them (secrets included)."""
+        async with self.pool.acquire() as conn:
+            current = await store.current_tools(conn, tenant, keys)
+        return {
+            key: ExecutableTool(
+                record=ToolRecord.of(c.spec, c.version, c.created_at, c.secret is not None),
+                secret=c.secret,
+            )
+            for key, c in current.items()
+            if not c.deleted
+        }
 
     async def versions(self, tenant: str, namespace: str, name: str) -> list[ToolRecord]:
         records = await store.list_versions(self.pool, tenant, namespace, name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
+from datetime import datetime
 
 import asyncpg
 import msgspec
@@ -27,6 +28,7 @@ class CurrentTool(msgspec.Struct, frozen=True, kw_only=True):
     deleted: bool
     spec: ToolSpec
     secret: str | None
+    created_at: datetime
     embedding_model: str
     embedding_text: str
     embedding: Vectors
@@ -117,7 +119,7 @@ async def current_tools(
         return {}
     rows = await conn.fetch(
         f"""SELECT t.namespace, t.name, t.version, t.deleted_at IS NOT NULL AS deleted,
-                   v.spec, v.secret, t.embedding_model, t.embedding_text, t.embedding,
+                   v.spec, v.secret, v.created_at, t.embedding_model, t.embedding_text, t.embedding,
                    t.example_embeddings
             FROM tools t JOIN tool_versions v USING (tenant_id, namespace, name, version)
             WHERE t.tenant_id = $1
@@ -139,6 +141,7 @@ def _current(r: asyncpg.Record) -> CurrentTool:
         deleted=r["deleted"],
         spec=_spec_decoder.decode(r["spec"]),
         secret=r["secret"],
+        created_at=r["created_at"],
         embedding_model=r["embedding_model"],
         embedding_text=r["embedding_text"],
         embedding=embedding,

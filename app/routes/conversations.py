@@ -1,0 +1,141 @@
+"""Conversation routes: create, read, and run turns (one JSON reply or an SSE stream)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.status_codes import HTTP_201_CREATED
+
+from app.problems import PROBLEM_JSON
+from app.tenancy import tenant_of
+from planner import store
+from planner.engine import TurnEngine, TurnRequest
+from planner.events import TurnCompleted, TurnEvent, TurnFailed, TurnResult
+from planner.supervisor import TurnSupervisor
+
+Engine = NamedDependency[TurnEngine]
+Supervisor = NamedDependency[TurnSupervisor]
+_event_encoder = msgspec.json.Encoder()
+
+
+class NewConversation(msgspec.Struct, frozen=True):
+    metadata: dict[str, Any] = {}
+
+
+class ConversationOut(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    metadata: dict[str, Any]
+    created_at: datetime
+    turns: list[store.TurnRow] = []
+
+
+class MessagesOut(msgspec.Struct, frozen=True):
+    messages: list[store.StoredMessage]
+
+
+class TurnIn(msgspec.Struct, frozen=True, kw_only=True):
+    message: Annotated[str, msgspec.Meta(min_length=1, max_length=100_000)]
+    mode: str = "auto"
+    stream: bool = False
+    model: str | None = None
+    max_steps: Annotated[int, msgspec.Meta(ge=1, le=64)] | None = None
+
+
+async def provide_engine(request: Request[Any, Any, Any]) -> TurnEngine:
+    engine: TurnEngine = request.app.state.engine
+    return engine
+
+
+async def provide_supervisor(request: Request[Any, Any, Any]) -> TurnSupervisor:
+    supervisor: TurnSupervisor = request.app.state.supervisor
+    return supervisor
+
+
+class ConversationController(Controller):
+    path = "/v1/conversations"
+    tags = ["conversations"]
+    dependencies = {"engine": Provide(provide_engine), "supervisor": Provide(provide_supervisor)}
+
+    @post("/", status_code=HTTP_201_CREATED, summary="Start a conversation")
+    async def create_conversation(
+        self,
+        request: Request[Any, Any, Any],
+        engine: Engine,
+        data: JSONBody[NewConversation | None] = None,
+    ) -> ConversationOut:
+        metadata = data.metadata if data else {}
+        made = await store.create_conversation(engine.pool, tenant_of(request), metadata)
+        return ConversationOut(id=made.id, metadata=made.metadata, created_at=made.created_at)
+
+    @get("/{conversation_id:str}", summary="A conversation and its turns")
+    async def get_conversation(
+        self, request: Request[Any, Any, Any], engine: Engine, conversation_id: FromPath[str]
+    ) -> ConversationOut:
+        found = await store.get_conversation(engine.pool, tenant_of(request), conversation_id)
+        turns = await store.list_turns(engine.pool, tenant_of(request), conversation_id)
+        return ConversationOut(
+            id=found.id, metadata=found.metadata, created_at=found.created_at, turns=turns
+        )
+
+    @get("/{conversation_id:str}/messages", summary="Every message, in order")
+    async def list_messages(
+        self, request: Request[Any, Any, Any], engine: Engine, conversation_id: FromPath[str]
+    ) -> MessagesOut:
+        tenant = tenant_of(request)
+        await store.get_conversation(engine.pool, tenant, conversation_id)
+        return MessagesOut(await store.list_messages(engine.pool, tenant, conversation_id))
+
+    @post("/{conversation_id:str}/turns", status_code=200, summary="Send a message; run a turn")
+    async def create_turn(
+        self,
+        request: Request[Any, Any, Any],
+        engine: Engine,
+        supervisor: Supervisor,
+        conversation_id: FromPath[str],
+        data: JSONBody[TurnIn],
+    ) -> Response[Any]:
+        """`stream: false` answers with the finished turn; `stream: true` with SSE events."""
+        turn_request = msgspec.convert(msgspec.to_builtins(data), TurnRequest)
+        tenant = tenant_of(request)
+        turn_id = await engine.start_turn(tenant, conversation_id, turn_request)
+        if not turn_request.stream:
+            task = supervisor.spawn(engine.run_turn(tenant, conversation_id, turn_id, turn_request))
+            return _turn_response(await asyncio.shield(task))
+        events: asyncio.Queue[TurnEvent] = asyncio.Queue()
+        supervisor.spawn(
+            engine.run_turn(tenant, conversation_id, turn_id, turn_request, emit=_enqueue(events))
+        )
+        return ServerSentEvent(_sse(events))
+
+
+def _enqueue(queue: asyncio.Queue[TurnEvent]) -> Any:
+    async def emit(event: TurnEvent) -> None:
+        queue.put_nowait(event)
+
+    return emit
+
+
+async def _sse(events: asyncio.Queue[TurnEvent]) -> AsyncIterator[ServerSentEventMessage]:
+    for number in itertools.count(1):
+        event = await events.get()
+        payload = _event_encoder.encode(event).decode()
+        kind = type(event).__struct_config__.tag
+        yield ServerSentEventMessage(data=payload, event=str(kind), id=str(number))
+        if isinstance(event, TurnCompleted | TurnFailed):
+            return
+
+
+def _turn_response(result: TurnResult) -> Response[Any]:
+    if result.status == "failed" and result.error is not None:
+        body = {**msgspec.to_builtins(result.error), "turn": msgspec.to_builtins(result)}
+        return Response(body, status_code=result.error.status, media_type=PROBLEM_JSON)
+    return Response(result)

@@ -1,0 +1,126 @@
+"""What a turn reports as it runs: typed events, streamed as SSE and mirrored in the result."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from planner.messages import Usage
+from planner.plan import PlanStep
+
+
+class RetrievedTool(msgspec.Struct, frozen=True):
+    name: str
+    namespace: str
+    score: float
+
+
+class ToolCallRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One tool call of a turn, as the API reports it."""
+
+    id: str
+    name: str
+    arguments: Any
+    result: Any = None
+    error: str | None = None
+    error_type: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: int = 0
+    truncated: bool = False
+    step: int = 0
+    depends_on: list[str] = []
+
+
+class AssistantMessage(msgspec.Struct, frozen=True):
+    content: str
+    role: str = "assistant"
+
+
+class Problem(msgspec.Struct, frozen=True, kw_only=True):
+    type: str
+    title: str
+    status: int
+    detail: str
+
+
+class TurnStarted(msgspec.Struct, frozen=True, kw_only=True, tag="turn.started", tag_field="type"):
+    turn_id: str
+    conversation_id: str
+    mode: str
+    model: str
+
+
+class ToolsRetrieved(
+    msgspec.Struct, frozen=True, kw_only=True, tag="tools.retrieved", tag_field="type"
+):
+    tools: list[RetrievedTool]
+
+
+class PlanCreated(msgspec.Struct, frozen=True, kw_only=True, tag="plan.created", tag_field="type"):
+    plan: int
+    steps: list[PlanStep]
+
+
+class ToolCallStarted(
+    msgspec.Struct, frozen=True, kw_only=True, tag="tool_call.started", tag_field="type"
+):
+    id: str
+    name: str
+    arguments: Any
+    step: int
+    depends_on: list[str] = []
+
+
+class ToolCallFinished(
+    msgspec.Struct, frozen=True, kw_only=True, tag="tool_call.finished", tag_field="type"
+):
+    call: ToolCallRecord
+    duration_ms: float
+
+
+class MessageDelta(
+    msgspec.Struct, frozen=True, kw_only=True, tag="message.delta", tag_field="type"
+):
+    text: str
+
+
+class ReasoningDelta(
+    msgspec.Struct, frozen=True, kw_only=True, tag="reasoning.delta", tag_field="type"
+):
+    text: str
+
+
+class TurnResult(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    conversation_id: str
+    status: str
+    message: AssistantMessage | None
+    tool_calls: list[ToolCallRecord]
+    usage: Usage
+    error: Problem | None = None
+
+
+class TurnCompleted(
+    msgspec.Struct, frozen=True, kw_only=True, tag="turn.completed", tag_field="type"
+):
+    turn: TurnResult
+
+
+class TurnFailed(msgspec.Struct, frozen=True, kw_only=True, tag="turn.failed", tag_field="type"):
+    turn: TurnResult
+
+
+TurnEvent = (
+    TurnStarted
+    | ToolsRetrieved
+    | PlanCreated
+    | ToolCallStarted
+    | ToolCallFinished
+    | MessageDelta
+    | ReasoningDelta
+    | TurnCompleted
+    | TurnFailed
+)

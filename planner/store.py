@@ -1,0 +1,325 @@
+"""SQL for conversations, turns, messages and tool calls. Functions take a pool or connection."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, TypeAlias
+
+import asyncpg
+import msgspec
+
+from planner.errors import ConversationNotFound, TurnConflict
+from planner.messages import AssistantToolCall, ChatMessage, Usage
+
+Db: TypeAlias = asyncpg.Pool | asyncpg.Connection
+_tool_calls = msgspec.json.Decoder(list[AssistantToolCall])
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+class Conversation(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    metadata: dict[str, Any]
+    created_at: datetime
+
+
+class StoredMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    id: int
+    turn_id: str
+    role: str
+    content: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[AssistantToolCall] | None = None
+    tool_call_id: str | None = None
+    created_at: datetime
+
+    def chat(self) -> ChatMessage:
+        return ChatMessage(
+            role=self.role,  # type: ignore[arg-type]
+            content=self.content,
+            tool_calls=self.tool_calls,
+            tool_call_id=self.tool_call_id,
+        )
+
+
+class TurnRow(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    conversation_id: str
+    status: str
+    mode: str
+    model: str
+    answer: str | None
+    error: dict[str, Any] | None
+    usage: dict[str, Any]
+    started_at: datetime
+    finished_at: datetime | None
+
+
+async def create_conversation(db: Db, tenant: str, metadata: dict[str, Any]) -> Conversation:
+    row = await db.fetchrow(
+        """INSERT INTO conversations (tenant_id, id, metadata) VALUES ($1, $2, $3::jsonb)
+           RETURNING id, metadata, created_at""",
+        tenant,
+        new_id("conv"),
+        msgspec.json.encode(metadata).decode(),
+    )
+    return _conversation(row)
+
+
+async def get_conversation(db: Db, tenant: str, conversation_id: str) -> Conversation:
+    row = await db.fetchrow(
+        "SELECT id, metadata, created_at FROM conversations WHERE tenant_id = $1 AND id = $2",
+        tenant,
+        conversation_id,
+    )
+    if row is None:
+        raise ConversationNotFound(conversation_id)
+    return _conversation(row)
+
+
+def _conversation(row: asyncpg.Record) -> Conversation:
+    return Conversation(
+        id=row["id"], metadata=msgspec.json.decode(row["metadata"]), created_at=row["created_at"]
+    )
+
+
+async def list_messages(db: Db, tenant: str, conversation_id: str) -> list[StoredMessage]:
+    rows = await db.fetch(
+        """SELECT id, turn_id, role, content, reasoning, tool_calls::text, tool_call_id, created_at
+           FROM messages WHERE tenant_id = $1 AND conversation_id = $2 ORDER BY id""",
+        tenant,
+        conversation_id,
+    )
+    return [
+        StoredMessage(
+            id=r["id"],
+            turn_id=r["turn_id"],
+            role=r["role"],
+            content=r["content"],
+            reasoning=r["reasoning"],
+            tool_calls=_tool_calls.decode(r["tool_calls"]) if r["tool_calls"] else None,
+            tool_call_id=r["tool_call_id"],
+            created_at=r["created_at"],
+        )
+        for r in rows
+    ]
+
+
+async def begin_turn(
+    db: asyncpg.Pool,
+    tenant: str,
+    conversation_id: str,
+    *,
+    mode: str,
+    model: str,
+    request: dict[str, Any],
+    owner: str,
+    message: str,
+) -> str:
+    """Insert the running turn and its user message; one active turn per conversation."""
+    turn_id = new_id("turn")
+    async with db.acquire() as conn, conn.transaction():
+        await get_conversation(conn, tenant, conversation_id)
+        try:
+            await conn.execute(
+                """INSERT INTO turns (tenant_id, id, conversation_id, status, mode, model,
+                                      request, owner)
+                   VALUES ($1, $2, $3, 'running', $4, $5, $6::jsonb, $7)""",
+                tenant,
+                turn_id,
+                conversation_id,
+                mode,
+                model,
+                msgspec.json.encode(request).decode(),
+                owner,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            active = await db.fetchrow(
+                """SELECT id, status FROM turns WHERE conversation_id = $1
+                   AND status IN ('running', 'awaiting_approval')""",
+                conversation_id,
+            )
+            turn, status = (active["id"], active["status"]) if active else ("?", "running")
+            raise TurnConflict(conversation_id, turn, status) from exc
+        await add_message(
+            conn, tenant, conversation_id, turn_id, ChatMessage(role="user", content=message)
+        )
+    return turn_id
+
+
+async def add_message(
+    db: Db,
+    tenant: str,
+    conversation_id: str,
+    turn_id: str,
+    message: ChatMessage,
+    reasoning: str | None = None,
+) -> None:
+    tool_calls = msgspec.json.encode(message.tool_calls).decode() if message.tool_calls else None
+    await db.execute(
+        """INSERT INTO messages (tenant_id, conversation_id, turn_id, role, content, reasoning,
+                                 tool_calls, tool_call_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)""",
+        tenant,
+        conversation_id,
+        turn_id,
+        message.role,
+        message.content,
+        reasoning or None,
+        tool_calls,
+        message.tool_call_id,
+    )
+
+
+async def set_turn_json(db: Db, turn_id: str, column: str, value: Any) -> None:
+    assert column in ("candidates", "plans", "usage")
+    await db.execute(
+        f"UPDATE turns SET {column} = $2::jsonb, heartbeat_at = now() WHERE id = $1",
+        turn_id,
+        msgspec.json.encode(value).decode(),
+    )
+
+
+async def finish_turn(
+    db: Db,
+    turn_id: str,
+    *,
+    status: str,
+    answer: str | None,
+    error: dict[str, Any] | None,
+    usage: Usage,
+) -> None:
+    await db.execute(
+        """UPDATE turns SET status = $2, answer = $3, error = $4::jsonb, usage = $5::jsonb,
+                            finished_at = now()
+           WHERE id = $1""",
+        turn_id,
+        status,
+        answer,
+        msgspec.json.encode(error).decode() if error else None,
+        msgspec.json.encode(usage).decode(),
+    )
+
+
+async def start_tool_call(
+    db: Db,
+    tenant: str,
+    conversation_id: str,
+    turn_id: str,
+    *,
+    call_id: str,
+    step: int,
+    name: str,
+    namespace: str | None,
+    version: int | None,
+    raw_arguments: str,
+    arguments: Any,
+    depends_on: list[str],
+) -> None:
+    await db.execute(
+        """INSERT INTO tool_calls (tenant_id, turn_id, id, conversation_id, step, namespace, name,
+                                   version, arguments, raw_arguments, depends_on, status)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, 'running')""",
+        tenant,
+        turn_id,
+        call_id,
+        conversation_id,
+        step,
+        namespace,
+        name,
+        version,
+        None if arguments is None else msgspec.json.encode(arguments).decode(),
+        raw_arguments,
+        depends_on,
+    )
+
+
+async def finish_tool_call(
+    db: Db,
+    turn_id: str,
+    call_id: str,
+    *,
+    ok: bool,
+    result: Any,
+    error: str | None,
+    error_type: str | None,
+    attempts: int,
+    truncated: bool,
+    started_at: datetime,
+    finished_at: datetime,
+    arguments: Any,
+) -> None:
+    await db.execute(
+        """UPDATE tool_calls SET status = $3, result = $4::jsonb, error = $5, error_type = $6,
+                  attempts = $7, truncated = $8, started_at = $9, finished_at = $10,
+                  arguments = COALESCE($11::jsonb, arguments)
+           WHERE turn_id = $1 AND id = $2""",
+        turn_id,
+        call_id,
+        "succeeded" if ok else "failed",
+        None if result is None else msgspec.json.encode(result).decode(),
+        error,
+        error_type,
+        attempts,
+        truncated,
+        started_at,
+        finished_at,
+        None if arguments is None else msgspec.json.encode(arguments).decode(),
+    )
+
+
+_TURN_SQL = """SELECT id, conversation_id, status, mode, model, answer, error::text,
+                     usage::text, started_at, finished_at FROM turns"""
+
+
+async def get_turn(db: Db, tenant: str, turn_id: str) -> TurnRow | None:
+    row = await db.fetchrow(_TURN_SQL + " WHERE tenant_id = $1 AND id = $2", tenant, turn_id)
+    return None if row is None else _turn(row)
+
+
+async def list_turns(db: Db, tenant: str, conversation_id: str) -> list[TurnRow]:
+    rows = await db.fetch(
+        _TURN_SQL + " WHERE tenant_id = $1 AND conversation_id = $2 ORDER BY started_at, id",
+        tenant,
+        conversation_id,
+    )
+    return [_turn(r) for r in rows]
+
+
+def _turn(row: asyncpg.Record) -> TurnRow:
+    return TurnRow(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        status=row["status"],
+        mode=row["mode"],
+        model=row["model"],
+        answer=row["answer"],
+        error=msgspec.json.decode(row["error"]) if row["error"] else None,
+        usage=msgspec.json.decode(row["usage"]),
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+async def heartbeat(db: Db, owner: str) -> None:
+    await db.execute(
+        "UPDATE turns SET heartbeat_at = now() WHERE owner = $1 AND status = 'running'", owner
+    )
+
+
+async def interrupt_abandoned(db: Db, lease_s: float, *, owner: str | None = None) -> list[str]:
+    """Mark running turns interrupted: those of `owner`, or any whose lease ran out."""
+    rows = await db.fetch(
+        """UPDATE turns SET status = 'interrupted', finished_at = now(),
+                  error = jsonb_build_object('type', 'interrupted', 'message',
+                      'the process running this turn stopped before it finished')
+           WHERE status = 'running'
+             AND (owner = $1 OR heartbeat_at < now() - make_interval(secs => $2))
+           RETURNING id""",
+        owner,
+        lease_s,
+    )
+    return [r["id"] for r in rows]

@@ -1,0 +1,324 @@
+"""Turns end to end: the app over HTTP, a real Postgres, HTTP tools on loopback, and the one
+stand-in, a scripted SGLang-compatible model server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.scripted_model import ScriptedFailure, ScriptedModel, ScriptedReply, scripted_model
+from tests.tool_server import ToolServer, http_tool, tool_server
+
+CITY = {"user": {"type": "string", "description": "User name"}}
+
+
+@pytest.fixture
+async def model() -> AsyncIterator[ScriptedModel]:
+    async with scripted_model(argument_fragments=3) as scripted:
+        yield scripted
+
+
+@pytest.fixture
+async def tools() -> AsyncIterator[ToolServer]:
+    async with tool_server() as server:
+        yield server
+
+
+@pytest.fixture
+async def chat(
+    start_app: Callable[..., Any], database_url: str, model: ScriptedModel, tools: ToolServer
+) -> httpx.AsyncClient:
+    app = await start_app(database_url, model_url=model.url, register_builtins=False)
+    specs = [
+        http_tool(
+            f"{tools.url}/sleep",
+            "sleep_a",
+            "Wait a while (task A)",
+            {"ms": {"type": "number"}, "label": {"type": "string"}},
+            ["ms"],
+        ),
+        http_tool(
+            f"{tools.url}/sleep",
+            "sleep_b",
+            "Wait a while (task B)",
+            {"ms": {"type": "number"}, "label": {"type": "string"}},
+            ["ms"],
+        ),
+        http_tool(f"{tools.url}/city", "get_user_city", "The city a user lives in", CITY, ["user"]),
+        http_tool(
+            f"{tools.url}/weather",
+            "get_weather",
+            "Current weather in a city",
+            {"city": {"type": "string"}},
+            ["city"],
+        ),
+        http_tool(
+            f"{tools.url}/sleep",
+            "slow_tool",
+            "A tool that takes too long",
+            {"ms": {"type": "number"}},
+            ["ms"],
+            timeout_s=0.2,
+        ),
+    ]
+    response = await app.client.post("/v1/tools/bulk", json={"tools": specs})
+    assert response.status_code == 200, response.text
+    return app.client
+
+
+async def new_conversation(chat: httpx.AsyncClient) -> str:
+    response = await chat.post("/v1/conversations", json={})
+    assert response.status_code == 201
+    return str(response.json()["id"])
+
+
+async def turn(
+    chat: httpx.AsyncClient, conversation: str, message: str, **extra: Any
+) -> httpx.Response:
+    body = {"message": message, "mode": "auto", "stream": False, **extra}
+    return await chat.post(f"/v1/conversations/{conversation}/turns", json=body)
+
+
+def tool_messages(request: dict[str, Any]) -> list[dict[str, Any]]:
+    return [json.loads(m["content"]) for m in request["messages"] if m["role"] == "tool"]
+
+
+async def test_calls_in_one_reply_run_at_the_same_time(
+    chat: httpx.AsyncClient, model: ScriptedModel, tools: ToolServer
+) -> None:
+    model.push(
+        ScriptedReply(
+            tool_calls=[
+                ("sleep_a", {"ms": 300, "label": "a"}),
+                ("sleep_b", {"ms": 300, "label": "b"}),
+            ]
+        ),
+        ScriptedReply(content="Both done."),
+    )
+    response = await turn(chat, await new_conversation(chat), "run both")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "completed"
+    assert body["message"] == {"role": "assistant", "content": "Both done."}
+    calls = body["tool_calls"]
+    assert [c["name"] for c in calls] == ["sleep_a", "sleep_b"] or [c["name"] for c in calls] == [
+        "sleep_b",
+        "sleep_a",
+    ]
+    # Overlap, as recorded by the engine and by the tool server: each began before the other ended.
+    first, second = calls
+    assert (
+        first["started_at"] < second["finished_at"] and second["started_at"] < first["finished_at"]
+    )
+    a, b = tools.calls("/sleep")
+    assert a.started < b.finished and b.started < a.finished
+    assert [r["result"] for r in tool_messages(model.requests[1])] == [
+        {"slept_ms": 300, "label": "a"},
+        {"slept_ms": 300, "label": "b"},
+    ]
+
+
+async def test_a_plan_step_that_uses_an_earlier_output_runs_after_it_with_the_value(
+    chat: httpx.AsyncClient, model: ScriptedModel, tools: ToolServer
+) -> None:
+    plan = {
+        "steps": [
+            {"id": "s1", "tool": "get_user_city", "arguments": {"user": "ann"}},
+            {"id": "s2", "tool": "get_weather", "arguments": {"city": "$s1.city"}},
+        ]
+    }
+    model.push(ScriptedReply(content=json.dumps(plan)), ScriptedReply(content="7°C in Oslo."))
+    response = await turn(
+        chat, await new_conversation(chat), "weather where ann lives?", mode="plan"
+    )
+    assert response.status_code == 200, response.text
+    calls = {c["id"]: c for c in response.json()["tool_calls"]}
+    assert calls["p0_s2"]["arguments"] == {"city": "Oslo"}
+    assert calls["p0_s2"]["depends_on"] == ["s1"]
+    assert calls["p0_s1"]["finished_at"] <= calls["p0_s2"]["started_at"]
+    assert [r.body for r in tools.calls("/weather")] == [{"city": "Oslo"}]
+    plan_request = model.requests[0]
+    assert plan_request["response_format"]["type"] == "json_schema"
+    schema = plan_request["response_format"]["json_schema"]["schema"]
+    tool_enums = sorted(
+        v["properties"]["tool"]["enum"][0] for v in schema["properties"]["steps"]["items"]["anyOf"]
+    )
+    assert tool_enums == ["get_user_city", "get_weather", "sleep_a", "sleep_b", "slow_tool"]
+    assert plan_request["tool_choice"] == "none"
+
+
+async def test_a_plan_with_a_cycle_is_rejected_before_anything_runs(
+    chat: httpx.AsyncClient, model: ScriptedModel, tools: ToolServer
+) -> None:
+    plan = {
+        "steps": [
+            {"id": "s1", "tool": "get_weather", "arguments": {"city": "$s2.city"}},
+            {"id": "s2", "tool": "get_weather", "arguments": {"city": "$s1.city"}},
+        ]
+    }
+    model.push(ScriptedReply(content=json.dumps(plan)), ScriptedReply(content="Sorry."))
+    response = await turn(chat, await new_conversation(chat), "x", mode="plan")
+    assert response.json()["tool_calls"] == []
+    assert tools.received == []
+    note = model.requests[1]["messages"][-1]
+    assert note == {
+        "role": "user",
+        "content": "[switchboard] The plan was rejected and nothing ran: "
+        "the plan has a dependency cycle among steps s1, s2",
+    }
+
+
+async def test_invalid_arguments_never_reach_the_tool(
+    chat: httpx.AsyncClient, model: ScriptedModel, tools: ToolServer
+) -> None:
+    model.push(
+        ScriptedReply(tool_calls=[("get_weather", {"city": 3})]),
+        ScriptedReply(tool_calls=[("get_weather", '{"city": "Os')]),
+        ScriptedReply(content="I could not check."),
+    )
+    response = await turn(chat, await new_conversation(chat), "weather?")
+    assert response.status_code == 200
+    assert tools.received == []
+    errors = [c["error_type"] for c in response.json()["tool_calls"]]
+    assert errors == ["invalid_arguments", "invalid_arguments"]
+    assert tool_messages(model.requests[1])[0]["error_type"] == "invalid_arguments"
+    assert "/city" in tool_messages(model.requests[1])[0]["error"]
+
+
+async def test_a_call_to_a_tool_outside_the_turn_is_refused(
+    chat: httpx.AsyncClient, model: ScriptedModel
+) -> None:
+    model.push(ScriptedReply(tool_calls=[("delete_all", {})]), ScriptedReply(content="ok"))
+    response = await turn(chat, await new_conversation(chat), "x")
+    call = response.json()["tool_calls"][0]
+    assert call["error_type"] == "unknown_tool"
+    assert call["error"].startswith(
+        "unknown tool 'delete_all': only this turn's tools can be called"
+    )
+
+
+async def test_a_timing_out_tool_and_a_failing_model_are_reported_and_the_conversation_goes_on(
+    chat: httpx.AsyncClient, model: ScriptedModel
+) -> None:
+    conversation = await new_conversation(chat)
+    model.push(
+        ScriptedReply(tool_calls=[("slow_tool", {"ms": 2000})]),
+        ScriptedReply(content="The tool timed out."),
+    )
+    first = (await turn(chat, conversation, "do the slow thing")).json()
+    assert first["status"] == "completed"
+    assert first["tool_calls"][0]["error_type"] == "timeout"
+
+    model.push(*[ScriptedFailure(status=500)] * 4)
+    failed = await turn(chat, conversation, "again")
+    assert failed.status_code == 503
+    assert failed.headers["content-type"] == "application/problem+json"
+    assert failed.json()["detail"].startswith(
+        f"model server at {model.url}/chat/completions is unavailable"
+    )
+    assert failed.json()["turn"]["status"] == "failed"
+
+    model.push(ScriptedReply(content="Back again."))
+    third = await turn(chat, conversation, "hello?")
+    assert third.json()["message"]["content"] == "Back again."
+    detail = (await chat.get(f"/v1/conversations/{conversation}")).json()
+    assert "turns" in detail, detail
+    assert [t["status"] for t in detail["turns"]] == ["completed", "failed", "completed"]
+
+
+async def test_a_second_turn_sees_the_first_turns_history(
+    chat: httpx.AsyncClient, model: ScriptedModel
+) -> None:
+    conversation = await new_conversation(chat)
+    model.push(ScriptedReply(content="Hello Ann."), ScriptedReply(content="Your name is Ann."))
+    await turn(chat, conversation, "My name is Ann.")
+    await turn(chat, conversation, "What is my name?")
+    sent = [(m["role"], m.get("content")) for m in model.requests[1]["messages"][1:]]
+    assert sent == [
+        ("user", "My name is Ann."),
+        ("assistant", "Hello Ann."),
+        ("user", "What is my name?"),
+    ]
+    messages = (await chat.get(f"/v1/conversations/{conversation}/messages")).json()["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
+
+
+async def test_a_second_message_while_a_turn_runs_is_a_conflict(
+    chat: httpx.AsyncClient, model: ScriptedModel
+) -> None:
+    from tests.scripted_model import ScriptedHang
+
+    conversation = await new_conversation(chat)
+    model.push(ScriptedHang(1.0, then=ScriptedReply(content="late")))
+    async with chat.stream(
+        "POST", f"/v1/conversations/{conversation}/turns", json={"message": "slow", "stream": True}
+    ) as streamed:
+        assert streamed.status_code == 200
+        second = await turn(chat, conversation, "me too")
+        assert second.status_code == 409
+        assert "already has a running turn" in second.json()["detail"]
+        async for _ in streamed.aiter_lines():
+            pass
+
+
+async def test_streamed_turn_sends_typed_events_in_order(
+    chat: httpx.AsyncClient, model: ScriptedModel
+) -> None:
+    model.push(
+        ScriptedReply(reasoning="Need weather.", tool_calls=[("get_weather", {"city": "Oslo"})]),
+        ScriptedReply(content="It is 7 degrees in Oslo."),
+    )
+    conversation = await new_conversation(chat)
+    events: list[tuple[str, str, dict[str, Any]]] = []
+    async with chat.stream(
+        "POST",
+        f"/v1/conversations/{conversation}/turns",
+        json={"message": "weather in Oslo?", "stream": True},
+    ) as streamed:
+        assert streamed.headers["content-type"].startswith("text/event-stream")
+        fields: dict[str, str] = {}
+        async for line in streamed.aiter_lines():
+            if line == "" and fields:
+                events.append((fields["id"], fields["event"], json.loads(fields["data"])))
+                fields = {}
+            elif ":" in line:
+                key, _, value = line.partition(":")
+                fields[key] = value.strip()
+    kinds = [kind for _, kind, _ in events]
+    assert kinds[:2] == ["turn.started", "tools.retrieved"]
+    assert kinds[-1] == "turn.completed"
+    assert "reasoning.delta" in kinds and "message.delta" in kinds
+    assert kinds.index("tool_call.started") < kinds.index("tool_call.finished")
+    assert [int(i) for i, _, _ in events] == list(range(1, len(events) + 1))
+    finished = next(d for _, k, d in events if k == "tool_call.finished")
+    assert finished["call"]["result"] == {"city": "Oslo", "temp_c": 7}
+    text = "".join(d["text"] for _, k, d in events if k == "message.delta")
+    assert text == "It is 7 degrees in Oslo."
+    assert events[-1][2]["turn"]["message"]["content"] == "It is 7 degrees in Oslo."
+
+
+async def test_search_tools_lets_the_model_find_a_tool_retrieval_missed(
+    chat: httpx.AsyncClient, model: ScriptedModel, start_app: Callable[..., Any]
+) -> None:
+    extra = {
+        "name": "translate_text",
+        "description": "Translate text into another language.",
+        "parameters": {"type": "object", "properties": {"text": {"type": "string"}}},
+    }
+    await chat.post("/v1/tools", json=extra)
+    model.push(
+        ScriptedReply(tool_calls=[("search_tools", {"query": "translate text"})]),
+        ScriptedReply(content="found it"),
+    )
+    response = await turn(chat, await new_conversation(chat), "translate hello to French")
+    found = response.json()["tool_calls"][0]["result"]["found"]
+    names = [t["function"]["name"] for t in model.requests[1]["tools"]]
+    assert names[0] == "search_tools"
+    # The tool block of the first call is an exact prefix of the second's.
+    first_names = [t["function"]["name"] for t in model.requests[0]["tools"]]
+    assert names[: len(first_names)] == first_names
+    assert all(f["name"] in names for f in found)

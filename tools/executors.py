@@ -1,0 +1,457 @@
+"""Run one tool call under the tool's policy: check arguments, time out, retry, cap concurrency
+and output, and describe every failure so the model can read it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import hmac
+import inspect
+import random
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import httpx
+import msgspec
+from jsonschema import Draft202012Validator
+from referencing.exceptions import Unresolvable
+
+from tools.builtins import BuiltinFunction, BuiltinFunctions, default_builtins
+from tools.spec import BuiltinExecutor, HttpExecutor, ToolRecord
+from tools.validation import pointer
+
+# The error types the runner itself reports; callers may record others (a refused call, say).
+ErrorType = Literal[
+    "invalid_arguments",
+    "timeout",
+    "http_status",
+    "bad_output",
+    "unreachable",
+    "no_executor",
+    "unknown_function",
+    "tool_error",
+]
+
+SIGNATURE_HEADER = "X-Switchboard-Signature"
+_MAX_LISTED_PROBLEMS = 10
+_ERROR_BODY_CHARS = 500
+_SNIPPET_CHARS = 200
+
+
+class ExecutableTool(msgspec.Struct, frozen=True, kw_only=True):
+    """A stored tool version plus its write-only secret, as the runner needs it."""
+
+    record: ToolRecord
+    secret: str | None = None
+
+
+class CallOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What one call produced. `error` is written for the model; `attempts` counts the times
+    the tool was actually invoked (0 when the call was refused before running)."""
+
+    ok: bool
+    result: Any = None
+    error: str | None = None
+    error_type: str | None = None
+    started_at: datetime
+    finished_at: datetime
+    attempts: int = 1
+    truncated: bool = False
+
+
+class Backoff(msgspec.Struct, frozen=True, kw_only=True):
+    """Exponential backoff between attempts of an idempotent call, half fixed and half random
+    so that calls failing together do not come back together."""
+
+    base_s: float = 0.1
+    max_s: float = 2.0
+
+    def delay(self, retry: int) -> float:
+        ceiling = min(self.max_s, self.base_s * 2 ** (retry - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+class _Output(msgspec.Struct, frozen=True):
+    value: Any
+    truncated: bool = False
+
+
+class _Fault(msgspec.Struct, frozen=True):
+    error_type: ErrorType
+    message: str
+    retryable: bool = False
+
+
+_Attempt = Callable[[], Awaitable[_Output | _Fault]]
+_ToolKey = tuple[str, str, int]
+
+
+class ToolRunner:
+    """Runs tool calls. One per process: its semaphores are what cap a tool's concurrency."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        builtins: BuiltinFunctions | None = None,
+        *,
+        max_output_bytes: int = 65_536,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._http = http
+        self._builtins = builtins if builtins is not None else default_builtins()
+        self._max_output_bytes = max_output_bytes
+        self._backoff = backoff or Backoff()
+        self._validators: dict[_ToolKey, Draft202012Validator] = {}
+        self._semaphores: dict[_ToolKey, asyncio.Semaphore] = {}
+
+    async def execute_call(self, tool: ExecutableTool, arguments: Any) -> CallOutcome:
+        started_at = _now()
+        prepared = self._prepare(tool, arguments)
+        if isinstance(prepared, _Fault):
+            return _outcome(prepared, started_at, attempts=0, secret=tool.secret)
+        started_at = _now()
+        result, attempts = await self._run(tool.record, prepared)
+        if isinstance(result, _Output):
+            result = _cap(result, self._max_output_bytes)
+        return _outcome(result, started_at, attempts=attempts, secret=tool.secret)
+
+    def _prepare(self, tool: ExecutableTool, arguments: Any) -> _Attempt | _Fault:
+        """Check the arguments and find the executor; nothing runs yet."""
+        record = tool.record
+        problem = _argument_problem(record, self._validator(record), arguments)
+        if problem is not None:
+            return problem
+        match record.executor:
+            case HttpExecutor() as executor:
+                return functools.partial(self._call_http, executor, arguments, tool.secret)
+            case BuiltinExecutor(function=name):
+                return self._builtin_attempt(name, arguments)
+            case None:
+                return _Fault(
+                    "no_executor",
+                    f"tool {record.name!r} is catalogue-only: it has no executor, so it cannot "
+                    "be called; answer without it or use another tool",
+                )
+
+    async def _run(self, record: ToolRecord, attempt: _Attempt) -> tuple[_Output | _Fault, int]:
+        """Attempt once, and again after a backoff only for idempotent tools' retryable faults."""
+        policy = record.policy
+        budget = policy.max_retries if policy.idempotent else 0
+        attempts = 0
+        while True:
+            attempts += 1
+            result = await self._attempt(record, attempt)
+            if isinstance(result, _Output) or not result.retryable or attempts > budget:
+                return result, attempts
+            await asyncio.sleep(self._backoff.delay(attempts))
+
+    async def _attempt(self, record: ToolRecord, attempt: _Attempt) -> _Output | _Fault:
+        # The timeout covers running, not waiting for a concurrency slot.
+        async with self._slot(record):
+            try:
+                async with asyncio.timeout(record.policy.timeout_s):
+                    return await attempt()
+            except TimeoutError:
+                return _Fault(
+                    "timeout",
+                    f"{_target(record)} did not finish within {record.policy.timeout_s:g} s "
+                    "(the tool's timeout) and was abandoned",
+                    retryable=True,
+                )
+
+    def _slot(self, record: ToolRecord) -> contextlib.AbstractAsyncContextManager[Any]:
+        limit = record.policy.max_concurrency
+        if limit is None:
+            return contextlib.nullcontext()
+        key = (record.namespace, record.name, record.version)
+        if key not in self._semaphores:
+            self._semaphores[key] = asyncio.Semaphore(limit)
+        return self._semaphores[key]
+
+    def _validator(self, record: ToolRecord) -> Draft202012Validator:
+        key = (record.namespace, record.name, record.version)
+        cached = self._validators.get(key)
+        # Records carry no tenant, so two tenants' same-named tools share a key: the schema
+        # comparison keeps one from being checked against the other's parameters.
+        if cached is None or cached.schema != record.parameters:
+            cached = self._validators[key] = Draft202012Validator(record.parameters)
+        return cached
+
+    # --- builtin --------------------------------------------------------------------------
+
+    def _builtin_attempt(self, name: str, arguments: dict[str, Any]) -> _Attempt | _Fault:
+        fn = self._builtins.get(name)
+        if fn is None:
+            available = ", ".join(self._builtins.names()) or "none"
+            return _Fault(
+                "unknown_function",
+                f"builtin function {name!r} is not available in this service; "
+                f"available: {available}",
+            )
+        return functools.partial(_call_builtin, name, fn, arguments)
+
+    # --- http -----------------------------------------------------------------------------
+
+    async def _call_http(
+        self, executor: HttpExecutor, arguments: dict[str, Any], secret: str | None
+    ) -> _Output | _Fault:
+        request = _http_request(self._http, executor, arguments, secret)
+        target = f"{executor.method} {_public_url(executor.url)}"
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            return _unreachable(executor.url, exc)
+        try:
+            return await self._read_response(response, target)
+        except httpx.TransportError as exc:
+            return _unreachable(executor.url, exc)
+        finally:
+            await response.aclose()
+
+    async def _read_response(self, response: httpx.Response, target: str) -> _Output | _Fault:
+        if not response.is_success:
+            head, _ = await _read_head(response, _ERROR_BODY_CHARS * 4)
+            return _status_fault(response.status_code, head, target)
+        head, total = await _read_head(response, self._max_output_bytes)
+        return _decode_body(head, total, response.headers.get("content-type"), target)
+
+
+# --- attempts ----------------------------------------------------------------------------------
+
+
+async def _call_builtin(
+    name: str, fn: BuiltinFunction, arguments: dict[str, Any]
+) -> _Output | _Fault:
+    # A sync function keeps its thread after a timeout; the call is abandoned, not stopped.
+    try:
+        if inspect.iscoroutinefunction(fn):
+            value = await fn(**arguments)
+        else:
+            value = await asyncio.to_thread(fn, **arguments)
+    except Exception as exc:
+        return _Fault(
+            "tool_error", f"builtin function {name!r} failed: {type(exc).__name__}: {exc}"
+        )
+    try:
+        return _Output(msgspec.to_builtins(value))
+    except TypeError:
+        return _Fault(
+            "bad_output",
+            f"builtin function {name!r} returned a {type(value).__name__}, which is not JSON",
+        )
+
+
+def _http_request(
+    client: httpx.AsyncClient, executor: HttpExecutor, arguments: dict[str, Any], secret: str | None
+) -> httpx.Request:
+    """The request, signed over the exact bytes sent: the body, or for GET the query string."""
+    headers = httpx.Headers(executor.headers)
+    headers["Accept"] = "application/json"
+    if executor.method == "GET":
+        query = urllib.parse.urlencode(_query_pairs(arguments))
+        separator = "&" if "?" in executor.url else "?"
+        url = executor.url + separator + query if query else executor.url
+        request = client.build_request("GET", url, headers=headers, timeout=None)
+        signed = request.url.query
+    else:
+        body = msgspec.json.encode(arguments)
+        headers["Content-Type"] = "application/json"
+        request = client.build_request(
+            executor.method, executor.url, content=body, headers=headers, timeout=None
+        )
+        signed = body
+    if secret is not None:
+        digest = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+        request.headers[SIGNATURE_HEADER] = f"sha256={digest}"
+    return request
+
+
+def _query_pairs(arguments: dict[str, Any]) -> list[tuple[str, str]]:
+    """Strings as they are, arrays as repeated keys, anything else as its JSON text."""
+    pairs: list[tuple[str, str]] = []
+    for key, value in arguments.items():
+        for item in value if isinstance(value, list) else [value]:
+            pairs.append(
+                (key, item if isinstance(item, str) else msgspec.json.encode(item).decode())
+            )
+    return pairs
+
+
+async def _read_head(response: httpx.Response, limit: int) -> tuple[bytes, int]:
+    """The first `limit` bytes of the body and its full length; the rest is read and dropped
+    (memory stays bounded; time is bounded by the attempt's timeout)."""
+    head = bytearray()
+    total = 0
+    async for chunk in response.aiter_bytes():
+        total += len(chunk)
+        if len(head) < limit:
+            head += chunk[: limit - len(head)]
+    return bytes(head), total
+
+
+def _decode_body(
+    head: bytes, total: int, content_type: str | None, target: str
+) -> _Output | _Fault:
+    if total == 0:
+        return _Output(None)
+    if total > len(head):
+        if _is_json_type(content_type):
+            return _Output(_truncated(head, total), truncated=True)
+        return _not_json(head, content_type, target, status=f"a {total}-byte")
+    try:
+        return _Output(msgspec.json.decode(head))
+    except msgspec.DecodeError:
+        return _not_json(head, content_type, target, status="a")
+
+
+def _not_json(head: bytes, content_type: str | None, target: str, status: str) -> _Fault:
+    snippet = head[: _SNIPPET_CHARS * 4].decode(errors="replace")[:_SNIPPET_CHARS]
+    kind = f"content-type {content_type!r}" if content_type else "no content-type"
+    return _Fault(
+        "bad_output",
+        f"{target} answered with {status} body that is not JSON ({kind}): {snippet}",
+    )
+
+
+def _status_fault(status: int, head: bytes, target: str) -> _Fault:
+    body = head.decode(errors="replace")[:_ERROR_BODY_CHARS]
+    hint = ""
+    if status == 429 or status >= 500:
+        hint = " (the tool's server is failing or busy)"
+    elif 400 <= status < 500:
+        hint = " (check the arguments against the tool's parameters)"
+    return _Fault(
+        "http_status",
+        f"{target} answered HTTP {status}{hint}: {body}",
+        retryable=status == 429 or status >= 500,
+    )
+
+
+def _unreachable(url: str, exc: httpx.TransportError) -> _Fault:
+    what = (
+        "could not connect to" if isinstance(exc, httpx.ConnectError) else "lost the connection to"
+    )
+    return _Fault(
+        "unreachable",
+        f"{what} {_public_url(url)} ({type(exc).__name__}); "
+        "the tool's server is down or its URL is wrong",
+        retryable=True,
+    )
+
+
+# --- outcome -----------------------------------------------------------------------------------
+
+
+def _argument_problem(
+    record: ToolRecord, validator: Draft202012Validator, arguments: Any
+) -> _Fault | None:
+    if not isinstance(arguments, dict):
+        return _Fault(
+            "invalid_arguments",
+            "arguments invalid: /: expected a JSON object of named arguments, "
+            f"got {_json_type(arguments)}",
+        )
+    try:
+        errors = sorted(validator.iter_errors(arguments), key=lambda e: list(map(str, e.path)))
+    except Unresolvable as exc:
+        return _Fault(
+            "tool_error",
+            f"tool {record.name!r} cannot be called: its parameters schema has a $ref that "
+            f"does not resolve ({exc}); the tool's owner must fix the schema",
+        )
+    if not errors:
+        return None
+    listed = "; ".join(
+        f"{pointer(*e.absolute_path) or '/'}: {e.message}" for e in errors[:_MAX_LISTED_PROBLEMS]
+    )
+    more = len(errors) - _MAX_LISTED_PROBLEMS
+    tail = f" (and {more} more)" if more > 0 else ""
+    return _Fault("invalid_arguments", f"arguments invalid: {listed}{tail}")
+
+
+def _json_type(value: Any) -> str:
+    match value:
+        case None:
+            return "null"
+        case bool():
+            return "a boolean"
+        case int() | float():
+            return "a number"
+        case str():
+            return "a string"
+        case list():
+            return "an array"
+    return type(value).__name__
+
+
+def _cap(output: _Output, limit: int) -> _Output:
+    if output.truncated:
+        return output
+    encoded = msgspec.json.encode(output.value)
+    if len(encoded) <= limit:
+        return output
+    return _Output(_truncated(encoded[:limit], len(encoded)), truncated=True)
+
+
+def _truncated(head: bytes, total: int) -> str:
+    # Cutting may split a UTF-8 sequence; the partial character is dropped, not mangled.
+    kept = head.decode(errors="ignore")
+    return f"{kept}…[truncated: {total} bytes, kept {len(kept.encode())}]"
+
+
+def _is_json_type(content_type: str | None) -> bool:
+    media = (content_type or "").split(";")[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def _outcome(
+    result: _Output | _Fault, started_at: datetime, *, attempts: int, secret: str | None
+) -> CallOutcome:
+    finished_at = _now()
+    match result:
+        case _Output(value=value, truncated=truncated):
+            return CallOutcome(
+                ok=True,
+                result=value,
+                started_at=started_at,
+                finished_at=finished_at,
+                attempts=attempts,
+                truncated=truncated,
+            )
+        case _Fault(error_type=error_type, message=message):
+            return CallOutcome(
+                ok=False,
+                error=_redact(message, secret),
+                error_type=error_type,
+                started_at=started_at,
+                finished_at=finished_at,
+                attempts=attempts,
+            )
+
+
+def _redact(text: str, secret: str | None) -> str:
+    # A tool's server may echo anything, even the secret it shares with us.
+    return text.replace(secret, "[redacted]") if secret else text
+
+
+def _target(record: ToolRecord) -> str:
+    match record.executor:
+        case HttpExecutor(method=method, url=url):
+            return f"{method} {_public_url(url)}"
+        case BuiltinExecutor(function=name):
+            return f"builtin function {name!r}"
+    return f"tool {record.name!r}"
+
+
+def _public_url(url: str) -> str:
+    """The URL without credentials or query, which may carry keys."""
+    parsed = httpx.URL(url)
+    return f"{parsed.scheme}://{parsed.netloc.decode()}{parsed.path}"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
