@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from tools.backoff import backoff_delay
+
 if TYPE_CHECKING:
     from planner.model_client import RetryPolicy
-
-
-def backoff_delay(retry: int, base_s: float, max_s: float) -> float:
-    """The pause before retry number `retry` (1-based): half fixed, half random, so that
-    clients failing together do not come back together."""
-    ceiling = min(max_s, base_s * 2 ** (retry - 1))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -3,7 +3,6 @@ app served over real HTTP on loopback."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import os
@@ -15,13 +14,13 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-import uvicorn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from app.main import create_app
 from app.settings import Settings
+from tests.loopback import LoopbackServer
 from tools.embed import SentenceTransformerEmbedder
 
 _counter = itertools.count()
@@ -74,36 +73,26 @@ async def database_url(postgres_url: str) -> AsyncIterator[str]:
 
 
 class RunningApp:
-    """An app instance served by uvicorn on a loopback port, with an HTTP client for it."""
+    """An app instance served on a loopback port, with an HTTP client for it."""
 
-    def __init__(self, server: uvicorn.Server, task: asyncio.Task[None], url: str) -> None:
-        self.server, self.task, self.url = server, task, url
-        self.client = httpx.AsyncClient(base_url=url, timeout=30)
+    def __init__(self, server: LoopbackServer) -> None:
+        self.server = server
+        self.url = server.url
+        self.client = httpx.AsyncClient(base_url=server.url, timeout=30)
 
     @property
-    def app(self) -> Any:
-        return self.server.config.app
+    def stopped(self) -> bool:
+        return self.server.task is None or self.server.task.done()
 
     async def stop(self) -> None:
         await self.client.aclose()
-        self.server.should_exit = True
-        await self.task
+        await self.server.stop()
 
 
 async def serve(settings: Settings, embedder: SentenceTransformerEmbedder) -> RunningApp:
-    app = create_app(settings, embedder=embedder)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    # uvicorn installs signal handlers only in the main thread of a loop it owns; keep ours.
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            await task  # raises what broke start-up
-            raise RuntimeError("the app stopped during start-up; see the log above")
-        await asyncio.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    return RunningApp(server, task, f"http://127.0.0.1:{port}")
+    server = LoopbackServer(create_app(settings, embedder=embedder), lifespan="on")
+    await server.start()
+    return RunningApp(server)
 
 
 @pytest.fixture
@@ -133,7 +122,7 @@ async def start_app(
 
     yield start
     for app in running:
-        if not app.task.done():
+        if not app.stopped:
             with contextlib.suppress(Exception):
                 await app.stop()
 

@@ -25,9 +25,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
-import uvicorn
 
 from planner.messages import Usage
+from tests.loopback import LoopbackServer
 
 __all__ = [
     "ScriptedDisconnect",
@@ -103,8 +103,7 @@ class ScriptedModel:
         self.model_name = model_name
         self._queue: deque[Step] = deque(steps)
         self._responder = responder
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._server: LoopbackServer | None = None
         self.url = ""
 
     def push(self, *steps: Step) -> None:
@@ -114,35 +113,28 @@ class ScriptedModel:
     def steps_left(self) -> int:
         return len(self._queue)
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        config = uvicorn.Config(
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, *, own_signals: bool = False
+    ) -> None:
+        self._server = LoopbackServer(
             self,
             host=host,
             port=port,
-            lifespan="off",
+            own_signals=own_signals,
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=1,
         )
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            if self._task.done():
-                await self._task
-                raise RuntimeError(f"the scripted model could not listen on {host}:{port}")
-            await asyncio.sleep(0.01)
-        bound = self._server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://{host}:{bound}/v1"
+        self.url = f"{await self._server.start()}/v1"
 
     async def stop(self) -> None:
         if self._server is not None:
-            self._server.should_exit = True
-        await self.wait_closed()
+            await self._server.stop()
 
     async def wait_closed(self) -> None:
-        """Until the server stops (`stop()`, or SIGINT/SIGTERM, which uvicorn catches)."""
-        if self._task is not None:
-            await self._task
+        """Until the server stops (`stop()`, or SIGINT/SIGTERM when it owns the signals)."""
+        if self._server is not None:
+            await self._server.wait_closed()
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -338,6 +330,7 @@ async def scripted_model(
     model_name: str = "scripted-model",
     host: str = "127.0.0.1",
     port: int = 0,
+    own_signals: bool = False,
 ) -> AsyncIterator[ScriptedModel]:
     """A scripted model server for the duration of the block; `model.url` ends in /v1."""
     model = ScriptedModel(
@@ -347,7 +340,7 @@ async def scripted_model(
         argument_fragments=argument_fragments,
         model_name=model_name,
     )
-    await model.start(host, port)
+    await model.start(host, port, own_signals=own_signals)
     try:
         yield model
     finally:
@@ -474,6 +467,7 @@ async def _serve_forever(args: argparse.Namespace) -> None:
         host=args.host,
         port=args.port,
         argument_fragments=args.argument_fragments,
+        own_signals=True,
     ) as model:
         print(f"scripted model serving {model.url} (tool {args.tool!r})", flush=True)
         await model.wait_closed()

@@ -9,15 +9,15 @@ import hmac
 import json
 import socket
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
+from tests.loopback import serving
 from tools.builtins import BuiltinFunctions, default_builtins
 from tools.executors import Backoff, CallOutcome, ExecutableTool, ToolRunner
 from tools.spec import BuiltinExecutor, Executor, HttpExecutor, ToolPolicy, ToolRecord
@@ -103,27 +103,12 @@ class ToolServer:
         await send({"type": "http.response.body", "body": reply.body})
 
 
-class QuietServer(uvicorn.Server):
-    """uvicorn, leaving the test process's signal handlers alone."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 @pytest.fixture(scope="module")
 async def served() -> AsyncIterator[ToolServer]:
     app = ToolServer()
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    uv = QuietServer(config)
-    task = asyncio.create_task(uv.serve())
-    while not uv.started:
-        assert not task.done(), "the tool server stopped during start-up"
-        await asyncio.sleep(0.01)
-    app.url = f"http://127.0.0.1:{uv.servers[0].sockets[0].getsockname()[1]}"
-    yield app
-    uv.should_exit = True
-    await task
+    async with serving(app) as loopback:
+        app.url = loopback.url
+        yield app
 
 
 @pytest.fixture

@@ -322,3 +322,61 @@ async def test_search_tools_lets_the_model_find_a_tool_retrieval_missed(
     first_names = [t["function"]["name"] for t in model.requests[0]["tools"]]
     assert names[: len(first_names)] == first_names
     assert all(f["name"] in names for f in found)
+
+
+async def test_prompts_within_a_turn_grow_append_only_with_a_stable_tool_block(
+    chat: httpx.AsyncClient, model: ScriptedModel
+) -> None:
+    model.push(
+        ScriptedReply(tool_calls=[("get_weather", {"city": "Oslo"})]),
+        ScriptedReply(tool_calls=[("get_weather", {"city": "Rome"})]),
+        ScriptedReply(content="Oslo 7, Rome 7."),
+    )
+    await turn(chat, await new_conversation(chat), "weather in Oslo and Rome, one by one")
+    first, second, third = model.requests
+    assert first["tools"] == second["tools"] == third["tools"]
+    assert second["messages"][: len(first["messages"])] == first["messages"]
+    assert third["messages"][: len(second["messages"])] == second["messages"]
+    assert first["separate_reasoning"] is True
+
+
+async def test_usage_adds_up_over_the_model_calls_of_a_turn(
+    chat: httpx.AsyncClient, model: ScriptedModel
+) -> None:
+    from planner.messages import Usage
+
+    model.push(
+        ScriptedReply(
+            tool_calls=[("get_weather", {"city": "Oslo"})],
+            usage=Usage(prompt_tokens=100, completion_tokens=10, cached_tokens=0),
+        ),
+        ScriptedReply(
+            content="7.", usage=Usage(prompt_tokens=130, completion_tokens=3, cached_tokens=100)
+        ),
+    )
+    body = (await turn(chat, await new_conversation(chat), "weather?")).json()
+    assert body["usage"] == {"prompt_tokens": 230, "completion_tokens": 13, "cached_tokens": 100}
+
+
+async def test_builtin_tools_run_in_a_turn(
+    start_app: Callable[..., Any], database_url: str, model: ScriptedModel
+) -> None:
+    app = await start_app(database_url, model_url=model.url, register_builtins=True)
+    model.push(
+        ScriptedReply(
+            tool_calls=[
+                ("calculate", {"expression": "(3 + 4) * 2"}),
+                ("convert_units", {"value": 100, "from_unit": "C", "to_unit": "F"}),
+            ]
+        ),
+        ScriptedReply(content="14, and 100 C is 212 F."),
+    )
+    conversation = (await app.client.post("/v1/conversations", json={})).json()["id"]
+    response = await app.client.post(
+        f"/v1/conversations/{conversation}/turns",
+        json={"message": "what is (3+4)*2, and 100 C in F?"},
+    )
+    calls = response.json()["tool_calls"]
+    assert [c["error"] for c in calls] == [None, None], calls
+    assert calls[0]["result"]["result"] == 14
+    assert calls[1]["result"]["result"] == 212

@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
-import uvicorn
 from litestar import Litestar, Request, post
+
+from tests.loopback import serving
 
 
 class Received(msgspec.Struct, frozen=True):
@@ -61,18 +62,9 @@ class ToolServer:
 @contextlib.asynccontextmanager
 async def tool_server() -> AsyncIterator[ToolServer]:
     tools = ToolServer()
-    config = uvicorn.Config(tools.app(), host="127.0.0.1", port=0, log_level="warning")
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    tools.url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    try:
+    async with serving(tools.app()) as server:
+        tools.url = server.url
         yield tools
-    finally:
-        server.should_exit = True
-        await task
 
 
 def http_tool(

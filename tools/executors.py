@@ -9,7 +9,6 @@ import functools
 import hashlib
 import hmac
 import inspect
-import random
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ import msgspec
 from jsonschema import Draft202012Validator
 from referencing.exceptions import Unresolvable
 
+from tools.backoff import backoff_delay
 from tools.builtins import BuiltinFunction, BuiltinFunctions, default_builtins
 from tools.spec import BuiltinExecutor, HttpExecutor, ToolRecord
 from tools.validation import pointer
@@ -71,8 +71,7 @@ class Backoff(msgspec.Struct, frozen=True, kw_only=True):
     max_s: float = 2.0
 
     def delay(self, retry: int) -> float:
-        ceiling = min(self.max_s, self.base_s * 2 ** (retry - 1))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        return backoff_delay(retry, self.base_s, self.max_s)
 
 
 class _Output(msgspec.Struct, frozen=True):
