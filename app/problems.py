@@ -11,14 +11,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from app.database import DatabaseError
-from planner.errors import (
-    ConversationNotFound,
-    ModelResponseError,
-    ModelUnavailable,
-    PlannerError,
-    TurnConflict,
-    UnknownModel,
-)
+from planner.errors import PlannerError
 from tools.errors import EmbeddingError, FieldError, SpecInvalid, ToolExists, ToolNotFound
 from tools.validation import explain, pointer
 
@@ -88,17 +81,7 @@ def _field_error(item: dict[str, Any]) -> FieldError:
 
 
 def on_planner(request: Request[Any, Any, Any], exc: PlannerError) -> Response[Problem]:
-    status, slug, title = _PLANNER.get(type(exc), (500, "turn-failed", "Turn failed"))
-    return problem(request, status, slug, title, str(exc))
-
-
-_PLANNER: dict[type[PlannerError], tuple[int, str, str]] = {
-    ConversationNotFound: (404, "not-found", "Not found"),
-    TurnConflict: (409, "turn-in-progress", "A turn is already running"),
-    UnknownModel: (422, "invalid-request", "Unknown model backend"),
-    ModelUnavailable: (503, "model-unavailable", "Model unavailable"),
-    ModelResponseError: (502, "model-error", "Bad response from the model"),
-}
+    return problem(request, exc.status, exc.slug, exc.title, str(exc))
 
 
 def on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:

@@ -15,10 +15,16 @@ from __future__ import annotations
 
 
 class PlannerError(Exception):
-    """Base of every error raised by `planner`."""
+    """Base of every error raised by `planner`; each kind says how it reads as a problem."""
+
+    status = 500
+    slug = "turn-failed"
+    title = "Turn failed"
 
 
 class ModelUnavailable(PlannerError):
+    status, slug, title = 503, "model-unavailable", "Model unavailable"
+
     def __init__(self, url: str, reason: str) -> None:
         self.url, self.reason = url, reason
         super().__init__(
@@ -28,12 +34,16 @@ class ModelUnavailable(PlannerError):
 
 
 class ModelResponseError(PlannerError):
+    status, slug, title = 502, "model-error", "Bad response from the model"
+
     def __init__(self, url: str, reason: str) -> None:
         self.url, self.reason = url, reason
         super().__init__(f"model server at {url} sent an unusable response: {reason}")
 
 
 class ConversationNotFound(PlannerError):
+    status, slug, title = 404, "not-found", "Not found"
+
     def __init__(self, conversation_id: str) -> None:
         self.conversation_id = conversation_id
         super().__init__(
@@ -42,15 +52,20 @@ class ConversationNotFound(PlannerError):
 
 
 class TurnConflict(PlannerError):
-    def __init__(self, conversation_id: str, turn_id: str, status: str = "running") -> None:
-        self.conversation_id, self.turn_id, self.status = conversation_id, turn_id, status
+    status, slug, title = 409, "turn-in-progress", "A turn is already running"
+
+    def __init__(self, conversation_id: str, turn_id: str, turn_status: str = "running") -> None:
+        self.conversation_id, self.turn_id = conversation_id, turn_id
+        self.turn_status = turn_status
         super().__init__(
-            f"conversation {conversation_id!r} already has a {status} turn {turn_id!r}; "
+            f"conversation {conversation_id!r} already has a {turn_status} turn {turn_id!r}; "
             "wait for it to finish before sending another message"
         )
 
 
 class UnknownModel(PlannerError):
+    status, slug, title = 422, "invalid-request", "Unknown model backend"
+
     def __init__(self, name: str, configured: list[str]) -> None:
         self.name, self.configured = name, configured
         super().__init__(

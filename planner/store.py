@@ -250,12 +250,10 @@ async def finish_tool_call(
     truncated: bool,
     started_at: datetime,
     finished_at: datetime,
-    arguments: Any,
 ) -> None:
     await db.execute(
         """UPDATE tool_calls SET status = $3, result = $4::jsonb, error = $5, error_type = $6,
-                  attempts = $7, truncated = $8, started_at = $9, finished_at = $10,
-                  arguments = COALESCE($11::jsonb, arguments)
+                  attempts = $7, truncated = $8, started_at = $9, finished_at = $10
            WHERE turn_id = $1 AND id = $2""",
         turn_id,
         call_id,
@@ -267,7 +265,6 @@ async def finish_tool_call(
         truncated,
         started_at,
         finished_at,
-        None if arguments is None else msgspec.json.encode(arguments).decode(),
     )
 
 

@@ -15,12 +15,16 @@ ToolKey = tuple[str, str]  # (namespace, name)
 
 
 class RankingWeights(msgspec.Struct, frozen=True, kw_only=True):
-    """How dense and keyword relevance combine into one score (tuned by bench/retrieval.py)."""
+    """How dense and keyword relevance combine into one score (tuned by bench/retrieval.py).
 
-    keyword: float = 0.3
-    """Share of the fused score that comes from BM25 (normalised to the best match)."""
-    examples: float = 1.0
-    """Weight of the best-matching example request against the tool's own text."""
+    Both signals are standardised over the tools searched (z-scores) before they are mixed, so
+    the mix does not depend on how spread out one model's cosines or one query's BM25 scores are.
+    """
+
+    keyword: float = 0.2
+    """Share of the fused score that comes from BM25: 0 ranks by meaning alone, 1 by keywords."""
+    examples: float = 0.5
+    """Weight of each example request against the tool's own text in the tool's vector."""
 
 
 class IndexedTool(msgspec.Struct, frozen=True, kw_only=True):
@@ -46,12 +50,21 @@ class SearchHit(msgspec.Struct, frozen=True, kw_only=True):
     version: int
     description: str
     score: float
+    """Fused relevance, in standard deviations above the average tool searched."""
     dense: float
+    """Cosine similarity of the request to the tool's vector (text and examples)."""
     keyword: float
+    """BM25 relative to the best keyword match (1.0), 0 when no keyword matches."""
 
 
 class ToolIndex:
-    """All live tools of one tenant, in slots of a growable matrix."""
+    """All live tools of one tenant, in slots of a growable matrix.
+
+    A tool's row is its prototype: the text's embedding plus `weights.examples` times each example
+    request's, normalised. Pooling the examples this way ranked better than scoring the best
+    single example next to the text (one odd example no longer decides a search), and costs one
+    row per tool. The weights are fixed for the life of the index: the rows are built with them.
+    """
 
     def __init__(self, dim: int, weights: RankingWeights | None = None) -> None:
         self.dim = dim
@@ -61,12 +74,6 @@ class ToolIndex:
         self._free: list[int] = []
         self._matrix = np.zeros((0, dim), dtype=np.float32)
         self._live = np.zeros(0, dtype=bool)
-        # Example rows are appended and tombstoned (owner -1), and compacted when half are dead.
-        self._examples = np.zeros((0, dim), dtype=np.float32)
-        self._example_owner = np.zeros(0, dtype=np.int64)
-        self._example_rows: dict[int, tuple[int, int]] = {}
-        self._example_count = 0
-        self._dead_examples = 0
         self._keywords = KeywordIndex()
 
     def __len__(self) -> int:
@@ -84,16 +91,18 @@ class ToolIndex:
             raise ValueError(
                 f"vector of {tool.name!r} has shape {tool.vector.shape}, not ({self.dim},)"
             )
+        if tool.example_vectors.shape[1:] != (self.dim,):
+            raise ValueError(
+                f"example vectors of {tool.name!r} have shape {tool.example_vectors.shape}, "
+                f"not (n, {self.dim})"
+            )
         slot = self._slots.get(tool.key)
         if slot is None:
             slot = self._free.pop() if self._free else self._grow()
             self._slots[tool.key] = slot
-        else:
-            self._drop_examples(slot)
         self._tools[slot] = tool
-        self._matrix[slot] = tool.vector
+        self._matrix[slot] = self._prototype(tool)
         self._live[slot] = True
-        self._add_examples(slot, tool.example_vectors)
         self._keywords.add(slot, tool.keyword_text)
 
     def remove(self, key: ToolKey) -> None:
@@ -103,7 +112,6 @@ class ToolIndex:
         self._tools[slot] = None
         self._live[slot] = False
         self._matrix[slot] = 0.0
-        self._drop_examples(slot)
         self._keywords.remove(slot)
         self._free.append(slot)
 
@@ -119,29 +127,23 @@ class ToolIndex:
         size = len(self._tools)
         if size == 0 or k <= 0:
             return []
-        dense = self._dense_scores(query_vector, size)
-        keyword = self._keywords.scores(query_text, size)
         eligible = self._eligible(size, namespace, frozenset(tags))
-        best_keyword = float(keyword[eligible].max()) if eligible.any() else 0.0
-        keyword_norm = keyword / best_keyword if best_keyword > 0 else keyword
+        count = int(eligible.sum())
+        if count == 0:
+            return []
+        dense = self._matrix[:size] @ query_vector
+        keyword = self._keywords.scores(query_text, size)
         w = self.weights.keyword
-        fused = (1.0 - w) * dense + w * keyword_norm
+        fused = (1.0 - w) * _standardised(dense, eligible) + w * _standardised(keyword, eligible)
         fused[~eligible] = -np.inf
-        return self._top(fused, dense, keyword_norm, min(k, int(eligible.sum())))
+        best_keyword = float(keyword[eligible].max())
+        keyword_share = keyword / best_keyword if best_keyword > 0 else keyword
+        return self._top(fused, dense, keyword_share, min(k, count))
 
-    def _dense_scores(self, query: Vectors, size: int) -> npt.NDArray[np.float32]:
-        dense = self._matrix[:size] @ query
-        count = self._example_count
-        if count > self._dead_examples and self.weights.examples > 0:
-            owners = self._example_owner[:count]
-            sims = self._examples[:count] @ query
-            live = owners >= 0
-            best = np.full(size, -2.0, dtype=np.float32)
-            np.maximum.at(best, owners[live], sims[live])
-            has = best > -2.0
-            w = self.weights.examples
-            dense[has] = (dense[has] + w * best[has]) / (1.0 + w)
-        return dense
+    def _prototype(self, tool: IndexedTool) -> Vectors:
+        vector = tool.vector + self.weights.examples * tool.example_vectors.sum(axis=0)
+        norm = float(np.linalg.norm(vector))
+        return vector / norm if norm > 0 else vector
 
     def _eligible(
         self, size: int, namespace: str | None, tags: frozenset[str]
@@ -197,40 +199,13 @@ class ToolIndex:
             self._matrix, self._live = matrix, live
         return slot
 
-    def _add_examples(self, slot: int, vectors: Vectors) -> None:
-        n = len(vectors)
-        if n == 0:
-            return
-        end = self._example_count + n
-        if end > len(self._examples):
-            capacity = max(256, 2 * end)
-            grown = np.zeros((capacity, self.dim), dtype=np.float32)
-            grown[: self._example_count] = self._examples[: self._example_count]
-            owners = np.full(capacity, -1, dtype=np.int64)
-            owners[: self._example_count] = self._example_owner[: self._example_count]
-            self._examples, self._example_owner = grown, owners
-        self._examples[self._example_count : end] = vectors
-        self._example_owner[self._example_count : end] = slot
-        self._example_rows[slot] = (self._example_count, end)
-        self._example_count = end
 
-    def _drop_examples(self, slot: int) -> None:
-        rows = self._example_rows.pop(slot, None)
-        if rows is None:
-            return
-        self._example_owner[rows[0] : rows[1]] = -1
-        self._dead_examples += rows[1] - rows[0]
-        if self._dead_examples * 2 > self._example_count:
-            self._compact_examples()
-
-    def _compact_examples(self) -> None:
-        count = self._example_count
-        keep = np.flatnonzero(self._example_owner[:count] >= 0)
-        self._examples[: len(keep)] = self._examples[keep]
-        self._example_owner[: len(keep)] = self._example_owner[keep]
-        self._example_owner[len(keep) : count] = -1
-        self._example_count, self._dead_examples = len(keep), 0
-        self._example_rows = {}
-        for row, owner in enumerate(self._example_owner[: len(keep)].tolist()):
-            start, _ = self._example_rows.get(owner, (row, row))
-            self._example_rows[owner] = (start, row + 1)
+def _standardised(
+    scores: npt.NDArray[np.float32], eligible: npt.NDArray[np.bool_]
+) -> npt.NDArray[np.float32]:
+    """Scores as z-scores over the eligible tools (all zero when they do not differ)."""
+    picked = scores[eligible]
+    spread = float(picked.std())
+    if spread == 0.0:
+        return np.zeros_like(scores)
+    return ((scores - float(picked.mean())) / spread).astype(np.float32)

@@ -18,9 +18,10 @@ from litestar.status_codes import HTTP_201_CREATED
 from app.problems import PROBLEM_JSON
 from app.tenancy import tenant_of
 from planner import store
-from planner.engine import TurnEngine, TurnRequest
+from planner.engine import TurnEngine
 from planner.events import TurnCompleted, TurnEvent, TurnFailed, TurnResult
 from planner.supervisor import TurnSupervisor
+from planner.turn import TurnRequest
 
 Engine = NamedDependency[TurnEngine]
 Supervisor = NamedDependency[TurnSupervisor]

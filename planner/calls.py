@@ -1,0 +1,268 @@
+"""Running a turn's tool calls: all calls of one reply at once, or a plan as a graph.
+
+Each call is checked, recorded as it starts and ends, and its outcome becomes an observation
+that goes back to the model in call order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from planner import store
+from planner.events import ToolCallFinished, ToolCallRecord, ToolCallStarted
+from planner.messages import AssistantToolCall, ChatMessage, FunctionCall, ToolCallRequest
+from planner.plan import Plan, PlanStep, resolve
+from planner.prompt import SEARCH_TOOLS
+from planner.turn import TurnState
+from tools.executors import CallOutcome, ExecutableTool, ToolRunner
+
+Search = Callable[[TurnState, str], Awaitable[list[str]]]
+"""Retrieve more candidates for a turn; returns the function names it added."""
+
+
+class Call(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    arguments: Any
+    step: int
+    depends_on: list[str] = []
+
+
+class CallRunner:
+    def __init__(self, runner: ToolRunner, search: Search, *, max_parallel: int) -> None:
+        self.runner, self.search, self.max_parallel = runner, search, max_parallel
+
+    async def run_reply(self, turn: TurnState, requests: Sequence[ToolCallRequest]) -> None:
+        """All calls of one model reply run at the same time."""
+        step = turn.next_step()
+        jobs = []
+        for i, request in enumerate(requests):
+            call = Call(id=request.id, name=request.name, arguments=request.arguments, step=step)
+            if i >= self.max_parallel:
+                reason = f"refused: at most {self.max_parallel} calls run per step"
+                jobs.append(self._refuse(turn, call, reason))
+            else:
+                jobs.append(self._start(turn, call))
+        await asyncio.gather(*jobs)
+        await self._observe(turn, [r.id for r in requests])
+
+    async def run_plan(self, turn: TurnState, plan: Plan, attempt: int) -> None:
+        """Start each step as soon as the steps it refers to have finished."""
+        ids = {s.id: f"p{attempt}_{s.id}" for s in plan.steps}
+        await turn.add(
+            ChatMessage(
+                role="assistant",
+                content="",
+                tool_calls=[
+                    AssistantToolCall(
+                        id=ids[s.id],
+                        function=FunctionCall(s.tool, json.dumps(s.arguments, sort_keys=True)),
+                    )
+                    for s in plan.steps
+                ],
+            )
+        )
+        loop = asyncio.get_running_loop()
+        done: dict[str, asyncio.Future[CallOutcome | None]] = {
+            s.id: loop.create_future() for s in plan.steps
+        }
+        step = turn.next_step()
+
+        async def run(s: PlanStep) -> None:
+            call = Call(
+                id=ids[s.id], name=s.tool, arguments=s.arguments, step=step, depends_on=s.depends_on
+            )
+            done[s.id].set_result(await self._run_step(turn, call, done))
+
+        await asyncio.gather(*(run(s) for s in plan.steps))
+        await self._observe(turn, [ids[s.id] for s in plan.steps])
+
+    async def answer(self, turn: TurnState, requests: Sequence[ToolCallRequest], text: str) -> None:
+        """Close calls the engine handles itself (such as `replan`) with a plain result."""
+        for request in requests:
+            await turn.add(
+                ChatMessage(
+                    role="tool", tool_call_id=request.id, content=json.dumps({"result": text})
+                )
+            )
+
+    async def _run_step(
+        self, turn: TurnState, call: Call, done: dict[str, asyncio.Future[CallOutcome | None]]
+    ) -> CallOutcome | None:
+        outputs: dict[str, Any] = {}
+        for dep in call.depends_on:
+            outcome = await done[dep]
+            if outcome is None or not outcome.ok:
+                await self._refuse(turn, call, f"skipped: step {dep} did not succeed")
+                return None
+            outputs[dep] = outcome.result
+        try:
+            arguments = resolve(call.arguments, outputs)
+        except LookupError as exc:
+            await self._refuse(turn, call, str(exc))
+            return None
+        return await self._execute(turn, msgspec.structs.replace(call, arguments=arguments))
+
+    async def _start(self, turn: TurnState, call: Call) -> None:
+        """A call from a model reply: its arguments are JSON text, parsed now it is complete."""
+        try:
+            arguments = json.loads(call.arguments or "{}")
+        except json.JSONDecodeError as exc:
+            await self._refuse(
+                turn,
+                call,
+                f"arguments are not valid JSON ({exc.msg} at position "
+                f"{exc.pos}); send a JSON object",
+                "invalid_arguments",
+            )
+            return
+        parsed = msgspec.structs.replace(call, arguments=arguments)
+        if call.name == SEARCH_TOOLS:
+            await self._search_tools(turn, parsed)
+        else:
+            await self._execute(turn, parsed)
+
+    async def _search_tools(self, turn: TurnState, call: Call) -> None:
+        query = call.arguments.get("query") if isinstance(call.arguments, dict) else None
+        if not isinstance(query, str) or not query.strip():
+            await self._refuse(
+                turn,
+                call,
+                'search_tools needs {"query": "what the tool should do"}',
+                "invalid_arguments",
+            )
+            return
+        started = _now()
+        added = await self.search(turn, query)
+        found = [{"name": n, "description": turn.tools[n].record.description} for n in added]
+        outcome = CallOutcome(
+            ok=True, result={"found": found}, started_at=started, finished_at=_now()
+        )
+        await self._record(turn, call, outcome, None)
+
+    async def _execute(self, turn: TurnState, call: Call) -> CallOutcome | None:
+        tool = turn.tools.get(call.name)
+        if tool is None:
+            await self._refuse(
+                turn,
+                call,
+                f"unknown tool {call.name!r}: only this turn's tools "
+                f"can be called ({', '.join(sorted(turn.tools))})",
+                "unknown_tool",
+            )
+            return None
+        await self._begin(turn, call, tool)
+        await turn.emit(
+            ToolCallStarted(
+                id=call.id,
+                name=call.name,
+                arguments=call.arguments,
+                step=call.step,
+                depends_on=call.depends_on,
+            )
+        )
+        outcome = await self.runner.execute_call(tool, call.arguments)
+        await self._record(turn, call, outcome, tool, begun=True)
+        return outcome
+
+    async def _refuse(
+        self, turn: TurnState, call: Call, error: str, error_type: str = "refused"
+    ) -> None:
+        now = _now()
+        outcome = CallOutcome(
+            ok=False,
+            error=error,
+            error_type=error_type,
+            started_at=now,
+            finished_at=now,
+            attempts=0,
+        )
+        await self._record(turn, call, outcome, None)
+
+    async def _begin(self, turn: TurnState, call: Call, tool: ExecutableTool | None) -> None:
+        raw = call.arguments if isinstance(call.arguments, str) else json.dumps(call.arguments)
+        await store.start_tool_call(
+            turn.pool,
+            turn.tenant,
+            turn.conversation_id,
+            turn.id,
+            call_id=call.id,
+            step=call.step,
+            name=call.name,
+            namespace=tool.record.namespace if tool else None,
+            version=tool.record.version if tool else None,
+            raw_arguments=raw,
+            arguments=None if isinstance(call.arguments, str) else call.arguments,
+            depends_on=call.depends_on,
+        )
+
+    async def _record(
+        self,
+        turn: TurnState,
+        call: Call,
+        outcome: CallOutcome,
+        tool: ExecutableTool | None,
+        *,
+        begun: bool = False,
+    ) -> None:
+        if not begun:
+            await self._begin(turn, call, tool)
+        await store.finish_tool_call(
+            turn.pool,
+            turn.id,
+            call.id,
+            ok=outcome.ok,
+            result=outcome.result,
+            error=outcome.error,
+            error_type=outcome.error_type,
+            attempts=outcome.attempts,
+            truncated=outcome.truncated,
+            started_at=outcome.started_at,
+            finished_at=outcome.finished_at,
+        )
+        record = ToolCallRecord(
+            id=call.id,
+            name=call.name,
+            arguments=call.arguments,
+            result=outcome.result,
+            error=outcome.error,
+            error_type=outcome.error_type,
+            started_at=outcome.started_at,
+            finished_at=outcome.finished_at,
+            attempts=outcome.attempts,
+            truncated=outcome.truncated,
+            step=call.step,
+            depends_on=call.depends_on,
+        )
+        turn.calls.append(record)
+        duration = (outcome.finished_at - outcome.started_at).total_seconds() * 1000
+        await turn.emit(ToolCallFinished(call=record, duration_ms=round(duration, 3)))
+        turn.observations[call.id] = ChatMessage(
+            role="tool", tool_call_id=call.id, content=observation(outcome)
+        )
+
+    async def _observe(self, turn: TurnState, call_ids: list[str]) -> None:
+        """Results go back to the model in call order, whatever order they finished in."""
+        for call_id in call_ids:
+            await turn.add(turn.observations.pop(call_id))
+
+
+def observation(outcome: CallOutcome) -> str:
+    """What the model reads of a call: its result, or its error, as JSON data."""
+    if outcome.ok:
+        body: dict[str, Any] = {"result": outcome.result}
+        if outcome.truncated:
+            body["truncated"] = True
+    else:
+        body = {"error": outcome.error, "error_type": outcome.error_type}
+    return json.dumps(body, ensure_ascii=False, default=str)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

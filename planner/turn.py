@@ -1,0 +1,83 @@
+"""The state of one running turn, and how it records what happens."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+import asyncpg
+import msgspec
+
+from planner import store
+from planner.events import ToolCallRecord, TurnEvent
+from planner.messages import ChatMessage, Usage
+from planner.model_client import ModelClient
+from planner.plan import Plan
+from planner.prompt import REPLAN_ENTRY, SEARCH_TOOLS_ENTRY, tool_entry
+from tools.executors import ExecutableTool
+
+EventSink = Callable[[TurnEvent], Awaitable[None]]
+Mode = Literal["auto", "plan"]
+
+
+async def ignore(_event: TurnEvent) -> None:
+    return None
+
+
+class TurnRequest(msgspec.Struct, frozen=True, kw_only=True):
+    message: str
+    mode: Mode = "auto"
+    stream: bool = False
+    model: str | None = None
+    max_steps: int | None = None
+
+
+class TurnState:
+    """What one running turn holds: its candidate tools, its messages so far, its calls."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        tenant: str,
+        conversation_id: str,
+        turn_id: str,
+        request: TurnRequest,
+        model: ModelClient,
+        emit: EventSink,
+        max_steps: int,
+    ) -> None:
+        self.pool, self.tenant = pool, tenant
+        self.conversation_id, self.id = conversation_id, turn_id
+        self.request, self.model, self.emit, self.max_steps = request, model, emit, max_steps
+        self.tools: dict[str, ExecutableTool] = {}
+        """Candidates by function name, in the order they were found (the tool block's order)."""
+        self.messages: list[ChatMessage] = []
+        self.calls: list[ToolCallRecord] = []
+        self.plans: list[Plan] = []
+        self.observations: dict[str, ChatMessage] = {}
+        self.usage = Usage()
+        self.step = 0
+
+    @property
+    def entries(self) -> list[dict[str, Any]]:
+        """The tool block: the same bytes for the same candidates; new ones are appended."""
+        extra = [REPLAN_ENTRY] if self.request.mode == "plan" else []
+        found = [
+            tool_entry(n, t.record.description, t.record.parameters) for n, t in self.tools.items()
+        ]
+        return [SEARCH_TOOLS_ENTRY, *extra, *found]
+
+    def next_step(self) -> int:
+        self.step += 1
+        return self.step
+
+    async def add(self, message: ChatMessage, reasoning: str | None = None) -> None:
+        """Append to the model's view of the turn and write it to Postgres at once."""
+        self.messages.append(message)
+        await store.add_message(
+            self.pool, self.tenant, self.conversation_id, self.id, message, reasoning
+        )
+
+    async def note(self, text: str) -> None:
+        """Tell the model something about the run itself (never tool output)."""
+        await self.add(ChatMessage(role="user", content=f"[switchboard] {text}"))
