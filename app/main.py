@@ -21,7 +21,9 @@ from app.database import database
 from app.problems import EXCEPTION_HANDLERS
 from app.routes.conversations import ConversationController
 from app.routes.tools import ToolController
+from app.routes.traces import TraceController
 from app.settings import Settings, load_settings, model_backends
+from app.telemetry import Telemetry, build_telemetry
 from app.tenancy import DEFAULT_TENANT
 from planner.engine import EngineSettings, TurnEngine
 from planner.model_client import ModelClient
@@ -90,6 +92,7 @@ def engine_settings(settings: Settings) -> EngineSettings:
 def create_app(settings: Settings | None = None, *, embedder: Embedder | None = None) -> Litestar:
     """The app; `embedder` lets several apps in one process share a loaded model."""
     settings = settings or load_settings()
+    telemetry = build_telemetry(enabled=settings.tracing)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -107,6 +110,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             models = {b.name: ModelClient(b, http) for b in model_backends(settings)}
             supervisor = TurnSupervisor(pool, owner, settings.turn_lease_s)
             await supervisor.start()
+            telemetry.store.start(pool)
             app.state.registry = registry
             app.state.supervisor = supervisor
             app.state.engine = TurnEngine(
@@ -117,6 +121,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 default_model="default",
                 settings=engine_settings(settings),
                 owner=owner,
+                tracer=telemetry.tracer,
             )
             log.info(
                 "ready: %d tools indexed", sum(registry.index_size(t) for t in registry.tenants())
@@ -126,12 +131,16 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             finally:
                 await supervisor.stop()
                 await listener.stop()
+                await telemetry.store.stop()
+                telemetry.shutdown()
 
     return Litestar(
-        route_handlers=[health, list_models, ToolController, ConversationController],
+        route_handlers=[health, list_models, ToolController, ConversationController,
+                        TraceController],
+        plugins=_plugins(telemetry),
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
-        state=State({"settings": settings}),
+        state=State({"settings": settings, "telemetry": telemetry}),
         openapi_config=OpenAPIConfig(
             title="Switchboard",
             version="0.1.0",
@@ -142,3 +151,14 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         ),
         debug=False,
     )
+
+
+def _plugins(telemetry: Telemetry) -> list[Any]:
+    """HTTP spans for the API itself; streamed chunks make no spans of their own."""
+    if telemetry.provider is None:
+        return []
+    from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+
+    config = OpenTelemetryConfig(tracer_provider=telemetry.provider,
+                                 exclude_spans=["receive", "send"])
+    return [OpenTelemetryPlugin(config)]

@@ -11,6 +11,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from app.database import DatabaseError
+from app.span_store import TraceNotFound
 from planner.errors import PlannerError
 from tools.errors import EmbeddingError, FieldError, SpecInvalid, ToolExists, ToolNotFound
 from tools.validation import explain, pointer
@@ -84,6 +85,10 @@ def on_planner(request: Request[Any, Any, Any], exc: PlannerError) -> Response[P
     return problem(request, exc.status, exc.slug, exc.title, str(exc))
 
 
+def on_lookup(request: Request[Any, Any, Any], exc: LookupError) -> Response[Problem]:
+    return problem(request, 404, "not-found", "Not found", str(exc))
+
+
 def on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
     slug = {404: "not-found", 405: "method-not-allowed", 413: "too-large"}.get(
         exc.status_code, "http-error"
@@ -133,6 +138,7 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     ToolExists: on_exists,
     EmbeddingError: on_embedding,
     PlannerError: on_planner,
+    TraceNotFound: on_lookup,
     ValidationException: on_validation,
     HTTPException: on_http,
     asyncpg.PostgresError: on_database,

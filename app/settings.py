@@ -37,6 +37,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     history_token_budget: int = 8000
     turn_lease_s: float = 30.0
     register_builtins: bool = True
+    tracing: bool = True
 
     @property
     def data_dir(self) -> Path:
@@ -62,6 +63,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "HISTORY_TOKEN_BUDGET": ("history_token_budget", "a positive integer"),
     "TURN_LEASE_S": ("turn_lease_s", "seconds, a positive number"),
     "REGISTER_BUILTINS": ("register_builtins", "true or false"),
+    "TRACING": ("tracing", "true or false"),
 }
 
 

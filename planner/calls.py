@@ -7,20 +7,24 @@ that goes back to the model in call order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+from opentelemetry.trace import Span
 
 from planner import store
 from planner.events import ToolCallFinished, ToolCallRecord, ToolCallStarted
 from planner.messages import AssistantToolCall, ChatMessage, FunctionCall, ToolCallRequest
 from planner.plan import Plan, PlanStep, resolve
 from planner.prompt import SEARCH_TOOLS
+from planner.tracing import TurnTracer
 from planner.turn import TurnState
 from tools.executors import CallOutcome, ExecutableTool, ToolRunner
+from tools.spec import HttpExecutor
 
 Search = Callable[[TurnState, str], Awaitable[list[str]]]
 """Retrieve more candidates for a turn; returns the function names it added."""
@@ -32,11 +36,17 @@ class Call(msgspec.Struct, frozen=True, kw_only=True):
     arguments: Any
     step: int
     depends_on: list[str] = []
+    """Plan step ids whose outputs this call takes."""
+    waits_for: list[str] = []
+    """The call ids of those steps."""
 
 
 class CallRunner:
-    def __init__(self, runner: ToolRunner, search: Search, *, max_parallel: int) -> None:
-        self.runner, self.search, self.max_parallel = runner, search, max_parallel
+    def __init__(
+        self, runner: ToolRunner, search: Search, tracer: TurnTracer, *, max_parallel: int
+    ) -> None:
+        self.runner, self.search, self.tracer = runner, search, tracer
+        self.max_parallel = max_parallel
 
     async def run_reply(self, turn: TurnState, requests: Sequence[ToolCallRequest]) -> None:
         """All calls of one model reply run at the same time."""
@@ -76,7 +86,8 @@ class CallRunner:
 
         async def run(s: PlanStep) -> None:
             call = Call(
-                id=ids[s.id], name=s.tool, arguments=s.arguments, step=step, depends_on=s.depends_on
+                id=ids[s.id], name=s.tool, arguments=s.arguments, step=step,
+                depends_on=s.depends_on, waits_for=[ids[d] for d in s.depends_on],
             )
             done[s.id].set_result(await self._run_step(turn, call, done))
 
@@ -157,23 +168,26 @@ class CallRunner:
                 "unknown_tool",
             )
             return None
-        await self._begin(turn, call, tool)
-        await turn.emit(
-            ToolCallStarted(
-                id=call.id,
-                name=call.name,
-                arguments=call.arguments,
-                step=call.step,
-                depends_on=call.depends_on,
+        with self._span(turn, call, tool) as span:
+            await self._begin(turn, call, tool)
+            await turn.emit(
+                ToolCallStarted(
+                    id=call.id,
+                    name=call.name,
+                    arguments=call.arguments,
+                    step=call.step,
+                    depends_on=call.depends_on,
+                )
             )
-        )
-        outcome = await self.runner.execute_call(tool, call.arguments)
-        await self._record(turn, call, outcome, tool, begun=True)
+            outcome = await self.runner.execute_call(tool, call.arguments)
+            self._trace_outcome(turn, call, span, outcome)
+            await self._record(turn, call, outcome, tool, begun=True)
         return outcome
 
     async def _refuse(
         self, turn: TurnState, call: Call, error: str, error_type: str = "refused"
     ) -> None:
+        """A call that is not made; it still gets a record, a span and an observation."""
         now = _now()
         outcome = CallOutcome(
             ok=False,
@@ -183,7 +197,40 @@ class CallRunner:
             finished_at=now,
             attempts=0,
         )
-        await self._record(turn, call, outcome, None)
+        with self._span(turn, call, None) as span:
+            self._trace_outcome(turn, call, span, outcome)
+            await self._record(turn, call, outcome, None)
+
+    def _span(
+        self, turn: TurnState, call: Call, tool: ExecutableTool | None
+    ) -> contextlib.AbstractContextManager[Span]:
+        links = [turn.span_contexts[c] for c in call.waits_for if c in turn.span_contexts]
+        # GenAI conventions: "extension" runs elsewhere (an HTTP service), "function" in-process.
+        remote = tool is not None and isinstance(tool.record.executor, HttpExecutor)
+        kind = "extension" if remote else "function"
+        return self.tracer.tool(
+            tenant=turn.tenant,
+            name=call.name,
+            call_id=call.id,
+            kind=kind,
+            step=call.step,
+            depends_on=call.waits_for,
+            links=links,
+            arguments=call.arguments,
+            redact=turn.redactor(),
+        )
+
+    def _trace_outcome(self, turn: TurnState, call: Call, span: Span, outcome: CallOutcome) -> None:
+        turn.span_contexts[call.id] = span.get_span_context()
+        self.tracer.tool_result(
+            span,
+            ok=outcome.ok,
+            result=outcome.result,
+            error=outcome.error,
+            error_type=outcome.error_type,
+            attempts=outcome.attempts,
+            redact=turn.redactor(),
+        )
 
     async def _begin(self, turn: TurnState, call: Call, tool: ExecutableTool | None) -> None:
         raw = call.arguments if isinstance(call.arguments, str) else json.dumps(call.arguments)

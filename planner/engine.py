@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
+from opentelemetry.trace import format_trace_id
 
 from planner import store
 from planner.calls import CallRunner
@@ -40,6 +41,7 @@ from planner.messages import (
 from planner.model_client import ModelClient
 from planner.plan import Plan, PlanProblem, parse_plan, plan_schema
 from planner.prompt import REPLAN, SYSTEM_AUTO, SYSTEM_PLAN, close_dangling_calls, fit_history
+from planner.tracing import TurnTracer, mark_error
 from planner.turn import EventSink, TurnRequest, TurnState, ignore
 from tools.executors import ToolRunner
 from tools.registry import ToolRegistry
@@ -62,20 +64,16 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True):
 
 class TurnEngine:
     def __init__(
-        self,
-        pool: asyncpg.Pool,
-        registry: ToolRegistry,
-        runner: ToolRunner,
-        models: dict[str, ModelClient],
-        *,
-        default_model: str,
-        settings: EngineSettings,
-        owner: str,
+        self, pool: asyncpg.Pool, registry: ToolRegistry, runner: ToolRunner,
+        models: dict[str, ModelClient], *, default_model: str, settings: EngineSettings,
+        owner: str, tracer: TurnTracer | None = None,
     ) -> None:
         self.pool, self.registry = pool, registry
         self.models, self.default_model = models, default_model
         self.settings, self.owner = settings, owner
-        self.calls = CallRunner(runner, self._retrieve, max_parallel=settings.max_parallel_calls)
+        self.tracer = tracer or TurnTracer()
+        self.calls = CallRunner(runner, self._retrieve, self.tracer,
+                                max_parallel=settings.max_parallel_calls)
 
     def model_for(self, name: str | None) -> ModelClient:
         key = name or self.default_model
@@ -87,56 +85,42 @@ class TurnEngine:
         """Write the running turn and its user message; raises TurnConflict if one runs."""
         model = self.model_for(request.model)
         return await store.begin_turn(
-            self.pool,
-            tenant,
-            conversation_id,
-            mode=request.mode,
-            model=model.backend.name,
-            request=msgspec.to_builtins(request),
-            owner=self.owner,
-            message=request.message,
+            self.pool, tenant, conversation_id, mode=request.mode, model=model.backend.name,
+            request=msgspec.to_builtins(request), owner=self.owner, message=request.message,
         )
 
     async def run_turn(
-        self,
-        tenant: str,
-        conversation_id: str,
-        turn_id: str,
-        request: TurnRequest,
+        self, tenant: str, conversation_id: str, turn_id: str, request: TurnRequest,
         emit: EventSink = ignore,
     ) -> TurnResult:
         """Run a started turn to its end; failures are recorded and reported, never raised."""
         max_steps = min(request.max_steps or self.settings.max_steps, self.settings.max_steps)
-        turn = TurnState(
-            self.pool,
-            tenant,
-            conversation_id,
-            turn_id,
-            request,
-            self.model_for(request.model),
-            emit,
-            max_steps,
-        )
-        await emit(
-            TurnStarted(
-                turn_id=turn_id,
-                conversation_id=conversation_id,
-                mode=request.mode,
-                model=turn.model.backend.name,
-            )
-        )
+        turn = TurnState(self.pool, tenant, conversation_id, turn_id, request,
+                         self.model_for(request.model), emit, max_steps)
+        await emit(TurnStarted(turn_id=turn_id, conversation_id=conversation_id,
+                               mode=request.mode, model=turn.model.backend.name))
+        with self.tracer.turn(tenant=tenant, conversation_id=conversation_id, turn_id=turn_id,
+                              mode=request.mode, model=turn.model.backend.model) as span:
+            context = span.get_span_context()
+            if context.is_valid:
+                await store.set_turn_trace(self.pool, turn_id, format_trace_id(context.trace_id))
+            result = await self._run_guarded(turn)
+            if result.error is not None:
+                mark_error(span, result.error.type.rsplit("/", 1)[-1], result.error.detail)
+            return result
+
+    async def _run_guarded(self, turn: TurnState) -> TurnResult:
         try:
             answer = await self._run(turn)
         except (PlannerError, asyncpg.PostgresError, OSError) as exc:
             return await self._fail(turn, exc)
         except Exception as exc:  # a bug must still end the turn, reported, not leave it running
-            log.exception("turn %s failed unexpectedly", turn_id)
+            log.exception("turn %s failed unexpectedly", turn.id)
             return await self._fail(turn, exc)
         result = _result(turn, "completed", answer)
-        await store.finish_turn(
-            self.pool, turn_id, status="completed", answer=answer, error=None, usage=turn.usage
-        )
-        await emit(TurnCompleted(turn=result))
+        await store.finish_turn(self.pool, turn.id, status="completed", answer=answer,
+                                error=None, usage=turn.usage)
+        await turn.emit(TurnCompleted(turn=result))
         return result
 
     async def _run(self, turn: TurnState) -> str:
@@ -148,7 +132,11 @@ class TurnEngine:
 
     async def _retrieve(self, turn: TurnState, query: str) -> list[str]:
         """Add the best matches for `query` to the turn's candidates; returns names added."""
-        hits = await self.registry.search(turn.tenant, query, self.settings.candidate_k)
+        k = self.settings.candidate_k
+        with self.tracer.retrieval(tenant=turn.tenant, query=query, k=k) as span:
+            hits = await self.registry.search(turn.tenant, query, k)
+            span.set_attribute("switchboard.retrieval.tools", [h.name for h in hits])
+            span.set_attribute("switchboard.retrieval.scores", [h.score for h in hits])
         found = await self.registry.executables(turn.tenant, [(h.namespace, h.name) for h in hits])
         added = []
         # Sorted by key, so the same candidates make the same tool block; tools found later are
@@ -158,20 +146,20 @@ class TurnEngine:
             if name not in turn.tools:
                 turn.tools[name] = found[key]
                 added.append(name)
-        await turn.emit(
-            ToolsRetrieved(tools=[RetrievedTool(h.name, h.namespace, h.score) for h in hits])
-        )
+        await turn.emit(ToolsRetrieved(
+            tools=[RetrievedTool(h.name, h.namespace, h.score) for h in hits]
+        ))
         await store.set_turn_json(self.pool, turn.id, "candidates", list(turn.tools))
         return added
 
     async def _auto_loop(self, turn: TurnState) -> str:
         """Native tool calls in a loop; every call of one reply runs at the same time."""
         for _ in range(turn.max_steps):
-            reply = await self._ask(turn, SYSTEM_AUTO, "auto")
+            reply = await self._ask(turn, SYSTEM_AUTO, "auto", "step")
             if not reply.tool_calls:
                 return reply.content
             await self.calls.run_reply(turn, reply.tool_calls)
-        return (await self._ask(turn, SYSTEM_AUTO, "none")).content
+        return (await self._ask(turn, SYSTEM_AUTO, "none", "step")).content
 
     async def _plan_loop(self, turn: TurnState) -> str:
         """One plan run as a graph, then a join that answers, calls more, or asks to replan."""
@@ -180,7 +168,7 @@ class TurnEngine:
             if plan is not None:
                 await self.calls.run_plan(turn, plan, attempt)
             for _ in range(turn.max_steps):
-                reply = await self._ask(turn, SYSTEM_PLAN, "auto")
+                reply = await self._ask(turn, SYSTEM_PLAN, "auto", "join")
                 if not reply.tool_calls:
                     return reply.content
                 if any(c.name == REPLAN for c in reply.tool_calls):
@@ -189,16 +177,14 @@ class TurnEngine:
                 await self.calls.run_reply(turn, reply.tool_calls)
             else:
                 break
-        return (await self._ask(turn, SYSTEM_PLAN, "none")).content
+        return (await self._ask(turn, SYSTEM_PLAN, "none", "join")).content
 
     async def _make_plan(self, turn: TurnState, attempt: int) -> Plan | None:
         records = [(name, t.record) for name, t in turn.tools.items()]
         schema = plan_schema(records, self.settings.max_plan_steps)
-        response_format = {
-            "type": "json_schema",
-            "json_schema": {"name": "plan", "schema": schema, "strict": True},
-        }
-        reply = await self._call_model(turn, SYSTEM_PLAN, "none", response_format, echo=False)
+        response_format = {"type": "json_schema",
+                           "json_schema": {"name": "plan", "schema": schema, "strict": True}}
+        reply = await self._call_model(turn, SYSTEM_PLAN, "none", "plan", response_format)
         try:
             plan = parse_plan(reply.content, set(turn.tools), self.settings.max_plan_steps)
         except PlanProblem as exc:
@@ -209,41 +195,41 @@ class TurnEngine:
         await store.set_turn_json(self.pool, turn.id, "plans", msgspec.to_builtins(turn.plans))
         return plan
 
-    async def _ask(self, turn: TurnState, system: str, tool_choice: str) -> ModelReply:
-        reply = await self._call_model(turn, system, tool_choice, None, echo=True)
-        calls = [
-            AssistantToolCall(id=c.id, function=FunctionCall(c.name, c.arguments))
-            for c in reply.tool_calls
-        ]
-        await turn.add(
-            ChatMessage(role="assistant", content=reply.content, tool_calls=calls or None),
-            reasoning=reply.reasoning,
-        )
+    async def _ask(self, turn: TurnState, system: str, tool_choice: str, phase: str) -> ModelReply:
+        reply = await self._call_model(turn, system, tool_choice, phase)
+        calls = [AssistantToolCall(id=c.id, function=FunctionCall(c.name, c.arguments))
+                 for c in reply.tool_calls]
+        await turn.add(ChatMessage(role="assistant", content=reply.content,
+                                   tool_calls=calls or None), reasoning=reply.reasoning)
         return reply
 
     async def _call_model(
-        self,
-        turn: TurnState,
-        system: str,
-        tool_choice: str,
-        response_format: dict[str, Any] | None,
-        *,
-        echo: bool,
+        self, turn: TurnState, system: str, tool_choice: str, phase: str,
+        response_format: dict[str, Any] | None = None,
     ) -> ModelReply:
+        """One model call; its text streams out as message deltas unless it is a plan."""
         request = ModelRequest(
             messages=[ChatMessage(role="system", content=system), *turn.messages],
-            tools=turn.entries,
-            tool_choice=tool_choice,  # type: ignore[arg-type]
+            tools=turn.entries, tool_choice=tool_choice,  # type: ignore[arg-type]
             response_format=response_format,
         )
 
         async def on_delta(delta: Delta) -> None:
             if not isinstance(delta, ContentDelta):
                 await turn.emit(ReasoningDelta(text=delta.text))
-            elif echo:
+            elif phase != "plan":
                 await turn.emit(MessageDelta(text=delta.text))
 
-        reply = await turn.model.complete(request, stream=turn.request.stream, on_delta=on_delta)
+        backend, redact = turn.model.backend, turn.redactor()
+        with self.tracer.chat(tenant=turn.tenant, model=backend.model, server=backend.base_url,
+                              phase=phase, request=request, redact=redact) as span:
+            try:
+                reply = await turn.model.complete(request, stream=turn.request.stream,
+                                                  on_delta=on_delta)
+            except PlannerError as exc:
+                mark_error(span, type(exc).__name__, str(exc))
+                raise
+            self.tracer.chat_reply(span, reply, redact)
         turn.usage = turn.usage + reply.usage
         return reply
 
@@ -252,10 +238,8 @@ class TurnEngine:
         stored = await store.list_messages(self.pool, turn.tenant, turn.conversation_id)
         earlier = [m for m in stored if m.turn_id != turn.id]
         fitted = fit_history(
-            close_dangling_calls([m.chat() for m in earlier]),
-            [m.turn_id for m in earlier],
-            self.settings.history_token_budget,
-            self.settings.tool_output_chars_in_history,
+            close_dangling_calls([m.chat() for m in earlier]), [m.turn_id for m in earlier],
+            self.settings.history_token_budget, self.settings.tool_output_chars_in_history,
         )
         return [*fitted, *(m.chat() for m in stored if m.turn_id == turn.id)]
 
@@ -263,14 +247,8 @@ class TurnEngine:
         problem = problem_of(exc)
         log.warning("turn %s failed: %s", turn.id, exc)
         result = _result(turn, "failed", None, problem)
-        await store.finish_turn(
-            self.pool,
-            turn.id,
-            status="failed",
-            answer=None,
-            error=msgspec.to_builtins(problem),
-            usage=turn.usage,
-        )
+        await store.finish_turn(self.pool, turn.id, status="failed", answer=None,
+                                error=msgspec.to_builtins(problem), usage=turn.usage)
         await turn.emit(TurnFailed(turn=result))
         return result
 

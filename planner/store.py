@@ -183,6 +183,18 @@ async def set_turn_json(db: Db, turn_id: str, column: str, value: Any) -> None:
     )
 
 
+async def set_turn_trace(db: Db, turn_id: str, trace_id: str) -> None:
+    await db.execute("UPDATE turns SET trace_id = $2 WHERE id = $1", turn_id, trace_id)
+
+
+async def turn_trace_id(db: Db, tenant: str, turn_id: str) -> str | None:
+    """The turn's trace id; None when the turn is unknown or was not traced."""
+    value = await db.fetchval(
+        "SELECT trace_id FROM turns WHERE tenant_id = $1 AND id = $2", tenant, turn_id
+    )
+    return None if value is None else str(value)
+
+
 async def finish_turn(
     db: Db,
     turn_id: str,

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import asyncpg
 import msgspec
+from opentelemetry.trace import SpanContext
 
 from planner import store
 from planner.events import ToolCallRecord, TurnEvent
@@ -14,6 +15,7 @@ from planner.messages import ChatMessage, Usage
 from planner.model_client import ModelClient
 from planner.plan import Plan
 from planner.prompt import REPLAN_ENTRY, SEARCH_TOOLS_ENTRY, tool_entry
+from planner.tracing import Redactor
 from tools.executors import ExecutableTool
 
 EventSink = Callable[[TurnEvent], Awaitable[None]]
@@ -57,6 +59,13 @@ class TurnState:
         self.observations: dict[str, ChatMessage] = {}
         self.usage = Usage()
         self.step = 0
+        self.span_contexts: dict[str, SpanContext] = {}
+        """Each finished call's span, so calls that waited for it can link to it."""
+
+    def redactor(self) -> Redactor:
+        """Secrets this turn knows of: its tools' signing secrets and the model's API key."""
+        secrets = [t.secret for t in self.tools.values()]
+        return Redactor([*secrets, self.model.backend.api_key])
 
     @property
     def entries(self) -> list[dict[str, Any]]:

@@ -1,0 +1,92 @@
+"""Trace routes: one turn's span tree, and a filtered listing of turns' traces."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Controller, Request, get
+from litestar.params import FromPath, QueryParameter
+
+from app.span_store import (
+    Trace,
+    TraceFilter,
+    TraceNotFound,
+    TraceSummary,
+    get_trace,
+    list_traces,
+)
+from app.tenancy import tenant_of
+from planner import store
+from tools.errors import FieldError, SpecInvalid
+
+
+class TraceList(msgspec.Struct, frozen=True):
+    traces: list[TraceSummary]
+    next_cursor: str | None
+
+
+def _cursor(summary: TraceSummary) -> str:
+    raw = json.dumps([summary.start_time_unix_nano, summary.trace_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _after(cursor: str | None) -> tuple[int, str] | None:
+    if not cursor:
+        return None
+    try:
+        start, trace_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return int(start), str(trace_id)
+    except (ValueError, TypeError) as exc:
+        raise SpecInvalid([FieldError("", "not a cursor this service issued: pass next_cursor "
+                                      "unchanged", parameter="query parameter 'cursor'")]) from exc
+
+
+async def _trace(request: Request[Any, Any, Any], trace_id: str) -> Trace:
+    found = await get_trace(request.app.state.engine.pool, tenant_of(request), trace_id)
+    if found is None:
+        raise TraceNotFound(f"trace {trace_id!r} not found (spans are stored a moment after a "
+                            "turn ends; list traces with GET /v1/traces)")
+    return found
+
+
+class TraceController(Controller):
+    path = "/v1"
+    tags = ["traces"]
+
+    @get("/traces", summary="Turns' traces, newest first, filtered")
+    async def list_traces(
+        self,
+        request: Request[Any, Any, Any],
+        conversation_id: Annotated[str | None, QueryParameter()] = None,
+        tool: Annotated[str | None, QueryParameter(description="A tool the turn called.")] = None,
+        status: Annotated[Literal["ok", "error"] | None, QueryParameter()] = None,
+        min_duration_ms: Annotated[float | None, QueryParameter(ge=0)] = None,
+        max_duration_ms: Annotated[float | None, QueryParameter(ge=0)] = None,
+        since: Annotated[datetime | None, QueryParameter()] = None,
+        until: Annotated[datetime | None, QueryParameter()] = None,
+        cursor: Annotated[str | None, QueryParameter()] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+    ) -> TraceList:
+        where = TraceFilter(conversation_id=conversation_id, tool=tool, status=status,
+                            min_duration_ms=min_duration_ms, max_duration_ms=max_duration_ms,
+                            since=since, until=until)
+        found = await list_traces(request.app.state.engine.pool, tenant_of(request), where,
+                                  limit=limit + 1, after=_after(cursor))
+        more = len(found) > limit
+        return TraceList(found[:limit], _cursor(found[limit - 1]) if more else None)
+
+    @get("/traces/{trace_id:str}", summary="A trace's spans with their timing")
+    async def get_trace(self, request: Request[Any, Any, Any], trace_id: FromPath[str]) -> Trace:
+        return await _trace(request, trace_id)
+
+    @get("/turns/{turn_id:str}/trace", summary="The trace of one turn")
+    async def turn_trace(self, request: Request[Any, Any, Any], turn_id: FromPath[str]) -> Trace:
+        trace_id = await store.turn_trace_id(request.app.state.engine.pool, tenant_of(request),
+                                             turn_id)
+        if trace_id is None:
+            raise TraceNotFound(f"turn {turn_id!r} not found, or it was not traced")
+        return await _trace(request, trace_id)

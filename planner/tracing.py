@@ -1,0 +1,254 @@
+"""Spans for every step of a turn, named and attributed by the OpenTelemetry GenAI conventions
+(plus OpenInference's span kinds for Phoenix and `session.id` for Langfuse).
+
+One trace per turn: `invoke_agent switchboard` is its root; `retrieval`, `chat {model}` and
+`execute_tool {tool}` are its children. Message content, reasoning, arguments and results are
+recorded only when content capture is on, cut to a length limit, with secrets redacted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import msgspec
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Link, NoOpTracer, Span, SpanKind, Status, StatusCode, Tracer
+
+from planner.messages import ChatMessage, ModelReply, ModelRequest
+
+CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+_CAPTURE_ON = {"true", "1", "yes", "span_only", "span_and_event"}
+AGENT_NAME = "switchboard"
+REDACTED = "[redacted]"
+
+
+def capture_from_env(environ: Mapping[str, str] | None = None) -> bool:
+    value = (os.environ if environ is None else environ).get(CAPTURE_ENV, "")
+    return value.strip().lower() in _CAPTURE_ON
+
+
+class TraceOptions(msgspec.Struct, frozen=True, kw_only=True):
+    capture_content: bool = False
+    max_content_chars: int = 8192
+    provider_name: str = "sglang"
+
+
+class Redactor:
+    """Replaces known secrets (tool signing secrets, API keys) wherever they would appear."""
+
+    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+
+class TurnTracer:
+    """Named span factories; with tracing off (a NoOpTracer) they cost next to nothing."""
+
+    def __init__(self, tracer: Tracer | None = None, options: TraceOptions | None = None) -> None:
+        self.tracer = tracer or NoOpTracer()
+        self.options = options or TraceOptions()
+        self.enabled = not isinstance(self.tracer, NoOpTracer)
+
+    @contextlib.contextmanager
+    def turn(
+        self, *, tenant: str, conversation_id: str, turn_id: str, mode: str, model: str
+    ) -> Iterator[Span]:
+        """The root of a new trace, linked to the HTTP request that started it."""
+        caller = trace.get_current_span().get_span_context()
+        links = [Link(caller)] if caller.is_valid else []
+        attributes = {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": AGENT_NAME,
+            "gen_ai.conversation.id": conversation_id,
+            "gen_ai.request.model": model,
+            "session.id": conversation_id,
+            "openinference.span.kind": "AGENT",
+            "switchboard.tenant": tenant,
+            "switchboard.turn.id": turn_id,
+            "switchboard.turn.mode": mode,
+        }
+        with self.tracer.start_as_current_span(
+            f"invoke_agent {AGENT_NAME}",
+            context=otel_context.Context(),
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+            links=links,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            yield span
+
+    @contextlib.contextmanager
+    def retrieval(self, *, tenant: str, query: str, k: int) -> Iterator[Span]:
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "retrieval",
+            "openinference.span.kind": "RETRIEVER",
+            "switchboard.tenant": tenant,
+            "switchboard.retrieval.k": k,
+        }
+        if self.options.capture_content:
+            attributes["switchboard.retrieval.query"] = self._cut(query)
+        with self.tracer.start_as_current_span("retrieval", attributes=attributes) as span:
+            yield span
+
+    @contextlib.contextmanager
+    def chat(
+        self,
+        *,
+        tenant: str,
+        model: str,
+        server: str,
+        phase: str,
+        request: ModelRequest,
+        redact: Redactor,
+    ) -> Iterator[Span]:
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": self.options.provider_name,
+            "gen_ai.request.model": model,
+            "openinference.span.kind": "LLM",
+            "server.address": server,
+            "switchboard.tenant": tenant,
+            "switchboard.phase": phase,
+            "switchboard.tools.offered": len(request.tools),
+        }
+        if self.options.capture_content and self.enabled:
+            attributes["gen_ai.input.messages"] = self._cut(
+                redact(_messages_json(request.messages))
+            )
+        with self.tracer.start_as_current_span(
+            f"chat {model}",
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+        ) as span:
+            yield span
+
+    def chat_reply(self, span: Span, reply: ModelReply, redact: Redactor) -> None:
+        if not span.is_recording():
+            return
+        usage = reply.usage
+        span.set_attributes(
+            {
+                "gen_ai.response.model": reply.model,
+                "gen_ai.response.finish_reasons": [reply.finish_reason or "unknown"],
+                "gen_ai.usage.input_tokens": usage.prompt_tokens,
+                "gen_ai.usage.output_tokens": usage.completion_tokens,
+            }
+        )
+        if usage.cached_tokens is not None:
+            span.set_attribute("gen_ai.usage.cache_read.input_tokens", usage.cached_tokens)
+        if self.options.capture_content:
+            span.set_attribute("gen_ai.output.messages", self._cut(redact(_reply_json(reply))))
+            if reply.reasoning:
+                span.set_attribute("switchboard.reasoning", self._cut(redact(reply.reasoning)))
+
+    @contextlib.contextmanager
+    def tool(
+        self,
+        *,
+        tenant: str,
+        name: str,
+        call_id: str,
+        kind: str,
+        step: int,
+        depends_on: Sequence[str],
+        links: Sequence[trace.SpanContext],
+        arguments: Any,
+        redact: Redactor,
+    ) -> Iterator[Span]:
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": name,
+            "gen_ai.tool.call.id": call_id,
+            "gen_ai.tool.type": kind,
+            "openinference.span.kind": "TOOL",
+            "switchboard.tenant": tenant,
+            "switchboard.step": step,
+            "switchboard.depends_on": list(depends_on),
+        }
+        if self.options.capture_content and self.enabled:
+            attributes["gen_ai.tool.call.arguments"] = self._cut(redact(_json(arguments)))
+        with self.tracer.start_as_current_span(
+            f"execute_tool {name}",
+            attributes=attributes,
+            links=[Link(c) for c in links],
+        ) as span:
+            yield span
+
+    def tool_result(
+        self,
+        span: Span,
+        *,
+        ok: bool,
+        result: Any,
+        error: str | None,
+        error_type: str | None,
+        attempts: int,
+        redact: Redactor,
+    ) -> None:
+        if not span.is_recording():
+            return
+        span.set_attribute("switchboard.tool.attempts", attempts)
+        if not ok:
+            mark_error(span, error_type or "tool_error", redact(error or ""))
+        if self.options.capture_content:
+            body = result if ok else {"error": error, "error_type": error_type}
+            span.set_attribute("gen_ai.tool.call.result", self._cut(redact(_json(body))))
+
+    def _cut(self, text: str) -> str:
+        limit = self.options.max_content_chars
+        return text if len(text) <= limit else f"{text[:limit]}…[cut: {len(text)} chars]"
+
+
+def mark_error(span: Span, error_type: str, message: str) -> None:
+    span.set_attribute("error.type", error_type)
+    span.set_status(Status(StatusCode.ERROR, message))
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str, sort_keys=True)
+
+
+def _messages_json(messages: Sequence[ChatMessage]) -> str:
+    return _json([_message_parts(m) for m in messages])
+
+
+def _message_parts(message: ChatMessage) -> dict[str, Any]:
+    """A chat message in the GenAI conventions' shape: a role and typed parts."""
+    parts: list[dict[str, Any]] = []
+    if message.role == "tool":
+        parts.append(
+            {"type": "tool_call_response", "id": message.tool_call_id, "response": message.content}
+        )
+    elif message.content:
+        parts.append({"type": "text", "content": message.content})
+    for call in message.tool_calls or []:
+        parts.append(
+            {
+                "type": "tool_call",
+                "id": call.id,
+                "name": call.function.name,
+                "arguments": call.function.arguments,
+            }
+        )
+    return {"role": message.role, "parts": parts}
+
+
+def _reply_json(reply: ModelReply) -> str:
+    parts: list[dict[str, Any]] = (
+        [{"type": "text", "content": reply.content}] if reply.content else []
+    )
+    parts += [
+        {"type": "tool_call", "id": c.id, "name": c.name, "arguments": c.arguments}
+        for c in reply.tool_calls
+    ]
+    return _json([{"role": "assistant", "parts": parts, "finish_reason": reply.finish_reason}])

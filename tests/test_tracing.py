@@ -1,0 +1,283 @@
+"""Every step of a turn is a span: stored in Postgres, served by the trace routes, exported
+over OTLP/HTTP to a real receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from litestar import Litestar, Request, post
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import TracerProvider
+
+from app.span_store import PostgresSpanProcessor
+from tests.loopback import serving
+from tests.scripted_model import ScriptedFailure, ScriptedModel, ScriptedReply, scripted_model
+from tests.tool_server import ToolServer, http_tool, tool_server
+
+SECRET = "s3cr3t-signing-key"
+SLEEP = {"ms": {"type": "number"}, "label": {"type": "string"}}
+
+
+@pytest.fixture
+async def model() -> AsyncIterator[ScriptedModel]:
+    async with scripted_model() as scripted:
+        yield scripted
+
+
+@pytest.fixture
+async def tools() -> AsyncIterator[ToolServer]:
+    async with tool_server() as server:
+        yield server
+
+
+async def start_traced_app(start_app: Callable[..., Any], database_url: str,
+                           model: ScriptedModel, tools: ToolServer) -> httpx.AsyncClient:
+    app = await start_app(database_url, model_url=model.url)
+    specs = [
+        {**http_tool(f"{tools.url}/sleep", f"task_{c}", f"Background task {c}", SLEEP, ["ms"]),
+         "executor": {"kind": "http", "url": f"{tools.url}/sleep", "secret": SECRET}}
+        for c in "abcd"
+    ]
+    await app.client.post("/v1/tools/bulk", json={"tools": specs})
+    return app.client
+
+
+async def run_plan_turn(client: httpx.AsyncClient, model: ScriptedModel) -> dict[str, Any]:
+    """Three independent steps and a fourth that takes the first one's output."""
+    plan = {"steps": [
+        {"id": "s1", "tool": "task_a", "arguments": {"ms": 200, "label": SECRET}},
+        {"id": "s2", "tool": "task_b", "arguments": {"ms": 200, "label": "b"}},
+        {"id": "s3", "tool": "task_c", "arguments": {"ms": 200, "label": "c"}},
+        {"id": "s4", "tool": "task_d", "arguments": {"ms": 50, "label": "$s1.label"}},
+    ]}
+    model.push(ScriptedReply(content=json.dumps(plan)), ScriptedReply(content="All done."))
+    conversation = (await client.post("/v1/conversations", json={})).json()["id"]
+    response = await client.post(f"/v1/conversations/{conversation}/turns",
+                                 json={"message": "run the tasks", "mode": "plan"})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def stored_trace(client: httpx.AsyncClient, turn_id: str) -> dict[str, Any]:
+    """The turn's trace once its root span is stored (spans are written a moment later)."""
+    for _ in range(100):
+        response = await client.get(f"/v1/turns/{turn_id}/trace")
+        if response.status_code == 200:
+            spans = response.json()["spans"]
+            if any(s["parent_span_id"] is None for s in spans):
+                trace: dict[str, Any] = response.json()
+                return trace
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no stored trace for {turn_id}: {response.text}")
+
+
+async def test_a_plan_turn_is_one_trace_with_parallel_sibling_tool_spans(
+    start_app: Callable[..., Any], database_url: str, model: ScriptedModel, tools: ToolServer
+) -> None:
+    client = await start_traced_app(start_app, database_url, model, tools)
+    turn = await run_plan_turn(client, model)
+    trace = await stored_trace(client, turn["id"])
+    spans = trace["spans"]
+    root = next(s for s in spans if s["parent_span_id"] is None)
+    children = [s for s in spans if s["parent_span_id"] == root["span_id"]]
+    assert root["name"] == "invoke_agent switchboard"
+    # In start order; the three parallel calls may start in any order among themselves.
+    names = [s["name"] for s in children]
+    assert names[:2] == ["retrieval", "chat default"]
+    assert sorted(names[2:5]) == ["execute_tool task_a", "execute_tool task_b",
+                                  "execute_tool task_c"]
+    assert names[5:] == ["execute_tool task_d", "chat default"]
+    assert len(spans) == 1 + len(children)
+    assert root["attributes"]["gen_ai.operation.name"] == "invoke_agent"
+    assert root["attributes"]["gen_ai.conversation.id"] == turn["conversation_id"]
+    assert root["attributes"]["session.id"] == turn["conversation_id"]
+    assert root["attributes"]["openinference.span.kind"] == "AGENT"
+    assert root["status"]["code"] == "UNSET"
+
+    chats = [s for s in children if s["name"].startswith("chat ")]
+    assert [c["attributes"]["switchboard.phase"] for c in chats] == ["plan", "join"]
+    assert chats[0]["attributes"]["gen_ai.operation.name"] == "chat"
+    assert chats[0]["attributes"]["gen_ai.provider.name"] == "sglang"
+    assert chats[0]["attributes"]["openinference.span.kind"] == "LLM"
+    assert chats[0]["attributes"]["gen_ai.response.finish_reasons"] == ["stop"]
+    assert chats[0]["attributes"]["gen_ai.usage.input_tokens"] > 0
+    assert chats[0]["kind"] == "CLIENT"
+
+    tool_spans = {s["attributes"]["gen_ai.tool.call.id"]: s for s in children
+                  if s["name"].startswith("execute_tool")}
+    a, b, c, d = (tool_spans[f"p0_s{i}"] for i in range(1, 5))
+    for x, y in ((a, b), (a, c), (b, c)):
+        assert x["start_time_unix_nano"] < y["end_time_unix_nano"]
+        assert y["start_time_unix_nano"] < x["end_time_unix_nano"]
+    assert d["start_time_unix_nano"] >= a["end_time_unix_nano"]
+    assert d["attributes"]["switchboard.depends_on"] == ["p0_s1"]
+    assert d["links"] == [{"trace_id": trace["trace_id"], "span_id": a["span_id"],
+                           "attributes": {}}]
+    assert a["attributes"]["gen_ai.tool.type"] == "extension"
+    assert a["attributes"]["openinference.span.kind"] == "TOOL"
+    # Content capture is off: no messages, arguments or results, and the secret nowhere.
+    assert all("gen_ai.input.messages" not in s["attributes"] for s in spans)
+    assert all("gen_ai.tool.call.arguments" not in s["attributes"] for s in spans)
+    assert SECRET not in json.dumps(trace)
+
+
+async def test_with_content_capture_messages_and_results_are_recorded_and_secrets_redacted(
+    start_app: Callable[..., Any], database_url: str, model: ScriptedModel, tools: ToolServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    client = await start_traced_app(start_app, database_url, model, tools)
+    turn = await run_plan_turn(client, model)
+    spans = (await stored_trace(client, turn["id"]))["spans"]
+    tool_a = next(s for s in spans if s["attributes"].get("gen_ai.tool.call.id") == "p0_s1")
+    assert json.loads(tool_a["attributes"]["gen_ai.tool.call.arguments"]) == {
+        "label": "[redacted]", "ms": 200}
+    assert json.loads(tool_a["attributes"]["gen_ai.tool.call.result"]) == {
+        "label": "[redacted]", "slept_ms": 200}
+    join = [s for s in spans if s["name"] == "chat default"][-1]
+    output = json.loads(join["attributes"]["gen_ai.output.messages"])
+    assert output == [{"role": "assistant", "finish_reason": "stop",
+                       "parts": [{"type": "text", "content": "All done."}]}]
+    inputs = json.loads(join["attributes"]["gen_ai.input.messages"])
+    assert inputs[0]["role"] == "system"
+    assert {"role": "user", "parts": [{"type": "text", "content": "run the tasks"}]} in inputs
+    assert SECRET not in json.dumps(spans)
+
+
+async def test_a_failed_turn_marks_its_spans_as_errors(
+    start_app: Callable[..., Any], database_url: str, model: ScriptedModel, tools: ToolServer
+) -> None:
+    client = await start_traced_app(start_app, database_url, model, tools)
+    model.push(*[ScriptedFailure(status=503)] * 4)
+    conversation = (await client.post("/v1/conversations", json={})).json()["id"]
+    response = await client.post(f"/v1/conversations/{conversation}/turns",
+                                 json={"message": "hello"})
+    assert response.status_code == 503
+    spans = (await stored_trace(client, response.json()["turn"]["id"]))["spans"]
+    root = next(s for s in spans if s["parent_span_id"] is None)
+    chat = next(s for s in spans if s["name"].startswith("chat "))
+    assert root["status"]["code"] == "ERROR"
+    assert root["attributes"]["error.type"] == "model-unavailable"
+    assert chat["status"]["code"] == "ERROR"
+    assert chat["attributes"]["error.type"] == "ModelUnavailable"
+
+
+async def test_trace_listing_filters_by_conversation_tool_status_and_duration(
+    start_app: Callable[..., Any], database_url: str, model: ScriptedModel, tools: ToolServer
+) -> None:
+    client = await start_traced_app(start_app, database_url, model, tools)
+    ok = await run_plan_turn(client, model)
+    model.push(ScriptedReply(content="Hi."))
+    other = (await client.post("/v1/conversations", json={})).json()["id"]
+    quick = (await client.post(f"/v1/conversations/{other}/turns",
+                               json={"message": "hi"})).json()
+    await stored_trace(client, ok["id"])
+    await stored_trace(client, quick["id"])
+
+    async def listed(**params: Any) -> list[str | None]:
+        response = await client.get("/v1/traces", params=params)
+        assert response.status_code == 200, response.text
+        return [t["turn_id"] for t in response.json()["traces"]]
+
+    assert await listed() == [quick["id"], ok["id"]]
+    assert await listed(conversation_id=other) == [quick["id"]]
+    assert await listed(tool="task_d") == [ok["id"]]
+    assert await listed(status="error") == []
+    durations = {t["turn_id"]: t["duration_ms"]
+                 for t in (await client.get("/v1/traces")).json()["traces"]}
+    longest = max(durations, key=durations.__getitem__)
+    shortest = min(durations, key=durations.__getitem__)
+    assert await listed(min_duration_ms=durations[longest]) == [longest]
+    assert await listed(max_duration_ms=durations[shortest]) == [shortest]
+    page = (await client.get("/v1/traces", params={"limit": 1})).json()
+    assert [t["turn_id"] for t in page["traces"]] == [quick["id"]]
+    rest = (await client.get("/v1/traces", params={"cursor": page["next_cursor"]})).json()
+    assert [t["turn_id"] for t in rest["traces"]] == [ok["id"]]
+    summary = page["traces"][0]
+    assert (summary["status"], summary["span_count"], summary["tools"]) == ("ok", 3, [])
+
+
+async def test_an_unknown_trace_is_a_404_problem(
+    start_app: Callable[..., Any], database_url: str
+) -> None:
+    app = await start_app(database_url)
+    response = await app.client.get("/v1/traces/0123456789abcdef0123456789abcdef")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+class OtlpReceiver:
+    """A real OTLP/HTTP trace receiver: decodes each protobuf export request."""
+
+    def __init__(self) -> None:
+        self.spans: list[Any] = []
+        self.resources: list[dict[str, Any]] = []
+
+    def app(self) -> Litestar:
+        receiver = self
+
+        @post("/v1/traces", status_code=200)
+        async def export(request: Request[Any, Any, Any]) -> bytes:
+            assert request.headers["content-type"] == "application/x-protobuf"
+            message = ExportTraceServiceRequest()
+            message.ParseFromString(await request.body())
+            for resource_spans in message.resource_spans:
+                receiver.resources.append({a.key: a.value.string_value
+                                           for a in resource_spans.resource.attributes})
+                for scope in resource_spans.scope_spans:
+                    receiver.spans.extend(scope.spans)
+            return b""
+
+        return Litestar([export])
+
+
+async def test_spans_are_exported_over_otlp_http_to_a_real_receiver(
+    start_app: Callable[..., Any], database_url: str, model: ScriptedModel, tools: ToolServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    receiver = OtlpReceiver()
+    async with serving(receiver.app()) as otlp:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.url)
+        monkeypatch.setenv("OTEL_SERVICE_NAME", "switchboard-test")
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+        client = await start_traced_app(start_app, database_url, model, tools)
+        turn = await run_plan_turn(client, model)
+        await stored_trace(client, turn["id"])
+        for _ in range(100):
+            if any(s.name == "invoke_agent switchboard" for s in receiver.spans):
+                break
+            await asyncio.sleep(0.05)
+    names = [s.name for s in receiver.spans]
+    assert "invoke_agent switchboard" in names
+    assert names.count("chat default") == 2
+    assert sorted(n for n in names if n.startswith("execute_tool")) == [
+        "execute_tool task_a", "execute_tool task_b", "execute_tool task_c",
+        "execute_tool task_d"]
+    http = [s for s in receiver.spans if s.name.startswith("POST /v1/conversations")]
+    assert http, names
+    assert not any(n.endswith(("http send", "http receive")) for n in names)
+    assert receiver.resources[0]["service.name"] == "switchboard-test"
+    root = next(s for s in receiver.spans if s.name == "invoke_agent switchboard")
+    attributes = {a.key: a.value for a in root.attributes}
+    assert attributes["gen_ai.conversation.id"].string_value == turn["conversation_id"]
+    # The turn's trace is its own; it links back to the HTTP request that started it.
+    assert len(root.links) == 1
+    assert root.links[0].span_id in {s.span_id for s in http}
+    assert root.trace_id not in {s.trace_id for s in http}
+
+
+def test_a_full_span_queue_drops_and_counts_instead_of_blocking() -> None:
+    processor = PostgresSpanProcessor(max_queue=2)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("test")
+    for _ in range(5):
+        tracer.start_span("x", attributes={"switchboard.tenant": "default"}).end()
+    tracer.start_span("no tenant").end()
+    assert (processor.stats.queued, processor.stats.dropped) == (2, 3)
