@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
+# The viewer's browser test drives Debian's Chromium (no browser downloads).
+CHROMIUM ?= /usr/bin/chromium
+
 .PHONY: install run test lint bench-retrieval bench-latency
 
 $(STAMP): pyproject.toml
@@ -24,10 +27,17 @@ install: $(STAMP)
 run: install
 	$(BIN)/python -m app serve
 
-test: install
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "The viewer test needs Chromium: sudo apt-get install chromium (or set CHROMIUM=path)"; exit 1; \
+	fi
+
+test: install $(CHROMIUM)
 	$(BIN)/ruff check app tools planner tests bench
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest
 
 lint: install
 	$(BIN)/ruff check app tools planner tests bench
