@@ -26,7 +26,7 @@ from app.settings import Settings, load_settings, model_backends
 from app.telemetry import Telemetry, build_telemetry
 from app.tenancy import DEFAULT_TENANT
 from planner.engine import EngineSettings, TurnEngine
-from planner.model_client import ModelClient
+from planner.model_client import ChatModel, ModelClient
 from planner.supervisor import TurnSupervisor
 from tools.builtins import builtin_specs, default_builtins
 from tools.embed import Embedder, SentenceTransformerEmbedder
@@ -107,7 +107,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             await listener.start()
             if settings.register_builtins:
                 await registry.write(DEFAULT_TENANT, builtin_specs())
-            models = {b.name: ModelClient(b, http) for b in model_backends(settings)}
+            models: dict[str, ChatModel] = {
+                b.name: ModelClient(b, http) for b in model_backends(settings)
+            }
             supervisor = TurnSupervisor(pool, owner, settings.turn_lease_s)
             await supervisor.start()
             telemetry.store.start(pool)

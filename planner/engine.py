@@ -38,7 +38,7 @@ from planner.messages import (
     ModelReply,
     ModelRequest,
 )
-from planner.model_client import ModelClient
+from planner.model_client import ChatModel
 from planner.plan import Plan, PlanProblem, parse_plan, plan_schema
 from planner.prompt import REPLAN, SYSTEM_AUTO, SYSTEM_PLAN, close_dangling_calls, fit_history
 from planner.tracing import TurnTracer, mark_error
@@ -65,7 +65,7 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True):
 class TurnEngine:
     def __init__(
         self, pool: asyncpg.Pool, registry: ToolRegistry, runner: ToolRunner,
-        models: dict[str, ModelClient], *, default_model: str, settings: EngineSettings,
+        models: dict[str, ChatModel], *, default_model: str, settings: EngineSettings,
         owner: str, tracer: TurnTracer | None = None,
     ) -> None:
         self.pool, self.registry = pool, registry
@@ -75,7 +75,7 @@ class TurnEngine:
         self.calls = CallRunner(runner, self._retrieve, self.tracer,
                                 max_parallel=settings.max_parallel_calls)
 
-    def model_for(self, name: str | None) -> ModelClient:
+    def model_for(self, name: str | None) -> ChatModel:
         key = name or self.default_model
         if key not in self.models:
             raise UnknownModel(key, sorted(self.models))

@@ -6,7 +6,7 @@ import asyncio
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager, suppress
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import httpx
 import msgspec
@@ -66,6 +66,16 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     max_delay_s: float = 2.0
     deadline_s: float = 30.0
     request_timeout_s: float = 120.0
+
+
+class ChatModel(Protocol):
+    """The model seam the engine talks to: `ModelClient` over HTTP is the real one."""
+
+    backend: ModelBackend
+
+    async def complete(
+        self, request: ModelRequest, *, stream: bool = False, on_delta: OnDelta | None = None
+    ) -> ModelReply: ...
 
 
 class ModelClient:

@@ -12,7 +12,7 @@ from opentelemetry.trace import SpanContext
 from planner import store
 from planner.events import ToolCallRecord, TurnEvent
 from planner.messages import ChatMessage, Usage
-from planner.model_client import ModelClient
+from planner.model_client import ChatModel
 from planner.plan import Plan
 from planner.prompt import REPLAN_ENTRY, SEARCH_TOOLS_ENTRY, tool_entry
 from planner.tracing import Redactor
@@ -44,7 +44,7 @@ class TurnState:
         conversation_id: str,
         turn_id: str,
         request: TurnRequest,
-        model: ModelClient,
+        model: ChatModel,
         emit: EventSink,
         max_steps: int,
     ) -> None:
