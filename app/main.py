@@ -13,13 +13,17 @@ import httpx
 import msgspec
 from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
+from litestar.middleware import DefineMiddleware
+from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
+from app.auth import PUBLIC_PATHS, KeyAuthentication, bootstrap_admin, key_of
 from app.database import database
 from app.problems import EXCEPTION_HANDLERS
 from app.routes.conversations import ConversationController
+from app.routes.keys import KeyController
 from app.routes.tools import ToolController
 from app.routes.traces import TraceController
 from app.settings import Settings, load_settings, model_backends
@@ -102,6 +106,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             database(settings.database_url, settings.data_dir) as (dsn, pool),
             httpx.AsyncClient(timeout=None) as http,
         ):
+            app.state.pool = pool
+            await bootstrap_admin(pool, settings.admin_key, settings.data_dir)
             registry = ToolRegistry(pool, model)
             listener = ChangeListener(registry, dsn)
             await listener.start()
@@ -138,7 +144,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
 
     return Litestar(
         route_handlers=[health, list_models, ToolController, ConversationController,
-                        TraceController],
+                        TraceController, KeyController],
+        middleware=_middleware(settings),
+        request_max_body_size=settings.max_body_bytes,
         plugins=_plugins(telemetry),
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
@@ -164,3 +172,13 @@ def _plugins(telemetry: Telemetry) -> list[Any]:
     config = OpenTelemetryConfig(tracer_provider=telemetry.provider,
                                  exclude_spans=["receive", "send"])
     return [OpenTelemetryPlugin(config)]
+
+
+def _middleware(settings: Settings) -> list[Any]:
+    """Authentication first: the rate limit counts per API key."""
+    middleware: list[Any] = [DefineMiddleware(KeyAuthentication, exclude=PUBLIC_PATHS)]
+    if settings.rate_limit_per_minute > 0:
+        limit = RateLimitConfig(rate_limit=("minute", settings.rate_limit_per_minute),
+                                identifier_for_request=key_of, exclude=PUBLIC_PATHS)
+        middleware.append(limit.middleware)
+    return middleware

@@ -11,6 +11,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from app.database import DatabaseError
+from app.routes.keys import KeyNotFound
 from app.span_store import TraceNotFound
 from planner.errors import PlannerError
 from tools.errors import EmbeddingError, FieldError, SpecInvalid, ToolExists, ToolNotFound
@@ -90,7 +91,8 @@ def on_lookup(request: Request[Any, Any, Any], exc: LookupError) -> Response[Pro
 
 
 def on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
-    slug = {404: "not-found", 405: "method-not-allowed", 413: "too-large"}.get(
+    slug = {401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
+            413: "too-large", 429: "rate-limited"}.get(
         exc.status_code, "http-error"
     )
     return problem(request, exc.status_code, slug, _title(exc.status_code), str(exc.detail))
@@ -139,6 +141,7 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     EmbeddingError: on_embedding,
     PlannerError: on_planner,
     TraceNotFound: on_lookup,
+    KeyNotFound: on_lookup,
     ValidationException: on_validation,
     HTTPException: on_http,
     asyncpg.PostgresError: on_database,

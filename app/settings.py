@@ -38,6 +38,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     turn_lease_s: float = 30.0
     register_builtins: bool = True
     tracing: bool = True
+    admin_key: str | None = None
+    rate_limit_per_minute: int = 6000
+    """Requests per minute per API key; 0 turns rate limiting off."""
+    max_body_bytes: int = 10_000_000
 
     @property
     def data_dir(self) -> Path:
@@ -64,6 +68,9 @@ _ENV: dict[str, tuple[str, str]] = {
     "TURN_LEASE_S": ("turn_lease_s", "seconds, a positive number"),
     "REGISTER_BUILTINS": ("register_builtins", "true or false"),
     "TRACING": ("tracing", "true or false"),
+    "ADMIN_KEY": ("admin_key", "the admin API key to accept for the default tenant"),
+    "RATE_LIMIT_PER_MINUTE": ("rate_limit_per_minute", "requests per minute per key; 0 = off"),
+    "MAX_BODY_BYTES": ("max_body_bytes", "the largest request body accepted, in bytes"),
 }
 
 

@@ -1,4 +1,4 @@
-"""Which tenant a request acts for."""
+"""Which tenant a request acts for: the tenant of its API key."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ from typing import Any
 
 from litestar import Request
 
+from app.auth import ApiKey
+
 DEFAULT_TENANT = "default"
 
 
 def tenant_of(request: Request[Any, Any, Any]) -> str:
-    """Every request acts for the default tenant until API keys bind requests to tenants."""
-    return DEFAULT_TENANT
+    key: ApiKey = request.auth
+    return key.tenant

@@ -24,6 +24,8 @@ from tests.loopback import LoopbackServer
 from tools.embed import SentenceTransformerEmbedder
 
 _counter = itertools.count()
+ADMIN_KEY = "sbk_test_admin_key_for_the_default_tenant"
+AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +80,7 @@ class RunningApp:
     def __init__(self, server: LoopbackServer) -> None:
         self.server = server
         self.url = server.url
-        self.client = httpx.AsyncClient(base_url=server.url, timeout=30)
+        self.client = httpx.AsyncClient(base_url=server.url, timeout=30, headers=AUTH)
 
     @property
     def stopped(self) -> bool:
@@ -99,7 +101,8 @@ async def serve(settings: Settings, embedder: SentenceTransformerEmbedder) -> Ru
 def settings_for(tmp_path: Path) -> Callable[[str], Settings]:
     def make(url: str, **overrides: Any) -> Settings:
         # Tests start from an empty registry unless they ask for the builtin tools.
-        values: dict[str, Any] = {"register_builtins": False, **overrides}
+        values: dict[str, Any] = {"register_builtins": False, "admin_key": ADMIN_KEY,
+                                  **overrides}
         return Settings(database_url=url, data_dir_path=str(tmp_path), **values)
 
     return make

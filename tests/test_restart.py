@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from tests.conftest import ADMIN_KEY, AUTH
 from tests.scripted_model import ScriptedHang, ScriptedReply, scripted_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +55,7 @@ async def test_a_turn_of_a_killed_process_is_marked_interrupted_and_the_next_tur
             "TURN_LEASE_S": "1",
             "DATA_DIR": str(tmp_path),
             "HF_HUB_OFFLINE": "1",
+            "ADMIN_KEY": ADMIN_KEY,
         }
         proc = subprocess.Popen(
             [sys.executable, "-m", "app", "serve"],
@@ -65,7 +67,7 @@ async def test_a_turn_of_a_killed_process_is_marked_interrupted_and_the_next_tur
         url = f"http://127.0.0.1:{port}"
         try:
             await wait_healthy(url, proc)
-            async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+            async with httpx.AsyncClient(base_url=url, timeout=120, headers=AUTH) as client:
                 conversation = (await client.post("/v1/conversations", json={})).json()["id"]
                 pending = asyncio.create_task(
                     client.post(

@@ -15,6 +15,7 @@ from litestar.params import FromPath, JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_201_CREATED
 
+from app.auth import require
 from app.problems import PROBLEM_JSON
 from app.tenancy import tenant_of
 from planner import store
@@ -26,6 +27,7 @@ from planner.turn import TurnRequest
 Engine = NamedDependency[TurnEngine]
 Supervisor = NamedDependency[TurnSupervisor]
 _event_encoder = msgspec.json.Encoder()
+WRITE = require("chat:write")
 
 
 class NewConversation(msgspec.Struct, frozen=True):
@@ -65,8 +67,9 @@ class ConversationController(Controller):
     path = "/v1/conversations"
     tags = ["conversations"]
     dependencies = {"engine": Provide(provide_engine), "supervisor": Provide(provide_supervisor)}
+    guards = [require("chat:read")]
 
-    @post("/", status_code=HTTP_201_CREATED, summary="Start a conversation")
+    @post("/", status_code=HTTP_201_CREATED, summary="Start a conversation", guards=[WRITE])
     async def create_conversation(
         self,
         request: Request[Any, Any, Any],
@@ -95,7 +98,12 @@ class ConversationController(Controller):
         await store.get_conversation(engine.pool, tenant, conversation_id)
         return MessagesOut(await store.list_messages(engine.pool, tenant, conversation_id))
 
-    @post("/{conversation_id:str}/turns", status_code=200, summary="Send a message; run a turn")
+    @post(
+        "/{conversation_id:str}/turns",
+        status_code=200,
+        summary="Send a message; run a turn",
+        guards=[WRITE],
+    )
     async def create_turn(
         self,
         request: Request[Any, Any, Any],

@@ -10,6 +10,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
+from app.auth import require
 from app.tenancy import tenant_of
 from tools.errors import FieldError, SpecInvalid
 from tools.index import SearchHit
@@ -18,6 +19,7 @@ from tools.spec import DEFAULT_NAMESPACE, NAME_PATTERN, ToolRecord, ToolSpec
 from tools.validation import parse_specs, schema_errors
 
 Registry = NamedDependency[ToolRegistry]
+WRITE = require("tools:write")
 MAX_PAGE = 500
 MAX_K = 100
 Namespace = Annotated[
@@ -64,14 +66,20 @@ class ToolController(Controller):
     path = "/v1/tools"
     tags = ["tools"]
     dependencies = {"registry": Provide(provide_registry)}
+    guards = [require("tools:read")]
 
-    @post("/", status_code=HTTP_201_CREATED, summary="Register a tool")
+    @post("/", status_code=HTTP_201_CREATED, summary="Register a tool", guards=[WRITE])
     async def create_tool(
         self, request: Request[Any, Any, Any], registry: Registry, data: JSONBody[ToolSpec]
     ) -> ToolRecord:
         return await registry.create(tenant_of(request), checked(data))
 
-    @post("/bulk", status_code=HTTP_200_OK, summary="Create or replace many tools at once")
+    @post(
+        "/bulk",
+        status_code=HTTP_200_OK,
+        summary="Create or replace many tools at once",
+        guards=[WRITE],
+    )
     async def bulk_tools(
         self, request: Request[Any, Any, Any], registry: Registry, data: JSONBody[BulkRequest]
     ) -> BulkResult:
@@ -123,7 +131,7 @@ class ToolController(Controller):
     ) -> ToolRecord:
         return await registry.get(tenant_of(request), namespace, name)
 
-    @put("/{name:str}", summary="Replace a tool (makes a new version)")
+    @put("/{name:str}", summary="Replace a tool (makes a new version)", guards=[WRITE])
     async def put_tool(
         self,
         request: Request[Any, Any, Any],
@@ -145,7 +153,12 @@ class ToolController(Controller):
         record, created = await registry.put(tenant_of(request), checked(data))
         return Response(record, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
 
-    @delete("/{name:str}", status_code=HTTP_204_NO_CONTENT, summary="Delete a tool (versions stay)")
+    @delete(
+        "/{name:str}",
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Delete a tool (versions stay)",
+        guards=[WRITE],
+    )
     async def delete_tool(
         self,
         request: Request[Any, Any, Any],

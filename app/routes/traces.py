@@ -11,6 +11,7 @@ import msgspec
 from litestar import Controller, Request, get
 from litestar.params import FromPath, QueryParameter
 
+from app.auth import require
 from app.span_store import (
     Trace,
     TraceFilter,
@@ -56,6 +57,7 @@ async def _trace(request: Request[Any, Any, Any], trace_id: str) -> Trace:
 class TraceController(Controller):
     path = "/v1"
     tags = ["traces"]
+    guards = [require("traces:read")]
 
     @get("/traces", summary="Turns' traces, newest first, filtered")
     async def list_traces(

@@ -1,0 +1,176 @@
+"""API keys: who a request acts for (a tenant) and what it may do (a role).
+
+Keys are random and long, so a plain SHA-256 of the key is what is stored and looked up; the key
+itself is shown once, when it is created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import asyncpg
+import msgspec
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers import BaseRouteHandler
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+
+log = logging.getLogger(__name__)
+
+Role = Literal["admin", "developer", "chat", "viewer"]
+Permission = Literal[
+    "keys:admin", "tools:read", "tools:write", "chat:read", "chat:write", "traces:read"
+]
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "admin": frozenset(
+        {"keys:admin", "tools:read", "tools:write", "chat:read", "chat:write", "traces:read"}
+    ),
+    "developer": frozenset({"tools:read", "tools:write", "traces:read"}),
+    "chat": frozenset({"chat:read", "chat:write", "tools:read"}),
+    "viewer": frozenset({"traces:read", "tools:read", "chat:read"}),
+}
+PUBLIC_PATHS = ["^/health$", "^/docs", "^/viewer", "^/problems"]
+KEY_PREFIX = "sbk_"
+
+
+class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    tenant: str
+    role: str
+    name: str = ""
+    created_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class NewKey(msgspec.Struct, frozen=True, kw_only=True):
+    """A key as created: the only time its secret is shown."""
+
+    id: str
+    key: str
+    tenant: str
+    role: str
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def generate_key() -> tuple[str, str]:
+    """(key id, whole key); the id is part of the key, so a leaked key names itself."""
+    key_id = secrets.token_hex(6)
+    return key_id, f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+
+
+async def create_key(db: asyncpg.Pool | asyncpg.Connection, tenant: str, role: str,
+                     name: str = "", key: str | None = None) -> NewKey:
+    """Store a key (a new random one unless `key` is given), creating the tenant if new."""
+    key_id, generated = generate_key()
+    whole = key or generated
+    await db.execute("INSERT INTO tenants (id) VALUES ($1) ON CONFLICT DO NOTHING", tenant)
+    await db.execute(
+        """INSERT INTO api_keys (tenant_id, id, key_hash, role, name) VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (key_hash) DO UPDATE SET revoked_at = NULL, role = EXCLUDED.role,
+                                                tenant_id = EXCLUDED.tenant_id""",
+        tenant, key_id, hash_key(whole), role, name,
+    )
+    return NewKey(id=key_id, key=whole, tenant=tenant, role=role)
+
+
+async def find_key(db: asyncpg.Pool, key: str) -> ApiKey | None:
+    row = await db.fetchrow(
+        """SELECT id, tenant_id, role, name, created_at FROM api_keys
+           WHERE key_hash = $1 AND revoked_at IS NULL""",
+        hash_key(key),
+    )
+    if row is None:
+        return None
+    return ApiKey(id=row["id"], tenant=row["tenant_id"], role=row["role"], name=row["name"],
+                  created_at=row["created_at"])
+
+
+async def list_keys(db: asyncpg.Pool, tenant: str) -> list[ApiKey]:
+    rows = await db.fetch(
+        """SELECT id, tenant_id, role, name, created_at, revoked_at FROM api_keys
+           WHERE tenant_id = $1 ORDER BY created_at, id""",
+        tenant,
+    )
+    return [ApiKey(id=r["id"], tenant=r["tenant_id"], role=r["role"], name=r["name"],
+                   created_at=r["created_at"], revoked_at=r["revoked_at"]) for r in rows]
+
+
+async def revoke_key(db: asyncpg.Pool, tenant: str, key_id: str) -> bool:
+    status = await db.execute(
+        """UPDATE api_keys SET revoked_at = now()
+           WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL""",
+        tenant, key_id,
+    )
+    return bool(status == "UPDATE 1")
+
+
+async def bootstrap_admin(db: asyncpg.Pool, admin_key: str | None, data_dir: Path) -> str | None:
+    """ADMIN_KEY becomes an admin key of the default tenant; without it, the first start makes
+    one, prints it once and writes it to DATA_DIR/admin.key (readable by this user only)."""
+    if admin_key:
+        await create_key(db, "default", "admin", "ADMIN_KEY", key=admin_key)
+        return None
+    if await db.fetchval("SELECT count(*) FROM api_keys WHERE role = 'admin'"):
+        return None
+    made = await create_key(db, "default", "admin", "first start")
+    path = data_dir / "admin.key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(made.key + "\n")
+    print(f"switchboard: created the admin key (shown once; also in {path}): {made.key}",
+          flush=True)
+    return made.key
+
+
+class KeyAuthentication(AbstractAuthenticationMiddleware):
+    """`Authorization: Bearer <key>` on every route but health, docs and the viewer page."""
+
+    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]
+                                   ) -> AuthenticationResult:
+        header = connection.headers.get("authorization", "")
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise NotAuthorizedException(
+                "missing API key: send Authorization: Bearer <key> (an admin creates keys with "
+                "POST /v1/keys)"
+            )
+        found = await find_key(connection.app.state.pool, key.strip())
+        if found is None:
+            raise NotAuthorizedException("unknown or revoked API key")
+        return AuthenticationResult(user=found, auth=found)
+
+
+def require(permission: Permission) -> Callable[[ASGIConnection[Any, Any, Any, Any],
+                                                 BaseRouteHandler], None]:
+    """A route guard: the request's key must have a role that grants `permission`."""
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        key: ApiKey = connection.auth
+        if permission not in PERMISSIONS[key.role]:
+            allowed = sorted(r for r, p in PERMISSIONS.items() if permission in p)
+            raise PermissionDeniedException(
+                f"a {key.role} key may not do this ({permission}); roles that may: "
+                f"{', '.join(allowed)}"
+            )
+
+    return guard
+
+
+def key_of(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The rate limiter's identity for a request: its key id (or its address if it has none)."""
+    auth = connection.scope.get("auth")
+    if isinstance(auth, ApiKey):
+        return f"key:{auth.id}"
+    client = connection.client
+    return f"addr:{client.host if client else 'unknown'}"

@@ -1,0 +1,194 @@
+"""API keys, roles and tenants: nobody gets in where they don't belong."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.scripted_model import ScriptedReply, scripted_model
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def new_key(admin: httpx.AsyncClient, role: str, tenant: str | None = None) -> str:
+    body: dict[str, Any] = {"role": role} | ({"tenant": tenant} if tenant else {})
+    response = await admin.post("/v1/keys", json=body)
+    assert response.status_code == 201, response.text
+    return str(response.json()["key"])
+
+
+async def test_requests_without_a_valid_key_are_refused_with_401(
+    start_app: Callable[..., Any], database_url: str
+) -> None:
+    app = await start_app(database_url)
+    async with httpx.AsyncClient(base_url=app.url) as anonymous:
+        missing = await anonymous.get("/v1/tools")
+        assert missing.status_code == 401
+        assert missing.headers["content-type"] == "application/problem+json"
+        assert missing.json()["detail"].startswith("missing API key: send Authorization: Bearer")
+        wrong = await anonymous.get("/v1/tools", headers=bearer("sbk_nope"))
+        assert (wrong.status_code, wrong.json()["detail"]) == (401, "unknown or revoked API key")
+        assert (await anonymous.get("/health")).status_code == 200
+        assert (await anonymous.get("/docs/openapi.json")).status_code == 200
+
+
+async def test_a_key_is_shown_once_stored_as_a_hash_and_revocable(
+    start_app: Callable[..., Any], database_url: str
+) -> None:
+    app = await start_app(database_url)
+    created = (await app.client.post("/v1/keys", json={"role": "developer", "name": "ci"})).json()
+    assert created["key"].startswith(f"sbk_{created['id']}_")
+    assert (created["tenant"], created["role"]) == ("default", "developer")
+    listed = (await app.client.get("/v1/keys")).json()["keys"]
+    assert created["key"] not in json.dumps(listed)
+    assert [k["role"] for k in listed if k["id"] == created["id"]] == ["developer"]
+    conn = await asyncpg.connect(database_url)
+    try:
+        stored = await conn.fetchval("SELECT key_hash FROM api_keys WHERE id = $1", created["id"])
+    finally:
+        await conn.close()
+    assert len(stored) == 64 and created["key"] not in stored
+    key = bearer(created["key"])
+    assert (await app.client.get("/v1/tools", headers=key)).status_code == 200
+    assert (await app.client.delete(f"/v1/keys/{created['id']}")).status_code == 204
+    assert (await app.client.get("/v1/tools", headers=key)).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("role", "method", "path", "status"),
+    [
+        ("chat", "POST", "/v1/tools", 403),
+        ("chat", "GET", "/v1/traces", 403),
+        ("chat", "POST", "/v1/keys", 403),
+        ("viewer", "POST", "/v1/conversations", 403),
+        ("viewer", "GET", "/v1/traces", 200),
+        ("developer", "POST", "/v1/conversations", 403),
+        ("developer", "GET", "/v1/conversations/conv_x", 403),
+        ("developer", "POST", "/v1/tools/bulk", 200),
+        ("chat", "POST", "/v1/conversations", 201),
+    ],
+)
+async def test_roles_grant_what_they_name_and_nothing_else(
+    start_app: Callable[..., Any], database_url: str, role: str, method: str, path: str,
+    status: int,
+) -> None:
+    app = await start_app(database_url)
+    key = await new_key(app.client, role)
+    body = {"tools": []} if path.endswith("bulk") else {"name": "t", "description": "d",
+                                                         "role": "chat"}
+    if path == "/v1/conversations":
+        body = {}
+    response = await app.client.request(method, path, headers=bearer(key),
+                                        json=body if method == "POST" else None)
+    assert response.status_code == status, response.text
+    if status == 403:
+        assert response.json()["detail"].startswith(f"a {role} key may not do this")
+
+
+async def test_another_tenants_ids_are_not_found_on_any_route(
+    start_app: Callable[..., Any], database_url: str
+) -> None:
+    async with scripted_model(ScriptedReply(content="hello A")) as model:
+        app = await start_app(database_url, model_url=model.url)
+        alice = await new_key(app.client, "admin", tenant="alice")
+        bob = await new_key(app.client, "admin", tenant="bob")
+        async with httpx.AsyncClient(base_url=app.url, headers=bearer(alice)) as a, \
+                httpx.AsyncClient(base_url=app.url, headers=bearer(bob)) as b:
+            tool = {"name": "secret_tool", "description": "Alice's private calculator"}
+            assert (await a.post("/v1/tools", json=tool)).status_code == 201
+            conversation = (await a.post("/v1/conversations", json={})).json()["id"]
+            turn = (await a.post(f"/v1/conversations/{conversation}/turns",
+                                 json={"message": "hi"})).json()
+            trace_id = await _trace_of(a, turn["id"])
+            alice_key_id = (await a.get("/v1/keys")).json()["keys"][0]["id"]
+
+            not_found = [
+                ("GET", "/v1/tools/secret_tool"),
+                ("GET", "/v1/tools/secret_tool/versions"),
+                ("GET", "/v1/tools/secret_tool/versions/1"),
+                ("DELETE", "/v1/tools/secret_tool"),
+                ("GET", f"/v1/conversations/{conversation}"),
+                ("GET", f"/v1/conversations/{conversation}/messages"),
+                ("POST", f"/v1/conversations/{conversation}/turns"),
+                ("GET", f"/v1/turns/{turn['id']}/trace"),
+                ("GET", f"/v1/traces/{trace_id}"),
+                ("DELETE", f"/v1/keys/{alice_key_id}"),
+            ]
+            for method, path in not_found:
+                body = {"message": "x"} if method == "POST" else None
+                response = await b.request(method, path, json=body)
+                assert response.status_code == 404, (method, path, response.text)
+            assert (await b.get("/v1/tools")).json()["items"] == []
+            search = await b.get("/v1/tools/search", params={"q": "private calculator"})
+            assert search.json()["results"] == []
+            assert (await b.get("/v1/traces")).json()["traces"] == []
+            assert alice_key_id not in json.dumps((await b.get("/v1/keys")).json())
+            # Alice still has everything.
+            assert (await a.get("/v1/tools/secret_tool")).status_code == 200
+            assert (await a.get("/v1/traces")).json()["traces"][0]["trace_id"] == trace_id
+
+
+async def _trace_of(client: httpx.AsyncClient, turn_id: str) -> str:
+    for _ in range(100):
+        response = await client.get(f"/v1/turns/{turn_id}/trace")
+        if response.status_code == 200 and any(
+            s["parent_span_id"] is None for s in response.json()["spans"]
+        ):
+            return str(response.json()["trace_id"])
+        await asyncio.sleep(0.05)
+    raise AssertionError("the turn's trace was never stored")
+
+
+async def test_only_the_default_tenants_admins_create_keys_for_other_tenants(
+    start_app: Callable[..., Any], database_url: str
+) -> None:
+    app = await start_app(database_url)
+    alice = await new_key(app.client, "admin", tenant="alice")
+    response = await app.client.post("/v1/keys", headers=bearer(alice),
+                                     json={"role": "chat", "tenant": "bob"})
+    assert response.status_code == 422
+    assert response.json()["errors"] == [
+        {"pointer": "/tenant", "message": "an admin of tenant 'alice' can only create keys for "
+                                          "'alice'"}
+    ]
+
+
+async def test_the_first_start_without_admin_key_writes_one_readable_only_by_the_user(
+    start_app: Callable[..., Any], database_url: str, tmp_path: Path
+) -> None:
+    app = await start_app(database_url, admin_key=None)
+    path = tmp_path / "admin.key"
+    key = path.read_text().strip()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    async with httpx.AsyncClient(base_url=app.url, headers=bearer(key)) as client:
+        assert (await client.post("/v1/keys", json={"role": "chat"})).status_code == 201
+
+
+async def test_a_body_over_the_limit_is_refused_with_413(
+    start_app: Callable[..., Any], database_url: str
+) -> None:
+    app = await start_app(database_url, max_body_bytes=10_000)
+    response = await app.client.post("/v1/tools", content=b"x" * 20_000,
+                                     headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_the_rate_limit_counts_per_key(
+    start_app: Callable[..., Any], database_url: str
+) -> None:
+    app = await start_app(database_url, rate_limit_per_minute=3)
+    other = await new_key(app.client, "developer")  # the admin's first request
+    statuses = [(await app.client.get("/v1/tools")).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    assert (await app.client.get("/v1/tools", headers=bearer(other))).status_code == 200

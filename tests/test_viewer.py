@@ -1,0 +1,195 @@
+"""The trace viewer: the app serves the page, and in a real browser the page draws a real plan
+turn as a waterfall: parallel calls side by side, a dependent call after the one it waited for,
+a failed call marked, and each span's detail one click away."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Page, async_playwright
+
+from planner.tracing import CAPTURE_ENV
+from tests.scripted_model import ScriptedModel, ScriptedReply, scripted_model
+from tests.tool_server import ToolServer, http_tool, tool_server
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+SCREENSHOT = Path(__file__).parent / "artifacts" / "viewer.png"
+SLEEP = {"ms": {"type": "number"}, "label": {"type": "string"}}
+# Three independent steps, a fourth that takes s1's output, and one whose tool answers 404.
+PLAN = {
+    "steps": [
+        {"id": "s1", "tool": "fetch_orders", "arguments": {"ms": 300, "label": "orders"}},
+        {"id": "s2", "tool": "fetch_invoices", "arguments": {"ms": 200, "label": "invoices"}},
+        {"id": "s3", "tool": "fetch_profile", "arguments": {"ms": 250, "label": "profile"}},
+        {"id": "s4", "tool": "summarize", "arguments": {"ms": 150, "label": "$s1.label"}},
+        {"id": "s5", "tool": "lookup_loyalty", "arguments": {"ms": 10}},
+    ]
+}
+
+
+@pytest.fixture
+async def model() -> AsyncIterator[ScriptedModel]:
+    async with scripted_model() as scripted:
+        yield scripted
+
+
+@pytest.fixture
+async def tools() -> AsyncIterator[ToolServer]:
+    async with tool_server() as server:
+        yield server
+
+
+async def start_viewer_app(
+    start_app: Callable[..., Any], database_url: str, model: ScriptedModel, tools: ToolServer
+) -> Any:
+    app = await start_app(database_url, model_url=model.url)
+    sleepers = ["fetch_orders", "fetch_invoices", "fetch_profile", "summarize"]
+    specs = [http_tool(f"{tools.url}/sleep", n, f"Load {n}", SLEEP, ["ms"]) for n in sleepers]
+    specs.append(http_tool(f"{tools.url}/missing", "lookup_loyalty", "Loyalty points", SLEEP, []))
+    response = await app.client.post("/v1/tools/bulk", json={"tools": specs})
+    assert response.status_code == 200, response.text
+    return app
+
+
+async def run_plan_turn(client: httpx.AsyncClient, model: ScriptedModel) -> dict[str, Any]:
+    model.push(ScriptedReply(content=json.dumps(PLAN)), ScriptedReply(content="Ann: 3 orders."))
+    conversation = (await client.post("/v1/conversations", json={})).json()["id"]
+    response = await client.post(
+        f"/v1/conversations/{conversation}/turns",
+        json={"message": "Summarize ann's account", "mode": "plan"},
+    )
+    assert response.status_code == 200, response.text
+    turn: dict[str, Any] = response.json()
+    return turn
+
+
+async def stored_trace(client: httpx.AsyncClient, turn_id: str) -> dict[str, Any]:
+    """The turn's trace once its root span is stored (spans are written a moment later)."""
+    for _ in range(200):
+        response = await client.get(f"/v1/turns/{turn_id}/trace")
+        if response.status_code == 200 and any(
+            s["parent_span_id"] is None for s in response.json()["spans"]
+        ):
+            trace: dict[str, Any] = response.json()
+            return trace
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no stored trace for turn {turn_id}: {response.text}")
+
+
+def spans_by_call(trace: dict[str, Any]) -> dict[str, str]:
+    """Plan step id (s1...) -> span id, for the tool call spans."""
+    calls = {s["attributes"].get("gen_ai.tool.call.id"): s["span_id"] for s in trace["spans"]}
+    return {step["id"]: calls[f"p0_{step['id']}"] for step in PLAN["steps"]}
+
+
+@contextlib.asynccontextmanager
+async def browser_page(profile: Path) -> AsyncIterator[tuple[Page, list[str]]]:
+    """A page in headless Debian Chromium, and the script errors it raises."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: the viewer test drives a real browser; "
+                    "install it with `apt-get install chromium`")
+    async with async_playwright() as playwright:
+        context = await playwright.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=str(CHROMIUM),
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport={"width": 1600, "height": 1000},
+        )
+        try:
+            page = await context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            yield page, errors
+        finally:
+            await context.close()
+
+
+async def bar_extent(page: Page, span_id: str) -> tuple[float, float]:
+    box = await page.locator(f'[data-testid=span-bar][data-span-id="{span_id}"]').bounding_box()
+    assert box is not None, f"no bar drawn for span {span_id}"
+    return box["x"], box["x"] + box["width"]
+
+
+async def test_the_viewer_page_and_its_assets_are_served_with_their_content_types(
+    api: httpx.AsyncClient,
+) -> None:
+    page = await api.get("/viewer")
+    assert page.status_code == 200
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert '<script src="/viewer/viewer.js" defer></script>' in page.text
+    assert '<link rel="stylesheet" href="/viewer/viewer.css">' in page.text
+    script = await api.get("/viewer/viewer.js")
+    assert script.headers["content-type"] == "text/javascript; charset=utf-8"
+    styles = await api.get("/viewer/viewer.css")
+    assert styles.headers["content-type"] == "text/css; charset=utf-8"
+
+
+async def test_a_plan_turn_draws_parallel_calls_side_by_side_and_the_dependent_call_after(
+    start_app: Callable[..., Any],
+    database_url: str,
+    model: ScriptedModel,
+    tools: ToolServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv(CAPTURE_ENV, "true")
+    app = await start_viewer_app(start_app, database_url, model, tools)
+    turn = await run_plan_turn(app.client, model)
+    trace = await stored_trace(app.client, turn["id"])
+    span = spans_by_call(trace)
+
+    async with browser_page(tmp_path / "chromium-profile") as (page, errors):
+        await page.goto(f"{app.url}/viewer")
+        conversation = page.locator(
+            f'[data-testid=conversation][data-conversation-id="{turn["conversation_id"]}"]'
+        )
+        await conversation.locator(f'[data-testid=turn-item][data-turn-id="{turn["id"]}"]').click()
+        await page.wait_for_selector(f'[data-testid=span-bar][data-span-id="{span["s4"]}"]')
+
+        s1, s2, s3, s4 = [await bar_extent(page, span[s]) for s in ("s1", "s2", "s3", "s4")]
+        for (a_start, a_end), (b_start, b_end) in ((s1, s2), (s1, s3), (s2, s3)):
+            assert a_start < b_end and b_start < a_end, "parallel calls' bars must overlap"
+        assert s4[0] >= s1[1] - 1, "s4 waited for s1, so its bar starts where s1's ends"
+
+        failed = page.locator(f'[data-testid=span-row][data-span-id="{span["s5"]}"]')
+        assert await failed.get_attribute("class") == "row op-tool is-error"
+        assert await failed.locator("[data-testid=error-marker]").count() == 1
+        waiting = page.locator(f'[data-testid=span-row][data-span-id="{span["s4"]}"]')
+        assert await waiting.locator("[data-testid=waits-for]").inner_text() == "waits for p0_s1"
+
+        await page.locator(f'[data-testid=span-bar][data-span-id="{span["s4"]}"]').click()
+        panel = page.locator("[data-testid=span-detail]")
+        assert await panel.locator("[data-testid=detail-name]").inner_text() == (
+            "execute_tool summarize"
+        )
+        assert await panel.locator("[data-testid=detail-tool]").inner_text() == "summarize"
+        dependency = panel.locator("[data-testid=detail-dependencies] button")
+        assert await dependency.get_attribute("data-span-id") == span["s1"]
+        assert await dependency.inner_text() == "fetch_orders\np0_s1"
+        assert json.loads(await panel.locator("[data-testid=detail-arguments]").inner_text()) == {
+            "ms": 150,
+            "label": "orders",
+        }
+        assert await page.evaluate("location.hash") == (
+            f"#trace={trace['trace_id']}&span={span['s4']}"
+        )
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        await page.screenshot(path=str(SCREENSHOT))
+        assert errors == []
