@@ -33,6 +33,7 @@ from planner.engine import EngineSettings, TurnEngine
 from planner.model_client import ChatModel, ModelClient
 from planner.supervisor import TurnSupervisor
 from tools.builtins import builtin_specs, default_builtins
+from tools.egress import EgressPolicy, GuardedTransport
 from tools.embed import Embedder, SentenceTransformerEmbedder
 from tools.executors import ToolRunner
 from tools.registry import ToolRegistry
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         async with (
             database(settings.database_url, settings.data_dir) as (dsn, pool),
             httpx.AsyncClient(timeout=None) as http,
+            httpx.AsyncClient(timeout=None, transport=_guarded(settings)) as tool_http,
         ):
             app.state.pool = pool
             await bootstrap_admin(pool, settings.admin_key, settings.data_dir)
@@ -124,7 +126,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             app.state.engine = TurnEngine(
                 pool,
                 registry,
-                ToolRunner(http, default_builtins()),
+                ToolRunner(tool_http, default_builtins()),
                 models,
                 default_model="default",
                 settings=engine_settings(settings),
@@ -182,3 +184,9 @@ def _middleware(settings: Settings) -> list[Any]:
                                 identifier_for_request=key_of, exclude=PUBLIC_PATHS)
         middleware.append(limit.middleware)
     return middleware
+
+
+def _guarded(settings: Settings) -> GuardedTransport:
+    """Tools reach public addresses only, unless EGRESS_ALLOWLIST says otherwise; the model
+    server, which the operator configured, is reached without this guard."""
+    return GuardedTransport(EgressPolicy.parse(settings.egress_allowlist))

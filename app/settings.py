@@ -42,6 +42,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_per_minute: int = 6000
     """Requests per minute per API key; 0 turns rate limiting off."""
     max_body_bytes: int = 10_000_000
+    egress_allowlist: str = ""
+    """Non-public destinations tools may call: host names, IPs or CIDRs, comma-separated."""
 
     @property
     def data_dir(self) -> Path:
@@ -71,6 +73,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "ADMIN_KEY": ("admin_key", "the admin API key to accept for the default tenant"),
     "RATE_LIMIT_PER_MINUTE": ("rate_limit_per_minute", "requests per minute per key; 0 = off"),
     "MAX_BODY_BYTES": ("max_body_bytes", "the largest request body accepted, in bytes"),
+    "EGRESS_ALLOWLIST": ("egress_allowlist", "host names, IPs or CIDRs, comma-separated"),
 }
 
 

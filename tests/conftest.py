@@ -101,8 +101,9 @@ async def serve(settings: Settings, embedder: SentenceTransformerEmbedder) -> Ru
 def settings_for(tmp_path: Path) -> Callable[[str], Settings]:
     def make(url: str, **overrides: Any) -> Settings:
         # Tests start from an empty registry unless they ask for the builtin tools.
+        # Tool servers in tests listen on loopback, which tools may reach only when allowed.
         values: dict[str, Any] = {"register_builtins": False, "admin_key": ADMIN_KEY,
-                                  **overrides}
+                                  "egress_allowlist": "127.0.0.0/8", **overrides}
         return Settings(database_url=url, data_dir_path=str(tmp_path), **values)
 
     return make

@@ -21,6 +21,7 @@ from referencing.exceptions import Unresolvable
 
 from tools.backoff import backoff_delay
 from tools.builtins import BuiltinFunction, BuiltinFunctions, default_builtins
+from tools.egress import EgressRefused
 from tools.spec import BuiltinExecutor, HttpExecutor, ToolRecord
 from tools.validation import pointer
 
@@ -31,6 +32,7 @@ ErrorType = Literal[
     "http_status",
     "bad_output",
     "unreachable",
+    "egress_refused",
     "no_executor",
     "unknown_function",
     "tool_error",
@@ -331,6 +333,8 @@ def _status_fault(status: int, head: bytes, target: str) -> _Fault:
 
 
 def _unreachable(url: str, exc: httpx.TransportError) -> _Fault:
+    if isinstance(exc, EgressRefused):
+        return _Fault("egress_refused", str(exc))
     what = (
         "could not connect to" if isinstance(exc, httpx.ConnectError) else "lost the connection to"
     )

@@ -1,0 +1,112 @@
+"""Where outbound tool calls may go: public addresses, plus whatever the allowlist names.
+
+Names are resolved before connecting and every address they resolve to is checked; the
+connection is then made to the checked address, so a second lookup cannot swap it for another.
+Redirects are never followed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Iterable
+
+import httpx
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class EgressRefused(httpx.TransportError):
+    """The destination is not a public address and is not on the allowlist."""
+
+
+class EgressPolicy:
+    def __init__(self, allow: Iterable[str] = ()) -> None:
+        self.hosts: set[str] = set()
+        self.networks: list[IPNetwork] = []
+        for entry in (e.strip() for e in allow):
+            if not entry:
+                continue
+            try:
+                self.networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                self.hosts.add(entry.lower().rstrip("."))
+
+    @classmethod
+    def parse(cls, allowlist: str) -> EgressPolicy:
+        """From EGRESS_ALLOWLIST: comma-separated host names, IP addresses or CIDRs."""
+        return cls(allowlist.split(","))
+
+    def refuses(self, host: str, address: IPAddress) -> str | None:
+        """Why `host` at `address` may not be reached, or None when it may."""
+        if host.lower().rstrip(".") in self.hosts:
+            return None
+        if any(address in network for network in self.networks):
+            return None
+        if address.is_global and not address.is_multicast:
+            return None
+        return f"{host} resolves to {address}, {_kind(address)}"
+
+
+def _kind(address: IPAddress) -> str:
+    if address.is_loopback:
+        return "a loopback address"
+    if address.is_link_local:
+        return "a link-local address (cloud metadata services live there)"
+    if address.is_private:
+        return "a private address"
+    return "not a public address"
+
+
+class GuardedTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that refuses non-public destinations unless they are allowlisted."""
+
+    def __init__(self, policy: EgressPolicy, inner: httpx.AsyncBaseTransport | None = None) -> None:
+        self.policy = policy
+        self.inner = inner or httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        address = await self._checked_address(host, request.url.port, request)
+        # Connect to the address that was checked, keeping the name for Host and TLS.
+        request.headers["Host"] = request.headers.get("Host", request.url.netloc.decode())
+        if request.url.scheme == "https":
+            request.extensions["sni_hostname"] = host
+        request.url = request.url.copy_with(host=str(address))
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def _checked_address(self, host: str, port: int | None,
+                               request: httpx.Request) -> IPAddress:
+        addresses = await _resolve(host, port, request)
+        for address in addresses:
+            reason = self.policy.refuses(host, address)
+            if reason is not None:
+                raise EgressRefused(
+                    f"refused to call {host}: {reason}; tools may call public addresses only, "
+                    "unless EGRESS_ALLOWLIST names the host, address or network",
+                    request=request,
+                )
+        return addresses[0]
+
+
+async def _resolve(host: str, port: int | None, request: httpx.Request) -> list[IPAddress]:
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pass
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port or 0, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise httpx.ConnectError(f"cannot resolve {host}: {exc}", request=request) from exc
+    seen: list[IPAddress] = []
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if address not in seen:
+            seen.append(address)
+    return seen
