@@ -22,7 +22,7 @@ from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 from app.auth import PUBLIC_PATHS, KeyAuthentication, bootstrap_admin, key_of
 from app.database import database
 from app.problems import EXCEPTION_HANDLERS
-from app.routes.conversations import ConversationController
+from app.routes.conversations import ConversationController, TurnController
 from app.routes.keys import KeyController
 from app.routes.tools import ToolController
 from app.routes.traces import TraceController
@@ -146,7 +146,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
 
     return Litestar(
         route_handlers=[health, list_models, ToolController, ConversationController,
-                        TraceController, KeyController],
+                        TraceController, KeyController, TurnController],
         middleware=_middleware(settings),
         request_max_body_size=settings.max_body_bytes,
         plugins=_plugins(telemetry),

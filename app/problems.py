@@ -11,7 +11,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from app.database import DatabaseError
-from app.routes.keys import KeyNotFound
+from app.errors import KeyNotFound, TurnNotFound
 from app.span_store import TraceNotFound
 from planner.errors import PlannerError
 from tools.errors import EmbeddingError, FieldError, SpecInvalid, ToolExists, ToolNotFound
@@ -92,7 +92,7 @@ def on_lookup(request: Request[Any, Any, Any], exc: LookupError) -> Response[Pro
 
 def on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
     slug = {401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
-            413: "too-large", 429: "rate-limited"}.get(
+            409: "conflict", 413: "too-large", 422: "invalid-request", 429: "rate-limited"}.get(
         exc.status_code, "http-error"
     )
     return problem(request, exc.status_code, slug, _title(exc.status_code), str(exc.detail))
@@ -142,6 +142,7 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     PlannerError: on_planner,
     TraceNotFound: on_lookup,
     KeyNotFound: on_lookup,
+    TurnNotFound: on_lookup,
     ValidationException: on_validation,
     HTTPException: on_http,
     asyncpg.PostgresError: on_database,

@@ -10,6 +10,7 @@ import asyncpg
 import msgspec
 
 from planner.errors import ConversationNotFound, TurnConflict
+from planner.events import AssistantMessage, Problem, ToolCallRecord, TurnResult
 from planner.messages import AssistantToolCall, ChatMessage, Usage
 
 Db: TypeAlias = asyncpg.Pool | asyncpg.Connection
@@ -332,3 +333,38 @@ async def interrupt_abandoned(db: Db, lease_s: float, *, owner: str | None = Non
         lease_s,
     )
     return [r["id"] for r in rows]
+
+
+async def turn_result(db: Db, tenant: str, turn_id: str) -> TurnResult | None:
+    """A turn as the API reports it, rebuilt from what was written while it ran."""
+    row = await db.fetchrow(
+        """SELECT conversation_id, status, answer, error::text, usage::text FROM turns
+           WHERE tenant_id = $1 AND id = $2""",
+        tenant, turn_id,
+    )
+    if row is None:
+        return None
+    calls = await db.fetch(
+        """SELECT id, name, arguments::text, result::text, error, error_type, started_at,
+                  finished_at, attempts, truncated, step, depends_on
+           FROM tool_calls WHERE turn_id = $1 ORDER BY step, started_at, id""",
+        turn_id,
+    )
+    return TurnResult(
+        id=turn_id, conversation_id=row["conversation_id"], status=row["status"],
+        message=None if row["answer"] is None else AssistantMessage(row["answer"]),
+        tool_calls=[_call_record(c) for c in calls],
+        usage=msgspec.json.decode(row["usage"] or "{}", type=Usage),
+        error=msgspec.json.decode(row["error"], type=Problem) if row["error"] else None,
+    )
+
+
+def _call_record(row: asyncpg.Record) -> ToolCallRecord:
+    return ToolCallRecord(
+        id=row["id"], name=row["name"],
+        arguments=msgspec.json.decode(row["arguments"]) if row["arguments"] else None,
+        result=msgspec.json.decode(row["result"]) if row["result"] else None,
+        error=row["error"], error_type=row["error_type"], started_at=row["started_at"],
+        finished_at=row["finished_at"], attempts=row["attempts"], truncated=row["truncated"],
+        step=row["step"], depends_on=list(row["depends_on"]),
+    )

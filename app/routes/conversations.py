@@ -15,7 +15,10 @@ from litestar.params import FromPath, JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_201_CREATED
 
+from app import idempotency
 from app.auth import require
+from app.errors import TurnNotFound
+from app.idempotency import Claim
 from app.problems import PROBLEM_JSON
 from app.tenancy import tenant_of
 from planner import store
@@ -115,15 +118,19 @@ class ConversationController(Controller):
         """`stream: false` answers with the finished turn; `stream: true` with SSE events."""
         turn_request = msgspec.convert(msgspec.to_builtins(data), TurnRequest)
         tenant = tenant_of(request)
-        turn_id = await engine.start_turn(tenant, conversation_id, turn_request)
-        if not turn_request.stream:
-            task = supervisor.spawn(engine.run_turn(tenant, conversation_id, turn_id, turn_request))
-            return _turn_response(await asyncio.shield(task))
-        events: asyncio.Queue[TurnEvent] = asyncio.Queue()
-        supervisor.spawn(
-            engine.run_turn(tenant, conversation_id, turn_id, turn_request, emit=_enqueue(events))
-        )
-        return ServerSentEvent(_sse(events))
+
+        async def run(claim: Claim | None) -> Response[Any]:
+            turn_id = await engine.start_turn(tenant, conversation_id, turn_request)
+            await idempotency.record_turn(engine.pool, claim, turn_id)
+            if not turn_request.stream:
+                work = engine.run_turn(tenant, conversation_id, turn_id, turn_request)
+                return _turn_response(await asyncio.shield(supervisor.spawn(work)))
+            events: asyncio.Queue[TurnEvent] = asyncio.Queue()
+            supervisor.spawn(engine.run_turn(tenant, conversation_id, turn_id, turn_request,
+                                             emit=_enqueue(events)))
+            return ServerSentEvent(_sse(events))
+
+        return await idempotency.guarded(request, f"POST turns {conversation_id}", run)
 
 
 def _enqueue(queue: asyncio.Queue[TurnEvent]) -> Any:
@@ -148,3 +155,17 @@ def _turn_response(result: TurnResult) -> Response[Any]:
         body = {**msgspec.to_builtins(result.error), "turn": msgspec.to_builtins(result)}
         return Response(body, status_code=result.error.status, media_type=PROBLEM_JSON)
     return Response(result)
+
+
+class TurnController(Controller):
+    path = "/v1/turns"
+    tags = ["conversations"]
+    guards = [require("chat:read")]
+
+    @get("/{turn_id:str}", summary="A turn: its status, answer, calls and usage")
+    async def get_turn(self, request: Request[Any, Any, Any], turn_id: FromPath[str]
+                       ) -> TurnResult:
+        result = await store.turn_result(request.app.state.pool, tenant_of(request), turn_id)
+        if result is None:
+            raise TurnNotFound(f"turn {turn_id!r} not found")
+        return result

@@ -10,13 +10,10 @@ from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from app.auth import ApiKey, NewKey, create_key, list_keys, require, revoke_key
+from app.errors import KeyNotFound
 from app.tenancy import DEFAULT_TENANT, tenant_of
 from tools.errors import FieldError, SpecInvalid
 from tools.spec import NAME_PATTERN
-
-
-class KeyNotFound(LookupError):
-    """No live key by that id in this tenant."""
 
 
 class KeyRequest(msgspec.Struct, frozen=True, kw_only=True):

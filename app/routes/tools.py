@@ -10,7 +10,9 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
+from app import idempotency
 from app.auth import require
+from app.idempotency import Claim
 from app.tenancy import tenant_of
 from tools.errors import FieldError, SpecInvalid
 from tools.index import SearchHit
@@ -71,8 +73,13 @@ class ToolController(Controller):
     @post("/", status_code=HTTP_201_CREATED, summary="Register a tool", guards=[WRITE])
     async def create_tool(
         self, request: Request[Any, Any, Any], registry: Registry, data: JSONBody[ToolSpec]
-    ) -> ToolRecord:
-        return await registry.create(tenant_of(request), checked(data))
+    ) -> Response[ToolRecord]:
+        async def create(claim: Claim | None) -> Response[ToolRecord]:
+            record = await registry.create(tenant_of(request), checked(data))
+            await idempotency.record(registry.pool, claim, HTTP_201_CREATED, record)
+            return Response(record, status_code=HTTP_201_CREATED)
+
+        return await idempotency.guarded(request, "POST /v1/tools", create)
 
     @post(
         "/bulk",
@@ -82,11 +89,17 @@ class ToolController(Controller):
     )
     async def bulk_tools(
         self, request: Request[Any, Any, Any], registry: Registry, data: JSONBody[BulkRequest]
-    ) -> BulkResult:
+    ) -> Response[BulkResult]:
         """All or nothing: every tool is written and searchable, or the 422 lists each bad item."""
-        specs = parse_specs(data.tools, prefix=("tools",))
-        result = await registry.write(tenant_of(request), specs)
-        return BulkResult(result.created, result.updated, result.unchanged)
+
+        async def write(claim: Claim | None) -> Response[BulkResult]:
+            specs = parse_specs(data.tools, prefix=("tools",))
+            result = await registry.write(tenant_of(request), specs)
+            body = BulkResult(result.created, result.updated, result.unchanged)
+            await idempotency.record(registry.pool, claim, HTTP_200_OK, body)
+            return Response(body)
+
+        return await idempotency.guarded(request, "POST /v1/tools/bulk", write)
 
     @get("/", summary="List live tools")
     async def list_tools(
