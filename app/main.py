@@ -89,6 +89,8 @@ def engine_settings(settings: Settings) -> EngineSettings:
         candidate_k=settings.candidate_k,
         max_steps=settings.max_steps,
         max_replans=settings.max_replans,
+        max_parallel_calls=settings.max_parallel_calls,
+        max_plan_steps=settings.max_plan_steps,
         history_token_budget=settings.history_token_budget,
         turn_lease_s=settings.turn_lease_s,
     )
@@ -126,7 +128,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             app.state.engine = TurnEngine(
                 pool,
                 registry,
-                ToolRunner(tool_http, default_builtins()),
+                ToolRunner(
+                    tool_http, default_builtins(), max_output_bytes=settings.max_output_bytes
+                ),
                 models,
                 default_model="default",
                 settings=engine_settings(settings),

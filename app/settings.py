@@ -34,6 +34,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     candidate_k: int = 8
     max_steps: int = 8
     max_replans: int = 2
+    max_parallel_calls: int = 16
+    max_plan_steps: int = 16
+    max_output_bytes: int = 65_536
     history_token_budget: int = 8000
     turn_lease_s: float = 30.0
     register_builtins: bool = True
@@ -66,6 +69,9 @@ _ENV: dict[str, tuple[str, str]] = {
     "CANDIDATE_K": ("candidate_k", "a positive integer"),
     "MAX_STEPS": ("max_steps", "a positive integer"),
     "MAX_REPLANS": ("max_replans", "a non-negative integer"),
+    "MAX_PARALLEL_CALLS": ("max_parallel_calls", "a positive integer"),
+    "MAX_PLAN_STEPS": ("max_plan_steps", "a positive integer"),
+    "MAX_OUTPUT_BYTES": ("max_output_bytes", "a positive integer (bytes of tool output kept)"),
     "HISTORY_TOKEN_BUDGET": ("history_token_budget", "a positive integer"),
     "TURN_LEASE_S": ("turn_lease_s", "seconds, a positive number"),
     "REGISTER_BUILTINS": ("register_builtins", "true or false"),
@@ -87,7 +93,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(_explain(exc)) from exc
     if not 0 < settings.port < 65536:
         raise SettingsError(f"PORT={settings.port} is out of range: expected {_ENV['PORT'][1]}")
-    for name in ("SEARCH_K", "CANDIDATE_K", "MAX_STEPS", "HISTORY_TOKEN_BUDGET", "TURN_LEASE_S"):
+    positive = ("SEARCH_K", "CANDIDATE_K", "MAX_STEPS", "HISTORY_TOKEN_BUDGET", "TURN_LEASE_S",
+                "MAX_PARALLEL_CALLS", "MAX_PLAN_STEPS", "MAX_OUTPUT_BYTES")
+    for name in positive:
         value = getattr(settings, _ENV[name][0])
         if value <= 0:
             raise SettingsError(f"{name}={value}: expected {_ENV[name][1]}")
