@@ -21,7 +21,7 @@ from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
 from app.auth import PUBLIC_PATHS, KeyAuthentication, bootstrap_admin, key_of
 from app.database import database
-from app.problems import EXCEPTION_HANDLERS
+from app.problems import EXCEPTION_HANDLERS, refuse_nul
 from app.routes.conversations import ConversationController, TurnController
 from app.routes.keys import KeyController
 from app.routes.tools import ToolController
@@ -153,6 +153,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                         TraceController, KeyController, TurnController],
         middleware=_middleware(settings),
         request_max_body_size=settings.max_body_bytes,
+        before_request=refuse_nul,
         plugins=_plugins(telemetry),
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
@@ -182,7 +183,9 @@ def _plugins(telemetry: Telemetry) -> list[Any]:
 
 def _middleware(settings: Settings) -> list[Any]:
     """Authentication first: the rate limit counts per API key."""
-    middleware: list[Any] = [DefineMiddleware(KeyAuthentication, exclude=PUBLIC_PATHS)]
+    # OPTIONS and HEAD need a key too: every method of a route is guarded alike.
+    auth = DefineMiddleware(KeyAuthentication, exclude=PUBLIC_PATHS, exclude_http_methods=[])
+    middleware: list[Any] = [auth]
     if settings.rate_limit_per_minute > 0:
         limit = RateLimitConfig(rate_limit=("minute", settings.rate_limit_per_minute),
                                 identifier_for_request=key_of, exclude=PUBLIC_PATHS)

@@ -15,6 +15,7 @@ from app.errors import KeyNotFound, TurnNotFound
 from app.span_store import TraceNotFound
 from planner.errors import PlannerError
 from tools.errors import EmbeddingError, FieldError, SpecInvalid, ToolExists, ToolNotFound
+from tools.storable import nul_escape_at
 from tools.validation import explain, pointer
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,23 @@ def problem(
     return Response(body, status_code=status, media_type=PROBLEM_JSON)
 
 
+async def refuse_nul(request: Request[Any, Any, Any]) -> None:
+    """Postgres cannot store NUL characters: refuse them in any JSON body, saying where."""
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return
+    at = nul_escape_at(await request.body())
+    if at is not None:
+        raise SpecInvalid([FieldError(
+            "", f"the body holds a NUL character (\\u0000) at byte {at}; strings may not "
+            "contain it"
+        )])
+
+
 def on_spec_invalid(request: Request[Any, Any, Any], exc: SpecInvalid) -> Response[Problem]:
+    # A bad query parameter is a bad request (400); a body that parses but does not fit is
+    # unprocessable (422).
+    if all(e.parameter is not None for e in exc.errors):
+        return problem(request, 400, "invalid-request", "Request is invalid", str(exc), exc.errors)
     return problem(request, 422, "invalid-request", "Request body is invalid", str(exc), exc.errors)
 
 
@@ -145,9 +162,12 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     TurnNotFound: on_lookup,
     ValidationException: on_validation,
     HTTPException: on_http,
-    asyncpg.PostgresError: on_database,
+    # Lost or refused connections; other Postgres errors are bugs, reported as 500 below.
+    asyncpg.PostgresConnectionError: on_database,
+    asyncpg.CannotConnectNowError: on_database,
+    asyncpg.TooManyConnectionsError: on_database,
     asyncpg.InterfaceError: on_database,
+    OSError: on_database,
     DatabaseError: on_database,
-    ConnectionError: on_database,
     Exception: on_unexpected,
 }

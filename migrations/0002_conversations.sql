@@ -53,6 +53,7 @@ CREATE TABLE tool_calls (
     id               text NOT NULL,
     conversation_id  text NOT NULL REFERENCES conversations (id),
     step             integer NOT NULL,
+    position         integer NOT NULL DEFAULT 0,   -- order within its step, as the model wrote it
     namespace        text,
     name             text NOT NULL,
     version          integer,

@@ -35,6 +35,8 @@ class Call(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     arguments: Any
     step: int
+    position: int = 0
+    """Its place among the calls of its step, as the model wrote them."""
     depends_on: list[str] = []
     """Plan step ids whose outputs this call takes."""
     waits_for: list[str] = []
@@ -53,7 +55,8 @@ class CallRunner:
         step = turn.next_step()
         jobs = []
         for i, request in enumerate(requests):
-            call = Call(id=request.id, name=request.name, arguments=request.arguments, step=step)
+            call = Call(id=request.id, name=request.name, arguments=request.arguments, step=step,
+                        position=i)
             if i >= self.max_parallel:
                 reason = f"refused: at most {self.max_parallel} calls run per step"
                 jobs.append(self._refuse(turn, call, reason))
@@ -84,9 +87,12 @@ class CallRunner:
         }
         step = turn.next_step()
 
+        positions = {s.id: i for i, s in enumerate(plan.steps)}
+
         async def run(s: PlanStep) -> None:
             call = Call(
                 id=ids[s.id], name=s.tool, arguments=s.arguments, step=step,
+                position=positions[s.id],
                 depends_on=s.depends_on, waits_for=[ids[d] for d in s.depends_on],
             )
             done[s.id].set_result(await self._run_step(turn, call, done))
@@ -241,6 +247,7 @@ class CallRunner:
             turn.id,
             call_id=call.id,
             step=call.step,
+            position=call.position,
             name=call.name,
             namespace=tool.record.namespace if tool else None,
             version=tool.record.version if tool else None,
@@ -285,9 +292,11 @@ class CallRunner:
             attempts=outcome.attempts,
             truncated=outcome.truncated,
             step=call.step,
+            position=call.position,
             depends_on=call.depends_on,
         )
         turn.calls.append(record)
+        turn.calls.sort(key=lambda r: (r.step, r.position))
         duration = (outcome.finished_at - outcome.started_at).total_seconds() * 1000
         await turn.emit(ToolCallFinished(call=record, duration_ms=round(duration, 3)))
         turn.observations[call.id] = ChatMessage(

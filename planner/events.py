@@ -31,6 +31,7 @@ class ToolCallRecord(msgspec.Struct, frozen=True, kw_only=True):
     attempts: int = 0
     truncated: bool = False
     step: int = 0
+    position: int = 0
     depends_on: list[str] = []
 
 

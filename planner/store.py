@@ -12,9 +12,15 @@ import msgspec
 from planner.errors import ConversationNotFound, TurnConflict
 from planner.events import AssistantMessage, Problem, ToolCallRecord, TurnResult
 from planner.messages import AssistantToolCall, ChatMessage, Usage
+from tools.storable import clean_json, clean_text
 
 Db: TypeAlias = asyncpg.Pool | asyncpg.Connection
 _tool_calls = msgspec.json.Decoder(list[AssistantToolCall])
+
+
+def _json(value: Any) -> str:
+    """JSON for a jsonb column; NUL characters, which Postgres refuses, become U+FFFD."""
+    return clean_json(msgspec.json.encode(value)).decode()
 
 
 def new_id(prefix: str) -> str:
@@ -65,7 +71,7 @@ async def create_conversation(db: Db, tenant: str, metadata: dict[str, Any]) -> 
            RETURNING id, metadata, created_at""",
         tenant,
         new_id("conv"),
-        msgspec.json.encode(metadata).decode(),
+        _json(metadata),
     )
     return _conversation(row)
 
@@ -134,7 +140,7 @@ async def begin_turn(
                 conversation_id,
                 mode,
                 model,
-                msgspec.json.encode(request).decode(),
+                _json(request),
                 owner,
             )
         except asyncpg.UniqueViolationError as exc:
@@ -159,7 +165,7 @@ async def add_message(
     message: ChatMessage,
     reasoning: str | None = None,
 ) -> None:
-    tool_calls = msgspec.json.encode(message.tool_calls).decode() if message.tool_calls else None
+    tool_calls = _json(message.tool_calls) if message.tool_calls else None
     await db.execute(
         """INSERT INTO messages (tenant_id, conversation_id, turn_id, role, content, reasoning,
                                  tool_calls, tool_call_id)
@@ -168,8 +174,8 @@ async def add_message(
         conversation_id,
         turn_id,
         message.role,
-        message.content,
-        reasoning or None,
+        clean_text(message.content),
+        clean_text(reasoning or None),
         tool_calls,
         message.tool_call_id,
     )
@@ -180,7 +186,7 @@ async def set_turn_json(db: Db, turn_id: str, column: str, value: Any) -> None:
     await db.execute(
         f"UPDATE turns SET {column} = $2::jsonb, heartbeat_at = now() WHERE id = $1",
         turn_id,
-        msgspec.json.encode(value).decode(),
+        _json(value),
     )
 
 
@@ -211,9 +217,9 @@ async def finish_turn(
            WHERE id = $1""",
         turn_id,
         status,
-        answer,
-        msgspec.json.encode(error).decode() if error else None,
-        msgspec.json.encode(usage).decode(),
+        clean_text(answer),
+        _json(error) if error else None,
+        _json(usage),
     )
 
 
@@ -225,6 +231,7 @@ async def start_tool_call(
     *,
     call_id: str,
     step: int,
+    position: int,
     name: str,
     namespace: str | None,
     version: int | None,
@@ -234,8 +241,9 @@ async def start_tool_call(
 ) -> None:
     await db.execute(
         """INSERT INTO tool_calls (tenant_id, turn_id, id, conversation_id, step, namespace, name,
-                                   version, arguments, raw_arguments, depends_on, status)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, 'running')""",
+                                   version, arguments, raw_arguments, depends_on, status,
+                                   position)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, 'running', $12)""",
         tenant,
         turn_id,
         call_id,
@@ -244,9 +252,10 @@ async def start_tool_call(
         namespace,
         name,
         version,
-        None if arguments is None else msgspec.json.encode(arguments).decode(),
-        raw_arguments,
+        None if arguments is None else _json(arguments),
+        clean_text(raw_arguments),
         depends_on,
+        position,
     )
 
 
@@ -271,8 +280,8 @@ async def finish_tool_call(
         turn_id,
         call_id,
         "succeeded" if ok else "failed",
-        None if result is None else msgspec.json.encode(result).decode(),
-        error,
+        None if result is None else _json(result),
+        clean_text(error),
         error_type,
         attempts,
         truncated,
@@ -346,8 +355,8 @@ async def turn_result(db: Db, tenant: str, turn_id: str) -> TurnResult | None:
         return None
     calls = await db.fetch(
         """SELECT id, name, arguments::text, result::text, error, error_type, started_at,
-                  finished_at, attempts, truncated, step, depends_on
-           FROM tool_calls WHERE turn_id = $1 ORDER BY step, started_at, id""",
+                  finished_at, attempts, truncated, step, position, depends_on
+           FROM tool_calls WHERE turn_id = $1 ORDER BY step, position""",
         turn_id,
     )
     return TurnResult(
@@ -366,5 +375,5 @@ def _call_record(row: asyncpg.Record) -> ToolCallRecord:
         result=msgspec.json.decode(row["result"]) if row["result"] else None,
         error=row["error"], error_type=row["error_type"], started_at=row["started_at"],
         finished_at=row["finished_at"], attempts=row["attempts"], truncated=row["truncated"],
-        step=row["step"], depends_on=list(row["depends_on"]),
+        step=row["step"], position=row["position"], depends_on=list(row["depends_on"]),
     )

@@ -233,11 +233,12 @@ async def test_list_pages_with_a_cursor_and_filters(api: httpx.AsyncClient) -> N
 
 async def test_a_forged_cursor_is_a_clear_error(api: httpx.AsyncClient) -> None:
     response = await api.get("/v1/tools", params={"cursor": "not-a-cursor"})
-    assert response.status_code == 422
+    assert response.status_code == 400
     assert response.json()["errors"] == [
         {
-            "pointer": "/cursor",
+            "pointer": "",
             "message": "not a cursor this service issued: pass next_cursor unchanged",
+            "parameter": "query parameter 'cursor'",
         }
     ]
 

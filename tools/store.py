@@ -305,7 +305,8 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
         return str(namespace), str(name)
     except (ValueError, TypeError) as exc:
         raise SpecInvalid(
-            [FieldError("/cursor", "not a cursor this service issued: pass next_cursor unchanged")]
+            [FieldError("", "not a cursor this service issued: pass next_cursor unchanged",
+                        parameter="query parameter 'cursor'")]
         ) from exc
 
 

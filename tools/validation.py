@@ -11,6 +11,7 @@ from jsonschema import Draft202012Validator
 
 from tools.errors import FieldError, SpecInvalid
 from tools.spec import NAME_PATTERN, ToolSpec
+from tools.storable import nul_escape_at
 
 _META = Draft202012Validator(Draft202012Validator.META_SCHEMA)
 _MSGSPEC_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
@@ -29,6 +30,9 @@ def parse_spec(raw: Any, *, prefix: Sequence[str | int] = (), index: int | None 
         spec = msgspec.convert(raw, ToolSpec, strict=True)
     except msgspec.ValidationError as exc:
         raise SpecInvalid([_from_msgspec(str(exc), prefix, index)]) from exc
+    if nul_escape_at(msgspec.json.encode(raw)) is not None:
+        raise SpecInvalid([FieldError(pointer(*prefix), "holds a NUL character (\\u0000); "
+                                      "strings may not contain it", index=index)])
     errors = list(schema_errors(spec, prefix=prefix, index=index))
     if errors:
         raise SpecInvalid(errors)

@@ -25,7 +25,7 @@ from planner import store
 from planner.engine import TurnEngine
 from planner.events import TurnCompleted, TurnEvent, TurnFailed, TurnResult
 from planner.supervisor import TurnSupervisor
-from planner.turn import TurnRequest
+from planner.turn import Mode, TurnRequest
 
 Engine = NamedDependency[TurnEngine]
 Supervisor = NamedDependency[TurnSupervisor]
@@ -50,7 +50,7 @@ class MessagesOut(msgspec.Struct, frozen=True):
 
 class TurnIn(msgspec.Struct, frozen=True, kw_only=True):
     message: Annotated[str, msgspec.Meta(min_length=1, max_length=100_000)]
-    mode: str = "auto"
+    mode: Mode = "auto"
     stream: bool = False
     model: str | None = None
     max_steps: Annotated[int, msgspec.Meta(ge=1, le=64)] | None = None

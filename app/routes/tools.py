@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from app import idempotency
@@ -23,6 +23,7 @@ from tools.validation import parse_specs, schema_errors
 Registry = NamedDependency[ToolRegistry]
 WRITE = require("tools:write")
 MAX_PAGE = 500
+MAX_VERSION = 2**31 - 1  # versions are Postgres integers
 MAX_K = 100
 Namespace = Annotated[
     str, QueryParameter(pattern=NAME_PATTERN, description="Namespace of the tool.")
@@ -197,7 +198,7 @@ class ToolController(Controller):
         request: Request[Any, Any, Any],
         registry: Registry,
         name: FromPath[str],
-        version: FromPath[int],
+        version: Annotated[int, PathParameter(ge=1, le=MAX_VERSION)],
         namespace: Namespace = DEFAULT_NAMESPACE,
     ) -> ToolRecord:
         return await registry.get_version(tenant_of(request), namespace, name, version)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -46,6 +46,23 @@ def _after(cursor: str | None) -> tuple[int, str] | None:
                                       "unchanged", parameter="query parameter 'cursor'")]) from exc
 
 
+# Span times are nanoseconds in a signed 64-bit integer: that reaches into the year 2262.
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2262, 1, 1, tzinfo=UTC)
+
+
+def _check_moments(**moments: datetime | None) -> None:
+    for name, moment in moments.items():
+        if moment is None:
+            continue
+        aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        if not _EARLIEST <= aware < _LATEST:
+            raise SpecInvalid([FieldError(
+                "", f"must fall between {_EARLIEST:%Y-%m-%d} and {_LATEST:%Y-%m-%d}",
+                parameter=f"query parameter {name!r}",
+            )])
+
+
 async def _trace(request: Request[Any, Any, Any], trace_id: str) -> Trace:
     found = await get_trace(request.app.state.engine.pool, tenant_of(request), trace_id)
     if found is None:
@@ -73,6 +90,7 @@ class TraceController(Controller):
         cursor: Annotated[str | None, QueryParameter()] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     ) -> TraceList:
+        _check_moments(since=since, until=until)
         where = TraceFilter(conversation_id=conversation_id, tool=tool, status=status,
                             min_duration_ms=min_duration_ms, max_duration_ms=max_duration_ms,
                             since=since, until=until)
