@@ -49,6 +49,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     imp.add_argument("--tenant", default="default")
     imp.set_defaults(run=_import)
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    create = keys.add_parser("create", help="create an API key (printed once)")
+    create.add_argument("--tenant", default="default", help="created if new")
+    create.add_argument("--role", choices=["admin", "developer", "chat", "viewer"], required=True)
+    create.add_argument("--name", default="")
+    create.set_defaults(run=_create_key)
     return parser
 
 
@@ -109,3 +117,16 @@ async def _write(settings: Settings, tenant: str, items: list[Any]) -> str:
 
             result = await registry.write(tenant, specs, progress=progress)
     return f"{result.created} created, {result.updated} updated, {result.unchanged} unchanged"
+
+
+def _create_key(settings: Settings, args: argparse.Namespace) -> int:
+    from app.auth import create_key
+    from app.database import database
+
+    async def create() -> str:
+        async with database(settings.database_url, settings.data_dir) as (_dsn, pool):
+            made = await create_key(pool, args.tenant, args.role, args.name)
+        return f"{made.key}\t(id {made.id}, tenant {made.tenant}, role {made.role})"
+
+    print(asyncio.run(create()))
+    return 0

@@ -192,3 +192,26 @@ async def test_the_rate_limit_counts_per_key(
     statuses = [(await app.client.get("/v1/tools")).status_code for _ in range(3)]
     assert statuses == [200, 200, 429]
     assert (await app.client.get("/v1/tools", headers=bearer(other))).status_code == 200
+
+
+async def test_the_cli_creates_a_key_that_the_service_accepts(
+    start_app: Callable[..., Any], database_url: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    app = await start_app(database_url)
+    env = {**os.environ, "DATABASE_URL": database_url}
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "app", "keys", "create", "--tenant", "carol", "--role", "chat"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    key, _, described = done.stdout.strip().partition("\t")
+    assert described.endswith("tenant carol, role chat)")
+    async with httpx.AsyncClient(base_url=app.url, headers=bearer(key)) as client:
+        assert (await client.post("/v1/conversations", json={})).status_code == 201
+        assert (await client.post("/v1/tools", json={"name": "x", "description": "y"})
+                ).status_code == 403
