@@ -305,8 +305,7 @@ class CallRunner:
 
     async def _observe(self, turn: TurnState, call_ids: list[str]) -> None:
         """Results go back to the model in call order, whatever order they finished in."""
-        for call_id in call_ids:
-            await turn.add(turn.observations.pop(call_id))
+        await turn.add_all([turn.observations.pop(call_id) for call_id in call_ids])
 
 
 def observation(outcome: CallOutcome) -> str:

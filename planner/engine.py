@@ -6,6 +6,7 @@ sink; the SSE route forwards the events, the JSON route ignores them and returns
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -124,8 +125,10 @@ class TurnEngine:
         return result
 
     async def _run(self, turn: TurnState) -> str:
-        turn.messages = await self._history(turn)
-        await self._retrieve(turn, turn.request.message)
+        # The history and the candidate tools do not depend on each other.
+        turn.messages, _ = await asyncio.gather(
+            self._history(turn), self._retrieve(turn, turn.request.message)
+        )
         if turn.request.mode == "plan":
             return await self._plan_loop(turn)
         return await self._auto_loop(turn)

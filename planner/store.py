@@ -158,26 +158,28 @@ async def begin_turn(
 
 
 async def add_message(
-    db: Db,
-    tenant: str,
-    conversation_id: str,
-    turn_id: str,
-    message: ChatMessage,
+    db: Db, tenant: str, conversation_id: str, turn_id: str, message: ChatMessage,
     reasoning: str | None = None,
 ) -> None:
-    tool_calls = _json(message.tool_calls) if message.tool_calls else None
-    await db.execute(
+    await add_messages(db, tenant, conversation_id, turn_id, [message], reasoning)
+
+
+async def add_messages(
+    db: Db, tenant: str, conversation_id: str, turn_id: str, messages: list[ChatMessage],
+    reasoning: str | None = None,
+) -> None:
+    """Append messages in order, in one round trip (`reasoning` goes with the first)."""
+    rows = [
+        (tenant, conversation_id, turn_id, m.role, clean_text(m.content),
+         clean_text(reasoning or None) if i == 0 else None,
+         _json(m.tool_calls) if m.tool_calls else None, m.tool_call_id)
+        for i, m in enumerate(messages)
+    ]
+    await db.executemany(
         """INSERT INTO messages (tenant_id, conversation_id, turn_id, role, content, reasoning,
                                  tool_calls, tool_call_id)
            VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)""",
-        tenant,
-        conversation_id,
-        turn_id,
-        message.role,
-        clean_text(message.content),
-        clean_text(reasoning or None),
-        tool_calls,
-        message.tool_call_id,
+        rows,
     )
 
 

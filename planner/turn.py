@@ -87,6 +87,10 @@ class TurnState:
             self.pool, self.tenant, self.conversation_id, self.id, message, reasoning
         )
 
+    async def add_all(self, messages: list[ChatMessage]) -> None:
+        self.messages.extend(messages)
+        await store.add_messages(self.pool, self.tenant, self.conversation_id, self.id, messages)
+
     async def note(self, text: str) -> None:
         """Tell the model something about the run itself (never tool output)."""
         await self.add(ChatMessage(role="user", content=f"[switchboard] {text}"))

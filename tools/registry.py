@@ -88,16 +88,9 @@ class ToolRegistry:
         self, tenant: str, keys: Sequence[tuple[str, str]]
     ) -> dict[tuple[str, str], ExecutableTool]:
         """The live versions of these tools with what it takes to call them (secrets included)."""
-        async with self.pool.acquire() as conn:
-            current = await store.current_tools(conn, tenant, keys)
-        return {
-            key: ExecutableTool(
-                record=ToolRecord.of(c.spec, c.version, c.created_at, c.secret is not None),
-                secret=c.secret,
-            )
-            for key, c in current.items()
-            if not c.deleted
-        }
+        found = await store.live_specs(self.pool, tenant, keys)
+        return {key: ExecutableTool(record=record, secret=secret)
+                for key, (record, secret) in found.items()}
 
     async def versions(self, tenant: str, namespace: str, name: str) -> list[ToolRecord]:
         records = await store.list_versions(self.pool, tenant, namespace, name)

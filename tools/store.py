@@ -149,6 +149,27 @@ def _current(r: asyncpg.Record) -> CurrentTool:
     )
 
 
+async def live_specs(
+    db: asyncpg.Connection | asyncpg.Pool, tenant: str, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[ToolRecord, str | None]]:
+    """The live version of each tool with its secret: what it takes to call it, nothing more."""
+    if not keys:
+        return {}
+    rows = await db.fetch(
+        """SELECT v.spec, v.version, v.created_at, v.secret
+           FROM tools t JOIN tool_versions v USING (tenant_id, namespace, name, version)
+           WHERE t.tenant_id = $1 AND t.deleted_at IS NULL
+             AND (t.namespace, t.name) IN (SELECT * FROM unnest($2::text[], $3::text[]))""",
+        tenant, [k[0] for k in keys], [k[1] for k in keys],
+    )
+    found = {}
+    for r in rows:
+        record = ToolRecord.of(_spec_decoder.decode(r["spec"]), r["version"], r["created_at"],
+                               r["secret"] is not None)
+        found[(record.namespace, record.name)] = (record, r["secret"])
+    return found
+
+
 async def next_change_id(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT nextval('tool_change_ids')"))
 
