@@ -26,6 +26,7 @@ from app.routes.conversations import ConversationController, TurnController
 from app.routes.keys import KeyController
 from app.routes.tools import ToolController
 from app.routes.traces import TraceController
+from app.routes.viewer import VIEWER_ROUTES
 from app.settings import Settings, load_settings, model_backends
 from app.telemetry import Telemetry, build_telemetry
 from app.tenancy import DEFAULT_TENANT
@@ -150,7 +151,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
 
     return Litestar(
         route_handlers=[health, list_models, ToolController, ConversationController,
-                        TraceController, KeyController, TurnController],
+                        TraceController, KeyController, TurnController, *VIEWER_ROUTES],
         middleware=_middleware(settings),
         request_max_body_size=settings.max_body_bytes,
         before_request=refuse_nul,

@@ -16,6 +16,7 @@ import pytest
 from playwright.async_api import Page, async_playwright
 
 from planner.tracing import CAPTURE_ENV
+from tests.conftest import ADMIN_KEY
 from tests.scripted_model import ScriptedModel, ScriptedReply, scripted_model
 from tests.tool_server import ToolServer, http_tool, tool_server
 
@@ -157,6 +158,8 @@ async def test_a_plan_turn_draws_parallel_calls_side_by_side_and_the_dependent_c
 
     async with browser_page(tmp_path / "chromium-profile") as (page, errors):
         await page.goto(f"{app.url}/viewer")
+        await page.fill("[data-testid=api-key]", ADMIN_KEY)
+        await page.press("[data-testid=api-key]", "Enter")
         conversation = page.locator(
             f'[data-testid=conversation][data-conversation-id="{turn["conversation_id"]}"]'
         )

@@ -35,14 +35,25 @@ function parseJSON(text) {
       : value);
 }
 
+// The key stays in this tab's session storage only; every API call sends it.
+const KEY_STORAGE = "switchboard.apiKey";
+const apiKey = () => sessionStorage.getItem(KEY_STORAGE) || "";
+
+function requestHeaders() {
+  const headers = { accept: "application/json" };
+  if (apiKey()) headers.authorization = `Bearer ${apiKey()}`;
+  return headers;
+}
+
 async function getJSON(path) {
   let response;
   try {
-    response = await fetch(path, { headers: { accept: "application/json" } });
+    response = await fetch(path, { headers: requestHeaders() });
   } catch (err) {
     throw new Error(`GET ${path} failed: ${err.message}`);
   }
   const text = await response.text();
+  if (response.status === 401) throw new Error("Enter an API key with the viewer role above to read traces.");
   if (!response.ok) throw new Error(`GET ${path} → ${response.status}: ${problemText(text, response)}`);
   return parseJSON(text);
 }
@@ -750,8 +761,18 @@ function debounce(fn, ms) {
   };
 }
 
+function useKey(event) {
+  event.preventDefault();
+  sessionStorage.setItem(KEY_STORAGE, $("#api-key").value.trim());
+  loadTraces();
+  onHashChange();
+}
+
 function start() {
   const reload = debounce(() => loadTraces(), 250);
+  $("#api-key").value = apiKey();
+  $("#key-form").addEventListener("submit", useKey);
+  $("#api-key").addEventListener("change", useKey);
   $("#filters").addEventListener("input", reload);
   $("#filters").addEventListener("submit", (event) => { event.preventDefault(); loadTraces(); });
   $("#refresh").addEventListener("click", () => loadTraces());
@@ -759,6 +780,12 @@ function start() {
   window.addEventListener("hashchange", onHashChange);
   document.addEventListener("keydown", (event) => { if (event.key === "Escape" && state.spanId) selectSpan(null); });
   new ResizeObserver(drawArrowsSoon).observe($("#trace"));
+  if (!apiKey()) {
+    $("#conversations").replaceChildren(el("div", { class: "empty" },
+      "Enter an API key (viewer role or above) at the top to list turns."));
+    $("#api-key").focus();
+    return;
+  }
   loadTraces();
   onHashChange();
 }
