@@ -1,0 +1,512 @@
+"""Parallel tool calls end to end: eight calls in one reply, a plan of eight steps, and the
+one-call-per-reply loop, each run as a turn over HTTP against the real service.
+
+    .venv/bin/python -m bench.parallel [--quick] [--turns N] [--no-tracing]
+
+The service (create_app, uvicorn on 127.0.0.1, an embedded Postgres in a temp dir, a fresh
+database) talks to a scripted model that answers at once and to eight HTTP tools `sleep_0` ..
+`sleep_7` that each sleep 200 ms. Everything runs in this process on one event loop, as the tests
+do, so the event loop's CPU time includes the client's and the two servers' share. Model time is
+measured at the scripted server (from the ASGI call to the last byte sent) and tool time at the
+tool server, both with time.monotonic, so they share the client's clock:
+
+    bound    = model time + the longest chain of tool time (1 call for ways 1-2, 8 for way 3)
+    overhead = wall at the client - bound   (the engine's, Postgres's and the transports' share)
+
+A full run rewrites the generated part of the "Parallel tool calls" section of
+bench/BENCHMARKS.md; `--quick` only prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import msgspec
+import numpy as np
+
+from app.main import create_app
+from app.settings import Settings
+from tests.loopback import LoopbackServer
+from tests.scripted_model import Receive, ScriptedModel, ScriptedReply, Send, Step
+from tests.tool_server import Received, ToolServer, http_tool, tool_server
+from tools.embed import SentenceTransformerEmbedder
+
+BENCHMARKS = Path(__file__).with_name("BENCHMARKS.md")
+SECTION = "## Parallel tool calls"
+BEGIN, END = "<!-- parallel:begin -->", "<!-- parallel:end -->"
+TOOLS = 8
+SLEEP_MS = 200
+WARMUP = 2
+FULL_TURNS, QUICK_TURNS = 20, 5
+TARGET_OVER_BOUND = 0.10
+TARGET_SPEEDUP = 3.5
+NOTE = "[switchboard]"  # the engine's own notes to the model come as user messages
+ADMIN_KEY = "sbk_bench_parallel_admin_key"
+
+
+class BenchError(RuntimeError):
+    """A turn did not do the work it was scripted to do; the numbers would mean nothing."""
+
+
+class Way(msgspec.Struct, frozen=True, kw_only=True):
+    key: str
+    """The first word of the user message; the scripted model answers by it."""
+    title: str
+    mode: str
+    model_calls: int
+    chain: int
+    """Tool calls on the critical path: the batches the tools run in, one after another."""
+
+
+WAYS = (
+    Way(key="parallel", title="1. auto, 8 calls in one reply", mode="auto", model_calls=2,
+        chain=1),
+    Way(key="plan", title="2. plan, 8 independent steps", mode="plan", model_calls=2, chain=1),
+    Way(key="sequential", title="3. auto, 1 call per reply (loop)", mode="auto", model_calls=9,
+        chain=TOOLS),
+)
+
+
+# -- the scripted model ------------------------------------------------------------------------
+
+
+def arguments(i: int) -> dict[str, Any]:
+    return {"ms": SLEEP_MS, "label": f"task {i}"}
+
+
+PLAN = json.dumps(
+    {"steps": [{"id": f"s{i}", "tool": f"sleep_{i}", "arguments": arguments(i)}
+               for i in range(TOOLS)]}
+)
+
+
+def respond(body: dict[str, Any]) -> Step:
+    """Decide from the request alone, so any number of turns and conversations work: the way is
+    the first word of the last user message, progress the tool results since it."""
+    messages: list[dict[str, Any]] = body.get("messages") or []
+    asked = max(i for i, m in enumerate(messages)
+                if m.get("role") == "user" and not str(m.get("content")).startswith(NOTE))
+    way = str(messages[asked].get("content")).split(":", 1)[0]
+    done = sum(1 for m in messages[asked + 1:] if m.get("role") == "tool")
+    if body.get("response_format") is not None:
+        return ScriptedReply(content=PLAN)
+    if way == "parallel" and done == 0:
+        return ScriptedReply(tool_calls=[(f"sleep_{i}", arguments(i)) for i in range(TOOLS)])
+    if way == "sequential" and done < TOOLS:
+        return ScriptedReply(tool_calls=[(f"sleep_{done}", arguments(done))])
+    return ScriptedReply(content=f"All {done} tasks are done.")
+
+
+class Interval(msgspec.Struct, frozen=True):
+    start: float
+    end: float
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+class TimedModel(ScriptedModel):
+    """The scripted model, timing each chat request from the ASGI call to its last byte."""
+
+    def __init__(self) -> None:
+        super().__init__(responder=respond)
+        self.spans: list[Interval] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        started = time.monotonic()
+        await super().__call__(scope, receive, send)
+        if scope["type"] == "http" and scope["path"] == "/v1/chat/completions":
+            self.spans.append(Interval(started, time.monotonic()))
+
+
+# -- one turn ----------------------------------------------------------------------------------
+
+
+class Cpu(msgspec.Struct, frozen=True):
+    process: float
+    loop: float
+    """This thread's, the event loop's."""
+
+    @classmethod
+    def now(cls) -> Cpu:
+        return cls(time.process_time(), time.thread_time())
+
+    def minus(self, earlier: Cpu) -> Cpu:
+        return Cpu(self.process - earlier.process, self.loop - earlier.loop)
+
+
+class Sample(msgspec.Struct, frozen=True, kw_only=True):
+    """One turn, in seconds. wall = before + model + to_tools + tools + skew + to_model +
+    after."""
+
+    wall: float
+    model: float
+    tools: float
+    """Longest chain of tool time, at the tool server."""
+    before: float
+    """Client send -> first model request (route, turn row, history, retrieval)."""
+    to_tools: float
+    """From a model reply to the first request of the tool batch it asked for."""
+    to_model: float
+    """From a tool batch's last reply to the next model request."""
+    skew: float
+    """A batch's span at the tool server beyond its longest call (calls not started at once)."""
+    after: float
+    """Last model reply -> response at the client (final message, turn row, response)."""
+    engine_tools: float
+    """Longest chain of tool time as the turn's tool_calls record it."""
+    spread: float
+    """The largest gap between the first and the last start of one batch, as recorded."""
+    cpu: float
+    """CPU time of this whole process (service, client, model and tool servers)."""
+    loop_cpu: float
+    """CPU time of the event loop's thread: all of the above but the embedder's threads."""
+
+    @property
+    def bound(self) -> float:
+        return self.model + self.tools
+
+
+async def run_turn(
+    client: httpx.AsyncClient, model: TimedModel, tools: ToolServer, way: Way
+) -> Sample:
+    made = await client.post("/v1/conversations", json={})
+    made.raise_for_status()
+    conversation = made.json()["id"]
+    body = {"message": f"{way.key}: run the eight sleep tasks", "mode": way.mode,
+            "stream": False}
+    model.spans.clear()
+    tools.received.clear()
+    cpu = Cpu.now()
+    started = time.monotonic()
+    response = await client.post(f"/v1/conversations/{conversation}/turns", json=body)
+    finished = time.monotonic()
+    cpu = Cpu.now().minus(cpu)
+    turn = _checked(way, response, model.spans, tools.received)
+    return _sample(Interval(started, finished), cpu, model.spans, tools.received, turn)
+
+
+def _checked(
+    way: Way, response: httpx.Response, spans: list[Interval], received: list[Received]
+) -> dict[str, Any]:
+    if response.status_code != 200:
+        raise BenchError(f"{way.key}: HTTP {response.status_code}: {response.text[:500]}")
+    turn: dict[str, Any] = response.json()
+    batches = len(_batches(spans, received))
+    failed = [c for c in turn["tool_calls"] if c["error"] is not None]
+    problems = [
+        f"status {turn['status']!r}" if turn["status"] != "completed" else "",
+        f"{len(turn['tool_calls'])} tool calls, not {TOOLS}" if len(turn["tool_calls"]) != TOOLS
+        else "",
+        f"failed calls: {failed[:2]}" if failed else "",
+        f"{len(received)} tool requests served, not {TOOLS}" if len(received) != TOOLS else "",
+        f"{len(spans)} model calls, not {way.model_calls}" if len(spans) != way.model_calls
+        else "",
+        f"tools ran in {batches} batches, not {way.chain}" if batches != way.chain else "",
+    ]
+    if any(problems):
+        raise BenchError(f"{way.key}: " + "; ".join(p for p in problems if p))
+    return turn
+
+
+def _sample(
+    wall: Interval, cpu: Cpu, spans: list[Interval], received: list[Received],
+    turn: dict[str, Any],
+) -> Sample:
+    batches = _batches(spans, received)
+    chains = [max(r.finished - r.started for r in batch) for batch in batches]
+    stretches = [Interval(min(r.started for r in b), max(r.finished for r in b))
+                 for b in batches]
+    steps = sorted([(s, False) for s in spans] + [(s, True) for s in stretches],
+                   key=lambda step: step[0].start)
+    gaps = [(b.start - a.end, tools) for (a, _), (b, tools) in itertools.pairwise(steps)]
+    engine_chain, spread = _recorded(turn["tool_calls"])
+    return Sample(
+        wall=wall.seconds,
+        model=sum(s.seconds for s in spans),
+        tools=sum(chains),
+        before=steps[0][0].start - wall.start,
+        to_tools=sum(gap for gap, tools in gaps if tools),
+        to_model=sum(gap for gap, tools in gaps if not tools),
+        skew=sum(s.seconds for s in stretches) - sum(chains),
+        after=wall.end - steps[-1][0].end,
+        engine_tools=engine_chain,
+        spread=spread,
+        cpu=cpu.process,
+        loop_cpu=cpu.loop,
+    )
+
+
+def _batches(spans: list[Interval], received: list[Received]) -> list[list[Received]]:
+    """Tool requests grouped by the model call they followed."""
+    grouped: dict[int, list[Received]] = {}
+    for request in received:
+        after = sum(1 for s in spans if s.end <= request.started)
+        grouped.setdefault(after, []).append(request)
+    return [grouped[k] for k in sorted(grouped)]
+
+
+def _recorded(calls: list[dict[str, Any]]) -> tuple[float, float]:
+    """(longest chain, largest start spread within a step) from the turn's tool_calls."""
+    steps: dict[int, list[tuple[datetime, datetime]]] = {}
+    for call in calls:
+        times = (datetime.fromisoformat(call["started_at"]),
+                 datetime.fromisoformat(call["finished_at"]))
+        steps.setdefault(call["step"], []).append(times)
+    chain = sum(max((e - s).total_seconds() for s, e in step) for step in steps.values())
+    spread = max((max(s for s, _ in step) - min(s for s, _ in step)).total_seconds()
+                 for step in steps.values())
+    return chain, spread
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+class Results(msgspec.Struct, frozen=True):
+    samples: dict[str, list[Sample]]
+    seconds: float
+    load: tuple[float, float]
+    """The 1-minute load average before and after: other work on the machine shows here."""
+
+
+@contextlib.contextmanager
+def embedded_postgres() -> Iterator[str]:
+    import pgserver
+
+    with tempfile.TemporaryDirectory(prefix="switchboard-bench-pg-") as tmp:
+        server = pgserver.get_server(Path(tmp), cleanup_mode="stop")
+        try:
+            yield server.get_uri()
+        finally:
+            server.cleanup()
+
+
+async def fresh_database(url: str, name: str) -> str:
+    admin = await asyncpg.connect(url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    base, _, query = url.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+
+@contextlib.asynccontextmanager
+async def service(
+    database_url: str, model_url: str, data_dir: str, tracing: bool,
+    embedder: SentenceTransformerEmbedder,
+) -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings(database_url=database_url, model_url=model_url, data_dir_path=data_dir,
+                        register_builtins=False, tracing=tracing, admin_key=ADMIN_KEY,
+                        egress_allowlist="127.0.0.0/8")
+    app = create_app(settings, embedder=embedder)
+    # Litestar's default logging sends every outgoing request's INFO line to stderr.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    server = LoopbackServer(app, lifespan="on")
+    await server.start()
+    try:
+        auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        async with httpx.AsyncClient(base_url=server.url, timeout=30, headers=auth) as client:
+            yield client
+    finally:
+        await server.stop()
+
+
+async def register_tools(client: httpx.AsyncClient, tools_url: str) -> None:
+    properties = {"ms": {"type": "number"}, "label": {"type": "string"}}
+    specs = [http_tool(f"{tools_url}/sleep", f"sleep_{i}", f"Wait {SLEEP_MS} ms (task {i})",
+                       properties, ["ms"]) for i in range(TOOLS)]
+    response = await client.post("/v1/tools/bulk", json={"tools": specs})
+    if response.status_code != 200:
+        raise BenchError(f"registering the tools failed: HTTP {response.status_code}: "
+                         f"{response.text[:500]}")
+
+
+async def measure(turns: int, tracing: bool) -> Results:
+    embedder = SentenceTransformerEmbedder()
+    model = TimedModel()
+    started, load = time.monotonic(), os.getloadavg()[0]
+    try:
+        with embedded_postgres() as postgres, tempfile.TemporaryDirectory() as data_dir:
+            url = await fresh_database(postgres, "bench_parallel")
+            await model.start()
+            async with tool_server() as tools, service(url, model.url, data_dir, tracing,
+                                                       embedder) as client:
+                await register_tools(client, tools.url)
+                samples = await _rounds(client, model, tools, turns)
+    finally:
+        await model.stop()
+        embedder.close()
+    return Results(samples, time.monotonic() - started, (load, os.getloadavg()[0]))
+
+
+async def _rounds(
+    client: httpx.AsyncClient, model: TimedModel, tools: ToolServer, turns: int
+) -> dict[str, list[Sample]]:
+    """Warm-ups for every way, then the ways in turn, round after round, so drift (a growing
+    database, a warming cache) falls on all three alike."""
+    for way in WAYS:
+        for _ in range(WARMUP):
+            await run_turn(client, model, tools, way)
+    samples: dict[str, list[Sample]] = {w.key: [] for w in WAYS}
+    for number in range(turns):
+        for way in WAYS:
+            samples[way.key].append(await run_turn(client, model, tools, way))
+        print(f"  round {number + 1}/{turns}", file=sys.stderr, flush=True)
+    return samples
+
+
+# -- the report --------------------------------------------------------------------------------
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}"
+
+
+def median(values: Sequence[float]) -> float:
+    return float(np.median(values))
+
+
+def p90(values: Sequence[float]) -> float:
+    return float(np.percentile(values, 90))
+
+
+def main_table(samples: dict[str, list[Sample]]) -> str:
+    loop = median([s.wall for s in samples["sequential"]])
+    lines = [
+        "| way | model calls | wall p50 ms | wall p90 ms | wall best ms | bound p50 ms "
+        "| wall/bound p50 | overhead p50 ms | overhead per model call ms | speedup vs loop |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for way in WAYS:
+        got = samples[way.key]
+        walls = [s.wall for s in got]
+        over = median([s.wall - s.bound for s in got])
+        cells = [way.title, str(way.model_calls), ms(median(walls)), ms(p90(walls)),
+                 ms(min(walls)), ms(median([s.bound for s in got])),
+                 f"{median([s.wall / s.bound for s in got]):.3f}",
+                 ms(over), ms(over / way.model_calls), f"{loop / median(walls):.2f}x"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+BREAKDOWN: tuple[tuple[str, str], ...] = (
+    ("model time", "model"),
+    ("tool chain (server)", "tools"),
+    ("tool chain (recorded)", "engine_tools"),
+    ("before 1st model call", "before"),
+    ("model -> tools", "to_tools"),
+    ("batch skew", "skew"),
+    ("start spread (recorded)", "spread"),
+    ("tools -> model", "to_model"),
+    ("after last model call", "after"),
+    ("CPU: process", "cpu"),
+    ("CPU: event loop", "loop_cpu"),
+)
+"""(column, Sample field) of the breakdown table."""
+
+
+def breakdown_table(samples: dict[str, list[Sample]]) -> str:
+    lines = [
+        "| way (medians, ms) | " + " | ".join(title for title, _ in BREAKDOWN) + " |",
+        "|---" * (len(BREAKDOWN) + 1) + "|",
+    ]
+    for way in WAYS:
+        got = samples[way.key]
+        cells = [ms(median([getattr(s, field) for s in got])) for _, field in BREAKDOWN]
+        lines.append("| " + " | ".join([way.title, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def verdicts(samples: dict[str, list[Sample]]) -> list[str]:
+    loop = median([s.wall for s in samples["sequential"]])
+    found = []
+    for way in WAYS[:2]:
+        got = samples[way.key]
+        over = median([s.wall / s.bound for s in got]) - 1
+        speedup = loop / median([s.wall for s in got])
+        within = "meets" if over <= TARGET_OVER_BOUND else "misses"
+        faster = "meets" if speedup >= TARGET_SPEEDUP else "misses"
+        found.append(
+            f"- Way {way.title[0]}: {over:+.1%} over the bound ({within} the "
+            f"{TARGET_OVER_BOUND:.0%} target); {speedup:.2f}x the loop ({faster} the "
+            f"{TARGET_SPEEDUP}x target)."
+        )
+    return found
+
+
+def report(results: Results, turns: int, tracing: bool, quick: bool) -> str:
+    command = "python -m bench.parallel" + (" --quick" if quick else "")
+    command += "" if tracing else " --no-tracing"
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    return "\n".join([
+        BEGIN,
+        f"`{command}` on {date.today().isoformat()}; {machine}; {turns} measured turns per way "
+        f"after {WARMUP} warm-ups each; tracing {'on' if tracing else 'off'}; "
+        f"{results.seconds:.0f} s in all; load average {results.load[0]:.1f} before, "
+        f"{results.load[1]:.1f} after.",
+        "",
+        main_table(results.samples),
+        "",
+        breakdown_table(results.samples),
+        "",
+        *verdicts(results.samples),
+        END,
+    ])
+
+
+def write_section(markdown: str, path: Path = BENCHMARKS) -> None:
+    """Replace the generated block; the hand-written text around it stays."""
+    text = path.read_text("utf-8") if path.exists() else ""
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + markdown + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip() + f"\n\n{SECTION}\n\n" + markdown + "\n"
+    path.write_text(text, "utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.parallel",
+                                     description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{QUICK_TURNS} turns per way; BENCHMARKS.md untouched")
+    parser.add_argument("--turns", type=int, help="measured turns per way (overrides the default)")
+    parser.add_argument("--no-tracing", action="store_true",
+                        help="run the service with tracing off (TRACING=false)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    turns = args.turns or (QUICK_TURNS if args.quick else FULL_TURNS)
+    if turns < 1:
+        parser.error("--turns must be at least 1")
+    tracing = not args.no_tracing
+    results = asyncio.run(measure(turns, tracing))
+    markdown = report(results, turns, tracing, args.quick)
+    print(markdown)
+    if not args.quick and args.turns is None and tracing:
+        write_section(markdown)
+        print(f"wrote {BENCHMARKS}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
