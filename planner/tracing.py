@@ -17,7 +17,16 @@ from typing import Any
 import msgspec
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Link, NoOpTracer, Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import (
+    INVALID_SPAN,
+    Link,
+    NoOpTracer,
+    Span,
+    SpanKind,
+    Status,
+    StatusCode,
+    Tracer,
+)
 
 from planner.messages import ChatMessage, ModelReply, ModelRequest
 
@@ -89,6 +98,9 @@ class TurnTracer:
 
     @contextlib.contextmanager
     def retrieval(self, *, tenant: str, query: str, k: int) -> Iterator[Span]:
+        if not self.enabled:  # tracing off: nothing to build, nothing to record
+            yield INVALID_SPAN
+            return
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "retrieval",
             "openinference.span.kind": "RETRIEVER",
@@ -97,7 +109,7 @@ class TurnTracer:
         }
         if self.options.capture_content:
             attributes["switchboard.retrieval.query"] = self._cut(query)
-        with self.tracer.start_as_current_span("retrieval", attributes=attributes) as span:
+        with self._leaf("retrieval", attributes=attributes) as span:
             yield span
 
     @contextlib.contextmanager
@@ -111,6 +123,9 @@ class TurnTracer:
         request: ModelRequest,
         redact: Redactor,
     ) -> Iterator[Span]:
+        if not self.enabled:  # tracing off: nothing to build, nothing to record
+            yield INVALID_SPAN
+            return
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "chat",
             "gen_ai.provider.name": self.options.provider_name,
@@ -125,11 +140,7 @@ class TurnTracer:
             attributes["gen_ai.input.messages"] = self._cut(
                 redact(_messages_json(request.messages))
             )
-        with self.tracer.start_as_current_span(
-            f"chat {model}",
-            kind=SpanKind.CLIENT,
-            attributes=attributes,
-        ) as span:
+        with self._leaf(f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes) as span:
             yield span
 
     def chat_reply(self, span: Span, reply: ModelReply, redact: Redactor) -> None:
@@ -165,6 +176,9 @@ class TurnTracer:
         arguments: Any,
         redact: Redactor,
     ) -> Iterator[Span]:
+        if not self.enabled:  # tracing off: nothing to build, nothing to record
+            yield INVALID_SPAN
+            return
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "execute_tool",
             "gen_ai.tool.name": name,
@@ -177,11 +191,8 @@ class TurnTracer:
         }
         if self.options.capture_content and self.enabled:
             attributes["gen_ai.tool.call.arguments"] = self._cut(redact(_json(arguments)))
-        with self.tracer.start_as_current_span(
-            f"execute_tool {name}",
-            attributes=attributes,
-            links=[Link(c) for c in links],
-        ) as span:
+        links_ = [Link(c) for c in links]
+        with self._leaf(f"execute_tool {name}", attributes=attributes, links=links_) as span:
             yield span
 
     def tool_result(
@@ -203,6 +214,21 @@ class TurnTracer:
         if self.options.capture_content:
             body = result if ok else {"error": error, "error_type": error_type}
             span.set_attribute("gen_ai.tool.call.result", self._cut(redact(_json(body))))
+
+    @contextlib.contextmanager
+    def _leaf(self, name: str, *, kind: SpanKind = SpanKind.INTERNAL,
+              attributes: dict[str, Any], links: Sequence[Link] = ()) -> Iterator[Span]:
+        """A span without children: started under the current span, never made current itself
+        (setting the current context costs more than the rest of a span)."""
+        span = self.tracer.start_span(name, kind=kind, attributes=attributes, links=links)
+        try:
+            yield span
+        except Exception as exc:
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, str(exc)))
+            raise
+        finally:
+            span.end()
 
     def _cut(self, text: str) -> str:
         limit = self.options.max_content_chars

@@ -60,12 +60,18 @@ class TurnState:
         self.usage = Usage()
         self.step = 0
         self.span_contexts: dict[str, SpanContext] = {}
+        self._redactor: Redactor | None = None
+        self._redactor_for = -1
         """Each finished call's span, so calls that waited for it can link to it."""
 
     def redactor(self) -> Redactor:
-        """Secrets this turn knows of: its tools' signing secrets and the model's API key."""
-        secrets = [t.secret for t in self.tools.values()]
-        return Redactor([*secrets, self.model.backend.api_key])
+        """Secrets this turn knows of: its tools' signing secrets and the model's API key
+        (rebuilt only when the candidates change)."""
+        if self._redactor is None or self._redactor_for != len(self.tools):
+            secrets = [t.secret for t in self.tools.values()]
+            self._redactor = Redactor([*secrets, self.model.backend.api_key])
+            self._redactor_for = len(self.tools)
+        return self._redactor
 
     @property
     def entries(self) -> list[dict[str, Any]]:
