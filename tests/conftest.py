@@ -21,6 +21,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from app.main import create_app
 from app.settings import Settings
 from tests.loopback import LoopbackServer
+from tests.scripted_model import ScriptedModel, scripted_model
+from tests.tool_server import ToolServer, tool_server
 from tools.embed import SentenceTransformerEmbedder
 
 _counter = itertools.count()
@@ -135,3 +137,17 @@ async def start_app(
 async def api(start_app: Callable[..., Any], database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     app = await start_app(database_url)
     yield app.client
+
+
+@pytest.fixture
+async def model() -> AsyncIterator[ScriptedModel]:
+    """The scripted SGLang stand-in; tool-call arguments stream in three fragments."""
+    async with scripted_model(argument_fragments=3) as scripted:
+        yield scripted
+
+
+@pytest.fixture
+async def tools() -> AsyncIterator[ToolServer]:
+    """HTTP tool endpoints on loopback."""
+    async with tool_server() as server:
+        yield server

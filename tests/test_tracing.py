@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -16,23 +16,11 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from app.span_store import PostgresSpanProcessor
 from tests.loopback import serving
-from tests.scripted_model import ScriptedFailure, ScriptedModel, ScriptedReply, scripted_model
-from tests.tool_server import ToolServer, http_tool, tool_server
+from tests.scripted_model import ScriptedFailure, ScriptedModel, ScriptedReply
+from tests.tool_server import ToolServer, http_tool
 
 SECRET = "s3cr3t-signing-key"
 SLEEP = {"ms": {"type": "number"}, "label": {"type": "string"}}
-
-
-@pytest.fixture
-async def model() -> AsyncIterator[ScriptedModel]:
-    async with scripted_model() as scripted:
-        yield scripted
-
-
-@pytest.fixture
-async def tools() -> AsyncIterator[ToolServer]:
-    async with tool_server() as server:
-        yield server
 
 
 async def start_traced_app(start_app: Callable[..., Any], database_url: str,

@@ -4,28 +4,16 @@ stand-in, a scripted SGLang-compatible model server."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.scripted_model import ScriptedFailure, ScriptedModel, ScriptedReply, scripted_model
-from tests.tool_server import ToolServer, http_tool, tool_server
+from tests.scripted_model import ScriptedFailure, ScriptedModel, ScriptedReply
+from tests.tool_server import ToolServer, http_tool
 
 CITY = {"user": {"type": "string", "description": "User name"}}
-
-
-@pytest.fixture
-async def model() -> AsyncIterator[ScriptedModel]:
-    async with scripted_model(argument_fragments=3) as scripted:
-        yield scripted
-
-
-@pytest.fixture
-async def tools() -> AsyncIterator[ToolServer]:
-    async with tool_server() as server:
-        yield server
 
 
 @pytest.fixture

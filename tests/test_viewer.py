@@ -17,8 +17,8 @@ from playwright.async_api import Page, async_playwright
 
 from planner.tracing import CAPTURE_ENV
 from tests.conftest import ADMIN_KEY
-from tests.scripted_model import ScriptedModel, ScriptedReply, scripted_model
-from tests.tool_server import ToolServer, http_tool, tool_server
+from tests.scripted_model import ScriptedModel, ScriptedReply
+from tests.tool_server import ToolServer, http_tool
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -41,18 +41,6 @@ PLAN = {
         {"id": "s5", "tool": "lookup_loyalty", "arguments": {"ms": 10}},
     ]
 }
-
-
-@pytest.fixture
-async def model() -> AsyncIterator[ScriptedModel]:
-    async with scripted_model() as scripted:
-        yield scripted
-
-
-@pytest.fixture
-async def tools() -> AsyncIterator[ToolServer]:
-    async with tool_server() as server:
-        yield server
 
 
 async def start_viewer_app(
