@@ -106,7 +106,9 @@ async def _write(settings: Settings, tenant: str, items: list[Any]) -> str:
     from tools.validation import parse_specs
 
     specs = parse_specs(items)
-    embedder = SentenceTransformerEmbedder(settings.embedding_model)
+    embedder = SentenceTransformerEmbedder(
+        settings.embedding_model, runtime=settings.embedding_runtime
+    )
     async with database(settings.database_url, settings.data_dir) as (_dsn, pool):
         registry = ToolRegistry(pool, embedder)
         with tqdm(total=0, unit="text", desc="embedding", file=sys.stderr) as bar:

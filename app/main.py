@@ -104,7 +104,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        model = embedder or SentenceTransformerEmbedder(settings.embedding_model)
+        model = embedder or SentenceTransformerEmbedder(
+            settings.embedding_model, runtime=settings.embedding_runtime
+        )
         owner = uuid.uuid4().hex
         async with (
             database(settings.database_url, settings.data_dir) as (dsn, pool),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -22,6 +23,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Postgres to use; unset starts an embedded server under `data_dir`."""
     model_url: str = "http://localhost:30000/v1"
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
+    embedding_runtime: Literal["auto", "onnx", "torch"] = "auto"
+    """Where the embedding transformer runs: ONNX Runtime when it can ("auto"), or one of them."""
     host: str = "127.0.0.1"
     port: int = 8000
     data_dir_path: str = "data"
@@ -58,6 +61,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "DATABASE_URL": ("database_url", "a postgresql:// URL"),
     "MODEL_URL": ("model_url", "the model server's base URL including /v1"),
     "EMBEDDING_MODEL": ("embedding_model", "a sentence-transformers model name or path"),
+    "EMBEDDING_RUNTIME": ("embedding_runtime", "auto, onnx or torch"),
     "HOST": ("host", "an interface address such as 127.0.0.1 or 0.0.0.0"),
     "PORT": ("port", "a TCP port number between 1 and 65535"),
     "DATA_DIR": ("data_dir_path", "a directory path"),

@@ -1,6 +1,7 @@
 """Search latency and bulk-registration throughput of ToolRegistry, on public tool sets.
 
     .venv/bin/python -m bench.search_latency [--data ../shared/data] [--quick] [--profile]
+        [--runtime auto|onnx|torch]
 
 Searches go through `ToolRegistry.search`, so every query is embedded as in the service; writes
 go through `ToolRegistry.write` into an embedded Postgres started for the run and stopped after.
@@ -37,7 +38,7 @@ import psutil
 
 from app.database import database
 from app.tenancy import DEFAULT_TENANT
-from tools.embed import BUNDLED_MODEL, SentenceTransformerEmbedder, Vectors
+from tools.embed import BUNDLED_MODEL, RUNTIMES, Runtime, SentenceTransformerEmbedder, Vectors
 from tools.importing import bfcl_name, deduplicate, read_tool_file
 from tools.registry import ToolRegistry, WriteResult
 from tools.spec import ToolPolicy, ToolSpec
@@ -234,6 +235,10 @@ class TimedEmbedder:
     def dim(self) -> int:
         return self.inner.dim
 
+    @property
+    def runtime(self) -> str:
+        return self.inner.runtime
+
     async def embed(self, texts: list[str]) -> Vectors:
         started = time.perf_counter()
         vectors = await self.inner.embed(texts)
@@ -325,7 +330,8 @@ class Results(msgspec.Struct, frozen=True, kw_only=True):
     rss_start_mib: float
     query_chars: int
     """Median length of the measured queries."""
-    torch_threads: int
+    runtime: str
+    """Where the embedder ran its transformer (onnx or torch)."""
     reload: Reload
 
 
@@ -456,7 +462,7 @@ async def measure(
         reload=await measure_reload(registry),
         rss_start_mib=start_rss,
         query_chars=int(np.median([len(q) for q in queries[WARMUP:]])),
-        torch_threads=_torch_threads(),
+        runtime=embedder.runtime,
     )
 
 
@@ -464,16 +470,8 @@ def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _torch_threads(count: int | None = None) -> int:
-    import torch
-
-    if count is not None:
-        torch.set_num_threads(count)
-    return int(torch.get_num_threads())
-
-
-async def run(corpus: Corpus, plan: Plan, *, profile: bool) -> Results:
-    embedder = TimedEmbedder(SentenceTransformerEmbedder())
+async def run(corpus: Corpus, plan: Plan, *, profile: bool, runtime: Runtime) -> Results:
+    embedder = TimedEmbedder(SentenceTransformerEmbedder(runtime=runtime))
     queries = corpus.queries[: WARMUP + plan.queries]
     try:
         with tempfile.TemporaryDirectory(prefix="switchboard-bench-") as tmp:
@@ -567,7 +565,7 @@ def report(corpus: Corpus, plan: Plan, results: Results, seconds: float, command
     return f"""{BEGIN}
 - Command: `{command}` ({seconds:.0f} s), {date.today().isoformat()}, code at {code_version()}.
 - Machine: {os.cpu_count()} cores, no GPU ({python}),
-  torch intra-op threads {results.torch_threads}; model {BUNDLED_MODEL}. The machine is shared:
+  embedding on {results.runtime} (one worker thread); model {BUNDLED_MODEL}. The machine is shared:
   "other load" is the CPU kept busy outside this process while a row ran, in cores (for writes
   it includes Postgres). On 2 cores other load changes the numbers a lot; read them with it.
   Each search measurement starts once other load is under {QUIET_CORES} cores (or after
@@ -638,18 +636,17 @@ def main(argv: list[str] | None = None) -> int:
         "--profile", action="store_true", help="print cProfiles of the largest size to stderr"
     )
     parser.add_argument(
-        "--torch-threads",
-        type=int,
-        metavar="N",
-        help="set torch's intra-op threads first (the service leaves torch's default)",
+        "--runtime",
+        choices=RUNTIMES,
+        default="auto",
+        help="where the embedding transformer runs, as EMBEDDING_RUNTIME (default auto)",
     )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    _torch_threads(args.torch_threads)
     plan = QUICK if args.quick else FULL
     started = time.monotonic()
     corpus = load_corpus(args.data, max(plan.sizes), plan.queries)
-    results = asyncio.run(run(corpus, plan, profile=args.profile))
+    results = asyncio.run(run(corpus, plan, profile=args.profile, runtime=args.runtime))
     command = " ".join([".venv/bin/python -m bench.search_latency", *(argv or sys.argv[1:])])
     markdown = report(corpus, plan, results, time.monotonic() - started, command)
     print(markdown)
