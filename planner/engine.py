@@ -103,16 +103,15 @@ class TurnEngine:
         with self.tracer.turn(tenant=tenant, conversation_id=conversation_id, turn_id=turn_id,
                               mode=request.mode, model=turn.model.backend.model) as span:
             context = span.get_span_context()
-            if context.is_valid:
-                await store.set_turn_trace(self.pool, turn_id, format_trace_id(context.trace_id))
-            result = await self._run_guarded(turn)
+            trace_id = format_trace_id(context.trace_id) if context.is_valid else None
+            result = await self._run_guarded(turn, trace_id)
             if result.error is not None:
                 mark_error(span, result.error.type.rsplit("/", 1)[-1], result.error.detail)
             return result
 
-    async def _run_guarded(self, turn: TurnState) -> TurnResult:
+    async def _run_guarded(self, turn: TurnState, trace_id: str | None) -> TurnResult:
         try:
-            answer = await self._run(turn)
+            answer = await self._run(turn, trace_id)
         except (PlannerError, asyncpg.PostgresError, OSError) as exc:
             return await self._fail(turn, exc)
         except Exception as exc:  # a bug must still end the turn, reported, not leave it running
@@ -124,14 +123,20 @@ class TurnEngine:
         await turn.emit(TurnCompleted(turn=result))
         return result
 
-    async def _run(self, turn: TurnState) -> str:
-        # The history and the candidate tools do not depend on each other.
-        turn.messages, _ = await asyncio.gather(
-            self._history(turn), self._retrieve(turn, turn.request.message)
+    async def _run(self, turn: TurnState, trace_id: str | None) -> str:
+        # The history, the candidate tools and the turn's trace id do not depend on each other.
+        turn.messages, _, _ = await asyncio.gather(
+            self._history(turn),
+            self._retrieve(turn, turn.request.message),
+            self._set_trace(turn, trace_id),
         )
         if turn.request.mode == "plan":
             return await self._plan_loop(turn)
         return await self._auto_loop(turn)
+
+    async def _set_trace(self, turn: TurnState, trace_id: str | None) -> None:
+        if trace_id is not None:
+            await store.set_turn_trace(self.pool, turn.id, trace_id)
 
     async def _retrieve(self, turn: TurnState, query: str) -> list[str]:
         """Add the best matches for `query` to the turn's candidates; returns names added."""
