@@ -18,7 +18,7 @@ from opentelemetry.trace import Span
 
 from planner import store
 from planner.events import ToolCallFinished, ToolCallRecord, ToolCallStarted
-from planner.messages import AssistantToolCall, ChatMessage, FunctionCall, ToolCallRequest
+from planner.messages import AssistantToolCall, ChatMessage, FunctionCall, ModelReply
 from planner.plan import Plan, PlanStep, resolve
 from planner.prompt import SEARCH_TOOLS
 from planner.tracing import TurnTracer
@@ -41,6 +41,23 @@ class Call(msgspec.Struct, frozen=True, kw_only=True):
     """Plan step ids whose outputs this call takes."""
     waits_for: list[str] = []
     """The call ids of those steps."""
+    begun: bool = False
+    """Its running row is already written (with the reply that asked for it)."""
+
+
+class _Batch:
+    """The calls of one reply or plan still to finish. The last one's end is written together
+    with the batch's tool messages, so the model hears back one round trip sooner."""
+
+    def __init__(self, size: int) -> None:
+        self.remaining = size
+        self.last: store.FinishedCall | None = None
+
+
+def assistant_message(reply: ModelReply) -> ChatMessage:
+    calls = [AssistantToolCall(id=c.id, function=FunctionCall(c.name, c.arguments))
+             for c in reply.tool_calls]
+    return ChatMessage(role="assistant", content=reply.content, tool_calls=calls or None)
 
 
 class CallRunner:
@@ -49,21 +66,28 @@ class CallRunner:
     ) -> None:
         self.runner, self.search, self.tracer = runner, search, tracer
         self.max_parallel = max_parallel
+        self._batches: dict[str, _Batch] = {}
 
-    async def run_reply(self, turn: TurnState, requests: Sequence[ToolCallRequest]) -> None:
-        """All calls of one model reply run at the same time."""
+    async def run_reply(self, turn: TurnState, reply: ModelReply) -> None:
+        """All calls of one model reply run at the same time.
+
+        The reply and a running row for each of its calls are written first, in one statement;
+        no call is made before its row exists."""
         step = turn.next_step()
+        calls = [
+            Call(id=r.id, name=r.name, arguments=r.arguments, step=step, position=i, begun=True)
+            for i, r in enumerate(reply.tool_calls)
+        ]
+        started = [self._started(turn, call) for call in calls]
+        await turn.add_reply(assistant_message(reply), reply.reasoning, started)
         jobs = []
-        for i, request in enumerate(requests):
-            call = Call(id=request.id, name=request.name, arguments=request.arguments, step=step,
-                        position=i)
-            if i >= self.max_parallel:
+        for call in calls:
+            if call.position >= self.max_parallel:
                 reason = f"refused: at most {self.max_parallel} calls run per step"
                 jobs.append(self._refuse(turn, call, reason))
             else:
                 jobs.append(self._start(turn, call))
-        await asyncio.gather(*jobs)
-        await self._observe(turn, [r.id for r in requests])
+        await self._gather(turn, jobs, [c.id for c in calls])
 
     async def run_plan(self, turn: TurnState, plan: Plan, attempt: int) -> None:
         """Start each step as soon as the steps it refers to have finished."""
@@ -97,17 +121,31 @@ class CallRunner:
             )
             done[s.id].set_result(await self._run_step(turn, call, done))
 
-        await asyncio.gather(*(run(s) for s in plan.steps))
-        await self._observe(turn, [ids[s.id] for s in plan.steps])
+        await self._gather(turn, [run(s) for s in plan.steps], [ids[s.id] for s in plan.steps])
 
-    async def answer(self, turn: TurnState, requests: Sequence[ToolCallRequest], text: str) -> None:
+    async def answer(self, turn: TurnState, reply: ModelReply, text: str) -> None:
         """Close calls the engine handles itself (such as `replan`) with a plain result."""
-        for request in requests:
-            await turn.add(
-                ChatMessage(
-                    role="tool", tool_call_id=request.id, content=json.dumps({"result": text})
-                )
-            )
+        await turn.add(assistant_message(reply), reasoning=reply.reasoning)
+        await turn.add_all([
+            ChatMessage(role="tool", tool_call_id=c.id, content=json.dumps({"result": text}))
+            for c in reply.tool_calls
+        ])
+
+    async def _gather(
+        self, turn: TurnState, jobs: Sequence[Awaitable[None]], call_ids: list[str]
+    ) -> None:
+        """Run one batch of calls; results go back to the model in call order, whatever order
+        they finished in."""
+        self._batches[turn.id] = batch = _Batch(len(call_ids))
+        try:
+            await asyncio.gather(*jobs)
+        finally:
+            self._batches.pop(turn.id, None)
+        messages = [turn.observations.pop(call_id) for call_id in call_ids]
+        if batch.last is None:
+            await turn.add_all(messages)
+        else:
+            await turn.add_results(batch.last, messages)
 
     async def _run_step(
         self, turn: TurnState, call: Call, done: dict[str, asyncio.Future[CallOutcome | None]]
@@ -238,14 +276,30 @@ class CallRunner:
             redact=turn.redactor(),
         )
 
+    @staticmethod
+    def _started(turn: TurnState, call: Call) -> store.StartedCall:
+        """The running row of a reply's call, its arguments parsed if they are JSON."""
+        arguments: Any = None
+        with contextlib.suppress(ValueError):
+            arguments = json.loads(call.arguments or "{}")
+        tool = turn.tools.get(call.name)
+        return store.StartedCall(
+            id=call.id,
+            step=call.step,
+            position=call.position,
+            name=call.name,
+            namespace=tool.record.namespace if tool else None,
+            version=tool.record.version if tool else None,
+            raw_arguments=call.arguments,
+            arguments=None if isinstance(arguments, str) else arguments,
+        )
+
     async def _begin(self, turn: TurnState, call: Call, tool: ExecutableTool | None) -> None:
+        if call.begun:
+            return
         raw = call.arguments if isinstance(call.arguments, str) else json.dumps(call.arguments)
-        await store.start_tool_call(
-            turn.pool,
-            turn.tenant,
-            turn.conversation_id,
-            turn.id,
-            call_id=call.id,
+        started = store.StartedCall(
+            id=call.id,
             step=call.step,
             position=call.position,
             name=call.name,
@@ -255,6 +309,8 @@ class CallRunner:
             arguments=None if isinstance(call.arguments, str) else call.arguments,
             depends_on=call.depends_on,
         )
+        await store.start_tool_calls(turn.pool, turn.tenant, turn.conversation_id, turn.id,
+                                     [started])
 
     async def _record(
         self,
@@ -267,10 +323,8 @@ class CallRunner:
     ) -> None:
         if not begun:
             await self._begin(turn, call, tool)
-        await store.finish_tool_call(
-            turn.pool,
-            turn.id,
-            call.id,
+        finished = store.FinishedCall(
+            id=call.id,
             ok=outcome.ok,
             result=outcome.result,
             error=outcome.error,
@@ -280,6 +334,13 @@ class CallRunner:
             started_at=outcome.started_at,
             finished_at=outcome.finished_at,
         )
+        batch = self._batches.get(turn.id)
+        if batch is not None:
+            batch.remaining -= 1
+        if batch is not None and batch.remaining == 0:
+            batch.last = finished  # written with the batch's tool messages, next
+        else:
+            await store.finish_tool_call(turn.pool, turn.id, finished)
         record = ToolCallRecord(
             id=call.id,
             name=call.name,
@@ -302,10 +363,6 @@ class CallRunner:
         turn.observations[call.id] = ChatMessage(
             role="tool", tool_call_id=call.id, content=observation(outcome)
         )
-
-    async def _observe(self, turn: TurnState, call_ids: list[str]) -> None:
-        """Results go back to the model in call order, whatever order they finished in."""
-        await turn.add_all([turn.observations.pop(call_id) for call_id in call_ids])
 
 
 def observation(outcome: CallOutcome) -> str:

@@ -31,11 +31,9 @@ from planner.events import (
     TurnStarted,
 )
 from planner.messages import (
-    AssistantToolCall,
     ChatMessage,
     ContentDelta,
     Delta,
-    FunctionCall,
     ModelReply,
     ModelRequest,
 )
@@ -166,7 +164,7 @@ class TurnEngine:
             reply = await self._ask(turn, SYSTEM_AUTO, "auto", "step")
             if not reply.tool_calls:
                 return reply.content
-            await self.calls.run_reply(turn, reply.tool_calls)
+            await self.calls.run_reply(turn, reply)
         return (await self._ask(turn, SYSTEM_AUTO, "none", "step")).content
 
     async def _plan_loop(self, turn: TurnState) -> str:
@@ -180,9 +178,9 @@ class TurnEngine:
                 if not reply.tool_calls:
                     return reply.content
                 if any(c.name == REPLAN for c in reply.tool_calls):
-                    await self.calls.answer(turn, reply.tool_calls, "replanning")
+                    await self.calls.answer(turn, reply, "replanning")
                     break
-                await self.calls.run_reply(turn, reply.tool_calls)
+                await self.calls.run_reply(turn, reply)
             else:
                 break
         return (await self._ask(turn, SYSTEM_PLAN, "none", "join")).content
@@ -204,11 +202,12 @@ class TurnEngine:
         return plan
 
     async def _ask(self, turn: TurnState, system: str, tool_choice: str, phase: str) -> ModelReply:
+        """One model call; an answer is written here, a reply with tool calls by CallRunner,
+        together with the rows of its calls."""
         reply = await self._call_model(turn, system, tool_choice, phase)
-        calls = [AssistantToolCall(id=c.id, function=FunctionCall(c.name, c.arguments))
-                 for c in reply.tool_calls]
-        await turn.add(ChatMessage(role="assistant", content=reply.content,
-                                   tool_calls=calls or None), reasoning=reply.reasoning)
+        if not reply.tool_calls:
+            await turn.add(ChatMessage(role="assistant", content=reply.content),
+                           reasoning=reply.reasoning)
         return reply
 
     async def _call_model(

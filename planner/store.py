@@ -225,70 +225,142 @@ async def finish_turn(
     )
 
 
-async def start_tool_call(
+class StartedCall(msgspec.Struct, frozen=True, kw_only=True):
+    """A tool call's row as it starts: written before the call is made."""
+
+    id: str
+    step: int
+    position: int
+    name: str
+    namespace: str | None
+    version: int | None
+    raw_arguments: str
+    arguments: Any
+    """The parsed arguments, or None when they are not (yet) a JSON value."""
+    depends_on: list[str] = []
+
+
+class FinishedCall(msgspec.Struct, frozen=True, kw_only=True):
+    """How a tool call ended."""
+
+    id: str
+    ok: bool
+    result: Any
+    error: str | None
+    error_type: str | None
+    attempts: int
+    truncated: bool
+    started_at: datetime
+    finished_at: datetime
+
+
+_MESSAGE_COLUMNS = """tenant_id, conversation_id, turn_id, role, content, reasoning, tool_calls,
+                      tool_call_id"""
+_START_CALLS = """INSERT INTO tool_calls (tenant_id, turn_id, id, conversation_id, step, namespace,
+                                          name, version, arguments, raw_arguments, depends_on,
+                                          status, position)
+           SELECT $1, $3, c.id, $2, c.step, c.namespace, c.name, c.version, c.arguments::jsonb,
+                  c.raw,
+                  ARRAY(SELECT jsonb_array_elements_text(c.depends_on::jsonb)), 'running',
+                  c.position
+           FROM unnest($4::text[], $5::int[], $6::int[], $7::text[], $8::text[], $9::int[],
+                       $10::text[], $11::text[], $12::text[])
+                AS c(id, step, position, name, namespace, version, arguments, raw, depends_on)"""
+_FINISH_CALL = """UPDATE tool_calls SET status = $3, result = $4::jsonb, error = $5,
+                  error_type = $6, attempts = $7, truncated = $8, started_at = $9,
+                  finished_at = $10
+           WHERE turn_id = $1 AND id = $2"""
+
+
+def _started_columns(calls: list[StartedCall]) -> list[list[Any]]:
+    return [
+        [c.id for c in calls],
+        [c.step for c in calls],
+        [c.position for c in calls],
+        [c.name for c in calls],
+        [c.namespace for c in calls],
+        [c.version for c in calls],
+        [None if c.arguments is None else _json(c.arguments) for c in calls],
+        [clean_text(c.raw_arguments) for c in calls],
+        [_json(c.depends_on) for c in calls],
+    ]
+
+
+def _finish_values(turn_id: str, call: FinishedCall) -> list[Any]:
+    return [
+        turn_id,
+        call.id,
+        "succeeded" if call.ok else "failed",
+        None if call.result is None else _json(call.result),
+        clean_text(call.error),
+        call.error_type,
+        call.attempts,
+        call.truncated,
+        call.started_at,
+        call.finished_at,
+    ]
+
+
+async def start_tool_calls(
+    db: Db, tenant: str, conversation_id: str, turn_id: str, calls: list[StartedCall]
+) -> None:
+    """Write calls as running, in one round trip, before any of them is made."""
+    await db.execute(_START_CALLS, tenant, conversation_id, turn_id, *_started_columns(calls))
+
+
+async def start_reply(
     db: Db,
     tenant: str,
     conversation_id: str,
     turn_id: str,
-    *,
-    call_id: str,
-    step: int,
-    position: int,
-    name: str,
-    namespace: str | None,
-    version: int | None,
-    raw_arguments: str,
-    arguments: Any,
-    depends_on: list[str],
+    message: ChatMessage,
+    reasoning: str | None,
+    calls: list[StartedCall],
 ) -> None:
+    """The model's reply and the running rows of the calls it asks for, in one statement."""
     await db.execute(
-        """INSERT INTO tool_calls (tenant_id, turn_id, id, conversation_id, step, namespace, name,
-                                   version, arguments, raw_arguments, depends_on, status,
-                                   position)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, 'running', $12)""",
+        f"""WITH reply AS (
+               INSERT INTO messages ({_MESSAGE_COLUMNS})
+               VALUES ($1, $2, $3, $13, $14, $15, $16::jsonb, NULL))
+            {_START_CALLS}""",
         tenant,
-        turn_id,
-        call_id,
         conversation_id,
-        step,
-        namespace,
-        name,
-        version,
-        None if arguments is None else _json(arguments),
-        clean_text(raw_arguments),
-        depends_on,
-        position,
+        turn_id,
+        *_started_columns(calls),
+        message.role,
+        clean_text(message.content),
+        clean_text(reasoning or None),
+        _json(message.tool_calls) if message.tool_calls else None,
     )
 
 
-async def finish_tool_call(
+async def finish_tool_call(db: Db, turn_id: str, call: FinishedCall) -> None:
+    await db.execute(_FINISH_CALL, *_finish_values(turn_id, call))
+
+
+async def finish_and_observe(
     db: Db,
+    tenant: str,
+    conversation_id: str,
     turn_id: str,
-    call_id: str,
-    *,
-    ok: bool,
-    result: Any,
-    error: str | None,
-    error_type: str | None,
-    attempts: int,
-    truncated: bool,
-    started_at: datetime,
-    finished_at: datetime,
+    call: FinishedCall,
+    messages: list[ChatMessage],
 ) -> None:
+    """A batch's last call ends and every tool message of the batch is appended in order, in
+    one statement."""
     await db.execute(
-        """UPDATE tool_calls SET status = $3, result = $4::jsonb, error = $5, error_type = $6,
-                  attempts = $7, truncated = $8, started_at = $9, finished_at = $10
-           WHERE turn_id = $1 AND id = $2""",
-        turn_id,
-        call_id,
-        "succeeded" if ok else "failed",
-        None if result is None else _json(result),
-        clean_text(error),
-        error_type,
-        attempts,
-        truncated,
-        started_at,
-        finished_at,
+        f"""WITH finished AS ({_FINISH_CALL})
+            INSERT INTO messages ({_MESSAGE_COLUMNS})
+            SELECT $11, $12, $1, m.role, m.content, NULL, NULL, m.tool_call_id
+            FROM unnest($13::text[], $14::text[], $15::text[]) WITH ORDINALITY
+                 AS m(role, content, tool_call_id, n)
+            ORDER BY m.n""",
+        *_finish_values(turn_id, call),
+        tenant,
+        conversation_id,
+        [m.role for m in messages],
+        [clean_text(m.content) for m in messages],
+        [m.tool_call_id for m in messages],
     )
 
 

@@ -97,6 +97,22 @@ class TurnState:
         self.messages.extend(messages)
         await store.add_messages(self.pool, self.tenant, self.conversation_id, self.id, messages)
 
+    async def add_reply(
+        self, message: ChatMessage, reasoning: str | None, calls: list[store.StartedCall]
+    ) -> None:
+        """The model's reply and its calls' running rows, written in one statement."""
+        self.messages.append(message)
+        await store.start_reply(
+            self.pool, self.tenant, self.conversation_id, self.id, message, reasoning, calls
+        )
+
+    async def add_results(self, last: store.FinishedCall, messages: list[ChatMessage]) -> None:
+        """A batch's last call ends and the batch's tool messages follow, in one statement."""
+        self.messages.extend(messages)
+        await store.finish_and_observe(
+            self.pool, self.tenant, self.conversation_id, self.id, last, messages
+        )
+
     async def note(self, text: str) -> None:
         """Tell the model something about the run itself (never tool output)."""
         await self.add(ChatMessage(role="user", content=f"[switchboard] {text}"))

@@ -107,6 +107,46 @@ async def test_calls_in_one_reply_run_at_the_same_time(
     ]
 
 
+async def test_a_reply_and_its_calls_are_stored_in_call_order_whatever_order_they_end_in(
+    chat: httpx.AsyncClient, model: ScriptedModel, tools: ToolServer
+) -> None:
+    model.push(
+        ScriptedReply(
+            reasoning="slow one first",
+            tool_calls=[
+                ("sleep_a", {"ms": 300, "label": "slow"}),
+                ("get_weather", '{"city": "Os'),
+                ("delete_all", {}),
+                ("sleep_b", {"ms": 10, "label": "fast"}),
+            ],
+        ),
+        ScriptedReply(content="Done."),
+    )
+    conversation = await new_conversation(chat)
+    response = await turn(chat, conversation, "four calls")
+    assert response.status_code == 200, response.text
+    stored = (await chat.get(f"/v1/turns/{response.json()['id']}")).json()
+    calls = stored["tool_calls"]
+    assert [c["name"] for c in calls] == ["sleep_a", "get_weather", "delete_all", "sleep_b"]
+    assert all(c["finished_at"] is not None for c in calls)  # no row left running
+    assert [c["error_type"] for c in calls] == [None, "invalid_arguments", "unknown_tool", None]
+    assert calls[0]["finished_at"] > calls[3]["finished_at"]  # the first call ended last
+    assert [c["result"] for c in (calls[0], calls[3])] == [
+        {"slept_ms": 300, "label": "slow"},
+        {"slept_ms": 10, "label": "fast"},
+    ]
+    messages = (await chat.get(f"/v1/conversations/{conversation}/messages")).json()["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", *["tool"] * 4, "assistant"]
+    reply = messages[1]
+    assert reply["reasoning"] == "slow one first"
+    ids = [c["id"] for c in reply["tool_calls"]]
+    assert [m["tool_call_id"] for m in messages[2:6]] == ids == [c["id"] for c in calls]
+    assert json.loads(messages[2]["content"]) == {"result": {"slept_ms": 300, "label": "slow"}}
+    assert json.loads(messages[3]["content"])["error_type"] == "invalid_arguments"
+    # What the model read next is what was stored.
+    assert tool_messages(model.requests[1]) == [json.loads(m["content"]) for m in messages[2:6]]
+
+
 async def test_a_plan_step_that_uses_an_earlier_output_runs_after_it_with_the_value(
     chat: httpx.AsyncClient, model: ScriptedModel, tools: ToolServer
 ) -> None:
