@@ -282,35 +282,14 @@ class CallRunner:
         arguments: Any = None
         with contextlib.suppress(ValueError):
             arguments = json.loads(call.arguments or "{}")
-        tool = turn.tools.get(call.name)
-        return store.StartedCall(
-            id=call.id,
-            step=call.step,
-            position=call.position,
-            name=call.name,
-            namespace=tool.record.namespace if tool else None,
-            version=tool.record.version if tool else None,
-            raw_arguments=call.arguments,
-            arguments=None if isinstance(arguments, str) else arguments,
-        )
+        return _row(call, turn.tools.get(call.name), call.arguments, arguments)
 
     async def _begin(self, turn: TurnState, call: Call, tool: ExecutableTool | None) -> None:
         if call.begun:
             return
         raw = call.arguments if isinstance(call.arguments, str) else json.dumps(call.arguments)
-        started = store.StartedCall(
-            id=call.id,
-            step=call.step,
-            position=call.position,
-            name=call.name,
-            namespace=tool.record.namespace if tool else None,
-            version=tool.record.version if tool else None,
-            raw_arguments=raw,
-            arguments=None if isinstance(call.arguments, str) else call.arguments,
-            depends_on=call.depends_on,
-        )
-        await store.start_tool_calls(turn.pool, turn.tenant, turn.conversation_id, turn.id,
-                                     [started])
+        row = _row(call, tool, raw, call.arguments)
+        await store.start_tool_calls(turn.pool, turn.tenant, turn.conversation_id, turn.id, [row])
 
     async def _record(
         self,
@@ -363,6 +342,20 @@ class CallRunner:
         turn.observations[call.id] = ChatMessage(
             role="tool", tool_call_id=call.id, content=observation(outcome)
         )
+
+
+def _row(call: Call, tool: ExecutableTool | None, raw: str, arguments: Any) -> store.StartedCall:
+    return store.StartedCall(
+        id=call.id,
+        step=call.step,
+        position=call.position,
+        name=call.name,
+        namespace=tool.record.namespace if tool else None,
+        version=tool.record.version if tool else None,
+        raw_arguments=raw,
+        arguments=None if isinstance(arguments, str) else arguments,
+        depends_on=call.depends_on,
+    )
 
 
 def observation(outcome: CallOutcome) -> str:
