@@ -9,11 +9,11 @@ from collections.abc import Mapping
 
 import msgspec
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from app.span_store import PostgresSpanProcessor
-from planner.tracing import TraceOptions, TurnTracer, capture_from_env
+from planner.tracing import LeafSpans, TraceOptions, TurnTracer, capture_from_env
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +40,16 @@ def build_telemetry(*, enabled: bool, environ: Mapping[str, str] | None = None) 
         return Telemetry(provider=None, store=store, tracer=TurnTracer(), exporting=False)
     defaults = {} if env.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: "switchboard"}
     provider = TracerProvider(resource=Resource.create(defaults))
-    provider.add_span_processor(store)
+    processors: list[SpanProcessor] = [store]
     exporting = any(env.get(name) for name in _OTLP_ENDPOINTS)
     if exporting:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        processors.append(BatchSpanProcessor(OTLPSpanExporter()))
         log.info("exporting spans over OTLP/HTTP")
+    for processor in processors:
+        provider.add_span_processor(processor)
     options = TraceOptions(capture_content=capture_from_env(env))
-    tracer = TurnTracer(provider.get_tracer("switchboard"), options)
+    leaves = LeafSpans(processors, provider.resource)
+    tracer = TurnTracer(provider.get_tracer("switchboard"), options, leaves)
     return Telemetry(provider=provider, store=store, tracer=tracer, exporting=exporting)

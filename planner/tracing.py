@@ -11,22 +11,30 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
+import time
+import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import msgspec
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     INVALID_SPAN,
     Link,
     NoOpTracer,
     Span,
+    SpanContext,
     SpanKind,
     Status,
     StatusCode,
     Tracer,
 )
+from opentelemetry.util import types
 
 from planner.messages import ChatMessage, ModelReply, ModelRequest
 
@@ -59,13 +67,150 @@ class Redactor:
         return text
 
 
+class LeafSpans:
+    """Makes the spans that have no children (`retrieval`, `chat`, `execute_tool`: two or more
+    per step) without the SDK's per-span machinery, and hands them, ended, to the same span
+    processors as the SDK's own spans.
+
+    An SDK span costs about 18 µs to start and end here, more than 5% of a whole tool-calling
+    step; a leaf span made here costs about 3 µs. A leaf belongs to the trace of the current
+    span and follows its sampling decision (the SDK's default, parent-based sampling); with no
+    current span, the SDK makes it. The SDK's attribute limits do not apply to leaves: their
+    attributes are the fixed sets below, and content is cut to `max_content_chars`.
+    """
+
+    def __init__(
+        self, processors: Sequence[SpanProcessor], resource: Resource, scope: str = AGENT_NAME
+    ) -> None:
+        self.processors = tuple(processors)
+        self.resource = resource
+        self.scope = InstrumentationScope(scope)
+
+    def start(
+        self, name: str, kind: SpanKind, attributes: dict[str, Any], links: Sequence[Link]
+    ) -> Span | None:
+        """The new leaf under the current span; None when there is no current span."""
+        parent = trace.get_current_span().get_span_context()
+        if not parent.is_valid:
+            return None
+        if not parent.trace_flags.sampled:
+            return INVALID_SPAN
+        return _LeafSpan(self, name, kind, attributes, links, parent)
+
+    def finish(self, span: ReadableSpan) -> None:
+        for processor in self.processors:
+            processor.on_end(span)
+
+
+class _LeafSpan(Span):
+    """A recording span that becomes a ReadableSpan when it ends."""
+
+    def __init__(
+        self,
+        leaves: LeafSpans,
+        name: str,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        links: Sequence[Link],
+        parent: SpanContext,
+    ) -> None:
+        span_id = random.getrandbits(64) or 1  # as the SDK's RandomIdGenerator, never 0
+        self._context = SpanContext(
+            parent.trace_id, span_id, False, parent.trace_flags, parent.trace_state
+        )
+        self._leaves, self._name, self._kind, self._parent = leaves, name, kind, parent
+        self._attributes = attributes
+        self._links = list(links)
+        self._events: list[Event] = []
+        self._status = Status(StatusCode.UNSET)
+        self._start = time.time_ns()
+        self._ended = False
+
+    def get_span_context(self) -> SpanContext:
+        return self._context
+
+    def is_recording(self) -> bool:
+        return not self._ended
+
+    def set_attributes(self, attributes: Mapping[str, types.AttributeValue]) -> None:
+        if not self._ended:
+            self._attributes.update(attributes)
+
+    def set_attribute(self, key: str, value: types.AttributeValue) -> None:
+        if not self._ended:
+            self._attributes[key] = value
+
+    def add_event(
+        self, name: str, attributes: types.Attributes = None, timestamp: int | None = None
+    ) -> None:
+        if not self._ended:
+            self._events.append(Event(name, attributes, timestamp or time.time_ns()))
+
+    def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
+        if not self._ended:
+            self._links.append(Link(context, attributes))
+
+    def update_name(self, name: str) -> None:
+        if not self._ended:
+            self._name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        if self._ended or self._status.status_code is StatusCode.OK:
+            return  # as the SDK: an OK status is final
+        self._status = status if isinstance(status, Status) else Status(status, description)
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: types.Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        details: dict[str, Any] = {
+            "exception.type": type(exception).__qualname__,
+            "exception.message": str(exception),
+            "exception.stacktrace": "".join(traceback.format_exception(exception)),
+            "exception.escaped": str(escaped),
+            **(attributes or {}),
+        }
+        self.add_event("exception", details, timestamp)
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._leaves.finish(
+            ReadableSpan(
+                self._name,
+                self._context,
+                self._parent,
+                self._leaves.resource,
+                self._attributes,
+                self._events,
+                self._links,
+                self._kind,
+                None,
+                self._status,
+                self._start,
+                end_time or time.time_ns(),
+                self._leaves.scope,
+            )
+        )
+
+
 class TurnTracer:
     """Named span factories; with tracing off (a NoOpTracer) they cost next to nothing."""
 
-    def __init__(self, tracer: Tracer | None = None, options: TraceOptions | None = None) -> None:
+    def __init__(
+        self,
+        tracer: Tracer | None = None,
+        options: TraceOptions | None = None,
+        leaves: LeafSpans | None = None,
+    ) -> None:
         self.tracer = tracer or NoOpTracer()
         self.options = options or TraceOptions()
         self.enabled = not isinstance(self.tracer, NoOpTracer)
+        self.leaves = leaves if self.enabled else None
 
     @contextlib.contextmanager
     def turn(
@@ -220,7 +365,9 @@ class TurnTracer:
               attributes: dict[str, Any], links: Sequence[Link] = ()) -> Iterator[Span]:
         """A span without children: started under the current span, never made current itself
         (setting the current context costs more than the rest of a span)."""
-        span = self.tracer.start_span(name, kind=kind, attributes=attributes, links=links)
+        span = None if self.leaves is None else self.leaves.start(name, kind, attributes, links)
+        if span is None:
+            span = self.tracer.start_span(name, kind=kind, attributes=attributes, links=links)
         try:
             yield span
         except Exception as exc:

@@ -11,10 +11,17 @@ from typing import Any
 import httpx
 import pytest
 from litestar import Litestar, Request, post
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+from opentelemetry.trace import NonRecordingSpan, SpanContext, StatusCode, TraceFlags
 
 from app.span_store import PostgresSpanProcessor
+from planner.tracing import LeafSpans, Redactor, TurnTracer
 from tests.loopback import serving
 from tests.scripted_model import ScriptedFailure, ScriptedModel, ScriptedReply
 from tests.tool_server import ToolServer, http_tool
@@ -258,6 +265,13 @@ async def test_spans_are_exported_over_otlp_http_to_a_real_receiver(
     assert len(root.links) == 1
     assert root.links[0].span_id in {s.span_id for s in http}
     assert root.trace_id not in {s.trace_id for s in http}
+    # Retrieval, chat and tool spans are the root's children, in its trace.
+    kinds = ("retrieval", "chat ", "execute_tool")
+    leaves = [s for s in receiver.spans if s.name.startswith(kinds)]
+    assert len(leaves) == 7, names
+    assert {(s.trace_id, s.parent_span_id) for s in leaves} == {(root.trace_id, root.span_id)}
+    assert len({s.span_id for s in [root, *leaves]}) == 8
+    assert all(s.end_time_unix_nano >= s.start_time_unix_nano > 0 for s in leaves)
 
 
 def test_a_full_span_queue_drops_and_counts_instead_of_blocking() -> None:
@@ -269,3 +283,54 @@ def test_a_full_span_queue_drops_and_counts_instead_of_blocking() -> None:
         tracer.start_span("x", attributes={"switchboard.tenant": "default"}).end()
     tracer.start_span("no tenant").end()
     assert (processor.stats.queued, processor.stats.dropped) == (2, 3)
+
+
+def leaf_tracer() -> tuple[TurnTracer, InMemorySpanExporter, TracerProvider]:
+    exporter = InMemorySpanExporter()
+    processor = SimpleSpanProcessor(exporter)
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_ON))
+    provider.add_span_processor(processor)
+    tracer = TurnTracer(provider.get_tracer("t"), leaves=LeafSpans([processor], provider.resource))
+    return tracer, exporter, provider
+
+
+def test_leaf_spans_are_children_of_the_turn_and_record_errors() -> None:
+    tracer, exporter, provider = leaf_tracer()
+    redact = Redactor()
+    with tracer.turn(tenant="t1", conversation_id="c", turn_id="u", mode="auto", model="m") as root:
+        with tracer.tool(tenant="t1", name="f", call_id="1", kind="function", step=1,
+                         depends_on=[], links=[], arguments={}, redact=redact) as span:
+            tracer.tool_result(span, ok=False, result=None, error="boom", error_type="tool_error",
+                               attempts=2, redact=redact)
+        with pytest.raises(RuntimeError), tracer.retrieval(tenant="t1", query="q", k=3):
+            raise RuntimeError("index gone")
+    tool, retrieval, turn = exporter.get_finished_spans()
+    assert (tool.name, retrieval.name, turn.name) == (
+        "execute_tool f", "retrieval", "invoke_agent switchboard")
+    for leaf in (tool, retrieval):
+        assert leaf.parent is not None and leaf.parent.span_id == root.get_span_context().span_id
+        assert leaf.context.trace_id == root.get_span_context().trace_id
+        assert leaf.resource is provider.resource
+        assert leaf.status.status_code is StatusCode.ERROR
+    assert tool.attributes["switchboard.tool.attempts"] == 2
+    assert (tool.attributes["error.type"], tool.status.description) == ("tool_error", "boom")
+    assert [e.name for e in retrieval.events] == ["exception"]
+    assert retrieval.events[0].attributes["exception.message"] == "index gone"
+    assert not span.is_recording()
+
+
+def test_a_leaf_follows_its_parents_sampling_and_needs_a_parent() -> None:
+    tracer, exporter, _ = leaf_tracer()
+    unsampled = SpanContext(1, 2, False, TraceFlags(0))
+    token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(unsampled)))
+    try:
+        with tracer.retrieval(tenant="t1", query="q", k=3) as span:
+            assert not span.is_recording()
+    finally:
+        otel_context.detach(token)
+    assert exporter.get_finished_spans() == ()
+    # No current span at all: the SDK makes it, as a root of its own.
+    with tracer.retrieval(tenant="t1", query="q", k=3):
+        pass
+    (alone,) = exporter.get_finished_spans()
+    assert alone.parent is None and alone.name == "retrieval"
