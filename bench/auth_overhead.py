@@ -80,4 +80,6 @@ async def main(requests: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=2000)
-    asyncio.run(main(parser.parse_args().requests))
+    parser.add_argument("--quick", action="store_true", help="200 requests per way")
+    args = parser.parse_args()
+    asyncio.run(main(200 if args.quick else args.requests))

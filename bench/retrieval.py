@@ -1,6 +1,6 @@
 """Tool-retrieval quality of ToolIndex on public sets: recall@k and NDCG@10, dense, BM25, fused.
 
-    .venv/bin/python -m bench.retrieval --data ../shared/data [--quick]
+    .venv/bin/python -m bench.retrieval [--data ../shared/data] [--quick]
 
 Tools are indexed as the registry indexes them (tool_text embedded, examples embedded on their
 own, keyword_text for BM25) and found with ToolIndex.search, so the production path is measured.
@@ -267,7 +267,8 @@ def load_pools(data: Path, *, quick: bool) -> list[Pool]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.retrieval", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="the shared data folder")
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"),
+                        help="the shared data folder (default ../shared/data)")
     parser.add_argument(
         "--quick",
         action="store_true",
