@@ -8,7 +8,7 @@ OpenAI-compatible chat API and replays scripted steps.
 
 As a process, for load tests (answers forever: call the tool, then answer its result):
 
-    python -m tests.scripted_model --port 30000 --latency-ms 50 --tool get_weather
+    python -m tests.scripted_model --port 30000 --latency-ms 50 --tool get_weather [--parallel 2]
 """
 
 from __future__ import annotations
@@ -307,15 +307,19 @@ def split_evenly(text: str, parts: int) -> list[str]:
     return [text[start:end] for start, end in itertools.pairwise(cuts)]
 
 
-def call_then_answer(tool: str, arguments: dict[str, Any] | None = None) -> Responder:
-    """A responder for benchmarks: call `tool`, and once its result is in, answer with text."""
+def call_then_answer(
+    tool: str, arguments: dict[str, Any] | None = None, parallel: int = 1
+) -> Responder:
+    """A responder for benchmarks: call `tool` (`parallel` times in one reply), and once the
+    results are in, answer with text."""
 
     def respond(body: dict[str, Any]) -> Step:
         messages = body.get("messages") or [{}]
         if messages[-1].get("role") == "tool":
             return ScriptedReply(content=f"Done: {str(messages[-1].get('content'))[:200]}")
         return ScriptedReply(
-            reasoning="The user needs a tool.", tool_calls=[(tool, arguments or {})]
+            reasoning="The user needs a tool.",
+            tool_calls=[(tool, arguments or {})] * parallel,
         )
 
     return respond
@@ -454,13 +458,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--tool", required=True, help="the tool every first reply calls")
     parser.add_argument("--arguments", default="{}", help="that call's arguments, as JSON")
     parser.add_argument("--argument-fragments", type=int, default=4)
+    parser.add_argument("--parallel", type=int, default=1, help="calls in the first reply")
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve_forever(args))
 
 
 async def _serve_forever(args: argparse.Namespace) -> None:
-    responder = call_then_answer(args.tool, json.loads(args.arguments))
+    responder = call_then_answer(args.tool, json.loads(args.arguments), args.parallel)
     async with scripted_model(
         responder=responder,
         latency_s=args.latency_ms / 1000,

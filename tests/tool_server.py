@@ -1,8 +1,14 @@
 """HTTP tool endpoints on loopback for tests and benchmarks: they record what they received
-and when, measured at the server."""
+and when, measured at the server.
+
+As a process, for load tests:
+
+    python -m tests.tool_server --port 30001
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import time
@@ -12,7 +18,7 @@ from typing import Any
 import msgspec
 from litestar import Litestar, Request, post
 
-from tests.loopback import serving
+from tests.loopback import LoopbackServer, serving
 
 
 class Received(msgspec.Struct, frozen=True):
@@ -23,8 +29,10 @@ class Received(msgspec.Struct, frozen=True):
 
 
 class ToolServer:
-    def __init__(self) -> None:
+    def __init__(self, *, keep: bool = True) -> None:
         self.received: list[Received] = []
+        self.keep = keep
+        """Record what arrives (tests read it); a long-running load server does not."""
         self.url = ""
 
     def calls(self, path: str) -> list[Received]:
@@ -38,7 +46,10 @@ class ToolServer:
             body = await request.json()
             if sleep_s:
                 await asyncio.sleep(sleep_s)
-            server.received.append(Received(request.url.path, body, started, time.monotonic()))
+            if server.keep:
+                server.received.append(
+                    Received(request.url.path, body, started, time.monotonic())
+                )
             return result
 
         @post("/sleep", status_code=200)
@@ -82,3 +93,24 @@ def http_tool(
         "executor": {"kind": "http", "url": url},
         "policy": {"timeout_s": 5, **policy},
     }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve the tool endpoints until stopped.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=30001)
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve_forever(args.host, args.port))
+
+
+async def _serve_forever(host: str, port: int) -> None:
+    tools = ToolServer(keep=False)
+    server = LoopbackServer(tools.app(), host=host, port=port, own_signals=True, log_config=None,
+                            access_log=False)
+    print(f"tool server serving {await server.start()}", flush=True)
+    await server.wait_closed()
+
+
+if __name__ == "__main__":
+    main()
