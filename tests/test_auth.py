@@ -120,6 +120,7 @@ async def test_another_tenants_ids_are_not_found_on_any_route(
                 ("GET", f"/v1/conversations/{conversation}"),
                 ("GET", f"/v1/conversations/{conversation}/messages"),
                 ("POST", f"/v1/conversations/{conversation}/turns"),
+                ("GET", f"/v1/turns/{turn['id']}"),
                 ("GET", f"/v1/turns/{turn['id']}/trace"),
                 ("GET", f"/v1/traces/{trace_id}"),
                 ("DELETE", f"/v1/keys/{alice_key_id}"),
