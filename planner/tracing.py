@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import time
 import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -53,6 +54,22 @@ class TraceOptions(msgspec.Struct, frozen=True, kw_only=True):
     capture_content: bool = False
     max_content_chars: int = 8192
     provider_name: str = "sglang"
+
+
+_CREDENTIAL_HEADER = re.compile(r"auth|key|token|secret|cookie|password|signature|session", re.I)
+
+
+def header_credentials(headers: Mapping[str, str]) -> list[str]:
+    """The values of headers that carry credentials (Authorization, X-Api-Key, Cookie ...),
+    and the credential alone of a `Scheme credential` value such as `Bearer abc`."""
+    found: list[str] = []
+    for name, value in headers.items():
+        if _CREDENTIAL_HEADER.search(name):
+            found.append(value)
+            _scheme, _, credential = value.partition(" ")
+            if credential.strip():
+                found.append(credential.strip())
+    return found
 
 
 class Redactor:

@@ -15,8 +15,9 @@ from planner.messages import ChatMessage, Usage
 from planner.model_client import ChatModel
 from planner.plan import Plan
 from planner.prompt import REPLAN_ENTRY, SEARCH_TOOLS_ENTRY, tool_entry
-from planner.tracing import Redactor
+from planner.tracing import Redactor, header_credentials
 from tools.executors import ExecutableTool
+from tools.spec import HttpExecutor
 
 EventSink = Callable[[TurnEvent], Awaitable[None]]
 Mode = Literal["auto", "plan"]
@@ -60,15 +61,19 @@ class TurnState:
         self.usage = Usage()
         self.step = 0
         self.span_contexts: dict[str, SpanContext] = {}
+        """Each finished call's span, so calls that waited for it can link to it."""
         self._redactor: Redactor | None = None
         self._redactor_for = -1
-        """Each finished call's span, so calls that waited for it can link to it."""
 
     def redactor(self) -> Redactor:
-        """Secrets this turn knows of: its tools' signing secrets and the model's API key
-        (rebuilt only when the candidates change)."""
+        """Secrets this turn knows of: its tools' signing secrets and credential headers, and
+        the model's API key (rebuilt only when the candidates change)."""
         if self._redactor is None or self._redactor_for != len(self.tools):
-            secrets = [t.secret for t in self.tools.values()]
+            secrets: list[str | None] = []
+            for tool in self.tools.values():
+                secrets.append(tool.secret)
+                if isinstance(tool.record.executor, HttpExecutor):
+                    secrets += header_credentials(tool.record.executor.headers)
             self._redactor = Redactor([*secrets, self.model.backend.api_key])
             self._redactor_for = len(self.tools)
         return self._redactor

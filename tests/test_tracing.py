@@ -21,12 +21,15 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import NonRecordingSpan, SpanContext, StatusCode, TraceFlags
 
 from app.span_store import PostgresSpanProcessor
-from planner.tracing import LeafSpans, Redactor, TurnTracer
+from planner.tracing import LeafSpans, Redactor, TurnTracer, header_credentials
 from tests.loopback import serving
 from tests.scripted_model import ScriptedFailure, ScriptedModel, ScriptedReply
 from tests.tool_server import ToolServer, http_tool
 
 SECRET = "s3cr3t-signing-key"
+API_KEY = "k3y-for-task-b-only"
+TOKEN = "t0ken-for-task-c-only"
+HEADERS = {"b": {"X-Api-Key": API_KEY}, "c": {"Authorization": f"Bearer {TOKEN}"}}
 SLEEP = {"ms": {"type": "number"}, "label": {"type": "string"}}
 
 
@@ -35,19 +38,22 @@ async def start_traced_app(start_app: Callable[..., Any], database_url: str,
     app = await start_app(database_url, model_url=model.url)
     specs = [
         {**http_tool(f"{tools.url}/sleep", f"task_{c}", f"Background task {c}", SLEEP, ["ms"]),
-         "executor": {"kind": "http", "url": f"{tools.url}/sleep", "secret": SECRET}}
+         "executor": {"kind": "http", "url": f"{tools.url}/sleep", "secret": SECRET,
+                      "headers": {"Accept": "application/json", **HEADERS.get(c, {})}}}
         for c in "abcd"
     ]
     await app.client.post("/v1/tools/bulk", json={"tools": specs})
     return app.client
 
 
-async def run_plan_turn(client: httpx.AsyncClient, model: ScriptedModel) -> dict[str, Any]:
+async def run_plan_turn(
+    client: httpx.AsyncClient, model: ScriptedModel, labels: tuple[str, str] = ("b", "c")
+) -> dict[str, Any]:
     """Three independent steps and a fourth that takes the first one's output."""
     plan = {"steps": [
         {"id": "s1", "tool": "task_a", "arguments": {"ms": 200, "label": SECRET}},
-        {"id": "s2", "tool": "task_b", "arguments": {"ms": 200, "label": "b"}},
-        {"id": "s3", "tool": "task_c", "arguments": {"ms": 200, "label": "c"}},
+        {"id": "s2", "tool": "task_b", "arguments": {"ms": 200, "label": labels[0]}},
+        {"id": "s3", "tool": "task_c", "arguments": {"ms": 200, "label": labels[1]}},
         {"id": "s4", "tool": "task_d", "arguments": {"ms": 50, "label": "$s1.label"}},
     ]}
     model.push(ScriptedReply(content=json.dumps(plan)), ScriptedReply(content="All done."))
@@ -128,7 +134,8 @@ async def test_with_content_capture_messages_and_results_are_recorded_and_secret
 ) -> None:
     monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
     client = await start_traced_app(start_app, database_url, model, tools)
-    turn = await run_plan_turn(client, model)
+    # The tools echo these labels: each is a credential one of the turn's tools sends.
+    turn = await run_plan_turn(client, model, labels=(API_KEY, TOKEN))
     spans = (await stored_trace(client, turn["id"]))["spans"]
     tool_a = next(s for s in spans if s["attributes"].get("gen_ai.tool.call.id") == "p0_s1")
     assert json.loads(tool_a["attributes"]["gen_ai.tool.call.arguments"]) == {
@@ -142,7 +149,10 @@ async def test_with_content_capture_messages_and_results_are_recorded_and_secret
     inputs = json.loads(join["attributes"]["gen_ai.input.messages"])
     assert inputs[0]["role"] == "system"
     assert {"role": "user", "parts": [{"type": "text", "content": "run the tasks"}]} in inputs
-    assert SECRET not in json.dumps(spans)
+    everything = json.dumps(spans)
+    assert SECRET not in everything and API_KEY not in everything and TOKEN not in everything
+    tool_b = next(s for s in spans if s["attributes"].get("gen_ai.tool.call.id") == "p0_s2")
+    assert json.loads(tool_b["attributes"]["gen_ai.tool.call.result"])["label"] == "[redacted]"
 
 
 async def test_a_failed_turn_marks_its_spans_as_errors(
@@ -334,3 +344,13 @@ def test_a_leaf_follows_its_parents_sampling_and_needs_a_parent() -> None:
         pass
     (alone,) = exporter.get_finished_spans()
     assert alone.parent is None and alone.name == "retrieval"
+
+
+def test_credential_headers_are_secrets_and_other_headers_are_not() -> None:
+    headers = {"Accept": "application/json", "Authorization": "Bearer abc12345",
+               "X-Api-Key": "k-987654", "Cookie": "session=s-1234"}
+    assert header_credentials(headers) == [
+        "Bearer abc12345", "abc12345", "k-987654", "session=s-1234"]
+    redact = Redactor(header_credentials(headers))
+    assert redact("got abc12345 and k-987654 as application/json") == (
+        "got [redacted] and [redacted] as application/json")
