@@ -205,7 +205,7 @@ class _OnnxTransformer:
             if attention is not None:
                 config._attn_implementation = attention
             folder.cleanup()
-            _release_freed_memory()  # the exporter's working memory, ~150 MiB for MiniLM
+            _release_freed_memory()  # what the exporter freed, still held by the allocator
         self._check()
 
     def _check(self) -> None:
