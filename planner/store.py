@@ -126,34 +126,42 @@ async def begin_turn(
     owner: str,
     message: str,
 ) -> str:
-    """Insert the running turn and its user message; one active turn per conversation."""
+    """Insert the running turn and its user message, in one statement; one active turn per
+    conversation."""
     turn_id = new_id("turn")
-    async with db.acquire() as conn, conn.transaction():
-        await get_conversation(conn, tenant, conversation_id)
-        try:
-            await conn.execute(
-                """INSERT INTO turns (tenant_id, id, conversation_id, status, mode, model,
+    try:
+        started = await db.fetchval(
+            f"""WITH conversation AS (
+                   SELECT id FROM conversations WHERE tenant_id = $1 AND id = $3
+               ), turn AS (
+                   INSERT INTO turns (tenant_id, id, conversation_id, status, mode, model,
                                       request, owner)
-                   VALUES ($1, $2, $3, 'running', $4, $5, $6::jsonb, $7)""",
-                tenant,
-                turn_id,
-                conversation_id,
-                mode,
-                model,
-                _json(request),
-                owner,
-            )
-        except asyncpg.UniqueViolationError as exc:
-            active = await db.fetchrow(
-                """SELECT id, status FROM turns WHERE conversation_id = $1
-                   AND status IN ('running', 'awaiting_approval')""",
-                conversation_id,
-            )
-            turn, status = (active["id"], active["status"]) if active else ("?", "running")
-            raise TurnConflict(conversation_id, turn, status) from exc
-        await add_message(
-            conn, tenant, conversation_id, turn_id, ChatMessage(role="user", content=message)
+                   SELECT $1, $2, id, 'running', $4, $5, $6::jsonb, $7 FROM conversation
+                   RETURNING id
+               ), message AS (
+                   INSERT INTO messages ({_MESSAGE_COLUMNS})
+                   SELECT $1, $3, id, 'user', $8, NULL, NULL, NULL FROM turn
+               )
+               SELECT id FROM turn""",
+            tenant,
+            turn_id,
+            conversation_id,
+            mode,
+            model,
+            _json(request),
+            owner,
+            clean_text(message),
         )
+    except asyncpg.UniqueViolationError as exc:
+        active = await db.fetchrow(
+            """SELECT id, status FROM turns WHERE conversation_id = $1
+               AND status IN ('running', 'awaiting_approval')""",
+            conversation_id,
+        )
+        turn, status = (active["id"], active["status"]) if active else ("?", "running")
+        raise TurnConflict(conversation_id, turn, status) from exc
+    if started is None:
+        raise ConversationNotFound(conversation_id)
     return turn_id
 
 
