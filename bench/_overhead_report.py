@@ -342,15 +342,3 @@ def report(samples: dict[str, list[TurnSample]], head: list[str]) -> tuple[str, 
               *versus_table(summaries, medians), "", "Per turn:", "", *turn_table(summaries),
               "", *versus_verdicts(summaries), VERSUS_MARKS[1]]
     return "\n".join(tracing), "\n".join(versus)
-
-
-def write_sections(path: Path, blocks: Sequence[tuple[str, tuple[str, str], str]]) -> None:
-    """Replace each generated block, or add its section at the end; other text stays."""
-    text = path.read_text("utf-8") if path.exists() else "# Benchmarks\n"
-    for heading, (begin, end), block in blocks:
-        if begin in text and end in text:
-            head, rest = text.split(begin, 1)
-            text = head + block + rest.split(end, 1)[1]
-        else:
-            text = text.rstrip() + f"\n\n{heading}\n\n{block}\n"
-    path.write_text(text, "utf-8")

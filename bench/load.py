@@ -41,10 +41,10 @@ import httpx
 import msgspec
 import psutil
 
+from bench._markdown import publish
 from bench.parallel import embedded_postgres, fresh_database
 from tests.tool_server import http_tool
 
-BENCHMARKS = Path(__file__).with_name("BENCHMARKS.md")
 BEGIN, END = "<!-- load:begin -->", "<!-- load:end -->"
 SECTION = "## Load over HTTP"
 ADMIN_KEY = "sb_load-benchmark-admin-key"
@@ -303,16 +303,6 @@ def report(results: Results, command: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(markdown: str, path: Path = BENCHMARKS) -> None:
-    text = path.read_text("utf-8") if path.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + markdown + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + f"\n\n{SECTION}\n\n" + markdown + "\n"
-    path.write_text(text, "utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.load",
                                      description=(__doc__ or "").splitlines()[0])
@@ -330,9 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     command = " ".join(["python -m bench.load", *(argv or sys.argv[1:])])
     markdown = report(results, command)
-    print(markdown)
-    if not args.quick:
-        write_section(markdown)
+    publish(markdown, quick=args.quick, heading=SECTION, markers=(BEGIN, END))
     return 0 if not results.errors else 1
 
 

@@ -55,6 +55,7 @@ from app.database import connect_pool, start_embedded
 from app.telemetry import Telemetry, build_telemetry
 from app.tenancy import DEFAULT_TENANT
 from bench._instant_model import FINAL_ANSWER, TOOL_NAMES, InstantModel, StepClock
+from bench._markdown import BENCHMARKS, write_sections
 from bench._overhead_report import (
     NO_TIME,
     TRACING_MARKS,
@@ -64,7 +65,6 @@ from bench._overhead_report import (
     TurnSample,
     preamble,
     report,
-    write_sections,
 )
 from planner import store
 from planner.engine import EngineSettings, TurnEngine, TurnRequest
@@ -75,7 +75,6 @@ from tools.executors import ToolRunner
 from tools.registry import ToolRegistry
 from tools.spec import BuiltinExecutor, ToolSpec
 
-BENCHMARKS = Path(__file__).with_name("BENCHMARKS.md")
 TRACING_SECTION, VERSUS_SECTION = "## Tracing overhead", "## Orchestration overhead vs LangGraph"
 TENANT = DEFAULT_TENANT
 STEPS = 5

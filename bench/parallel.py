@@ -42,12 +42,12 @@ import numpy as np
 
 from app.main import create_app
 from app.settings import Settings
+from bench._markdown import publish
 from tests.loopback import LoopbackServer
 from tests.scripted_model import Receive, ScriptedModel, ScriptedReply, Send, Step
 from tests.tool_server import Received, ToolServer, http_tool, tool_server
 from tools.embed import SentenceTransformerEmbedder
 
-BENCHMARKS = Path(__file__).with_name("BENCHMARKS.md")
 SECTION = "## Parallel tool calls"
 BEGIN, END = "<!-- parallel:begin -->", "<!-- parallel:end -->"
 TOOLS = 8
@@ -472,17 +472,6 @@ def report(results: Results, turns: int, tracing: bool, quick: bool) -> str:
     ])
 
 
-def write_section(markdown: str, path: Path = BENCHMARKS) -> None:
-    """Replace the generated block; the hand-written text around it stays."""
-    text = path.read_text("utf-8") if path.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + markdown + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + f"\n\n{SECTION}\n\n" + markdown + "\n"
-    path.write_text(text, "utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.parallel",
                                      description=(__doc__ or "").splitlines()[0])
@@ -501,10 +490,9 @@ def main(argv: list[str] | None = None) -> int:
     tracing = not args.no_tracing
     results = asyncio.run(measure(turns, tracing))
     markdown = report(results, turns, tracing, args.quick)
-    print(markdown)
-    if not args.quick and args.turns is None and tracing:
-        write_section(markdown)
-        print(f"wrote {BENCHMARKS}", file=sys.stderr)
+    # Only the standard run is recorded: tracing on, the default number of turns.
+    standard = not args.quick and args.turns is None and tracing
+    publish(markdown, quick=not standard, heading=SECTION, markers=(BEGIN, END))
     return 0
 
 

@@ -42,6 +42,7 @@ from typing import Any
 import httpx
 import msgspec
 
+from bench._markdown import publish
 from bench.parallel import embedded_postgres, fresh_database, service
 from bench.search_latency import load_corpus
 from planner.prompt import SEARCH_TOOLS, SEARCH_TOOLS_ENTRY, tool_entry
@@ -49,7 +50,6 @@ from tests.scripted_model import ScriptedModel, ScriptedReply, Step
 from tools.embed import SentenceTransformerEmbedder, resolve_model
 from tools.spec import ToolSpec
 
-BENCHMARKS = Path(__file__).with_name("BENCHMARKS.md")
 BEGIN, END = "<!-- prompt-size:begin -->", "<!-- prompt-size:end -->"
 SECTION = "## Prompt size"
 TARGET_PREFIX = 0.90
@@ -325,16 +325,6 @@ def _prefix_line(what: str, shares: Sequence[float]) -> str:
             f"{len(shares)} consecutive pairs")
 
 
-def write_section(markdown: str, path: Path = BENCHMARKS) -> None:
-    text = path.read_text("utf-8") if path.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + markdown + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + f"\n\n{SECTION}\n\n" + markdown + "\n"
-    path.write_text(text, "utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.prompt_size",
                                      description=(__doc__ or "").splitlines()[0])
@@ -352,9 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     command = " ".join(["python -m bench.prompt_size", *(argv or sys.argv[1:])])
     markdown = report(results, command)
-    print(markdown)
-    if not args.quick:
-        write_section(markdown)
+    publish(markdown, quick=args.quick, heading=SECTION, markers=(BEGIN, END))
     return 0
 
 

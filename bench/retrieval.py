@@ -22,6 +22,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
+from bench._markdown import publish
 from bench.retrieval_pools import Pool, Query, apibench_pools, bfcl_pool, metatool_pools
 from tools.embed import BUNDLED_MODEL, SentenceTransformerEmbedder, Vectors
 from tools.index import IndexedTool, RankingWeights, ToolIndex
@@ -30,7 +31,6 @@ from tools.text import keyword_text, tool_text
 
 CUTOFFS = (1, 5, 10)
 QUICK_QUERIES = 150
-BENCHMARKS = Path(__file__).with_name("BENCHMARKS.md")
 BEGIN, END = "<!-- retrieval:begin -->", "<!-- retrieval:end -->"
 
 
@@ -246,17 +246,6 @@ Pools:
 {END}"""
 
 
-def write_section(markdown: str, path: Path = BENCHMARKS) -> None:
-    """Replace the generated block; the hand-written text around it stays."""
-    text = path.read_text("utf-8") if path.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + markdown + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n## Retrieval quality\n\n" + markdown + "\n"
-    path.write_text(text, "utf-8")
-
-
 def load_pools(data: Path, *, quick: bool) -> list[Pool]:
     """Every pool; or, to finish in about a minute, a sample of the queries of the pools that
     have targets (embedding the APIBench pools alone takes over a minute on 2 cores)."""
@@ -284,9 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += evaluate(pool, cache)
         print(f"{pool.name}: {time.monotonic() - began:.0f} s", file=sys.stderr)
     markdown = report(rows, pools, time.monotonic() - started, args.quick)
-    print(markdown)
-    if not args.quick:
-        write_section(markdown)
+    publish(markdown, quick=args.quick, heading="## Retrieval quality", markers=(BEGIN, END))
     return 0
 
 

@@ -48,6 +48,7 @@ import asyncpg
 import msgspec
 import numpy as np
 
+from bench._markdown import publish
 from bench.parallel import embedded_postgres, fresh_database
 from bench.search_latency import load_corpus
 from tools.embed import BUNDLED_MODEL, SentenceTransformerEmbedder, Vectors
@@ -55,7 +56,6 @@ from tools.index import IndexedTool, RankingWeights, ToolIndex
 from tools.spec import ToolSpec
 from tools.text import keyword_text, tool_text
 
-BENCHMARKS = Path(__file__).with_name("BENCHMARKS.md")
 BEGIN, END = "<!-- scale:begin -->", "<!-- scale:end -->"
 SECTION = "## Retrieval at scale"
 K = 10
@@ -364,16 +364,6 @@ def report(rows: Sequence[Row], seconds: float, command: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(markdown: str, path: Path = BENCHMARKS) -> None:
-    text = path.read_text("utf-8") if path.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + markdown + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + f"\n\n{SECTION}\n\n" + markdown + "\n"
-    path.write_text(text, "utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.scale",
                                      description=(__doc__ or "").splitlines()[0])
@@ -389,9 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, seconds = asyncio.run(run(args.data, plan, args.cache))
     command = " ".join(["python -m bench.scale", *(argv or sys.argv[1:])])
     markdown = report(rows, seconds, command)
-    print(markdown)
-    if not args.quick:
-        write_section(markdown)
+    publish(markdown, quick=args.quick, heading=SECTION, markers=(BEGIN, END))
     return 0
 
 

@@ -38,13 +38,13 @@ import psutil
 
 from app.database import database
 from app.tenancy import DEFAULT_TENANT
+from bench._markdown import publish
 from tools.embed import BUNDLED_MODEL, RUNTIMES, Runtime, SentenceTransformerEmbedder, Vectors
 from tools.importing import bfcl_name, deduplicate, read_tool_file
 from tools.registry import ToolRegistry, WriteResult
 from tools.spec import ToolPolicy, ToolSpec
 from tools.validation import parse_specs
 
-BENCHMARKS = Path(__file__).with_name("BENCHMARKS.md")
 SECTION = "## Search latency and bulk registration"
 BEGIN, END = "<!-- search-latency:begin -->", "<!-- search-latency:end -->"
 SEED = 20250101
@@ -613,17 +613,6 @@ def code_version() -> str:
     return f"`{commit}`" + (" with uncommitted changes in tools/ or app/" if dirty else "")
 
 
-def write_section(markdown: str, path: Path = BENCHMARKS) -> None:
-    """Replace the generated block; the hand-written text around it stays."""
-    text = path.read_text("utf-8") if path.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + markdown + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + f"\n\n{SECTION}\n\n" + markdown + "\n"
-    path.write_text(text, "utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="bench.search_latency", description=(__doc__ or "").splitlines()[0]
@@ -649,9 +638,7 @@ def main(argv: list[str] | None = None) -> int:
     results = asyncio.run(run(corpus, plan, profile=args.profile, runtime=args.runtime))
     command = " ".join([".venv/bin/python -m bench.search_latency", *(argv or sys.argv[1:])])
     markdown = report(corpus, plan, results, time.monotonic() - started, command)
-    print(markdown)
-    if not args.quick:
-        write_section(markdown)
+    publish(markdown, quick=args.quick, heading=SECTION, markers=(BEGIN, END))
     return 0
 
 
