@@ -29,7 +29,6 @@ from app.routes.traces import TraceController
 from app.routes.viewer import VIEWER_ROUTES
 from app.settings import Settings, load_settings, model_backends
 from app.telemetry import Telemetry, build_telemetry
-from app.tenancy import DEFAULT_TENANT
 from planner.engine import EngineSettings, TurnEngine
 from planner.model_client import ChatModel, ModelClient
 from planner.supervisor import TurnSupervisor
@@ -119,7 +118,11 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             listener = ChangeListener(registry, dsn)
             await listener.start()
             if settings.register_builtins:
-                await registry.write(DEFAULT_TENANT, builtin_specs())
+                # Every tenant has the builtin tools; a tenant made since the last start (by
+                # the CLI, say) gets them now, the others find them unchanged.
+                for tenant in await pool.fetch("SELECT id FROM tenants ORDER BY id"):
+                    await registry.write(tenant["id"], builtin_specs())
+            app.state.register_builtins = settings.register_builtins
             models: dict[str, ChatModel] = {
                 b.name: ModelClient(b, http) for b in model_backends(settings)
             }

@@ -13,7 +13,9 @@ import asyncpg
 import httpx
 import pytest
 
+from app.auth import create_key
 from tests.scripted_model import ScriptedReply, scripted_model
+from tools.builtins import builtin_specs
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -216,3 +218,24 @@ async def test_the_cli_creates_a_key_that_the_service_accepts(
         assert (await client.post("/v1/conversations", json={})).status_code == 201
         assert (await client.post("/v1/tools", json={"name": "x", "description": "y"})
                 ).status_code == 403
+
+
+async def test_every_tenant_has_the_builtin_tools(
+    start_app: Callable[..., Any], database_url: str
+) -> None:
+    builtins = sorted(s.name for s in builtin_specs())
+    # A tenant made outside the service (as `switchboard keys create` does) while it is down.
+    await (await start_app(database_url)).stop()
+    pool = await asyncpg.connect(database_url)
+    try:
+        early = await create_key(pool, "early", "viewer")
+    finally:
+        await pool.close()
+    app = await start_app(database_url, register_builtins=True)
+    late = await new_key(app.client, "viewer", tenant="late")  # made through the API
+    for key in (early.key, late):
+        async with httpx.AsyncClient(base_url=app.url, headers=bearer(key)) as client:
+            listed = (await client.get("/v1/tools", params={"namespace": "builtin"})).json()
+            assert sorted(t["name"] for t in listed["items"]) == builtins
+            found = (await client.get("/v1/tools/search", params={"q": "convert miles to km"}))
+            assert found.json()["results"][0]["name"] == "convert_units"

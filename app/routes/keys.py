@@ -12,6 +12,7 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from app.auth import ApiKey, NewKey, create_key, list_keys, require, revoke_key
 from app.errors import KeyNotFound
 from app.tenancy import DEFAULT_TENANT, tenant_of
+from tools.builtins import builtin_specs
 from tools.errors import FieldError, SpecInvalid
 from tools.spec import NAME_PATTERN
 
@@ -40,7 +41,10 @@ class KeyController(Controller):
             raise SpecInvalid([FieldError(
                 "/tenant", f"an admin of tenant {caller!r} can only create keys for {caller!r}"
             )])
-        return await create_key(request.app.state.pool, tenant, data.role, data.name)
+        made = await create_key(request.app.state.pool, tenant, data.role, data.name)
+        if request.app.state.register_builtins:  # a new tenant gets the builtin tools at once
+            await request.app.state.registry.write(tenant, builtin_specs())
+        return made
 
     @get("/", summary="This tenant's keys (never their secrets)")
     async def list(self, request: Request[Any, Any, Any]) -> KeyList:
