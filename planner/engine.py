@@ -116,8 +116,12 @@ class TurnEngine:
             log.exception("turn %s failed unexpectedly", turn.id)
             return await self._fail(turn, exc)
         result = _result(turn, "completed", answer)
-        await store.finish_turn(self.pool, turn.id, status="completed", answer=answer,
-                                error=None, usage=turn.usage)
+        reply, reasoning = turn.answer
+        try:
+            await store.complete_turn(self.pool, turn.tenant, turn.conversation_id, turn.id,
+                                      reply=reply, reasoning=reasoning, usage=turn.usage)
+        except (asyncpg.PostgresError, OSError) as exc:
+            return await self._fail(turn, exc)
         await turn.emit(TurnCompleted(turn=result))
         return result
 
@@ -202,12 +206,12 @@ class TurnEngine:
         return plan
 
     async def _ask(self, turn: TurnState, system: str, tool_choice: str, phase: str) -> ModelReply:
-        """One model call; an answer is written here, a reply with tool calls by CallRunner,
-        together with the rows of its calls."""
+        """One model call. A reply with tool calls is written by CallRunner with the rows of its
+        calls; an answer is written with the turn's end (`complete_turn`)."""
         reply = await self._call_model(turn, system, tool_choice, phase)
-        if not reply.tool_calls:
-            await turn.add(ChatMessage(role="assistant", content=reply.content),
-                           reasoning=reply.reasoning)
+        if not reply.tool_calls:  # the answer: written with the turn's end
+            turn.answer = (ChatMessage(role="assistant", content=reply.content), reply.reasoning)
+            turn.messages.append(turn.answer[0])
         return reply
 
     async def _call_model(

@@ -212,6 +212,11 @@ async def turn_trace_id(db: Db, tenant: str, turn_id: str) -> str | None:
     return None if value is None else str(value)
 
 
+_FINISH_TURN = """UPDATE turns SET status = $2, answer = $3, error = $4::jsonb,
+                                    usage = $5::jsonb, finished_at = now()
+                   WHERE id = $1"""
+
+
 async def finish_turn(
     db: Db,
     turn_id: str,
@@ -222,14 +227,39 @@ async def finish_turn(
     usage: Usage,
 ) -> None:
     await db.execute(
-        """UPDATE turns SET status = $2, answer = $3, error = $4::jsonb, usage = $5::jsonb,
-                            finished_at = now()
-           WHERE id = $1""",
+        _FINISH_TURN,
         turn_id,
         status,
         clean_text(answer),
         _json(error) if error else None,
         _json(usage),
+    )
+
+
+async def complete_turn(
+    db: Db,
+    tenant: str,
+    conversation_id: str,
+    turn_id: str,
+    *,
+    reply: ChatMessage,
+    reasoning: str | None,
+    usage: Usage,
+) -> None:
+    """The model's answer and the turn's end, in one statement: both or neither."""
+    await db.execute(
+        f"""WITH answer AS (
+               INSERT INTO messages ({_MESSAGE_COLUMNS})
+               VALUES ($6, $7, $1, 'assistant', $3, $8, NULL, NULL))
+            {_FINISH_TURN}""",
+        turn_id,
+        "completed",
+        clean_text(reply.content),
+        None,
+        _json(usage),
+        tenant,
+        conversation_id,
+        clean_text(reasoning or None),
     )
 
 

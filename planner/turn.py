@@ -58,6 +58,9 @@ class TurnState:
         self.calls: list[ToolCallRecord] = []
         self.plans: list[Plan] = []
         self.observations: dict[str, ChatMessage] = {}
+        self.answer: tuple[ChatMessage, str | None] = (ChatMessage(role="assistant", content=""),
+                                                       None)
+        """The model's final reply and its reasoning, once it has answered."""
         self.usage = Usage()
         self.step = 0
         self.span_contexts: dict[str, SpanContext] = {}

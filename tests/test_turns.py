@@ -120,7 +120,7 @@ async def test_a_reply_and_its_calls_are_stored_in_call_order_whatever_order_the
                 ("sleep_b", {"ms": 10, "label": "fast"}),
             ],
         ),
-        ScriptedReply(content="Done."),
+        ScriptedReply(content="Done.", reasoning="all four are back"),
     )
     conversation = await new_conversation(chat)
     response = await turn(chat, conversation, "four calls")
@@ -143,6 +143,8 @@ async def test_a_reply_and_its_calls_are_stored_in_call_order_whatever_order_the
     assert [m["tool_call_id"] for m in messages[2:6]] == ids == [c["id"] for c in calls]
     assert json.loads(messages[2]["content"]) == {"result": {"slept_ms": 300, "label": "slow"}}
     assert json.loads(messages[3]["content"])["error_type"] == "invalid_arguments"
+    assert (messages[-1]["content"], messages[-1]["reasoning"]) == ("Done.", "all four are back")
+    assert stored["status"] == "completed" and stored["message"]["content"] == "Done."
     # What the model read next is what was stored.
     assert tool_messages(model.requests[1]) == [json.loads(m["content"]) for m in messages[2:6]]
 
