@@ -12,11 +12,12 @@ LangGraph's agent (bench/_langgraph_agent.py) gets a BaseChatModel that follows 
 a ToolNode of four no-op tools and `AsyncPostgresSaver` on the same embedded Postgres.
 
 A step is the time from one model call to the next: the model call (instant), one tool call,
-and every write the framework makes for them (Switchboard: the assistant message, the tool call
-row started and finished, the tool result message; LangGraph: the checkpoints and writes of the
-model and tool nodes). What a turn does once (the turn row, history, retrieval, the final
-answer) is outside the steps and reported per turn. Ways run interleaved, turn by turn in a
-rotating order, so drift falls on all alike; a full GC runs between turns, outside the timing.
+and every write the framework makes for them (Switchboard: the assistant message with the tool
+call's running row, then the call's end with the tool result message; LangGraph: the
+checkpoints and writes of the model and tool nodes). What a turn does once (the turn row,
+history, retrieval, the final answer) is outside the steps and reported per turn. Ways run
+interleaved, turn by turn in a rotating order, so drift falls on all alike; a full GC runs
+between turns, outside the timing.
 Spans are written off the request path: after each traced turn the span queue is drained,
 outside the timing, and that cost is reported as span writes per step. The embedder's OpenMP
 threads run with OMP_WAIT_POLICY=PASSIVE unless it is set: spinning after each query embedding,
