@@ -213,7 +213,7 @@ class CallRunner:
             )
             return None
         with self._span(turn, call, tool) as span:
-            await self._begin(turn, call, tool)
+            call = await self._begin(turn, call, tool)
             await turn.emit(
                 ToolCallStarted(
                     id=call.id,
@@ -225,7 +225,7 @@ class CallRunner:
             )
             outcome = await self.runner.execute_call(tool, call.arguments)
             self._trace_outcome(turn, call, span, outcome)
-            await self._record(turn, call, outcome, tool, begun=True)
+            await self._record(turn, call, outcome, tool)
         return outcome
 
     async def _refuse(
@@ -284,12 +284,14 @@ class CallRunner:
             arguments = json.loads(call.arguments or "{}")
         return _row(call, turn.tools.get(call.name), call.arguments, arguments)
 
-    async def _begin(self, turn: TurnState, call: Call, tool: ExecutableTool | None) -> None:
+    async def _begin(self, turn: TurnState, call: Call, tool: ExecutableTool | None) -> Call:
+        """Write the call's running row unless it is written; the call, marked as begun."""
         if call.begun:
-            return
+            return call
         raw = call.arguments if isinstance(call.arguments, str) else json.dumps(call.arguments)
         row = _row(call, tool, raw, call.arguments)
         await store.start_tool_calls(turn.pool, turn.tenant, turn.conversation_id, turn.id, [row])
+        return msgspec.structs.replace(call, begun=True)
 
     async def _record(
         self,
@@ -297,11 +299,8 @@ class CallRunner:
         call: Call,
         outcome: CallOutcome,
         tool: ExecutableTool | None,
-        *,
-        begun: bool = False,
     ) -> None:
-        if not begun:
-            await self._begin(turn, call, tool)
+        await self._begin(turn, call, tool)
         finished = store.FinishedCall(
             id=call.id,
             ok=outcome.ok,

@@ -53,8 +53,9 @@ class SentenceTransformerEmbedder:
     """sentence-transformers on one worker thread, so encodes never block the event loop.
 
     The transformer itself runs on ONNX Runtime when it can (`runtime` "auto" or "onnx"): the
-    model is exported from the loaded weights at start-up, in memory, and gives the same vectors
-    as torch at well under half the time for a short query on a CPU. Tokenising and the layers
+    model is exported from the loaded weights at start-up (to a temporary file, loaded, then
+    removed) and checked against torch; it gives the same vectors as torch in well under half
+    the time for a short query on a CPU. Tokenising and the layers
     after the transformer (pooling, dense, normalise) stay sentence-transformers' own, so any
     text model works; one whose first module cannot be exported runs on torch ("auto") or
     refuses to load ("onnx").
