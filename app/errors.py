@@ -1,8 +1,7 @@
 """Errors of the HTTP layer that are not errors of `tools` or `planner`.
 
     LookupError
-    ├── KeyNotFound     no live API key by that id in the caller's tenant (404)
-    └── TurnNotFound    no turn by that id in the caller's tenant (404)
+    └── KeyNotFound     no live API key by that id in the caller's tenant (404)
 """
 
 from __future__ import annotations
@@ -10,7 +9,3 @@ from __future__ import annotations
 
 class KeyNotFound(LookupError):
     """No live key by that id in this tenant."""
-
-
-class TurnNotFound(LookupError):
-    """No turn by that id for this tenant."""

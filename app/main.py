@@ -93,6 +93,8 @@ def engine_settings(settings: Settings) -> EngineSettings:
         max_plan_steps=settings.max_plan_steps,
         history_token_budget=settings.history_token_budget,
         turn_lease_s=settings.turn_lease_s,
+        approval_timeout_s=settings.approval_timeout_s,
+        client_tool_timeout_s=settings.client_tool_timeout_s,
     )
 
 
@@ -126,12 +128,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             models: dict[str, ChatModel] = {
                 b.name: ModelClient(b, http) for b in model_backends(settings)
             }
-            supervisor = TurnSupervisor(pool, owner, settings.turn_lease_s)
-            await supervisor.start()
-            telemetry.store.start(pool)
-            app.state.registry = registry
-            app.state.supervisor = supervisor
-            app.state.engine = TurnEngine(
+            engine = TurnEngine(
                 pool,
                 registry,
                 ToolRunner(
@@ -143,6 +140,13 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 owner=owner,
                 tracer=telemetry.tracer,
             )
+            supervisor = TurnSupervisor(pool, owner, settings.turn_lease_s,
+                                        resume=engine.resume_turn)
+            await supervisor.start()
+            telemetry.store.start(pool)
+            app.state.registry = registry
+            app.state.supervisor = supervisor
+            app.state.engine = engine
             log.info(
                 "ready: %d tools indexed", sum(registry.index_size(t) for t in registry.tenants())
             )

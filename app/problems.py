@@ -11,7 +11,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from app.database import DatabaseError
-from app.errors import KeyNotFound, TurnNotFound
+from app.errors import KeyNotFound
 from app.span_store import TraceNotFound
 from planner.errors import PlannerError
 from tools.errors import EmbeddingError, FieldError, SpecInvalid, ToolExists, ToolNotFound
@@ -100,7 +100,7 @@ def _field_error(item: dict[str, Any]) -> FieldError:
 
 
 def on_planner(request: Request[Any, Any, Any], exc: PlannerError) -> Response[Problem]:
-    return problem(request, exc.status, exc.slug, exc.title, str(exc))
+    return problem(request, exc.status, exc.slug, exc.title, str(exc), exc.errors)
 
 
 def on_lookup(request: Request[Any, Any, Any], exc: LookupError) -> Response[Problem]:
@@ -159,7 +159,6 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     PlannerError: on_planner,
     TraceNotFound: on_lookup,
     KeyNotFound: on_lookup,
-    TurnNotFound: on_lookup,
     ValidationException: on_validation,
     HTTPException: on_http,
     # Lost or refused connections; other Postgres errors are bugs, reported as 500 below.

@@ -42,6 +42,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_output_bytes: int = 65_536
     history_token_budget: int = 8000
     turn_lease_s: float = 30.0
+    approval_timeout_s: float = 86_400.0
+    """How long a call that needs approval waits; then it counts as rejected."""
+    client_tool_timeout_s: float = 600.0
+    """How long a client tool's call waits for its output; then it fails with a timeout."""
     register_builtins: bool = True
     tracing: bool = True
     admin_key: str | None = None
@@ -78,6 +82,8 @@ _ENV: dict[str, tuple[str, str]] = {
     "MAX_OUTPUT_BYTES": ("max_output_bytes", "a positive integer (bytes of tool output kept)"),
     "HISTORY_TOKEN_BUDGET": ("history_token_budget", "a positive integer"),
     "TURN_LEASE_S": ("turn_lease_s", "seconds, a positive number"),
+    "APPROVAL_TIMEOUT_S": ("approval_timeout_s", "seconds, a positive number"),
+    "CLIENT_TOOL_TIMEOUT_S": ("client_tool_timeout_s", "seconds, a positive number"),
     "REGISTER_BUILTINS": ("register_builtins", "true or false"),
     "TRACING": ("tracing", "true or false"),
     "ADMIN_KEY": ("admin_key", "the admin API key to accept for the default tenant"),

@@ -10,21 +10,29 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
 from opentelemetry.trace import Span
 
-from planner import store
-from planner.events import ToolCallFinished, ToolCallRecord, ToolCallStarted
+from planner import pauses, store
+from planner.events import (
+    ActionRequired,
+    ApprovalRequired,
+    PendingCall,
+    ToolCallFinished,
+    ToolCallRecord,
+    ToolCallStarted,
+)
 from planner.messages import AssistantToolCall, ChatMessage, FunctionCall, ModelReply
 from planner.plan import Plan, PlanStep, resolve
 from planner.prompt import SEARCH_TOOLS
+from planner.store import WaitsFor
 from planner.tracing import TurnTracer
 from planner.turn import TurnState
 from tools.executors import CallOutcome, ExecutableTool, ToolRunner
-from tools.spec import HttpExecutor
+from tools.spec import ClientExecutor, HttpExecutor
 
 Search = Callable[[TurnState, str], Awaitable[list[str]]]
 """Retrieve more candidates for a turn; returns the function names it added."""
@@ -43,6 +51,8 @@ class Call(msgspec.Struct, frozen=True, kw_only=True):
     """The call ids of those steps."""
     begun: bool = False
     """Its running row is already written (with the reply that asked for it)."""
+    approved: bool = False
+    """A person approved it: it runs even though its tool requires approval."""
 
 
 class _Batch:
@@ -60,12 +70,21 @@ def assistant_message(reply: ModelReply) -> ChatMessage:
     return ChatMessage(role="assistant", content=reply.content, tool_calls=calls or None)
 
 
+class WaitLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """How long a paused call waits for its answer."""
+
+    approval_s: float = 86_400.0
+    output_s: float = 600.0
+
+
 class CallRunner:
     def __init__(
-        self, runner: ToolRunner, search: Search, tracer: TurnTracer, *, max_parallel: int
+        self, runner: ToolRunner, search: Search, tracer: TurnTracer, *, max_parallel: int,
+        waits: WaitLimits | None = None,
     ) -> None:
         self.runner, self.search, self.tracer = runner, search, tracer
         self.max_parallel = max_parallel
+        self.waits = waits or WaitLimits()
         self._batches: dict[str, _Batch] = {}
 
     async def run_reply(self, turn: TurnState, reply: ModelReply) -> None:
@@ -141,6 +160,13 @@ class CallRunner:
             await asyncio.gather(*jobs)
         finally:
             self._batches.pop(turn.id, None)
+        if any(call_id not in turn.observations for call_id in call_ids):
+            # Some calls wait: the step's results go to the model together, once they have
+            # answers (`settle`); until then they live in the calls' rows.
+            turn.pending.sort(key=lambda p: call_ids.index(p.id))
+            for call_id in call_ids:
+                turn.observations.pop(call_id, None)
+            return
         messages = [turn.observations.pop(call_id) for call_id in call_ids]
         if batch.last is None:
             await turn.add_all(messages)
@@ -151,8 +177,13 @@ class CallRunner:
         self, turn: TurnState, call: Call, done: dict[str, asyncio.Future[CallOutcome | None]]
     ) -> CallOutcome | None:
         outputs: dict[str, Any] = {}
-        for dep in call.depends_on:
+        for dep, dep_call in zip(call.depends_on, call.waits_for, strict=True):
             outcome = await done[dep]
+            if outcome is None and any(p.id == dep_call for p in turn.pending):
+                await self._refuse(turn, call, f"skipped: step {dep} waits for an answer (its "
+                                   "approval or its client's output); call this again once it "
+                                   "has one, if it is still needed")
+                return None
             if outcome is None or not outcome.ok:
                 await self._refuse(turn, call, f"skipped: step {dep} did not succeed")
                 return None
@@ -212,6 +243,10 @@ class CallRunner:
                 "unknown_tool",
             )
             return None
+        waits_for = self._waits_for(tool, call)
+        if waits_for is not None:
+            await self._wait(turn, call, tool, waits_for)
+            return None
         with self._span(turn, call, tool) as span:
             call = await self._begin(turn, call, tool)
             await turn.emit(
@@ -227,6 +262,73 @@ class CallRunner:
             self._trace_outcome(turn, call, span, outcome)
             await self._record(turn, call, outcome, tool)
         return outcome
+
+    @staticmethod
+    def _waits_for(tool: ExecutableTool, call: Call) -> WaitsFor | None:
+        if isinstance(tool.record.executor, ClientExecutor):
+            return "output"
+        if tool.record.policy.requires_approval and not call.approved:
+            return "approval"
+        return None
+
+    async def _wait(
+        self, turn: TurnState, call: Call, tool: ExecutableTool, waits_for: WaitsFor
+    ) -> None:
+        """Park the call until a person or the frontend answers it; the turn pauses after this
+        step, and the step's other calls still run."""
+        limit = self.waits.approval_s if waits_for == "approval" else self.waits.output_s
+        deadline = _now() + timedelta(seconds=limit)
+        with self._span(turn, call, tool) as span:
+            span.set_attribute("switchboard.tool.waits_for", waits_for)
+            await self._begin(turn, call, tool)
+            await pauses.wait_for(turn.pool, turn.id, call.id, waits_for, deadline)
+        pending = PendingCall(id=call.id, name=call.name, arguments=call.arguments,
+                              waits_for=waits_for, deadline=deadline)
+        turn.pending.append(pending)
+        if waits_for == "approval":
+            await turn.emit(ApprovalRequired(turn_id=turn.id, call=pending))
+        else:
+            await turn.emit(ActionRequired(turn_id=turn.id, call=pending))
+
+    async def settle(self, turn: TurnState, calls: list[pauses.SavedCall]) -> None:
+        """Finish the step a turn paused in, now every waiting call has its answer: run what
+        was approved, record the rest, and send the step's results to the model in order."""
+        await asyncio.gather(*(self._settle(turn, c) for c in calls))
+        await turn.add_all([turn.observations.pop(c.id) for c in calls])
+
+    async def _settle(self, turn: TurnState, saved: pauses.SavedCall) -> None:
+        call = Call(id=saved.id, name=saved.name, arguments=saved.arguments, step=turn.step,
+                    position=saved.position, begun=True)
+        match saved.decision:
+            case None:  # it had finished before the turn paused
+                outcome = CallOutcome(
+                    ok=saved.status == "succeeded", result=saved.result, error=saved.error,
+                    error_type=saved.error_type, started_at=saved.started_at,
+                    finished_at=saved.finished_at or saved.started_at,
+                    attempts=saved.attempts, truncated=saved.truncated,
+                )
+                turn.observations[call.id] = _observed(call, outcome)
+            case pauses.Approved(arguments=edited):
+                if edited is not None:
+                    await pauses.edit_arguments(turn.pool, turn.id, call.id, edited)
+                    call = msgspec.structs.replace(call, arguments=edited)
+                await self._execute(turn, msgspec.structs.replace(call, approved=True))
+            case pauses.Rejected(reason=reason):
+                because = f": {reason}" if reason else ""
+                await self._refuse(turn, call, f"a person rejected this call{because}; it was "
+                                   "not made", "rejected")
+            case pauses.ClientOutput(output=output, error=None):
+                await self._record(turn, call, _answered(saved, ok=True, result=output), None)
+            case pauses.ClientOutput(error=error):
+                await self._record(turn, call, _answered(saved, ok=False, error=error,
+                                                         error_type="client_error"), None)
+            case pauses.Expired(waited_s=waited):
+                approval = saved.status == "awaiting_approval"
+                error = (f"no one approved this call within {waited:.0f} s; it was not made"
+                         if approval else
+                         f"the client sent no output for this call within {waited:.0f} s")
+                await self._refuse(turn, call, error,
+                                   "approval_timeout" if approval else "client_timeout")
 
     async def _refuse(
         self, turn: TurnState, call: Call, error: str, error_type: str = "refused"
@@ -338,9 +440,16 @@ class CallRunner:
         turn.calls.sort(key=lambda r: (r.step, r.position))
         duration = (outcome.finished_at - outcome.started_at).total_seconds() * 1000
         await turn.emit(ToolCallFinished(call=record, duration_ms=round(duration, 3)))
-        turn.observations[call.id] = ChatMessage(
-            role="tool", tool_call_id=call.id, content=observation(outcome)
-        )
+        turn.observations[call.id] = _observed(call, outcome)
+
+
+def _observed(call: Call, outcome: CallOutcome) -> ChatMessage:
+    return ChatMessage(role="tool", tool_call_id=call.id, content=observation(outcome))
+
+
+def _answered(saved: pauses.SavedCall, **outcome: Any) -> CallOutcome:
+    """A client tool's call, ended by the output (or error) its frontend posted."""
+    return CallOutcome(started_at=saved.started_at, finished_at=_now(), **outcome)
 
 
 def _row(call: Call, tool: ExecutableTool | None, raw: str, arguments: Any) -> store.StartedCall:

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 import msgspec
-from opentelemetry.trace import format_trace_id
+from opentelemetry.trace import Span, format_span_id, format_trace_id
 
-from planner import store
-from planner.calls import CallRunner
-from planner.errors import PlannerError, UnknownModel
+from planner import pauses, store
+from planner.calls import CallRunner, WaitLimits
+from planner.errors import CallNotWaiting, DecisionInvalid, PlannerError, UnknownModel
 from planner.events import (
     AssistantMessage,
     MessageDelta,
+    PendingCall,
     PlanCreated,
     Problem,
     ReasoningDelta,
@@ -27,7 +29,9 @@ from planner.events import (
     ToolsRetrieved,
     TurnCompleted,
     TurnFailed,
+    TurnPaused,
     TurnResult,
+    TurnResumed,
     TurnStarted,
 )
 from planner.messages import (
@@ -42,6 +46,7 @@ from planner.plan import Plan, PlanProblem, parse_plan, plan_schema
 from planner.prompt import REPLAN, SYSTEM_AUTO, SYSTEM_PLAN, close_dangling_calls, fit_history
 from planner.tracing import TurnTracer, mark_error
 from planner.turn import EventSink, TurnRequest, TurnState, ignore
+from tools.errors import FieldError
 from tools.executors import ToolRunner
 from tools.registry import ToolRegistry
 
@@ -59,6 +64,8 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True):
     history_token_budget: int = 8000
     tool_output_chars_in_history: int = 2000
     turn_lease_s: float = 30.0
+    approval_timeout_s: float = 86_400.0
+    client_tool_timeout_s: float = 600.0
 
 
 class TurnEngine:
@@ -71,8 +78,11 @@ class TurnEngine:
         self.models, self.default_model = models, default_model
         self.settings, self.owner = settings, owner
         self.tracer = tracer or TurnTracer()
+        self.runner = runner
+        waits = WaitLimits(approval_s=settings.approval_timeout_s,
+                           output_s=settings.client_tool_timeout_s)
         self.calls = CallRunner(runner, self._retrieve, self.tracer,
-                                max_parallel=settings.max_parallel_calls)
+                                max_parallel=settings.max_parallel_calls, waits=waits)
 
     def model_for(self, name: str | None) -> ChatModel:
         key = name or self.default_model
@@ -93,28 +103,88 @@ class TurnEngine:
         emit: EventSink = ignore,
     ) -> TurnResult:
         """Run a started turn to its end; failures are recorded and reported, never raised."""
-        max_steps = min(request.max_steps or self.settings.max_steps, self.settings.max_steps)
-        turn = TurnState(self.pool, tenant, conversation_id, turn_id, request,
-                         self.model_for(request.model), emit, max_steps)
+        turn = self._turn_state(tenant, conversation_id, turn_id, request, emit)
         await emit(TurnStarted(turn_id=turn_id, conversation_id=conversation_id,
                                mode=request.mode, model=turn.model.backend.name))
-        with self.tracer.turn(tenant=tenant, conversation_id=conversation_id, turn_id=turn_id,
-                              mode=request.mode, model=turn.model.backend.model) as span:
-            context = span.get_span_context()
-            trace_id = format_trace_id(context.trace_id) if context.is_valid else None
-            result = await self._run_guarded(turn, trace_id)
+        return await self._traced(turn, self._run, None)
+
+    async def resume_turn(self, tenant: str, turn_id: str, emit: EventSink = ignore
+                          ) -> TurnResult:
+        """Take up a turn whose waiting calls all have answers (`decide` returned none left,
+        or their deadlines passed): finish its paused step and go on to its end."""
+        saved = await pauses.load(self.pool, tenant, turn_id)
+        request = msgspec.convert(saved.request, TurnRequest)
+        turn = self._turn_state(tenant, saved.conversation_id, turn_id, request, emit)
+        turn.usage, turn.step = saved.usage, saved.step
+        turn.plans = msgspec.convert(saved.plans, list[Plan])
+        await emit(TurnResumed(turn_id=turn_id, conversation_id=saved.conversation_id))
+
+        async def resume(turn: TurnState) -> str | None:
+            await self._restore(turn, saved)
+            await self.calls.settle(turn, saved.calls)
+            return await self._loop(turn, resumed=True)
+
+        return await self._traced(turn, resume, saved.traceparent)
+
+    async def decide(self, tenant: str, turn_id: str, call_id: str, decision: pauses.Decision
+                     ) -> list[PendingCall]:
+        """Record a person's decision or a client tool's output for a waiting call. Edited
+        arguments must fit the tool's schema. Returns the calls still waiting; when none are
+        left, the turn is this replica's to resume (`resume_turn`)."""
+        waiting = await pauses.waiting_call(self.pool, tenant, turn_id, call_id)
+        _check_answer_kind(turn_id, waiting.call, decision)
+        if isinstance(decision, pauses.Approved) and decision.arguments is not None:
+            await self._check_edited(tenant, turn_id, waiting, decision.arguments)
+        return await pauses.decide(self.pool, tenant, turn_id, call_id, decision, self.owner)
+
+    async def _check_edited(self, tenant: str, turn_id: str, waiting: pauses.Waiting,
+                            arguments: dict[str, Any]) -> None:
+        if waiting.namespace is None or waiting.version is None:
+            return
+        found = await self.registry.executables_at(
+            tenant, [(waiting.namespace, waiting.call.name, waiting.version)])
+        tool = found.get((waiting.namespace, waiting.call.name))
+        problem = None if tool is None else self.runner.argument_problem(tool, arguments)
+        if problem is not None:
+            raise DecisionInvalid(
+                f"the edited arguments of call {waiting.call.id!r} of turn {turn_id!r} do not "
+                f"fit tool {waiting.call.name!r}: {problem}; send arguments its parameters "
+                "schema accepts",
+                [FieldError(pointer="/arguments", message=problem)],
+            )
+
+    def _turn_state(self, tenant: str, conversation_id: str, turn_id: str,
+                    request: TurnRequest, emit: EventSink) -> TurnState:
+        max_steps = min(request.max_steps or self.settings.max_steps, self.settings.max_steps)
+        return TurnState(self.pool, tenant, conversation_id, turn_id, request,
+                         self.model_for(request.model), emit, max_steps)
+
+    async def _traced(
+        self, turn: TurnState, work: Callable[[TurnState], Awaitable[str | None]],
+        traceparent: str | None,
+    ) -> TurnResult:
+        with self.tracer.turn(tenant=turn.tenant, conversation_id=turn.conversation_id,
+                              turn_id=turn.id, mode=turn.request.mode,
+                              model=turn.model.backend.model, traceparent=traceparent) as span:
+            if traceparent is None:
+                turn.traceparent = _traceparent(span)
+            result = await self._run_guarded(turn, work)
             if result.error is not None:
                 mark_error(span, result.error.type.rsplit("/", 1)[-1], result.error.detail)
             return result
 
-    async def _run_guarded(self, turn: TurnState, trace_id: str | None) -> TurnResult:
+    async def _run_guarded(
+        self, turn: TurnState, work: Callable[[TurnState], Awaitable[str | None]]
+    ) -> TurnResult:
         try:
-            answer = await self._run(turn, trace_id)
+            answer = await work(turn)
         except (PlannerError, asyncpg.PostgresError, OSError) as exc:
             return await self._fail(turn, exc)
         except Exception as exc:  # a bug must still end the turn, reported, not leave it running
             log.exception("turn %s failed unexpectedly", turn.id)
             return await self._fail(turn, exc)
+        if answer is None:
+            return await self._pause(turn)
         result = _result(turn, "completed", answer)
         reply, reasoning = turn.answer
         try:
@@ -125,20 +195,45 @@ class TurnEngine:
         await turn.emit(TurnCompleted(turn=result))
         return result
 
-    async def _run(self, turn: TurnState, trace_id: str | None) -> str:
+    async def _run(self, turn: TurnState) -> str | None:
+        """A new turn to its answer, or to None when it pauses."""
         # The history, the candidate tools and the turn's trace id do not depend on each other.
         turn.messages, _, _ = await asyncio.gather(
             self._history(turn),
             self._retrieve(turn, turn.request.message),
-            self._set_trace(turn, trace_id),
+            self._set_trace(turn),
         )
+        return await self._loop(turn, resumed=False)
+
+    async def _loop(self, turn: TurnState, *, resumed: bool) -> str | None:
         if turn.request.mode == "plan":
-            return await self._plan_loop(turn)
+            return await self._plan_loop(turn, resumed)
         return await self._auto_loop(turn)
 
-    async def _set_trace(self, turn: TurnState, trace_id: str | None) -> None:
-        if trace_id is not None:
-            await store.set_turn_trace(self.pool, turn.id, trace_id)
+    async def _set_trace(self, turn: TurnState) -> None:
+        if turn.traceparent is not None:
+            trace_id = turn.traceparent.split("-")[1]
+            await store.set_turn_trace(self.pool, turn.id, trace_id, turn.traceparent)
+
+    async def _restore(self, turn: TurnState, saved: pauses.SavedTurn) -> None:
+        """A taken-up turn's candidates (the versions it was using), messages and finished
+        calls, as they were when it paused."""
+        keys = [(ns, name, version) for _, ns, name, version in saved.candidates]
+        found = await self.registry.executables_at(turn.tenant, keys)
+        for function, ns, name, _ in saved.candidates:
+            if (ns, name) in found:
+                turn.tools[function] = found[(ns, name)]
+        turn.messages = await self._history(turn)
+        settled = {c.id for c in saved.calls if c.decision is not None}
+        result = await store.turn_result(self.pool, turn.tenant, turn.id)
+        turn.calls = [c for c in (result.tool_calls if result else []) if c.id not in settled]
+
+    async def _pause(self, turn: TurnState) -> TurnResult:
+        status = turn.paused_status
+        await pauses.pause_turn(self.pool, turn.id, status, turn.usage)
+        result = _result(turn, status, None)
+        await turn.emit(TurnPaused(turn=result))
+        return result
 
     async def _retrieve(self, turn: TurnState, query: str) -> list[str]:
         """Add the best matches for `query` to the turn's candidates; returns names added."""
@@ -159,24 +254,34 @@ class TurnEngine:
         await turn.emit(ToolsRetrieved(
             tools=[RetrievedTool(h.name, h.namespace, h.score) for h in hits]
         ))
-        await store.set_turn_json(self.pool, turn.id, "candidates", list(turn.tools))
+        await store.set_turn_json(self.pool, turn.id, "candidates", [
+            [function, t.record.namespace, t.record.name, t.record.version]
+            for function, t in turn.tools.items()
+        ])
         return added
 
-    async def _auto_loop(self, turn: TurnState) -> str:
+    async def _auto_loop(self, turn: TurnState) -> str | None:
         """Native tool calls in a loop; every call of one reply runs at the same time."""
-        for _ in range(turn.max_steps):
+        while turn.step < turn.max_steps:
             reply = await self._ask(turn, SYSTEM_AUTO, "auto", "step")
             if not reply.tool_calls:
                 return reply.content
             await self.calls.run_reply(turn, reply)
+            if turn.pending:
+                return None
         return (await self._ask(turn, SYSTEM_AUTO, "none", "step")).content
 
-    async def _plan_loop(self, turn: TurnState) -> str:
-        """One plan run as a graph, then a join that answers, calls more, or asks to replan."""
-        for attempt in range(self.settings.max_replans + 1):
-            plan = await self._make_plan(turn, attempt)
-            if plan is not None:
-                await self.calls.run_plan(turn, plan, attempt)
+    async def _plan_loop(self, turn: TurnState, resumed: bool) -> str | None:
+        """One plan run as a graph, then a join that answers, calls more, or asks to replan.
+        A resumed turn goes on with the join of the plan it paused in."""
+        first = max(len(turn.plans) - 1, 0) if resumed else 0
+        for attempt in range(first, self.settings.max_replans + 1):
+            if not (resumed and attempt == first):
+                plan = await self._make_plan(turn, attempt)
+                if plan is not None:
+                    await self.calls.run_plan(turn, plan, attempt)
+                if turn.pending:
+                    return None
             for _ in range(turn.max_steps):
                 reply = await self._ask(turn, SYSTEM_PLAN, "auto", "join")
                 if not reply.tool_calls:
@@ -185,6 +290,8 @@ class TurnEngine:
                     await self.calls.answer(turn, reply, "replanning")
                     break
                 await self.calls.run_reply(turn, reply)
+                if turn.pending:
+                    return None
             else:
                 break
         return (await self._ask(turn, SYSTEM_PLAN, "none", "join")).content
@@ -264,6 +371,26 @@ class TurnEngine:
         return result
 
 
+def _traceparent(span: Span) -> str | None:
+    """The span as a W3C traceparent, so the turn can be taken up later in the same trace."""
+    context = span.get_span_context()
+    if not context.is_valid:
+        return None
+    return (f"00-{format_trace_id(context.trace_id)}-{format_span_id(context.span_id)}-"
+            f"{int(context.trace_flags):02x}")
+
+
+def _check_answer_kind(turn_id: str, call: PendingCall, decision: pauses.Decision) -> None:
+    wants_output = call.waits_for == "output"
+    if isinstance(decision, pauses.ClientOutput) != wants_output:
+        route = "outputs" if wants_output else "approvals"
+        raise CallNotWaiting(
+            turn_id, call.id,
+            f"waits for {'its client output' if wants_output else 'approval'}; "
+            f"POST /v1/turns/{turn_id}/{route} instead",
+        )
+
+
 def _function_name(turn: TurnState, key: tuple[str, str]) -> str:
     """The tool's name, qualified by its namespace only when another candidate has it."""
     namespace, name = key
@@ -284,6 +411,7 @@ def _result(
         tool_calls=list(turn.calls),
         usage=turn.usage,
         error=error,
+        pending=list(turn.pending),
     )
 
 

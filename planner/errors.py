@@ -4,14 +4,20 @@
     ├── ModelUnavailable        the model server cannot be reached or keeps failing (503)
     ├── ModelResponseError      the model server answered with something unusable (502)
     ├── ConversationNotFound    no such conversation for this tenant (404)
+    ├── TurnNotFound            no such turn for this tenant (404)
     ├── UnknownModel            a turn asked for a model backend that is not configured (422)
-    └── TurnConflict            the conversation already has a running turn (409)
+    ├── TurnConflict            the conversation already has a running or paused turn (409)
+    ├── TurnNotPaused           a decision for a turn that waits on nothing (409)
+    ├── CallNotWaiting          a decision for a call the turn does not wait on (404/409)
+    └── DecisionInvalid         a decision that does not fit its call (422, names the field)
 
 Errors the model should see (bad arguments, failed tools, invalid plans) are not exceptions of
 the run: they become observations and go back to the model.
 """
 
 from __future__ import annotations
+
+from tools.errors import FieldError
 
 
 class PlannerError(Exception):
@@ -20,6 +26,7 @@ class PlannerError(Exception):
     status = 500
     slug = "turn-failed"
     title = "Turn failed"
+    errors: list[FieldError] = []
 
 
 class ModelUnavailable(PlannerError):
@@ -51,16 +58,60 @@ class ConversationNotFound(PlannerError):
         )
 
 
+class TurnNotFound(PlannerError):
+    status, slug, title = 404, "not-found", "Not found"
+
+    def __init__(self, turn_id: str) -> None:
+        self.turn_id = turn_id
+        super().__init__(f"turn {turn_id!r} not found")
+
+
 class TurnConflict(PlannerError):
     status, slug, title = 409, "turn-in-progress", "A turn is already running"
 
-    def __init__(self, conversation_id: str, turn_id: str, turn_status: str = "running") -> None:
+    def __init__(
+        self, conversation_id: str, turn_id: str, turn_status: str = "running",
+        waiting: list[str] | None = None,
+    ) -> None:
         self.conversation_id, self.turn_id = conversation_id, turn_id
         self.turn_status = turn_status
+        if turn_status == "running" or not waiting:
+            super().__init__(
+                f"conversation {conversation_id!r} already has a {turn_status} turn "
+                f"{turn_id!r}; wait for it to finish before sending another message"
+            )
+            return
         super().__init__(
-            f"conversation {conversation_id!r} already has a {turn_status} turn {turn_id!r}; "
-            "wait for it to finish before sending another message"
+            f"conversation {conversation_id!r} has turn {turn_id!r} {turn_status.replace('_', ' ')}"
+            f": it waits on {'; '.join(waiting)}; answer those (POST /v1/turns/{turn_id}/approvals"
+            f" or /v1/turns/{turn_id}/outputs) and the turn goes on"
         )
+
+
+class TurnNotPaused(PlannerError):
+    status, slug, title = 409, "turn-not-paused", "The turn waits on nothing"
+
+    def __init__(self, turn_id: str, turn_status: str) -> None:
+        self.turn_id, self.turn_status = turn_id, turn_status
+        super().__init__(
+            f"turn {turn_id!r} is {turn_status}, so it waits on no approval or client output"
+        )
+
+
+class CallNotWaiting(PlannerError):
+    slug, title = "call-not-waiting", "The call waits on nothing"
+
+    def __init__(self, turn_id: str, call_id: str, reason: str, status: int = 409) -> None:
+        self.turn_id, self.call_id, self.status = turn_id, call_id, status
+        super().__init__(f"call {call_id!r} of turn {turn_id!r} {reason}")
+
+
+class DecisionInvalid(PlannerError):
+    status, slug, title = 422, "invalid-request", "Request body is invalid"
+
+    def __init__(self, message: str, errors: list[FieldError]) -> None:
+        self.errors = errors
+        super().__init__(message)
 
 
 class UnknownModel(PlannerError):

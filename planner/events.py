@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -54,6 +54,13 @@ class TurnStarted(msgspec.Struct, frozen=True, kw_only=True, tag="turn.started",
     model: str
 
 
+class TurnResumed(msgspec.Struct, frozen=True, kw_only=True, tag="turn.resumed", tag_field="type"):
+    """A paused turn is taken up again: every call it waited on has its answer."""
+
+    turn_id: str
+    conversation_id: str
+
+
 class ToolsRetrieved(
     msgspec.Struct, frozen=True, kw_only=True, tag="tools.retrieved", tag_field="type"
 ):
@@ -94,6 +101,32 @@ class ReasoningDelta(
     text: str
 
 
+class PendingCall(msgspec.Struct, frozen=True, kw_only=True):
+    """A call the turn waits on: a person's approval, or a client tool's output."""
+
+    id: str
+    name: str
+    arguments: Any
+    waits_for: Literal["approval", "output"]
+    deadline: datetime
+
+
+class ApprovalRequired(
+    msgspec.Struct, frozen=True, kw_only=True, tag="approval.required", tag_field="type"
+):
+    turn_id: str
+    call: PendingCall
+
+
+class ActionRequired(
+    msgspec.Struct, frozen=True, kw_only=True, tag="requires_action", tag_field="type"
+):
+    """A client tool's call, for the frontend to run and post the output of."""
+
+    turn_id: str
+    call: PendingCall
+
+
 class TurnResult(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     conversation_id: str
@@ -102,6 +135,8 @@ class TurnResult(msgspec.Struct, frozen=True, kw_only=True):
     tool_calls: list[ToolCallRecord]
     usage: Usage
     error: Problem | None = None
+    pending: list[PendingCall] = []
+    """What a paused turn (`awaiting_approval`, `requires_action`) waits on."""
 
 
 class TurnCompleted(
@@ -114,14 +149,24 @@ class TurnFailed(msgspec.Struct, frozen=True, kw_only=True, tag="turn.failed", t
     turn: TurnResult
 
 
+class TurnPaused(msgspec.Struct, frozen=True, kw_only=True, tag="turn.paused", tag_field="type"):
+    """The turn waits on the calls in `turn.pending`; it goes on once each has an answer."""
+
+    turn: TurnResult
+
+
 TurnEvent = (
     TurnStarted
+    | TurnResumed
     | ToolsRetrieved
     | PlanCreated
     | ToolCallStarted
     | ToolCallFinished
     | MessageDelta
     | ReasoningDelta
+    | ApprovalRequired
+    | ActionRequired
     | TurnCompleted
     | TurnFailed
+    | TurnPaused
 )

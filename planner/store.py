@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import asyncpg
 import msgspec
 
 from planner.errors import ConversationNotFound, TurnConflict
-from planner.events import AssistantMessage, Problem, ToolCallRecord, TurnResult
+from planner.events import AssistantMessage, PendingCall, Problem, ToolCallRecord, TurnResult
 from planner.messages import AssistantToolCall, ChatMessage, Usage
 from tools.storable import clean_json, clean_text
 
 Db: TypeAlias = asyncpg.Pool | asyncpg.Connection
+WaitsFor = Literal["approval", "output"]
 _tool_calls = msgspec.json.Decoder(list[AssistantToolCall])
 
 
-def _json(value: Any) -> str:
+def jsonb_text(value: Any) -> str:
     """JSON for a jsonb column; NUL characters, which Postgres refuses, become U+FFFD."""
     return clean_json(msgspec.json.encode(value)).decode()
 
@@ -71,7 +72,7 @@ async def create_conversation(db: Db, tenant: str, metadata: dict[str, Any]) -> 
            RETURNING id, metadata, created_at""",
         tenant,
         new_id("conv"),
-        _json(metadata),
+        jsonb_text(metadata),
     )
     return _conversation(row)
 
@@ -148,18 +149,23 @@ async def begin_turn(
             conversation_id,
             mode,
             model,
-            _json(request),
+            jsonb_text(request),
             owner,
             clean_text(message),
         )
     except asyncpg.UniqueViolationError as exc:
         active = await db.fetchrow(
             """SELECT id, status FROM turns WHERE conversation_id = $1
-               AND status IN ('running', 'awaiting_approval')""",
+               AND status IN ('running', 'awaiting_approval', 'requires_action')""",
             conversation_id,
         )
         turn, status = (active["id"], active["status"]) if active else ("?", "running")
-        raise TurnConflict(conversation_id, turn, status) from exc
+        described = [
+            f"{'approval of' if w.waits_for == 'approval' else 'the output of'} "
+            f"call {w.id!r} ({w.name})"
+            for w in await waiting_calls(db, turn)
+        ]
+        raise TurnConflict(conversation_id, turn, status, described) from exc
     if started is None:
         raise ConversationNotFound(conversation_id)
     return turn_id
@@ -180,7 +186,7 @@ async def add_messages(
     rows = [
         (tenant, conversation_id, turn_id, m.role, clean_text(m.content),
          clean_text(reasoning or None) if i == 0 else None,
-         _json(m.tool_calls) if m.tool_calls else None, m.tool_call_id)
+         jsonb_text(m.tool_calls) if m.tool_calls else None, m.tool_call_id)
         for i, m in enumerate(messages)
     ]
     await db.executemany(
@@ -196,12 +202,15 @@ async def set_turn_json(db: Db, turn_id: str, column: str, value: Any) -> None:
     await db.execute(
         f"UPDATE turns SET {column} = $2::jsonb, heartbeat_at = now() WHERE id = $1",
         turn_id,
-        _json(value),
+        jsonb_text(value),
     )
 
 
-async def set_turn_trace(db: Db, turn_id: str, trace_id: str) -> None:
-    await db.execute("UPDATE turns SET trace_id = $2 WHERE id = $1", turn_id, trace_id)
+async def set_turn_trace(db: Db, turn_id: str, trace_id: str, traceparent: str) -> None:
+    await db.execute(
+        "UPDATE turns SET trace_id = $2, traceparent = $3 WHERE id = $1",
+        turn_id, trace_id, traceparent,
+    )
 
 
 async def turn_trace_id(db: Db, tenant: str, turn_id: str) -> str | None:
@@ -231,8 +240,8 @@ async def finish_turn(
         turn_id,
         status,
         clean_text(answer),
-        _json(error) if error else None,
-        _json(usage),
+        jsonb_text(error) if error else None,
+        jsonb_text(usage),
     )
 
 
@@ -256,7 +265,7 @@ async def complete_turn(
         "completed",
         clean_text(reply.content),
         None,
-        _json(usage),
+        jsonb_text(usage),
         tenant,
         conversation_id,
         clean_text(reasoning or None),
@@ -318,9 +327,9 @@ def _started_columns(calls: list[StartedCall]) -> list[list[Any]]:
         [c.name for c in calls],
         [c.namespace for c in calls],
         [c.version for c in calls],
-        [None if c.arguments is None else _json(c.arguments) for c in calls],
+        [None if c.arguments is None else jsonb_text(c.arguments) for c in calls],
         [clean_text(c.raw_arguments) for c in calls],
-        [_json(c.depends_on) for c in calls],
+        [jsonb_text(c.depends_on) for c in calls],
     ]
 
 
@@ -329,7 +338,7 @@ def _finish_values(turn_id: str, call: FinishedCall) -> list[Any]:
         turn_id,
         call.id,
         "succeeded" if call.ok else "failed",
-        None if call.result is None else _json(call.result),
+        None if call.result is None else jsonb_text(call.result),
         clean_text(call.error),
         call.error_type,
         call.attempts,
@@ -368,7 +377,7 @@ async def start_reply(
         message.role,
         clean_text(message.content),
         clean_text(reasoning or None),
-        _json(message.tool_calls) if message.tool_calls else None,
+        jsonb_text(message.tool_calls) if message.tool_calls else None,
     )
 
 
@@ -456,6 +465,23 @@ async def interrupt_abandoned(db: Db, lease_s: float, *, owner: str | None = Non
     return [r["id"] for r in rows]
 
 
+_WAITING = """SELECT id, name, arguments::text, raw_arguments, status, deadline FROM tool_calls
+              WHERE turn_id = $1 AND status IN ('awaiting_approval', 'awaiting_output')
+                AND decision IS NULL ORDER BY step, position"""
+
+
+async def waiting_calls(db: Db, turn_id: str) -> list[PendingCall]:
+    """The calls of a turn still without an answer, in the order they were asked for."""
+    return [pending_call(r) for r in await db.fetch(_WAITING, turn_id)]
+
+
+def pending_call(row: asyncpg.Record) -> PendingCall:
+    waits: WaitsFor = "approval" if row["status"] == "awaiting_approval" else "output"
+    arguments = msgspec.json.decode(row["arguments"]) if row["arguments"] else row["raw_arguments"]
+    return PendingCall(id=row["id"], name=row["name"], arguments=arguments, waits_for=waits,
+                       deadline=row["deadline"])
+
+
 async def turn_result(db: Db, tenant: str, turn_id: str) -> TurnResult | None:
     """A turn as the API reports it, rebuilt from what was written while it ran."""
     row = await db.fetchrow(
@@ -471,8 +497,10 @@ async def turn_result(db: Db, tenant: str, turn_id: str) -> TurnResult | None:
            FROM tool_calls WHERE turn_id = $1 ORDER BY step, position""",
         turn_id,
     )
+    paused = row["status"] in ("awaiting_approval", "requires_action")
     return TurnResult(
         id=turn_id, conversation_id=row["conversation_id"], status=row["status"],
+        pending=await waiting_calls(db, turn_id) if paused else [],
         message=None if row["answer"] is None else AssistantMessage(row["answer"]),
         tool_calls=[_call_record(c) for c in calls],
         usage=msgspec.json.decode(row["usage"] or "{}", type=Usage),

@@ -1,16 +1,20 @@
-"""Owns running turns: keeps their leases alive, and marks abandoned ones interrupted."""
+"""Owns running turns: keeps their leases alive, marks abandoned ones interrupted, and takes up
+paused turns whose waiting calls ran out of time."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import asyncpg
 
-from planner import store
+from planner import pauses, store
+
+Resume = Callable[[str, str], Coroutine[Any, Any, Any]]
+"""Take up a paused turn (tenant, turn id) that this replica now owns."""
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +26,11 @@ class TurnSupervisor:
     belongs to a replica that died, and any replica marks it `interrupted`.
     """
 
-    def __init__(self, pool: asyncpg.Pool, owner: str, lease_s: float) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, owner: str, lease_s: float, resume: Resume | None = None
+    ) -> None:
         self.pool, self.owner, self.lease_s = pool, owner, lease_s
+        self.resume = resume
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop_task: asyncio.Task[None] | None = None
 
@@ -31,6 +38,7 @@ class TurnSupervisor:
         interrupted = await store.interrupt_abandoned(self.pool, self.lease_s)
         if interrupted:
             log.warning("marked %d abandoned turns interrupted: %s", len(interrupted), interrupted)
+        await self.take_up_overdue()
         self._loop_task = asyncio.create_task(self._renew(), name="turn-leases")
         return interrupted
 
@@ -58,5 +66,16 @@ class TurnSupervisor:
             try:
                 await store.heartbeat(self.pool, self.owner)
                 await store.interrupt_abandoned(self.pool, self.lease_s)
+                await self.take_up_overdue()
             except (asyncpg.PostgresError, OSError) as exc:
                 log.warning("could not renew turn leases: %s", exc)
+
+    async def take_up_overdue(self) -> list[tuple[str, str]]:
+        """Paused turns whose waiting calls are past their deadlines go on without them."""
+        if self.resume is None:
+            return []
+        taken = await pauses.expire_overdue(self.pool, self.owner)
+        for tenant, turn_id in taken:
+            log.info("turn %s goes on: its waiting calls ran out of time", turn_id)
+            self.spawn(self.resume(tenant, turn_id))
+        return taken

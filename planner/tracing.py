@@ -35,6 +35,7 @@ from opentelemetry.trace import (
     StatusCode,
     Tracer,
 )
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util import types
 
 from planner.messages import ChatMessage, ModelReply, ModelRequest
@@ -231,12 +232,17 @@ class TurnTracer:
 
     @contextlib.contextmanager
     def turn(
-        self, *, tenant: str, conversation_id: str, turn_id: str, mode: str, model: str
+        self, *, tenant: str, conversation_id: str, turn_id: str, mode: str, model: str,
+        traceparent: str | None = None,
     ) -> Iterator[Span]:
-        """The root of a new trace, linked to the HTTP request that started it."""
+        """The root of a new trace, linked to the HTTP request that started it; a resumed turn
+        is a child of its first span (`traceparent`), so the whole turn is one trace."""
+        parent = otel_context.Context()
+        if traceparent is not None:
+            parent = TraceContextTextMapPropagator().extract({"traceparent": traceparent})
         caller = trace.get_current_span().get_span_context()
         links = [Link(caller)] if caller.is_valid else []
-        attributes = {
+        attributes: dict[str, Any] = {
             "gen_ai.operation.name": "invoke_agent",
             "gen_ai.agent.name": AGENT_NAME,
             "gen_ai.conversation.id": conversation_id,
@@ -247,9 +253,11 @@ class TurnTracer:
             "switchboard.turn.id": turn_id,
             "switchboard.turn.mode": mode,
         }
+        if traceparent is not None:
+            attributes["switchboard.turn.resumed"] = True
         with self.tracer.start_as_current_span(
             f"invoke_agent {AGENT_NAME}",
-            context=otel_context.Context(),
+            context=parent,
             kind=SpanKind.INTERNAL,
             attributes=attributes,
             links=links,

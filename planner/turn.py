@@ -10,7 +10,7 @@ import msgspec
 from opentelemetry.trace import SpanContext
 
 from planner import store
-from planner.events import ToolCallRecord, TurnEvent
+from planner.events import PendingCall, ToolCallRecord, TurnEvent
 from planner.messages import ChatMessage, Usage
 from planner.model_client import ChatModel
 from planner.plan import Plan
@@ -61,8 +61,12 @@ class TurnState:
         self.answer: tuple[ChatMessage, str | None] = (ChatMessage(role="assistant", content=""),
                                                        None)
         """The model's final reply and its reasoning, once it has answered."""
+        self.pending: list[PendingCall] = []
+        """Calls that wait on a person's approval or a client tool's output: the turn pauses."""
         self.usage = Usage()
         self.step = 0
+        self.traceparent: str | None = None
+        """The turn's span (W3C traceparent), so that a resumed turn continues its trace."""
         self.span_contexts: dict[str, SpanContext] = {}
         """Each finished call's span, so calls that waited for it can link to it."""
         self._redactor: Redactor | None = None
@@ -89,6 +93,13 @@ class TurnState:
             tool_entry(n, t.record.description, t.record.parameters) for n, t in self.tools.items()
         ]
         return [SEARCH_TOOLS_ENTRY, *extra, *found]
+
+    @property
+    def paused_status(self) -> str:
+        """The status of the turn while it waits: approval comes first when it waits on both."""
+        if any(p.waits_for == "approval" for p in self.pending):
+            return "awaiting_approval"
+        return "requires_action"
 
     def next_step(self) -> int:
         self.step += 1

@@ -22,7 +22,7 @@ from referencing.exceptions import Unresolvable
 from tools.backoff import backoff_delay
 from tools.builtins import BuiltinFunction, BuiltinFunctions, default_builtins
 from tools.egress import EgressRefused
-from tools.spec import BuiltinExecutor, HttpExecutor, ToolRecord
+from tools.spec import BuiltinExecutor, ClientExecutor, HttpExecutor, ToolRecord
 from tools.validation import pointer
 
 # The error types the runner itself reports; callers may record others (a refused call, say).
@@ -109,6 +109,11 @@ class ToolRunner:
         self._validators: dict[_ToolKey, Draft202012Validator] = {}
         self._semaphores: dict[_ToolKey, asyncio.Semaphore] = {}
 
+    def argument_problem(self, tool: ExecutableTool, arguments: Any) -> str | None:
+        """Why these arguments do not fit the tool's parameters schema, or None when they do."""
+        fault = _argument_problem(tool.record, self._validator(tool.record), arguments)
+        return None if fault is None else fault.message
+
     async def execute_call(self, tool: ExecutableTool, arguments: Any) -> CallOutcome:
         started_at = _now()
         prepared = self._prepare(tool, arguments)
@@ -131,6 +136,12 @@ class ToolRunner:
                 return functools.partial(self._call_http, executor, arguments, tool.secret)
             case BuiltinExecutor(function=name):
                 return self._builtin_attempt(name, arguments)
+            case ClientExecutor():
+                return _Fault(
+                    "no_executor",
+                    f"tool {record.name!r} runs in the client: its output comes from the "
+                    "frontend that holds the conversation, not from this service",
+                )
             case None:
                 return _Fault(
                     "no_executor",
@@ -447,6 +458,8 @@ def _target(record: ToolRecord) -> str:
             return f"{method} {_public_url(url)}"
         case BuiltinExecutor(function=name):
             return f"builtin function {name!r}"
+        case ClientExecutor():
+            return f"client tool {record.name!r}"
     return f"tool {record.name!r}"
 
 

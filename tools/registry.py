@@ -92,6 +92,14 @@ class ToolRegistry:
         return {key: ExecutableTool(record=record, secret=secret)
                 for key, (record, secret) in found.items()}
 
+    async def executables_at(
+        self, tenant: str, keys: Sequence[tuple[str, str, int]]
+    ) -> dict[tuple[str, str], ExecutableTool]:
+        """These versions of tools that are not deleted, ready to call (secrets included)."""
+        found = await store.pinned_specs(self.pool, tenant, keys)
+        return {key: ExecutableTool(record=record, secret=secret)
+                for key, (record, secret) in found.items()}
+
     async def versions(self, tenant: str, namespace: str, name: str) -> list[ToolRecord]:
         records = await store.list_versions(self.pool, tenant, namespace, name)
         if not records:

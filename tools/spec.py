@@ -40,7 +40,12 @@ class BuiltinExecutor(msgspec.Struct, tag="builtin", tag_field="kind", frozen=Tr
     function: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 
-Executor = HttpExecutor | BuiltinExecutor
+class ClientExecutor(msgspec.Struct, tag="client", tag_field="kind", frozen=True, kw_only=True):
+    """The frontend runs the call: the turn pauses (`requires_action`) until the caller posts the
+    call's output back."""
+
+
+Executor = HttpExecutor | BuiltinExecutor | ClientExecutor
 
 
 class ToolPolicy(msgspec.Struct, frozen=True, kw_only=True):

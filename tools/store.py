@@ -162,12 +162,30 @@ async def live_specs(
              AND (t.namespace, t.name) IN (SELECT * FROM unnest($2::text[], $3::text[]))""",
         tenant, [k[0] for k in keys], [k[1] for k in keys],
     )
-    found = {}
-    for r in rows:
-        record = ToolRecord.of(_spec_decoder.decode(r["spec"]), r["version"], r["created_at"],
-                               r["secret"] is not None)
-        found[(record.namespace, record.name)] = (record, r["secret"])
-    return found
+    return {(r.namespace, r.name): (r, secret) for r, secret in map(_with_secret, rows)}
+
+
+async def pinned_specs(
+    db: asyncpg.Connection | asyncpg.Pool, tenant: str, keys: Sequence[tuple[str, str, int]]
+) -> dict[tuple[str, str], tuple[ToolRecord, str | None]]:
+    """These versions of tools that are not deleted, with their secrets."""
+    if not keys:
+        return {}
+    rows = await db.fetch(
+        """SELECT v.spec, v.version, v.created_at, v.secret
+           FROM tools t JOIN tool_versions v USING (tenant_id, namespace, name)
+           WHERE t.tenant_id = $1 AND t.deleted_at IS NULL
+             AND (v.namespace, v.name, v.version) IN
+                 (SELECT * FROM unnest($2::text[], $3::text[], $4::int[]))""",
+        tenant, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+    )
+    return {(r.namespace, r.name): (r, secret) for r, secret in map(_with_secret, rows)}
+
+
+def _with_secret(row: asyncpg.Record) -> tuple[ToolRecord, str | None]:
+    spec = _spec_decoder.decode(row["spec"])
+    return (ToolRecord.of(spec, row["version"], row["created_at"], row["secret"] is not None),
+            row["secret"])
 
 
 async def next_change_id(conn: asyncpg.Connection) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -13,19 +13,19 @@ from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
-from litestar.status_codes import HTTP_201_CREATED
+from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED
 
 from app import idempotency
 from app.auth import require
-from app.errors import TurnNotFound
 from app.idempotency import Claim
 from app.problems import PROBLEM_JSON
 from app.tenancy import tenant_of
-from planner import store
+from planner import pauses, store
 from planner.engine import TurnEngine
-from planner.events import TurnCompleted, TurnEvent, TurnFailed, TurnResult
+from planner.errors import TurnNotFound
+from planner.events import TurnCompleted, TurnEvent, TurnFailed, TurnPaused, TurnResult
 from planner.supervisor import TurnSupervisor
-from planner.turn import Mode, TurnRequest
+from planner.turn import EventSink, Mode, TurnRequest, ignore
 
 Engine = NamedDependency[TurnEngine]
 Supervisor = NamedDependency[TurnSupervisor]
@@ -122,15 +122,25 @@ class ConversationController(Controller):
         async def run(claim: Claim | None) -> Response[Any]:
             turn_id = await engine.start_turn(tenant, conversation_id, turn_request)
             await idempotency.record_turn(engine.pool, claim, turn_id)
-            if not turn_request.stream:
-                work = engine.run_turn(tenant, conversation_id, turn_id, turn_request)
-                return _turn_response(await asyncio.shield(supervisor.spawn(work)))
-            events: asyncio.Queue[TurnEvent] = asyncio.Queue()
-            supervisor.spawn(engine.run_turn(tenant, conversation_id, turn_id, turn_request,
-                                             emit=_enqueue(events)))
-            return ServerSentEvent(_sse(events))
+            return await _respond(
+                supervisor, turn_request.stream,
+                lambda emit: engine.run_turn(tenant, conversation_id, turn_id, turn_request, emit),
+            )
 
         return await idempotency.guarded(request, f"POST turns {conversation_id}", run)
+
+
+async def _respond(
+    supervisor: TurnSupervisor, stream: bool,
+    work: Callable[[EventSink], Coroutine[Any, Any, TurnResult]],
+) -> Response[Any]:
+    """Run a turn (or the rest of one) as the supervisor's task, so a client that goes away
+    never cuts it short: answer with its result, or stream its events."""
+    if not stream:
+        return _turn_response(await asyncio.shield(supervisor.spawn(work(ignore))))
+    events: asyncio.Queue[TurnEvent] = asyncio.Queue()
+    supervisor.spawn(work(_enqueue(events)))
+    return ServerSentEvent(_sse(events))
 
 
 def _enqueue(queue: asyncio.Queue[TurnEvent]) -> Any:
@@ -146,8 +156,21 @@ async def _sse(events: asyncio.Queue[TurnEvent]) -> AsyncIterator[ServerSentEven
         payload = _event_encoder.encode(event).decode()
         kind = type(event).__struct_config__.tag
         yield ServerSentEventMessage(data=payload, event=str(kind), id=str(number))
-        if isinstance(event, TurnCompleted | TurnFailed):
+        if isinstance(event, TurnCompleted | TurnFailed | TurnPaused):
             return
+
+
+async def _answer(
+    request: Request[Any, Any, Any], engine: TurnEngine, supervisor: TurnSupervisor,
+    turn_id: str, call_id: str, decision: pauses.Decision, stream: bool,
+) -> Response[Any]:
+    tenant = tenant_of(request)
+    waiting = await engine.decide(tenant, turn_id, call_id, decision)
+    if waiting:
+        result = await store.turn_result(engine.pool, tenant, turn_id)
+        return Response(result, status_code=HTTP_202_ACCEPTED)
+    return await _respond(supervisor, stream,
+                          lambda emit: engine.resume_turn(tenant, turn_id, emit))
 
 
 def _turn_response(result: TurnResult) -> Response[Any]:
@@ -157,15 +180,60 @@ def _turn_response(result: TurnResult) -> Response[Any]:
     return Response(result)
 
 
+class ApprovalIn(msgspec.Struct, frozen=True, kw_only=True):
+    call_id: str
+    approve: bool
+    arguments: dict[str, Any] | None = None
+    """Approve the call with these arguments instead of the model's (checked again)."""
+    reason: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+    """Why it was rejected; the model reads it."""
+    stream: bool = False
+
+
+class OutputIn(msgspec.Struct, frozen=True, kw_only=True):
+    call_id: str
+    output: Any = None
+    error: Annotated[str, msgspec.Meta(min_length=1, max_length=10_000)] | None = None
+    """Set when the client tool failed; the model reads it as the call's error."""
+    stream: bool = False
+
+
 class TurnController(Controller):
     path = "/v1/turns"
     tags = ["conversations"]
     guards = [require("chat:read")]
+    dependencies = {"engine": Provide(provide_engine), "supervisor": Provide(provide_supervisor)}
+
+    @post("/{turn_id:str}/approvals", status_code=200, summary="Approve or reject a paused call",
+          guards=[WRITE])
+    async def decide_approval(
+        self, request: Request[Any, Any, Any], engine: Engine, supervisor: Supervisor,
+        turn_id: FromPath[str], data: JSONBody[ApprovalIn],
+    ) -> Response[Any]:
+        """When this was the last call the turn waited on, the turn goes on: the answer is its
+        result (or SSE events with `stream: true`); otherwise 202 and what it still waits on."""
+        decision: pauses.Decision = (
+            pauses.Approved(arguments=data.arguments) if data.approve
+            else pauses.Rejected(reason=data.reason)
+        )
+        return await _answer(request, engine, supervisor, turn_id, data.call_id, decision,
+                             data.stream)
+
+    @post("/{turn_id:str}/outputs", status_code=200, summary="Send a client tool's output",
+          guards=[WRITE])
+    async def send_output(
+        self, request: Request[Any, Any, Any], engine: Engine, supervisor: Supervisor,
+        turn_id: FromPath[str], data: JSONBody[OutputIn],
+    ) -> Response[Any]:
+        """The output (or error) of a client tool's call; the turn goes on as with approvals."""
+        decision = pauses.ClientOutput(output=data.output, error=data.error)
+        return await _answer(request, engine, supervisor, turn_id, data.call_id, decision,
+                             data.stream)
 
     @get("/{turn_id:str}", summary="A turn: its status, answer, calls and usage")
     async def get_turn(self, request: Request[Any, Any, Any], turn_id: FromPath[str]
                        ) -> TurnResult:
         result = await store.turn_result(request.app.state.pool, tenant_of(request), turn_id)
         if result is None:
-            raise TurnNotFound(f"turn {turn_id!r} not found")
+            raise TurnNotFound(turn_id)
         return result
