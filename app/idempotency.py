@@ -71,7 +71,8 @@ async def _replay(pool: asyncpg.Pool, tenant: str, route: str, key: str,
         )
     if row["turn_id"] is not None:
         result = await store.turn_result(pool, tenant, row["turn_id"])
-        if result is not None and result.status not in ("running", "awaiting_approval"):
+        # A paused turn has answered its request: the replay says what it waits on.
+        if result is not None and result.status != "running":
             return _replayed(200 if result.error is None else result.error.status, result)
         raise IdempotencyConflict(
             409, f"the first request with {HEADER} {key!r} is still running (turn "
