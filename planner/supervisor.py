@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, TypeVar
 
 import asyncpg
 
 from planner import store
+from planner.events import TurnCompleted, TurnEvent, TurnFailed
+from planner.turn import EventSink
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class TurnSupervisor:
@@ -40,6 +43,23 @@ class TurnSupervisor:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    async def outcome(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run `work` here and wait for it; a caller that goes away stops waiting, not the work."""
+        return await asyncio.shield(self.spawn(work))
+
+    def follow(
+        self, run: Callable[[EventSink], Coroutine[Any, Any, Any]]
+    ) -> AsyncIterator[TurnEvent]:
+        """Start a turn here at once, and give its events up to its last one; a reader that
+        stops early, or never starts, leaves the turn running to its end."""
+        events: asyncio.Queue[TurnEvent] = asyncio.Queue()
+
+        async def emit(event: TurnEvent) -> None:
+            events.put_nowait(event)
+
+        self.spawn(run(emit))
+        return _until_done(events)
+
     async def stop(self) -> None:
         """Cancel what still runs and mark this replica's running turns interrupted."""
         for task in [*self._tasks, *([self._loop_task] if self._loop_task else [])]:
@@ -60,3 +80,12 @@ class TurnSupervisor:
                 await store.interrupt_abandoned(self.pool, self.lease_s)
             except (asyncpg.PostgresError, OSError) as exc:
                 log.warning("could not renew turn leases: %s", exc)
+
+
+async def _until_done(events: asyncio.Queue[TurnEvent]) -> AsyncIterator[TurnEvent]:
+    while True:
+        event = await events.get()
+        yield event
+        # A turn that pauses (awaiting approval) will end its events here too.
+        if isinstance(event, TurnCompleted | TurnFailed):
+            return

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -23,7 +22,7 @@ from app.problems import PROBLEM_JSON
 from app.tenancy import tenant_of
 from planner import store
 from planner.engine import TurnEngine
-from planner.events import TurnCompleted, TurnEvent, TurnFailed, TurnResult
+from planner.events import TurnEvent, TurnResult
 from planner.supervisor import TurnSupervisor
 from planner.turn import Mode, TurnRequest
 
@@ -124,30 +123,20 @@ class ConversationController(Controller):
             await idempotency.record_turn(engine.pool, claim, turn_id)
             if not turn_request.stream:
                 work = engine.run_turn(tenant, conversation_id, turn_id, turn_request)
-                return _turn_response(await asyncio.shield(supervisor.spawn(work)))
-            events: asyncio.Queue[TurnEvent] = asyncio.Queue()
-            supervisor.spawn(engine.run_turn(tenant, conversation_id, turn_id, turn_request,
-                                             emit=_enqueue(events)))
-            return ServerSentEvent(_sse(events))
+                return _turn_response(await supervisor.outcome(work))
+            return ServerSentEvent(_sse(supervisor.follow(
+                lambda emit: engine.run_turn(tenant, conversation_id, turn_id, turn_request, emit)
+            )))
 
         return await idempotency.guarded(request, f"POST turns {conversation_id}", run)
 
 
-def _enqueue(queue: asyncio.Queue[TurnEvent]) -> Any:
-    async def emit(event: TurnEvent) -> None:
-        queue.put_nowait(event)
-
-    return emit
-
-
-async def _sse(events: asyncio.Queue[TurnEvent]) -> AsyncIterator[ServerSentEventMessage]:
-    for number in itertools.count(1):
-        event = await events.get()
+async def _sse(events: AsyncIterator[TurnEvent]) -> AsyncIterator[ServerSentEventMessage]:
+    number = itertools.count(1)
+    async for event in events:
         payload = _event_encoder.encode(event).decode()
         kind = type(event).__struct_config__.tag
-        yield ServerSentEventMessage(data=payload, event=str(kind), id=str(number))
-        if isinstance(event, TurnCompleted | TurnFailed):
-            return
+        yield ServerSentEventMessage(data=payload, event=str(kind), id=str(next(number)))
 
 
 def _turn_response(result: TurnResult) -> Response[Any]:
