@@ -20,6 +20,7 @@ from app.errors import TurnNotFound
 from app.idempotency import Claim
 from app.problems import PROBLEM_JSON
 from app.tenancy import tenant_of
+from app.turns import launch_turn
 from planner import store
 from planner.engine import TurnEngine
 from planner.events import TurnEvent, TurnResult
@@ -119,14 +120,11 @@ class ConversationController(Controller):
         tenant = tenant_of(request)
 
         async def run(claim: Claim | None) -> Response[Any]:
-            turn_id = await engine.start_turn(tenant, conversation_id, turn_request)
-            await idempotency.record_turn(engine.pool, claim, turn_id)
-            if not turn_request.stream:
-                work = engine.run_turn(tenant, conversation_id, turn_id, turn_request)
-                return _turn_response(await supervisor.outcome(work))
-            return ServerSentEvent(_sse(supervisor.follow(
-                lambda emit: engine.run_turn(tenant, conversation_id, turn_id, turn_request, emit)
-            )))
+            ran = await launch_turn(engine, supervisor, claim, tenant, conversation_id,
+                                    turn_request)
+            if isinstance(ran, TurnResult):
+                return _turn_response(ran)
+            return ServerSentEvent(_sse(ran))
 
         return await idempotency.guarded(request, f"POST turns {conversation_id}", run)
 
