@@ -15,10 +15,12 @@ from litestar.exceptions import HTTPException
 from app.problems import PROBLEM_JSON
 from app.tenancy import tenant_of
 from planner import store
+from planner.events import TurnResult
 
 HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
 _MAX_KEY = 255
+RenderTurn = Callable[[TurnResult], Response[Any]]
 
 
 class IdempotencyConflict(HTTPException):
@@ -37,7 +39,7 @@ class Claim(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def claim_or_replay(
-    request: Request[Any, Any, Any], route: str
+    request: Request[Any, Any, Any], route: str, render: RenderTurn | None = None
 ) -> Claim | Response[Any] | None:
     """None without a key; a Claim for the first request; the stored response for a retry."""
     key = request.headers.get(HEADER)
@@ -55,11 +57,11 @@ async def claim_or_replay(
     )
     if inserted:
         return Claim(tenant=tenant, route=route, key=key)
-    return await _replay(pool, tenant, route, key, digest)
+    return await _replay(pool, tenant, route, key, digest, render)
 
 
 async def _replay(pool: asyncpg.Pool, tenant: str, route: str, key: str,
-                  digest: str) -> Response[Any]:
+                  digest: str, render: RenderTurn | None) -> Response[Any]:
     row = await pool.fetchrow(
         """SELECT request_hash, status, response::text, turn_id FROM idempotency_keys
            WHERE tenant_id = $1 AND route = $2 AND key = $3""",
@@ -73,6 +75,10 @@ async def _replay(pool: asyncpg.Pool, tenant: str, route: str, key: str,
         result = await store.turn_result(pool, tenant, row["turn_id"])
         # A paused turn has answered its request: the replay says what it waits on.
         if result is not None and result.status != "running":
+            if render is not None:
+                response = render(result)
+                response.headers[REPLAYED] = "true"
+                return response
             return _replayed(200 if result.error is None else result.error.status, result)
         raise IdempotencyConflict(
             409, f"the first request with {HEADER} {key!r} is still running (turn "
@@ -122,10 +128,11 @@ async def release(pool: asyncpg.Pool, claim: Claim | None) -> None:
 
 async def guarded(
     request: Request[Any, Any, Any], route: str,
-    work: Callable[[Claim | None], Awaitable[Response[Any]]],
+    work: Callable[[Claim | None], Awaitable[Response[Any]]], render: RenderTurn | None = None,
 ) -> Response[Any]:
-    """Run `work` once per key; failures that did nothing release the key."""
-    claimed = await claim_or_replay(request, route)
+    """Run `work` once per key; failures that did nothing release the key. A retry of a
+    request whose turn has ended gets that turn as `render` shows it (default: `TurnResult`)."""
+    claimed = await claim_or_replay(request, route, render)
     if isinstance(claimed, Response):
         return claimed
     try:

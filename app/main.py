@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,6 +23,7 @@ from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 from app.auth import PUBLIC_PATHS, KeyAuthentication, bootstrap_admin, key_of
 from app.database import database
 from app.problems import EXCEPTION_HANDLERS, refuse_nul
+from app.routes.chat_completions import create_chat_completion
 from app.routes.conversations import ConversationController, TurnController
 from app.routes.keys import KeyController
 from app.routes.tools import ToolController
@@ -48,11 +50,16 @@ class Health(msgspec.Struct, frozen=True):
     tools_indexed: int
 
 
-class ModelInfo(msgspec.Struct, frozen=True):
+class ModelInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A backend in the shape OpenAI clients list models in, plus where it is served."""
+
     id: str
+    object: str = "model"
+    created: int
+    """When this process configured it (Unix seconds)."""
+    owned_by: str = "switchboard"
     model: str
     base_url: str
-    object: str = "model"
 
 
 class ModelList(msgspec.Struct, frozen=True):
@@ -76,9 +83,11 @@ async def health(request: Request[Any, Any, Any]) -> Response[Health]:
 @get("/v1/models", tags=["service"], summary="The configured model backends")
 async def list_models(request: Request[Any, Any, Any]) -> ModelList:
     engine: TurnEngine = request.app.state.engine
+    created: int = request.app.state.started_at
     return ModelList(
         [
-            ModelInfo(id=name, model=client.backend.model, base_url=client.backend.base_url)
+            ModelInfo(id=name, created=created, model=client.backend.model,
+                      base_url=client.backend.base_url)
             for name, client in engine.models.items()
         ]
     )
@@ -160,14 +169,16 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
 
     return Litestar(
         route_handlers=[health, list_models, ToolController, ConversationController,
-                        TraceController, KeyController, TurnController, *VIEWER_ROUTES],
+                        TraceController, KeyController, TurnController, create_chat_completion,
+                        *VIEWER_ROUTES],
         middleware=_middleware(settings),
         request_max_body_size=settings.max_body_bytes,
         before_request=refuse_nul,
         plugins=_plugins(telemetry),
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
-        state=State({"settings": settings, "telemetry": telemetry}),
+        state=State({"settings": settings, "telemetry": telemetry,
+                     "started_at": int(time.time())}),
         openapi_config=OpenAPIConfig(
             title="Switchboard",
             version="0.1.0",

@@ -11,7 +11,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from app.database import DatabaseError
-from app.errors import KeyNotFound
+from app.errors import KeyNotFound, RequestFieldInvalid
 from app.span_store import TraceNotFound
 from planner.errors import PlannerError
 from tools.errors import EmbeddingError, FieldError, SpecInvalid, ToolExists, ToolNotFound
@@ -68,6 +68,13 @@ def on_spec_invalid(request: Request[Any, Any, Any], exc: SpecInvalid) -> Respon
     if all(e.parameter is not None for e in exc.errors):
         return problem(request, 400, "invalid-request", "Request is invalid", str(exc), exc.errors)
     return problem(request, 422, "invalid-request", "Request body is invalid", str(exc), exc.errors)
+
+
+def on_request_field(
+    request: Request[Any, Any, Any], exc: RequestFieldInvalid
+) -> Response[Problem]:
+    errors = [FieldError(exc.pointer, exc.message)]
+    return problem(request, 422, "invalid-request", "Request body is invalid", str(exc), errors)
 
 
 def on_not_found(request: Request[Any, Any, Any], exc: ToolNotFound) -> Response[Problem]:
@@ -153,6 +160,7 @@ def _title(status: int) -> str:
 
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     SpecInvalid: on_spec_invalid,
+    RequestFieldInvalid: on_request_field,
     ToolNotFound: on_not_found,
     ToolExists: on_exists,
     EmbeddingError: on_embedding,

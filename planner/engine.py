@@ -43,7 +43,14 @@ from planner.messages import (
 )
 from planner.model_client import ChatModel
 from planner.plan import Plan, PlanProblem, parse_plan, plan_schema
-from planner.prompt import REPLAN, SYSTEM_AUTO, SYSTEM_PLAN, close_dangling_calls, fit_history
+from planner.prompt import (
+    REPLAN,
+    SYSTEM_AUTO,
+    SYSTEM_PLAN,
+    close_dangling_calls,
+    fit_history,
+    system_prompt,
+)
 from planner.tracing import TurnTracer, mark_error
 from planner.turn import EventSink, TurnRequest, TurnState, ignore
 from tools.errors import FieldError
@@ -89,6 +96,19 @@ class TurnEngine:
         if key not in self.models:
             raise UnknownModel(key, sorted(self.models))
         return self.models[key]
+
+    async def open_conversation(
+        self, tenant: str, metadata: dict[str, Any], history: list[ChatMessage],
+        model: str | None = None,
+    ) -> str:
+        """A new conversation that already holds `history` (user and assistant messages a
+        client had before), written together: both or neither."""
+        backend = self.model_for(model).backend.name
+        async with self.pool.acquire() as conn, conn.transaction():
+            made = await store.create_conversation(conn, tenant, metadata)
+            await store.import_history(conn, tenant, made.id, history, model=backend,
+                                       owner=self.owner)
+        return made.id
 
     async def start_turn(self, tenant: str, conversation_id: str, request: TurnRequest) -> str:
         """Write the running turn and its user message; raises TurnConflict if one runs."""
@@ -326,8 +346,9 @@ class TurnEngine:
         response_format: dict[str, Any] | None = None,
     ) -> ModelReply:
         """One model call; its text streams out as message deltas unless it is a plan."""
+        prompt = system_prompt(system, turn.request.instructions)
         request = ModelRequest(
-            messages=[ChatMessage(role="system", content=system), *turn.messages],
+            messages=[ChatMessage(role="system", content=prompt), *turn.messages],
             tools=turn.entries, tool_choice=tool_choice,  # type: ignore[arg-type]
             response_format=response_format,
         )

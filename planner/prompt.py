@@ -23,6 +23,8 @@ SYSTEM_PLAN = (
     "- After the results arrive, answer, or call replan if the results show the plan was wrong."
 )
 
+INSTRUCTIONS_HEADING = "\n\nInstructions from the application:\n"
+
 SEARCH_TOOLS = "search_tools"
 REPLAN = "replan"
 SEARCH_TOOLS_ENTRY: dict[str, Any] = {
@@ -60,6 +62,12 @@ def tool_entry(name: str, description: str, parameters: dict[str, Any]) -> dict[
         "type": "function",
         "function": {"name": name, "description": description, "parameters": parameters},
     }
+
+
+def system_prompt(base: str, instructions: str | None) -> str:
+    """Switchboard's rules first, then the application's: one system message, since some chat
+    templates accept a system message only at the start."""
+    return f"{base}{INSTRUCTIONS_HEADING}{instructions}" if instructions else base
 
 
 def estimate_tokens(messages: Sequence[ChatMessage]) -> int:

@@ -94,6 +94,36 @@ def _conversation(row: asyncpg.Record) -> Conversation:
     )
 
 
+async def import_history(
+    db: Db, tenant: str, conversation_id: str, history: list[ChatMessage], *,
+    model: str, owner: str,
+) -> None:
+    """Earlier messages a client already had become completed turns of mode `imported`, one
+    per exchange (a user message and the replies after it), so history budgets drop the oldest
+    exchange whole."""
+    for exchange in _exchanges(history):
+        turn_id = new_id("turn")
+        answers = [m.content for m in exchange if m.role == "assistant" and m.content]
+        await db.execute(
+            """INSERT INTO turns (tenant_id, id, conversation_id, status, mode, model, request,
+                                  answer, owner, finished_at)
+               VALUES ($1, $2, $3, 'completed', 'imported', $4, '{"imported": true}', $5, $6,
+                       now())""",
+            tenant, turn_id, conversation_id, model, clean_text(answers[-1] if answers else None),
+            owner,
+        )
+        await add_messages(db, tenant, conversation_id, turn_id, exchange)
+
+
+def _exchanges(history: list[ChatMessage]) -> list[list[ChatMessage]]:
+    exchanges: list[list[ChatMessage]] = []
+    for message in history:
+        if message.role == "user" or not exchanges:
+            exchanges.append([])
+        exchanges[-1].append(message)
+    return exchanges
+
+
 async def list_messages(db: Db, tenant: str, conversation_id: str) -> list[StoredMessage]:
     rows = await db.fetch(
         """SELECT id, turn_id, role, content, reasoning, tool_calls::text, tool_call_id, created_at

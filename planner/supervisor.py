@@ -6,17 +6,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, TypeVar
 
 import asyncpg
 
 from planner import pauses, store
+from planner.events import TurnCompleted, TurnEvent, TurnFailed, TurnPaused
+from planner.turn import EventSink
 
 Resume = Callable[[str, str], Coroutine[Any, Any, Any]]
 """Take up a paused turn (tenant, turn id) that this replica now owns."""
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class TurnSupervisor:
@@ -47,6 +50,23 @@ class TurnSupervisor:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    async def outcome(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run `work` here and wait for it; a caller that goes away stops waiting, not the work."""
+        return await asyncio.shield(self.spawn(work))
+
+    def follow(
+        self, run: Callable[[EventSink], Coroutine[Any, Any, Any]]
+    ) -> AsyncIterator[TurnEvent]:
+        """Start a turn here at once, and give its events up to its last one; a reader that
+        stops early, or never starts, leaves the turn running to its end."""
+        events: asyncio.Queue[TurnEvent] = asyncio.Queue()
+
+        async def emit(event: TurnEvent) -> None:
+            events.put_nowait(event)
+
+        self.spawn(run(emit))
+        return _until_done(events)
 
     async def stop(self) -> None:
         """Cancel what still runs and mark this replica's running turns interrupted."""
@@ -79,3 +99,11 @@ class TurnSupervisor:
             log.info("turn %s goes on: its waiting calls ran out of time", turn_id)
             self.spawn(self.resume(tenant, turn_id))
         return taken
+
+
+async def _until_done(events: asyncio.Queue[TurnEvent]) -> AsyncIterator[TurnEvent]:
+    while True:
+        event = await events.get()
+        yield event
+        if isinstance(event, TurnCompleted | TurnFailed | TurnPaused):
+            return

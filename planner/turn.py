@@ -33,6 +33,9 @@ class TurnRequest(msgspec.Struct, frozen=True, kw_only=True):
     stream: bool = False
     model: str | None = None
     max_steps: int | None = None
+    instructions: str | None = None
+    """The application's own instructions for this turn (a chat frontend's system prompt);
+    they follow Switchboard's system prompt, whose rules they cannot lift."""
 
 
 class TurnState:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -20,12 +19,13 @@ from app.auth import require
 from app.idempotency import Claim
 from app.problems import PROBLEM_JSON
 from app.tenancy import tenant_of
+from app.turns import answer_call, launch_turn
 from planner import pauses, store
 from planner.engine import TurnEngine
 from planner.errors import TurnNotFound
-from planner.events import TurnCompleted, TurnEvent, TurnFailed, TurnPaused, TurnResult
+from planner.events import TurnEvent, TurnResult
 from planner.supervisor import TurnSupervisor
-from planner.turn import EventSink, Mode, TurnRequest, ignore
+from planner.turn import Mode, TurnRequest
 
 Engine = NamedDependency[TurnEngine]
 Supervisor = NamedDependency[TurnSupervisor]
@@ -120,44 +120,21 @@ class ConversationController(Controller):
         tenant = tenant_of(request)
 
         async def run(claim: Claim | None) -> Response[Any]:
-            turn_id = await engine.start_turn(tenant, conversation_id, turn_request)
-            await idempotency.record_turn(engine.pool, claim, turn_id)
-            return await _respond(
-                supervisor, turn_request.stream,
-                lambda emit: engine.run_turn(tenant, conversation_id, turn_id, turn_request, emit),
-            )
+            ran = await launch_turn(engine, supervisor, claim, tenant, conversation_id,
+                                    turn_request)
+            if isinstance(ran, TurnResult):
+                return _turn_response(ran)
+            return ServerSentEvent(_sse(ran))
 
         return await idempotency.guarded(request, f"POST turns {conversation_id}", run)
 
 
-async def _respond(
-    supervisor: TurnSupervisor, stream: bool,
-    work: Callable[[EventSink], Coroutine[Any, Any, TurnResult]],
-) -> Response[Any]:
-    """Run a turn (or the rest of one) as the supervisor's task, so a client that goes away
-    never cuts it short: answer with its result, or stream its events."""
-    if not stream:
-        return _turn_response(await asyncio.shield(supervisor.spawn(work(ignore))))
-    events: asyncio.Queue[TurnEvent] = asyncio.Queue()
-    supervisor.spawn(work(_enqueue(events)))
-    return ServerSentEvent(_sse(events))
-
-
-def _enqueue(queue: asyncio.Queue[TurnEvent]) -> Any:
-    async def emit(event: TurnEvent) -> None:
-        queue.put_nowait(event)
-
-    return emit
-
-
-async def _sse(events: asyncio.Queue[TurnEvent]) -> AsyncIterator[ServerSentEventMessage]:
-    for number in itertools.count(1):
-        event = await events.get()
+async def _sse(events: AsyncIterator[TurnEvent]) -> AsyncIterator[ServerSentEventMessage]:
+    number = itertools.count(1)
+    async for event in events:
         payload = _event_encoder.encode(event).decode()
         kind = type(event).__struct_config__.tag
-        yield ServerSentEventMessage(data=payload, event=str(kind), id=str(number))
-        if isinstance(event, TurnCompleted | TurnFailed | TurnPaused):
-            return
+        yield ServerSentEventMessage(data=payload, event=str(kind), id=str(next(number)))
 
 
 async def _answer(
@@ -165,12 +142,13 @@ async def _answer(
     turn_id: str, call_id: str, decision: pauses.Decision, stream: bool,
 ) -> Response[Any]:
     tenant = tenant_of(request)
-    waiting = await engine.decide(tenant, turn_id, call_id, decision)
-    if waiting:
+    ran = await answer_call(engine, supervisor, tenant, turn_id, call_id, decision, stream)
+    if ran is None:  # other calls still wait
         result = await store.turn_result(engine.pool, tenant, turn_id)
         return Response(result, status_code=HTTP_202_ACCEPTED)
-    return await _respond(supervisor, stream,
-                          lambda emit: engine.resume_turn(tenant, turn_id, emit))
+    if isinstance(ran, TurnResult):
+        return _turn_response(ran)
+    return ServerSentEvent(_sse(ran))
 
 
 def _turn_response(result: TurnResult) -> Response[Any]:

@@ -1,0 +1,355 @@
+"""The OpenAI chat-completions wire format: what a request asks of a turn, and how a turn's
+result, its events and its problems read as completions, chunks and `error` members."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Request, Response
+from litestar.response import ServerSentEventMessage
+from msgspec import UNSET, UnsetType
+
+from app.errors import RequestFieldInvalid
+from app.problems import PROBLEM_JSON
+from planner.events import (
+    MessageDelta,
+    Problem,
+    ReasoningDelta,
+    ToolCallRecord,
+    TurnCompleted,
+    TurnEvent,
+    TurnFailed,
+    TurnResult,
+    TurnStarted,
+)
+from planner.messages import ChatMessage, Usage
+from planner.turn import TurnRequest
+from tools.errors import FieldError
+
+CONVERSATION_HEADER = "X-Switchboard-Conversation"
+_encoder = msgspec.json.Encoder()
+_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+                429: "rate_limit_error"}
+_FINISH_REASONS = {"completed": "stop"}
+"""A turn's end as a finish reason. A turn that pauses for a person ("awaiting_approval") or
+for a client-side tool ("requires_action") would map here, with the calls the client is asked
+to answer; until the engine makes such turns, only a completed turn has one."""
+
+
+class ContentPart(msgspec.Struct, frozen=True, kw_only=True):
+    type: str
+    text: str | None = None
+
+
+class MessageIn(msgspec.Struct, frozen=True, kw_only=True):
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
+    tool_calls: list[Any] | None = None
+
+
+class StreamOptions(msgspec.Struct, frozen=True, kw_only=True):
+    include_usage: bool = False
+
+
+class ChatCompletionIn(msgspec.Struct, frozen=True, kw_only=True):
+    """The fields Switchboard reads. Sampling fields (temperature, top_p, max_tokens, seed,
+    stop, penalties, user, ...) are accepted and ignored: the backend's settings apply."""
+
+    model: str
+    messages: Annotated[list[MessageIn], msgspec.Meta(min_length=1)]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    metadata: dict[str, Any] | None = None
+    n: int | None = None
+    tools: list[Any] | None = None
+    functions: list[Any] | None = None
+    tool_choice: Any = None
+    function_call: Any = None
+    response_format: dict[str, Any] | None = None
+    logprobs: bool | None = None
+
+
+class ChatAsk(msgspec.Struct, frozen=True, kw_only=True):
+    """What a chat-completions request asks of Switchboard."""
+
+    conversation_id: str | None
+    """The conversation to continue; None opens a new one holding `history`."""
+    metadata: dict[str, Any]
+    history: list[ChatMessage]
+    turn: TurnRequest
+    include_usage: bool
+
+
+class OpenAIError(msgspec.Struct, frozen=True, kw_only=True):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class Extension(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The `switchboard` member: the turn behind a completion and the tools it ran itself."""
+
+    turn_id: str
+    conversation_id: str
+    tool_calls: list[ToolCallRecord] | None = None
+
+
+class UsageOut(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: dict[str, int] | None = None
+
+
+class MessageOut(msgspec.Struct, frozen=True, kw_only=True):
+    content: str
+    role: str = "assistant"
+
+
+class Choice(msgspec.Struct, frozen=True, kw_only=True):
+    message: MessageOut
+    finish_reason: str
+    index: int = 0
+    logprobs: None = None
+
+
+class ChatCompletion(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: UsageOut
+    switchboard: Extension
+    object: str = "chat.completion"
+
+
+class Delta(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    role: str | None = None
+    content: str | None = None
+    reasoning_content: str | None = None
+
+
+class ChunkChoice(msgspec.Struct, frozen=True, kw_only=True):
+    delta: Delta
+    finish_reason: str | None = None
+    index: int = 0
+    logprobs: None = None
+
+
+class ChatCompletionChunk(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: UsageOut | UnsetType = UNSET
+    switchboard: Extension | UnsetType = UNSET
+    object: str = "chat.completion.chunk"
+
+
+class StreamError(msgspec.Struct, frozen=True, kw_only=True):
+    """A failed turn's last event: the openai client raises on a chunk with `error`."""
+
+    error: OpenAIError
+    switchboard: Extension
+
+
+def read_request(body: ChatCompletionIn, header_conversation: str | None) -> ChatAsk:
+    """The turn a request asks for; a field whose meaning would be lost is refused by name."""
+    _refuse_unsupported(body)
+    texts = [_text(message, i) for i, message in enumerate(body.messages)]
+    spoken = [i for i, m in enumerate(body.messages) if m.role not in ("system", "developer")]
+    _check_last(body.messages, spoken, texts)
+    instructions = "\n\n".join(
+        texts[i] for i, m in enumerate(body.messages) if m.role in ("system", "developer")
+    )
+    history = [ChatMessage(role=body.messages[i].role, content=texts[i])  # type: ignore[arg-type]
+               for i in spoken[:-1] if texts[i]]
+    metadata = dict(body.metadata or {})
+    return ChatAsk(
+        conversation_id=_conversation_id(metadata.pop("conversation_id", None),
+                                         header_conversation),
+        metadata=metadata,
+        history=history,
+        turn=TurnRequest(message=texts[spoken[-1]], stream=body.stream, model=body.model,
+                         instructions=instructions or None),
+        include_usage=body.stream_options is not None and body.stream_options.include_usage,
+    )
+
+
+def _check_last(messages: list[MessageIn], spoken: list[int], texts: list[str]) -> None:
+    """The last message but system ones is the user's: the message this turn answers."""
+    if not spoken:
+        raise RequestFieldInvalid("/messages", "holds no user message: send the message this "
+                                               "turn should answer as the last one")
+    last = spoken[-1]
+    if messages[last].role != "user":
+        raise RequestFieldInvalid(
+            f"/messages/{last}/role", f"the last message (but system ones) must be the user's, "
+            f"the one this turn answers; got {messages[last].role!r}")
+    if not texts[last]:
+        raise RequestFieldInvalid(f"/messages/{last}/content", "the user message has no text")
+
+
+def _refuse_unsupported(body: ChatCompletionIn) -> None:
+    tools_note = ("Switchboard picks tools itself, by searching the tools registered with "
+                  "POST /v1/tools, and runs them server-side; register the tools there and "
+                  "leave this field out")
+    if body.n is not None and body.n != 1:
+        raise RequestFieldInvalid("/n", f"n={body.n} is not supported: a turn has one answer; "
+                                        "send n=1 or leave it out")
+    for field in ("tools", "functions"):
+        if getattr(body, field):
+            raise RequestFieldInvalid(f"/{field}", f"client-side tools are not supported: "
+                                                   f"{tools_note}")
+    for field in ("tool_choice", "function_call"):
+        if getattr(body, field) not in (None, "auto", "none"):
+            raise RequestFieldInvalid(f"/{field}", f"only 'auto' is supported: {tools_note}")
+    if body.response_format is not None and body.response_format.get("type") != "text":
+        raise RequestFieldInvalid("/response_format", "structured output is not supported: "
+                                                      "answers are text; leave this field out")
+    if body.logprobs:
+        raise RequestFieldInvalid("/logprobs", "log probabilities are not reported: a turn's "
+                                               "answer comes from several model calls")
+
+
+def _text(message: MessageIn, index: int) -> str:
+    if message.role in ("tool", "function") or message.tool_calls:
+        raise RequestFieldInvalid(
+            f"/messages/{index}" + ("/tool_calls" if message.tool_calls else "/role"),
+            "client-side tool calls and their results are not supported: Switchboard runs "
+            "its own tools server-side; send system, user and assistant messages only")
+    if message.content is None or isinstance(message.content, str):
+        return message.content or ""
+    for number, part in enumerate(message.content):
+        if part.type != "text":
+            raise RequestFieldInvalid(f"/messages/{index}/content/{number}/type",
+                                      f"content parts of type {part.type!r} are not supported; "
+                                      "send text parts only")
+    return "\n".join(part.text or "" for part in message.content)
+
+
+def _conversation_id(from_metadata: Any, from_header: str | None) -> str | None:
+    if from_metadata is not None and not isinstance(from_metadata, str):
+        raise RequestFieldInvalid("/metadata/conversation_id", "must be a string: the id a "
+                                  "completion returned in switchboard.conversation_id")
+    if from_metadata and from_header and from_metadata != from_header:
+        raise RequestFieldInvalid(
+            "/metadata/conversation_id", f"names conversation {from_metadata!r} but the "
+            f"{CONVERSATION_HEADER} header names {from_header!r}; send one of them")
+    return from_metadata or from_header or None
+
+
+class Frame(msgspec.Struct, frozen=True, kw_only=True):
+    """What every completion and chunk of one request repeats."""
+
+    model: str
+    created: int
+
+    def chunk(self, turn_id: str, delta: Delta, **more: Any) -> ChatCompletionChunk:
+        return ChatCompletionChunk(id=turn_id, created=self.created, model=self.model,
+                                   choices=[ChunkChoice(delta=delta)], **more)
+
+
+def respond(result: TurnResult, frame: Frame, path: str) -> Response[Any]:
+    """A finished turn as a `chat.completion`, or as a problem when it failed."""
+    headers = {CONVERSATION_HEADER: result.conversation_id}
+    if result.error is not None:
+        body = {**msgspec.to_builtins(result.error), "instance": path,
+                "error": openai_error(result.error), "turn": msgspec.to_builtins(result)}
+        # The turn ran, and failed after the engine's own retries: a client retry would run
+        # another turn, so the client is asked not to.
+        return Response(body, status_code=result.error.status, media_type=PROBLEM_JSON,
+                        headers={**headers, "x-should-retry": "false"})
+    choice = Choice(message=MessageOut(content=result.message.content if result.message else ""),
+                    finish_reason=_FINISH_REASONS[result.status])
+    completion = ChatCompletion(id=result.id, created=frame.created, model=frame.model,
+                                choices=[choice], usage=_usage(result.usage),
+                                switchboard=_extension(result))
+    return Response(completion, headers=headers)
+
+
+async def stream_chunks(
+    events: AsyncIterator[TurnEvent], frame: Frame, include_usage: bool
+) -> AsyncIterator[ServerSentEventMessage]:
+    """A turn's events as `chat.completion.chunk`s, ending with `[DONE]`."""
+    turn_id = ""
+    async for event in events:
+        if isinstance(event, TurnStarted):
+            turn_id = event.turn_id
+        for payload in _chunks(event, turn_id, frame, include_usage):
+            yield ServerSentEventMessage(data=_encoder.encode(payload).decode())
+    yield ServerSentEventMessage(data="[DONE]")
+
+
+def _chunks(event: TurnEvent, turn_id: str, frame: Frame, include_usage: bool
+            ) -> list[ChatCompletionChunk | StreamError]:
+    match event:
+        case TurnStarted(conversation_id=conversation_id):
+            ids = Extension(turn_id=turn_id, conversation_id=conversation_id)
+            return [frame.chunk(turn_id, Delta(role="assistant", content=""), switchboard=ids)]
+        case MessageDelta(text=text):
+            return [frame.chunk(turn_id, Delta(content=text))]
+        case ReasoningDelta(text=text):
+            return [frame.chunk(turn_id, Delta(reasoning_content=text))]
+        case TurnCompleted(turn=result):
+            last = ChatCompletionChunk(
+                id=turn_id, created=frame.created, model=frame.model,
+                choices=[ChunkChoice(delta=Delta(), finish_reason=_FINISH_REASONS[result.status])],
+                switchboard=_extension(result))
+            usage = ChatCompletionChunk(id=turn_id, created=frame.created, model=frame.model,
+                                        choices=[], usage=_usage(result.usage))
+            return [last, usage] if include_usage else [last]
+        case TurnFailed(turn=result) if result.error is not None:
+            return [StreamError(error=openai_error(result.error), switchboard=_extension(result))]
+    return []
+
+
+def _extension(result: TurnResult) -> Extension:
+    return Extension(turn_id=result.id, conversation_id=result.conversation_id,
+                     tool_calls=list(result.tool_calls))
+
+
+def _usage(usage: Usage) -> UsageOut:
+    cached = None if usage.cached_tokens is None else {"cached_tokens": usage.cached_tokens}
+    return UsageOut(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                    total_tokens=usage.prompt_tokens + usage.completion_tokens,
+                    prompt_tokens_details=cached)
+
+
+def openai_error(problem: Problem, errors: list[FieldError] | None = None) -> OpenAIError:
+    """A problem as OpenAI clients read an error: `type` by status, `code` the problem's slug,
+    `param` the first field named (`messages.2.content`)."""
+    status = problem.status
+    kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    param = errors[0].pointer.lstrip("/").replace("/", ".") if errors else ""
+    return OpenAIError(message=problem.detail, type=kind, param=param or None,
+                       code=problem.type.rsplit("/", 1)[-1])
+
+
+Handler = Callable[[Request[Any, Any, Any], Any], Response[Any]]
+
+
+def with_error_member(handlers: Mapping[type[Exception] | int, Handler]
+                      ) -> dict[type[Exception] | int, Handler]:
+    """The app's exception handlers, each adding the OpenAI `error` member to its problem."""
+    return {kind: _adding_error_member(handler) for kind, handler in handlers.items()}
+
+
+def _adding_error_member(handler: Handler) -> Handler:
+    def handle(request: Request[Any, Any, Any], exc: Any) -> Response[Any]:
+        response = handler(request, exc)
+        body = msgspec.to_builtins(response.content)
+        found = Problem(type=body["type"], title=body["title"], status=body["status"],
+                        detail=body["detail"])
+        errors = msgspec.convert(body.get("errors", []), list[FieldError])
+        body["error"] = msgspec.to_builtins(openai_error(found, errors))
+        # A conflict means a turn of this conversation still runs; retrying at once would only
+        # meet it again, and whether to send the message later is the user's call.
+        retry = {"x-should-retry": "false"} if response.status_code == 409 else {}
+        return Response(body, status_code=response.status_code, media_type=PROBLEM_JSON,
+                        headers={**response.headers, **retry})
+
+    return handle

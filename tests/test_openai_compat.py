@@ -1,0 +1,325 @@
+"""The OpenAI-compatible chat route, driven by the official `openai` client: the app over HTTP,
+a real Postgres, an HTTP tool on loopback, and the scripted SGLang stand-in."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import openai
+import pytest
+from openai import AsyncOpenAI
+
+from planner.messages import Usage
+from planner.prompt import INSTRUCTIONS_HEADING, SYSTEM_AUTO
+from tests.conftest import ADMIN_KEY, RunningApp
+from tests.scripted_model import ScriptedFailure, ScriptedHang, ScriptedModel, ScriptedReply
+from tests.tool_server import ToolServer, http_tool
+
+WEATHER_CALL = ScriptedReply(
+    reasoning="Need the weather.",
+    tool_calls=[("get_weather", {"city": "Oslo"})],
+    usage=Usage(prompt_tokens=100, completion_tokens=10, cached_tokens=0),
+)
+ANSWER = ScriptedReply(
+    content="It is 7 degrees in Oslo.",
+    usage=Usage(prompt_tokens=130, completion_tokens=8, cached_tokens=100),
+)
+
+
+@pytest.fixture
+async def app(
+    start_app: Callable[..., Any], database_url: str, model: ScriptedModel, tools: ToolServer
+) -> RunningApp:
+    running: RunningApp = await start_app(database_url, model_url=model.url)
+    weather = http_tool(f"{tools.url}/weather", "get_weather", "Current weather in a city",
+                        {"city": {"type": "string"}}, ["city"])
+    response = await running.client.post("/v1/tools", json=weather)
+    assert response.status_code == 201, response.text
+    return running
+
+
+@pytest.fixture
+async def client(app: RunningApp) -> AsyncOpenAI:
+    return AsyncOpenAI(base_url=f"{app.url}/v1", api_key=ADMIN_KEY)
+
+
+def user(text: str) -> dict[str, str]:
+    return {"role": "user", "content": text}
+
+
+def sent(request: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """What the model was sent after the system prompt: (role, content) pairs."""
+    return [(m["role"], m.get("content")) for m in request["messages"][1:]]
+
+
+async def test_a_completion_answers_after_a_tool_call_ran_on_the_server(
+    client: AsyncOpenAI, model: ScriptedModel, tools: ToolServer
+) -> None:
+    model.push(WEATHER_CALL, ANSWER)
+    raw = await client.chat.completions.with_raw_response.create(
+        model="default", messages=[user("weather in Oslo?")]  # type: ignore[list-item]
+    )
+    completion = raw.parse()
+    assert completion.object == "chat.completion"
+    assert completion.choices[0].message.role == "assistant"
+    assert completion.choices[0].message.content == "It is 7 degrees in Oslo."
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.model == "default"
+    assert completion.usage is not None
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens,
+            completion.usage.total_tokens) == (230, 18, 248)
+    assert [r.body for r in tools.calls("/weather")] == [{"city": "Oslo"}]
+    extension = (completion.model_extra or {})["switchboard"]
+    assert extension["turn_id"] == completion.id
+    assert extension["conversation_id"] == raw.headers["X-Switchboard-Conversation"]
+    [call] = extension["tool_calls"]
+    assert (call["name"], call["arguments"], call["result"]) == (
+        "get_weather", {"city": "Oslo"}, {"city": "Oslo", "temp_c": 7})
+
+
+async def test_a_streamed_completion_sends_role_reasoning_content_finish_usage_in_order(
+    client: AsyncOpenAI, model: ScriptedModel, tools: ToolServer
+) -> None:
+    model.push(WEATHER_CALL, ANSWER)
+    stream = await client.chat.completions.create(
+        model="default", messages=[user("weather in Oslo?")],  # type: ignore[list-item]
+        stream=True, stream_options={"include_usage": True},
+    )
+    chunks = [chunk async for chunk in stream]
+    assert {c.object for c in chunks} == {"chat.completion.chunk"}
+    assert len({c.id for c in chunks}) == 1
+    first, *middle, finish, usage = chunks
+    assert (first.choices[0].delta.role, first.choices[0].delta.content) == ("assistant", "")
+    reasoning = "".join((c.choices[0].delta.model_extra or {}).get("reasoning_content", "")
+                        for c in middle)
+    assert reasoning == "Need the weather."
+    assert "".join(c.choices[0].delta.content or "" for c in middle) == "It is 7 degrees in Oslo."
+    assert finish.choices[0].finish_reason == "stop"
+    [call] = (finish.model_extra or {})["switchboard"]["tool_calls"]
+    assert call["result"] == {"city": "Oslo", "temp_c": 7}
+    assert usage.choices == []
+    assert usage.usage is not None
+    assert (usage.usage.prompt_tokens, usage.usage.completion_tokens,
+            usage.usage.total_tokens) == (230, 18, 248)
+    assert [r.body for r in tools.calls("/weather")] == [{"city": "Oslo"}]
+
+
+async def test_metadata_conversation_id_continues_a_conversation_whose_history_the_server_holds(
+    client: AsyncOpenAI, model: ScriptedModel
+) -> None:
+    model.push(ScriptedReply(content="Hello Ann."), ScriptedReply(content="Your name is Ann."))
+    first = await client.chat.completions.create(
+        model="default", messages=[user("My name is Ann.")]  # type: ignore[list-item]
+    )
+    conversation = (first.model_extra or {})["switchboard"]["conversation_id"]
+    second = await client.chat.completions.create(
+        model="default",
+        messages=[user("My name is Ann."), {"role": "assistant", "content": "Hello Ann."},
+                  user("What is my name?")],  # type: ignore[list-item]
+        metadata={"conversation_id": conversation},
+    )
+    assert second.choices[0].message.content == "Your name is Ann."
+    assert (second.model_extra or {})["switchboard"]["conversation_id"] == conversation
+    assert sent(model.requests[1]) == [
+        ("user", "My name is Ann."), ("assistant", "Hello Ann."), ("user", "What is my name?"),
+    ]
+
+
+async def test_the_conversation_header_continues_a_conversation(
+    client: AsyncOpenAI, model: ScriptedModel
+) -> None:
+    model.push(ScriptedReply(content="Noted: blue."), ScriptedReply(content="Blue."))
+    first = await client.chat.completions.with_raw_response.create(
+        model="default", messages=[user("My colour is blue.")]  # type: ignore[list-item]
+    )
+    conversation = first.headers["X-Switchboard-Conversation"]
+    second = await client.chat.completions.with_raw_response.create(
+        model="default", messages=[user("Which colour?")],  # type: ignore[list-item]
+        extra_headers={"X-Switchboard-Conversation": conversation},
+    )
+    assert second.headers["X-Switchboard-Conversation"] == conversation
+    assert second.parse().choices[0].message.content == "Blue."
+    assert sent(model.requests[1]) == [
+        ("user", "My colour is blue."), ("assistant", "Noted: blue."), ("user", "Which colour?"),
+    ]
+
+
+async def test_a_new_conversation_holds_the_earlier_messages_and_system_text_is_instructions(
+    client: AsyncOpenAI, model: ScriptedModel, app: RunningApp
+) -> None:
+    model.push(ScriptedReply(content="Your name is Ann."))
+    completion = await client.chat.completions.create(
+        model="default",
+        messages=[{"role": "system", "content": "Answer in one sentence."},
+                  user("My name is Ann."), {"role": "assistant", "content": "Hello Ann."},
+                  user("What is my name?")],  # type: ignore[list-item]
+    )
+    assert completion.choices[0].message.content == "Your name is Ann."
+    [request] = model.requests
+    assert request["messages"][0] == {
+        "role": "system", "content": f"{SYSTEM_AUTO}{INSTRUCTIONS_HEADING}Answer in one sentence."
+    }
+    assert sent(request) == [
+        ("user", "My name is Ann."), ("assistant", "Hello Ann."), ("user", "What is my name?"),
+    ]
+    conversation = (completion.model_extra or {})["switchboard"]["conversation_id"]
+    turns = (await app.client.get(f"/v1/conversations/{conversation}")).json()["turns"]
+    assert [(t["mode"], t["status"], t["answer"]) for t in turns] == [
+        ("imported", "completed", "Hello Ann."), ("auto", "completed", "Your name is Ann."),
+    ]
+
+
+async def test_models_list_reads_the_configured_backends(
+    client: AsyncOpenAI, model: ScriptedModel
+) -> None:
+    page = await client.models.list()
+    [backend] = page.data
+    assert (backend.id, backend.object, backend.owned_by) == ("default", "model", "switchboard")
+    assert backend.created > 0
+    assert (backend.model_extra or {})["base_url"] == model.url
+
+
+async def test_an_unknown_model_is_refused_naming_the_field_and_the_known_ids(
+    client: AsyncOpenAI, model: ScriptedModel
+) -> None:
+    with pytest.raises(openai.UnprocessableEntityError) as raised:
+        await client.chat.completions.create(
+            model="gpt-4o", messages=[user("hi")]  # type: ignore[list-item]
+        )
+    error = raised.value
+    assert error.status_code == 422
+    assert (error.param, error.code, error.type) == ("model", "invalid-request",
+                                                     "invalid_request_error")
+    assert error.body == {
+        "message": "/model: unknown model backend 'gpt-4o'; configured: default "
+                   "(GET /v1/models lists them)",
+        "type": "invalid_request_error", "param": "model", "code": "invalid-request",
+    }
+    assert model.requests == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "param", "message"),
+    [
+        ({"n": 2}, "n", "/n: n=2 is not supported: a turn has one answer; send n=1 or leave it "
+                        "out"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools",
+         "/tools: client-side tools are not supported: Switchboard picks tools itself, by "
+         "searching the tools registered with POST /v1/tools, and runs them server-side; "
+         "register the tools there and leave this field out"),
+    ],
+)
+async def test_a_field_whose_meaning_would_be_lost_is_refused_by_name(
+    client: AsyncOpenAI, model: ScriptedModel, extra: dict[str, Any], param: str, message: str
+) -> None:
+    with pytest.raises(openai.UnprocessableEntityError) as raised:
+        await client.chat.completions.create(
+            model="default", messages=[user("hi")], **extra  # type: ignore[list-item]
+        )
+    assert (raised.value.param, raised.value.message) == (param, f"Error code: 422 - "
+                                                           f"{raised.value.response.json()}")
+    assert raised.value.body["message"] == message  # type: ignore[index]
+    assert model.requests == []
+
+
+async def test_sampling_fields_are_accepted_and_left_to_the_backend(
+    client: AsyncOpenAI, model: ScriptedModel
+) -> None:
+    model.push(ScriptedReply(content="hi"))
+    completion = await client.chat.completions.create(
+        model="default", messages=[user("hi")],  # type: ignore[list-item]
+        temperature=0.2, top_p=0.9, max_tokens=50, presence_penalty=0.1, user="u-1",
+    )
+    assert completion.choices[0].message.content == "hi"
+    assert "top_p" not in model.requests[0] and "presence_penalty" not in model.requests[0]
+
+
+async def test_a_second_message_while_a_turn_runs_is_a_conflict_the_client_does_not_retry(
+    client: AsyncOpenAI, model: ScriptedModel
+) -> None:
+    model.push(ScriptedHang(1.0, then=ScriptedReply(content="late")))
+    stream = await client.chat.completions.create(
+        model="default", messages=[user("slow")], stream=True  # type: ignore[list-item]
+    )
+    chunks = stream.__aiter__()
+    first = await chunks.__anext__()
+    conversation = (first.model_extra or {})["switchboard"]["conversation_id"]
+    with pytest.raises(openai.ConflictError) as raised:
+        await client.chat.completions.create(
+            model="default", messages=[user("me too")],  # type: ignore[list-item]
+            metadata={"conversation_id": conversation},
+        )
+    assert raised.value.code == "turn-in-progress"
+    assert raised.value.body["message"].startswith(  # type: ignore[index]
+        f"conversation '{conversation}' already has a running turn 'turn_"
+    )
+    assert raised.value.response.headers["x-should-retry"] == "false"
+    rest = "".join([c.choices[0].delta.content or "" async for c in chunks if c.choices])
+    assert rest == "late"
+    assert len(model.requests) == 1
+
+
+async def test_a_model_failing_mid_stream_raises_in_the_client(
+    client: AsyncOpenAI, model: ScriptedModel, tools: ToolServer
+) -> None:
+    model.push(WEATHER_CALL, *[ScriptedFailure(status=500)] * 4)
+    stream = await client.chat.completions.create(
+        model="default", messages=[user("weather in Oslo?")], stream=True  # type: ignore[list-item]
+    )
+    received = []
+    with pytest.raises(openai.APIError) as raised:
+        async for chunk in stream:
+            received.append(chunk)
+    assert raised.value.message.startswith(
+        f"model server at {model.url}/chat/completions is unavailable"
+    )
+    assert (raised.value.code, raised.value.type) == ("model-unavailable", "server_error")
+    assert received[0].choices[0].delta.role == "assistant"
+    assert [r.body for r in tools.calls("/weather")] == [{"city": "Oslo"}]
+
+
+async def test_a_failed_turn_is_a_problem_with_an_error_member_and_no_retry(
+    client: AsyncOpenAI, model: ScriptedModel
+) -> None:
+    model.push(*[ScriptedFailure(status=500)] * 4)
+    with pytest.raises(openai.InternalServerError) as raised:
+        await client.chat.completions.create(
+            model="default", messages=[user("hi")]  # type: ignore[list-item]
+        )
+    body = raised.value.response.json()
+    assert raised.value.status_code == 503
+    assert raised.value.response.headers["content-type"] == "application/problem+json"
+    assert raised.value.response.headers["x-should-retry"] == "false"
+    assert (body["type"], body["turn"]["status"]) == ("/problems/model-unavailable", "failed")
+    assert body["error"]["message"] == body["detail"]
+    assert len(model.requests) == 4
+
+
+async def test_a_wrong_api_key_reads_as_an_authentication_error(app: RunningApp) -> None:
+    client = AsyncOpenAI(base_url=f"{app.url}/v1", api_key="sbk_wrong")
+    with pytest.raises(openai.AuthenticationError) as raised:
+        await client.chat.completions.create(
+            model="default", messages=[user("hi")]  # type: ignore[list-item]
+        )
+    assert raised.value.body == {"message": "unknown or revoked API key",
+                                 "type": "authentication_error", "param": None,
+                                 "code": "unauthorized"}
+
+
+async def test_a_retry_with_the_same_idempotency_key_gets_the_first_completion_back(
+    client: AsyncOpenAI, model: ScriptedModel
+) -> None:
+    model.push(ScriptedReply(content="Only once."))
+    key = {"Idempotency-Key": "retry-1"}
+    first, second = [
+        await client.chat.completions.with_raw_response.create(
+            model="default", messages=[user("hi")], extra_headers=key  # type: ignore[list-item]
+        )
+        for _ in range(2)
+    ]
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert second.parse().id == first.parse().id
+    assert second.parse().object == "chat.completion"
+    assert second.parse().choices[0].message.content == "Only once."
+    assert len(model.requests) == 1
