@@ -3,6 +3,7 @@ result, its events and its problems read as completions, chunks and `error` memb
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Annotated, Any, Literal
 
@@ -15,13 +16,16 @@ from app.errors import RequestFieldInvalid
 from app.problems import PROBLEM_JSON
 from planner.events import (
     MessageDelta,
+    PendingCall,
     Problem,
     ReasoningDelta,
     ToolCallRecord,
     TurnCompleted,
     TurnEvent,
     TurnFailed,
+    TurnPaused,
     TurnResult,
+    TurnResumed,
     TurnStarted,
 )
 from planner.messages import ChatMessage, Usage
@@ -32,10 +36,11 @@ CONVERSATION_HEADER = "X-Switchboard-Conversation"
 _encoder = msgspec.json.Encoder()
 _ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
                 429: "rate_limit_error"}
-_FINISH_REASONS = {"completed": "stop"}
-"""A turn's end as a finish reason. A turn that pauses for a person ("awaiting_approval") or
-for a client-side tool ("requires_action") would map here, with the calls the client is asked
-to answer; until the engine makes such turns, only a completed turn has one."""
+_FINISH_REASONS = {"completed": "stop", "awaiting_approval": "stop",
+                   "requires_action": "tool_calls"}
+"""A turn's end as a finish reason. A turn paused on client tools hands their calls to the
+client as `tool_calls`, the way OpenAI clients run their own functions; one that waits for a
+person's approval answers with a message that says so."""
 
 
 class ContentPart(msgspec.Struct, frozen=True, kw_only=True):
@@ -47,6 +52,14 @@ class MessageIn(msgspec.Struct, frozen=True, kw_only=True):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     tool_calls: list[Any] | None = None
+    tool_call_id: str | None = None
+
+
+class ToolOutput(msgspec.Struct, frozen=True, kw_only=True):
+    """A client tool's result, sent back as a `tool` message."""
+
+    call_id: str
+    content: str
 
 
 class StreamOptions(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,6 +93,8 @@ class ChatAsk(msgspec.Struct, frozen=True, kw_only=True):
     history: list[ChatMessage]
     turn: TurnRequest
     include_usage: bool
+    outputs: list[ToolOutput] = []
+    """Results of the client tools a paused turn waits on: the turn goes on, no new one."""
 
 
 class OpenAIError(msgspec.Struct, frozen=True, kw_only=True):
@@ -90,11 +105,27 @@ class OpenAIError(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Extension(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """The `switchboard` member: the turn behind a completion and the tools it ran itself."""
+    """The `switchboard` member: the turn behind a completion and the tools it ran itself; for
+    a paused turn, its status and the calls it waits on."""
 
     turn_id: str
     conversation_id: str
     tool_calls: list[ToolCallRecord] | None = None
+    status: str | None = None
+    pending: list[PendingCall] | None = None
+
+
+class FunctionOut(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    arguments: str
+
+
+class ToolCallOut(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    function: FunctionOut
+    type: str = "function"
+    index: int | UnsetType = UNSET
+    """Only in stream deltas."""
 
 
 class UsageOut(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -105,8 +136,9 @@ class UsageOut(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 
 class MessageOut(msgspec.Struct, frozen=True, kw_only=True):
-    content: str
+    content: str | None
     role: str = "assistant"
+    tool_calls: list[ToolCallOut] | UnsetType = UNSET
 
 
 class Choice(msgspec.Struct, frozen=True, kw_only=True):
@@ -130,6 +162,7 @@ class Delta(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     role: str | None = None
     content: str | None = None
     reasoning_content: str | None = None
+    tool_calls: list[ToolCallOut] | None = None
 
 
 class ChunkChoice(msgspec.Struct, frozen=True, kw_only=True):
@@ -157,25 +190,36 @@ class StreamError(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def read_request(body: ChatCompletionIn, header_conversation: str | None) -> ChatAsk:
-    """The turn a request asks for; a field whose meaning would be lost is refused by name."""
+    """The turn a request asks for; a field whose meaning would be lost is refused by name.
+    A conversation that is continued is held by the server: of the messages, only the system
+    ones and the last ones (a user message, or the results of client tools) are read."""
     _refuse_unsupported(body)
-    texts = [_text(message, i) for i, message in enumerate(body.messages)]
-    spoken = [i for i, m in enumerate(body.messages) if m.role not in ("system", "developer")]
+    metadata = dict(body.metadata or {})
+    conversation_id = _conversation_id(metadata.pop("conversation_id", None),
+                                       header_conversation)
+    continuing = conversation_id is not None
+    texts = [_text(message, i, continuing) for i, message in enumerate(body.messages)]
+    include_usage = body.stream_options is not None and body.stream_options.include_usage
+    outputs = _tool_outputs(body.messages, texts, conversation_id)
+    if outputs:
+        return ChatAsk(conversation_id=conversation_id, metadata=metadata, history=[],
+                       turn=TurnRequest(message="", stream=body.stream, model=body.model),
+                       include_usage=include_usage, outputs=outputs)
+    spoken = [i for i, m in enumerate(body.messages)
+              if m.role not in ("system", "developer") and not _tool_traffic(m)]
     _check_last(body.messages, spoken, texts)
     instructions = "\n\n".join(
         texts[i] for i, m in enumerate(body.messages) if m.role in ("system", "developer")
     )
     history = [ChatMessage(role=body.messages[i].role, content=texts[i])  # type: ignore[arg-type]
                for i in spoken[:-1] if texts[i]]
-    metadata = dict(body.metadata or {})
     return ChatAsk(
-        conversation_id=_conversation_id(metadata.pop("conversation_id", None),
-                                         header_conversation),
+        conversation_id=conversation_id,
         metadata=metadata,
         history=history,
         turn=TurnRequest(message=texts[spoken[-1]], stream=body.stream, model=body.model,
                          instructions=instructions or None),
-        include_usage=body.stream_options is not None and body.stream_options.include_usage,
+        include_usage=include_usage,
     )
 
 
@@ -215,12 +259,38 @@ def _refuse_unsupported(body: ChatCompletionIn) -> None:
                                                "answer comes from several model calls")
 
 
-def _text(message: MessageIn, index: int) -> str:
-    if message.role in ("tool", "function") or message.tool_calls:
+def _tool_traffic(message: MessageIn) -> bool:
+    return message.role in ("tool", "function") or bool(message.tool_calls)
+
+
+def _tool_outputs(messages: list[MessageIn], texts: list[str], conversation_id: str | None
+                  ) -> list[ToolOutput]:
+    """The trailing `tool` messages: results of the client tools a paused turn waits on."""
+    first = len(messages)
+    while first > 0 and messages[first - 1].role == "tool":
+        first -= 1
+    outputs = []
+    for i in range(first, len(messages)):
+        call_id = messages[i].tool_call_id
+        if not call_id:
+            raise RequestFieldInvalid(f"/messages/{i}/tool_call_id", "a tool result must name "
+                                      "the call it answers (the id from the tool_calls)")
+        outputs.append(ToolOutput(call_id=call_id, content=texts[i]))
+    if outputs and conversation_id is None:
+        raise RequestFieldInvalid(
+            f"/messages/{first}/role", "tool results answer a turn that waits on client tools: "
+            "continue its conversation (metadata.conversation_id or the "
+            f"{CONVERSATION_HEADER} header)")
+    return outputs
+
+
+def _text(message: MessageIn, index: int, continuing: bool) -> str:
+    if message.role == "function" or (_tool_traffic(message) and not continuing):
         raise RequestFieldInvalid(
             f"/messages/{index}" + ("/tool_calls" if message.tool_calls else "/role"),
-            "client-side tool calls and their results are not supported: Switchboard runs "
-            "its own tools server-side; send system, user and assistant messages only")
+            "tool calls and their results belong to a conversation Switchboard holds: "
+            "continue it (metadata.conversation_id or the "
+            f"{CONVERSATION_HEADER} header), or send system, user and assistant messages only")
     if message.content is None or isinstance(message.content, str):
         return message.content or ""
     for number, part in enumerate(message.content):
@@ -263,8 +333,7 @@ def respond(result: TurnResult, frame: Frame, path: str) -> Response[Any]:
         # another turn, so the client is asked not to.
         return Response(body, status_code=result.error.status, media_type=PROBLEM_JSON,
                         headers={**headers, "x-should-retry": "false"})
-    choice = Choice(message=MessageOut(content=result.message.content if result.message else ""),
-                    finish_reason=_FINISH_REASONS[result.status])
+    choice = Choice(message=_message(result), finish_reason=_FINISH_REASONS[result.status])
     completion = ChatCompletion(id=result.id, created=frame.created, model=frame.model,
                                 choices=[choice], usage=_usage(result.usage),
                                 switchboard=_extension(result))
@@ -277,7 +346,7 @@ async def stream_chunks(
     """A turn's events as `chat.completion.chunk`s, ending with `[DONE]`."""
     turn_id = ""
     async for event in events:
-        if isinstance(event, TurnStarted):
+        if isinstance(event, TurnStarted | TurnResumed):
             turn_id = event.turn_id
         for payload in _chunks(event, turn_id, frame, include_usage):
             yield ServerSentEventMessage(data=_encoder.encode(payload).decode())
@@ -287,29 +356,71 @@ async def stream_chunks(
 def _chunks(event: TurnEvent, turn_id: str, frame: Frame, include_usage: bool
             ) -> list[ChatCompletionChunk | StreamError]:
     match event:
-        case TurnStarted(conversation_id=conversation_id):
+        case TurnStarted(conversation_id=conversation_id) | TurnResumed(
+            conversation_id=conversation_id
+        ):
             ids = Extension(turn_id=turn_id, conversation_id=conversation_id)
             return [frame.chunk(turn_id, Delta(role="assistant", content=""), switchboard=ids)]
         case MessageDelta(text=text):
             return [frame.chunk(turn_id, Delta(content=text))]
         case ReasoningDelta(text=text):
             return [frame.chunk(turn_id, Delta(reasoning_content=text))]
+        case TurnPaused(turn=result):
+            delta = (Delta(tool_calls=_client_calls(result.pending, indexed=True))
+                     if result.status == "requires_action"
+                     else Delta(content=_waiting_text(result)))
+            return [frame.chunk(turn_id, delta), *_closing(result, turn_id, frame, include_usage)]
         case TurnCompleted(turn=result):
-            last = ChatCompletionChunk(
-                id=turn_id, created=frame.created, model=frame.model,
-                choices=[ChunkChoice(delta=Delta(), finish_reason=_FINISH_REASONS[result.status])],
-                switchboard=_extension(result))
-            usage = ChatCompletionChunk(id=turn_id, created=frame.created, model=frame.model,
-                                        choices=[], usage=_usage(result.usage))
-            return [last, usage] if include_usage else [last]
+            return _closing(result, turn_id, frame, include_usage)
         case TurnFailed(turn=result) if result.error is not None:
             return [StreamError(error=openai_error(result.error), switchboard=_extension(result))]
     return []
 
 
+def _closing(result: TurnResult, turn_id: str, frame: Frame, include_usage: bool
+             ) -> list[ChatCompletionChunk | StreamError]:
+    """The finish chunk, and the usage chunk when the client asked for it."""
+    last = ChatCompletionChunk(
+        id=turn_id, created=frame.created, model=frame.model,
+        choices=[ChunkChoice(delta=Delta(), finish_reason=_FINISH_REASONS[result.status])],
+        switchboard=_extension(result))
+    usage = ChatCompletionChunk(id=turn_id, created=frame.created, model=frame.model,
+                                choices=[], usage=_usage(result.usage))
+    return [last, usage] if include_usage else [last]
+
+
 def _extension(result: TurnResult) -> Extension:
+    paused = result.status in ("awaiting_approval", "requires_action")
     return Extension(turn_id=result.id, conversation_id=result.conversation_id,
-                     tool_calls=list(result.tool_calls))
+                     tool_calls=list(result.tool_calls),
+                     status=result.status if paused else None,
+                     pending=list(result.pending) if paused else None)
+
+
+def _message(result: TurnResult) -> MessageOut:
+    """The assistant message of a turn: its answer, the client tools' calls it hands over,
+    or what it waits for a person to approve."""
+    if result.status == "requires_action":
+        return MessageOut(content=None, tool_calls=_client_calls(result.pending))
+    if result.status == "awaiting_approval":
+        return MessageOut(content=_waiting_text(result))
+    return MessageOut(content=result.message.content if result.message else "")
+
+
+def _client_calls(pending: list[PendingCall], indexed: bool = False) -> list[ToolCallOut]:
+    client = [p for p in pending if p.waits_for == "output"]
+    return [
+        ToolCallOut(id=p.id, index=i if indexed else UNSET, function=FunctionOut(
+            name=p.name, arguments=json.dumps(p.arguments, ensure_ascii=False)))
+        for i, p in enumerate(client)
+    ]
+
+
+def _waiting_text(result: TurnResult) -> str:
+    calls = "; ".join(f"{p.name} {json.dumps(p.arguments, ensure_ascii=False)}"
+                      for p in result.pending if p.waits_for == "approval")
+    return (f"This needs approval before it runs: {calls}. Approve or reject it with POST "
+            f"/v1/turns/{result.id}/approvals; the answer follows.")
 
 
 def _usage(usage: Usage) -> UsageOut:

@@ -108,6 +108,16 @@ class Waiting(msgspec.Struct, frozen=True, kw_only=True):
     version: int | None
 
 
+async def paused_turn(db: Db, tenant: str, conversation_id: str) -> str | None:
+    """The conversation's paused turn, if it has one."""
+    value = await db.fetchval(
+        """SELECT id FROM turns WHERE tenant_id = $1 AND conversation_id = $2
+           AND status IN ('awaiting_approval', 'requires_action')""",
+        tenant, conversation_id,
+    )
+    return None if value is None else str(value)
+
+
 async def waiting_call(db: Db, tenant: str, turn_id: str, call_id: str) -> Waiting:
     """The call, if the turn is paused and the call still waits on an answer; else why not."""
     turn = await db.fetchrow(

@@ -323,3 +323,107 @@ async def test_a_retry_with_the_same_idempotency_key_gets_the_first_completion_b
     assert second.parse().object == "chat.completion"
     assert second.parse().choices[0].message.content == "Only once."
     assert len(model.requests) == 1
+
+
+@pytest.fixture
+async def paused_tools(app: RunningApp, tools: ToolServer) -> None:
+    """A client tool the frontend runs, and a tool that needs a person's approval."""
+    specs = [
+        {"name": "pick_file", "description": "Let the user pick a file on their device",
+         "parameters": {"type": "object", "properties": {"kind": {"type": "string"}}},
+         "executor": {"kind": "client"}},
+        http_tool(f"{tools.url}/weather", "post_weather", "Publish the weather", {
+            "city": {"type": "string"}}, ["city"], requires_approval=True),
+    ]
+    response = await app.client.post("/v1/tools/bulk", json={"tools": specs})
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.usefixtures("paused_tools")
+async def test_a_client_tool_is_handed_over_as_tool_calls_and_its_result_continues_the_turn(
+    client: AsyncOpenAI, model: ScriptedModel
+) -> None:
+    model.push(ScriptedReply(tool_calls=[("pick_file", {"kind": "photo"})]),
+               ScriptedReply(content="Nice photo."))
+    asked = [user("use a photo")]
+    first = await client.chat.completions.create(model="default", messages=asked)  # type: ignore[arg-type]
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    [call] = choice.message.tool_calls or []
+    assert (call.type, call.function.name, call.function.arguments) == (
+        "function", "pick_file", '{"kind": "photo"}')
+    conversation = (first.model_extra or {})["switchboard"]["conversation_id"]
+    assert (first.model_extra or {})["switchboard"]["status"] == "requires_action"
+
+    # What an OpenAI client does with a function call: run it, send its result back.
+    history = [*asked, choice.message.model_dump(exclude_none=True),
+               {"role": "tool", "tool_call_id": call.id, "content": '{"path": "/tmp/cat.jpg"}'}]
+    second = await client.chat.completions.create(
+        model="default", messages=history, metadata={"conversation_id": conversation})  # type: ignore[arg-type]
+    assert second.id == first.id  # the same turn, gone on
+    assert second.choices[0].message.content == "Nice photo."
+    assert second.choices[0].finish_reason == "stop"
+    tool_results = [m["content"] for m in model.requests[1]["messages"] if m["role"] == "tool"]
+    assert tool_results == ['{"result": {"path": "/tmp/cat.jpg"}}']
+
+
+@pytest.mark.usefixtures("paused_tools")
+async def test_a_streamed_client_tool_call_arrives_as_tool_call_deltas(
+    client: AsyncOpenAI, model: ScriptedModel
+) -> None:
+    model.push(ScriptedReply(tool_calls=[("pick_file", {})]), ScriptedReply(content="Got it."))
+    stream = await client.chat.completions.create(
+        model="default", messages=[user("pick one")], stream=True)  # type: ignore[list-item]
+    chunks = [chunk async for chunk in stream]
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    [call] = [t for d in deltas for t in (d.tool_calls or [])]
+    assert (call.index, call.function and call.function.name) == (0, "pick_file")
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    conversation = (chunks[0].model_extra or {})["switchboard"]["conversation_id"]
+
+    resumed = await client.chat.completions.create(
+        model="default", stream=True, extra_headers={"X-Switchboard-Conversation": conversation},
+        messages=[user("pick one"), {"role": "tool", "tool_call_id": call.id, "content": "a.txt"}],
+    )
+    text = "".join([c.choices[0].delta.content or "" async for c in resumed if c.choices])
+    assert text == "Got it."
+    tool_results = [m["content"] for m in model.requests[1]["messages"] if m["role"] == "tool"]
+    assert tool_results == ['{"result": "a.txt"}']
+
+
+@pytest.mark.usefixtures("paused_tools")
+async def test_a_turn_waiting_for_approval_says_so_in_its_answer(
+    client: AsyncOpenAI, model: ScriptedModel, app: RunningApp
+) -> None:
+    model.push(ScriptedReply(tool_calls=[("post_weather", {"city": "Oslo"})]),
+               ScriptedReply(content="Published."))
+    first = await client.chat.completions.create(model="default", messages=[user("post it")])  # type: ignore[list-item]
+    extension = (first.model_extra or {})["switchboard"]
+    assert first.choices[0].finish_reason == "stop"
+    assert first.choices[0].message.content == (
+        'This needs approval before it runs: post_weather {"city": "Oslo"}. Approve or reject '
+        f"it with POST /v1/turns/{first.id}/approvals; the answer follows.")
+    [pending] = extension["pending"]
+    assert (extension["status"], pending["name"]) == ("awaiting_approval", "post_weather")
+    decided = await app.client.post(f"/v1/turns/{first.id}/approvals",
+                                    json={"call_id": pending["id"], "approve": True})
+    assert decided.json()["message"]["content"] == "Published."
+
+
+@pytest.mark.usefixtures("paused_tools")
+async def test_a_tool_result_for_a_call_nothing_waits_on_changes_nothing(
+    client: AsyncOpenAI, model: ScriptedModel, app: RunningApp
+) -> None:
+    model.push(ScriptedReply(tool_calls=[("pick_file", {})]))
+    first = await client.chat.completions.create(model="default", messages=[user("pick")])  # type: ignore[list-item]
+    conversation = (first.model_extra or {})["switchboard"]["conversation_id"]
+    waiting = first.choices[0].message.tool_calls[0].id  # type: ignore[index]
+    with pytest.raises(openai.UnprocessableEntityError) as raised:
+        await client.chat.completions.create(
+            model="default", metadata={"conversation_id": conversation},
+            messages=[{"role": "tool", "tool_call_id": "call_other", "content": "x"}])
+    assert raised.value.body["message"] == (  # type: ignore[index]
+        f"/messages: tool result for 'call_other': turn {first.id!r} does not wait on that "
+        f"call; it waits on {waiting}")
+    stored = (await app.client.get(f"/v1/turns/{first.id}")).json()
+    assert stored["status"] == "requires_action"

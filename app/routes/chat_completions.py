@@ -3,7 +3,9 @@ tools server-side; the client sees an assistant message (or a stream of chunks).
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Request, Response, post
@@ -26,10 +28,11 @@ from app.openai_wire import (
 )
 from app.problems import EXCEPTION_HANDLERS
 from app.tenancy import tenant_of
-from app.turns import launch_turn
+from app.turns import answer_call, launch_turn
+from planner import pauses, store
 from planner.engine import TurnEngine
 from planner.errors import UnknownModel
-from planner.events import TurnResult
+from planner.events import TurnEvent, TurnResult
 from planner.supervisor import TurnSupervisor
 
 
@@ -52,6 +55,9 @@ async def create_chat_completion(
     tenant = tenant_of(request)
 
     async def run(claim: Claim | None) -> Response[Any]:
+        if ask.outputs:
+            return await _send_outputs(engine, supervisor, claim, tenant, ask, frame,
+                                       request.url.path)
         conversation_id = await _conversation(engine, tenant, ask)
         ran = await launch_turn(engine, supervisor, claim, tenant, conversation_id, ask.turn)
         if isinstance(ran, TurnResult):
@@ -75,3 +81,51 @@ async def _conversation(engine: TurnEngine, tenant: str, ask: ChatAsk) -> str:
     if ask.conversation_id is not None:
         return ask.conversation_id
     return await engine.open_conversation(tenant, ask.metadata, ask.history, ask.turn.model)
+
+
+async def _send_outputs(
+    engine: TurnEngine, supervisor: TurnSupervisor, claim: Claim | None, tenant: str,
+    ask: ChatAsk, frame: Frame, path: str,
+) -> Response[Any]:
+    """The results of client tools go to the paused turn that waits on them; once none is
+    missing, the turn goes on and its answer is this request's."""
+    assert ask.conversation_id is not None  # read_request asks for it with tool results
+    turn_id = await _waiting_turn(engine, tenant, ask)
+    await idempotency.record_turn(engine.pool, claim, turn_id)
+    ran: TurnResult | AsyncIterator[TurnEvent] | None = None
+    for output in ask.outputs:
+        decision = pauses.ClientOutput(output=_decoded(output.content))
+        ran = await answer_call(engine, supervisor, tenant, turn_id, output.call_id, decision,
+                                ask.turn.stream)
+    if ran is None:  # it still waits, on a person's approval say
+        ran = await store.turn_result(engine.pool, tenant, turn_id)
+        assert ran is not None
+    if isinstance(ran, TurnResult):
+        return respond(ran, frame, path)
+    return ServerSentEvent(stream_chunks(ran, frame, ask.include_usage),
+                           headers={CONVERSATION_HEADER: ask.conversation_id})
+
+
+async def _waiting_turn(engine: TurnEngine, tenant: str, ask: ChatAsk) -> str:
+    """The paused turn of the conversation, checked to wait on every call answered, so a
+    wrong id changes nothing."""
+    assert ask.conversation_id is not None
+    turn_id = await pauses.paused_turn(engine.pool, tenant, ask.conversation_id)
+    if turn_id is None:
+        raise RequestFieldInvalid("/messages", f"conversation {ask.conversation_id!r} has no "
+                                  "turn waiting on client tools; send a user message instead")
+    waiting = {p.id for p in await store.waiting_calls(engine.pool, turn_id)}
+    for output in ask.outputs:
+        if output.call_id not in waiting:
+            raise RequestFieldInvalid(
+                "/messages", f"tool result for {output.call_id!r}: turn {turn_id!r} does not "
+                f"wait on that call; it waits on {', '.join(sorted(waiting)) or 'nothing'}")
+    return turn_id
+
+
+def _decoded(content: str) -> Any:
+    """A tool message's content: JSON when it is JSON, else the text itself."""
+    try:
+        return json.loads(content)
+    except ValueError:
+        return content
