@@ -89,8 +89,8 @@ class ToolRegistry:
     ) -> dict[tuple[str, str], ExecutableTool]:
         """The live versions of these tools with what it takes to call them (secrets included)."""
         found = await store.live_specs(self.pool, tenant, keys)
-        return {key: ExecutableTool(record=record, secret=secret)
-                for key, (record, secret) in found.items()}
+        return {key: ExecutableTool(record=record, secret=secret, secret_headers=headers)
+                for key, (record, secret, headers) in found.items()}
 
     async def versions(self, tenant: str, namespace: str, name: str) -> list[ToolRecord]:
         records = await store.list_versions(self.pool, tenant, namespace, name)
@@ -154,7 +154,8 @@ class ToolRegistry:
             updated=len(versions) - created,
             unchanged=len(specs) - len(versions),
             records=[
-                ToolRecord.of(v.spec, v.version, created_at, v.spec.secret is not None)
+                ToolRecord.of(v.spec, v.version, created_at, v.spec.secret is not None,
+                              list(v.spec.secret_headers))
                 for v in versions
             ],
         )
@@ -303,6 +304,7 @@ def _same(spec: ToolSpec, current: CurrentTool | None) -> bool:
         and not current.deleted
         and current.spec == spec.without_secret()
         and current.secret == spec.secret
+        and current.secret_headers == spec.secret_headers
     )
 
 
