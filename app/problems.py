@@ -14,7 +14,15 @@ from app.database import DatabaseError
 from app.errors import KeyNotFound, TurnNotFound
 from app.span_store import TraceNotFound
 from planner.errors import PlannerError
-from tools.errors import EmbeddingError, FieldError, SpecInvalid, ToolExists, ToolNotFound
+from tools.errors import (
+    DocumentInvalid,
+    DocumentUnreachable,
+    EmbeddingError,
+    FieldError,
+    SpecInvalid,
+    ToolExists,
+    ToolNotFound,
+)
 from tools.storable import nul_escape_at
 from tools.validation import explain, pointer
 
@@ -68,6 +76,20 @@ def on_spec_invalid(request: Request[Any, Any, Any], exc: SpecInvalid) -> Respon
     if all(e.parameter is not None for e in exc.errors):
         return problem(request, 400, "invalid-request", "Request is invalid", str(exc), exc.errors)
     return problem(request, 422, "invalid-request", "Request body is invalid", str(exc), exc.errors)
+
+
+def on_document_invalid(
+    request: Request[Any, Any, Any], exc: DocumentInvalid
+) -> Response[Problem]:
+    # The pointer is into the OpenAPI document, which may have come from a URL.
+    return problem(request, 422, "invalid-openapi", "OpenAPI document cannot be imported",
+                   str(exc), [FieldError(exc.pointer, exc.message)])
+
+
+def on_document_unreachable(
+    request: Request[Any, Any, Any], exc: DocumentUnreachable
+) -> Response[Problem]:
+    return problem(request, 502, "openapi-unreachable", "OpenAPI document unreachable", str(exc))
 
 
 def on_not_found(request: Request[Any, Any, Any], exc: ToolNotFound) -> Response[Problem]:
@@ -155,6 +177,8 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     SpecInvalid: on_spec_invalid,
     ToolNotFound: on_not_found,
     ToolExists: on_exists,
+    DocumentInvalid: on_document_invalid,
+    DocumentUnreachable: on_document_unreachable,
     EmbeddingError: on_embedding,
     PlannerError: on_planner,
     TraceNotFound: on_lookup,
