@@ -178,7 +178,7 @@ def _spec(
         raise _Skip(f"method {method} is not supported; tools call GET, POST, PUT, PATCH or DELETE")
     schema, where = _Arguments(op, resolver).build()
     executor = HttpExecutor(
-        url=_server_url(op, document, options.base_url, document_url) + op.path,
+        url=_server_url(op, document, options.base_url, document_url) + _url_path(op.path),
         method=cast(HttpMethod, method),
         arguments=where,
         secret_headers=dict(options.headers) if options.headers else msgspec.UNSET,
@@ -199,6 +199,12 @@ def _spec(
         raise DocumentInvalid(
             op.at, f"{op.label} makes an invalid tool: {problem.pointer}: {problem.message}"
         ) from exc
+
+
+def _url_path(path: str) -> str:
+    """The path as a URL: characters a URL cannot hold (spaces, say) percent-encoded, the
+    `{name}` templates kept for the executor to fill."""
+    return urllib.parse.quote(path, safe="/{}%:@!$&'()*+,;=")
 
 
 def _description(op: _Operation) -> str:
