@@ -89,7 +89,10 @@ def on_document_invalid(
 def on_document_unreachable(
     request: Request[Any, Any, Any], exc: DocumentUnreachable
 ) -> Response[Problem]:
-    return problem(request, 502, "openapi-unreachable", "OpenAPI document unreachable", str(exc))
+    # The caller's `url` cannot be used (refused by the egress guard, down, not found): a
+    # fault of the request, like a bad field, not of this service.
+    return problem(request, 422, "openapi-unreachable", "OpenAPI document unreachable", str(exc),
+                   [FieldError("/url", str(exc))])
 
 
 def on_not_found(request: Request[Any, Any, Any], exc: ToolNotFound) -> Response[Problem]:

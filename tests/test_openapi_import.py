@@ -192,12 +192,15 @@ async def test_operations_that_cannot_be_tools_are_reported_as_skipped(
         },
         "/list pets": {"get": {"operationId": "list pets"}},
         "/list-pets": {"get": {"operationId": "list_pets"}},
+        "/pets/{petId}": {"get": {"parameters": [
+            {"name": "petId", "in": "path", "required": True, "schema": {"type": "string"}}]}},
+        "/owners/{ownerId}": {"get": {"operationId": "getOwner"}},
     })
     response = await api.post(IMPORT, json={"document": doc, "namespace": "shop"})
     assert response.status_code == 200, response.text
     assert response.json() == {
         "namespace": "shop",
-        "created": ["list_pets", "list_pets_2"],
+        "created": ["list_pets", "list_pets_2", "get_pets_petId"],
         "updated": [],
         "unchanged": [],
         "skipped": [
@@ -209,10 +212,12 @@ async def test_operations_that_cannot_be_tools_are_reported_as_skipped(
                        "DELETE"},
             {"operation": "GET /photos", "pointer": "/paths/~1photos/get",
              "reason": "cookie parameter 'session' is required; cookies cannot be sent"},
+            {"operation": "GET /owners/{ownerId}", "pointer": "/paths/~1owners~1{ownerId}/get",
+             "reason": "the path's {ownerId} is declared by no path parameter"},
         ],
     }
     again = await api.post(IMPORT, json={"document": doc, "namespace": "shop"})
-    assert again.json()["unchanged"] == ["list_pets", "list_pets_2"]
+    assert again.json()["unchanged"] == ["list_pets", "list_pets_2", "get_pets_petId"]
 
 
 async def test_filters_select_operations_and_an_unknown_operation_id_is_a_422(
@@ -262,7 +267,7 @@ async def test_an_argument_map_that_leaves_a_url_template_unfilled_is_refused(
     }]
 
 
-async def test_a_document_fetch_that_fails_is_a_502_saying_why(
+async def test_a_document_that_cannot_be_fetched_or_read_is_a_422_saying_why(
     api: httpx.AsyncClient, pets: ApiServer
 ) -> None:
     pets.document = {}  # served, but a 200 with an object that is no OpenAPI document
@@ -273,9 +278,16 @@ async def test_a_document_fetch_that_fails_is_a_502_saying_why(
         "3.0.x or 3.1.x (convert Swagger 2.0 documents first)")
     gone = await api.post(IMPORT, json={"url": "http://127.0.0.1:9/openapi.json",
                                         "namespace": "p"})
-    assert gone.status_code == 502
+    assert gone.status_code == 422
+    assert gone.json()["type"] == "/problems/openapi-unreachable"
     assert gone.json()["detail"].startswith(
         "could not fetch the OpenAPI document at http://127.0.0.1:9/openapi.json: ")
+    missing = await api.post(IMPORT, json={"url": f"{pets.url}/openapi.json", "namespace": "p",
+                                           "document": {"openapi": "3.1.0"}})
+    assert missing.status_code == 422
+    assert missing.json()["errors"] == [{
+        "pointer": "/document", "message": "give the OpenAPI document inline as `document` "
+        "or its address as `url`: exactly one of the two"}]
 
 
 

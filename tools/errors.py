@@ -6,7 +6,7 @@ ToolsError
 ├── ToolExists           create of a name that is already registered (409)
 ├── ImportFormatError    a file given to `tools import` cannot be read as tool specs
 ├── DocumentInvalid      an OpenAPI document cannot be made into tools (422)
-├── DocumentUnreachable  an OpenAPI document could not be fetched from its URL (502)
+├── DocumentUnreachable  an OpenAPI document could not be fetched from its URL (422)
 └── EmbeddingError       the embedding model failed to load or encode
 """
 

@@ -20,7 +20,7 @@ from tools.spec import (
     ToolPolicy,
     ToolSpec,
 )
-from tools.validation import parse_spec, pointer
+from tools.validation import URL_TEMPLATE, parse_spec, pointer
 
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _SUPPORTED = frozenset(m.lower() for m in get_args(HttpMethod))
@@ -30,6 +30,7 @@ _IDEMPOTENT = frozenset({"GET", "PUT", "DELETE"})
 _IGNORED_HEADERS = frozenset({"accept", "content-type", "authorization"})
 _LOCATIONS = ("path", "query", "header")
 _INVALID_NAME_RUN = re.compile(r"[^A-Za-z0-9_-]+")
+_NAME_PART = re.compile(r"[A-Za-z0-9_-]+")
 _MAX_NAME = 64
 _MAX_DESCRIPTION = 8192
 BODY_ARGUMENT = "body"
@@ -70,6 +71,11 @@ class _Operation(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def label(self) -> str:
         return f"{self.method.upper()} {self.path}"
+
+    @property
+    def operation_id(self) -> str | None:
+        value = self.node.get("operationId")
+        return value if isinstance(value, str) else None
 
 
 class _Skip(Exception):
@@ -131,10 +137,12 @@ def _operations(document: dict[str, Any]) -> Iterator[_Operation]:
 
 
 def _base_name(operation_id: Any, method: str, path: str) -> str:
-    source = operation_id if isinstance(operation_id, str) and operation_id.strip() else (
-        f"{method}_{path}"
-    )
-    name = _INVALID_NAME_RUN.sub("_", source).strip("_")
+    """`listPets` as it is, `list pets` as `list_pets`; without one, `/pets/{id}` under GET
+    is `get_pets_id`."""
+    if isinstance(operation_id, str) and operation_id.strip():
+        name = _INVALID_NAME_RUN.sub("_", operation_id).strip("_")
+    else:
+        name = "_".join([method, *_NAME_PART.findall(path)])
     return (name or method)[:_MAX_NAME]
 
 
@@ -150,7 +158,7 @@ def _unique(name: str, taken: set[str]) -> str:
 
 
 def _chosen(operations: list[_Operation], options: ImportOptions) -> list[_Operation]:
-    ids = {op.node.get("operationId") for op in operations}
+    ids = {op.operation_id for op in operations}
     missing = [
         FieldError(pointer("operations", i), f"no operation has operationId {wanted!r}")
         for i, wanted in enumerate(options.operations)
@@ -161,7 +169,7 @@ def _chosen(operations: list[_Operation], options: ImportOptions) -> list[_Opera
     wanted_ids, wanted_tags = set(options.operations), set(options.tags)
     return [
         op for op in operations
-        if (not wanted_ids or op.node.get("operationId") in wanted_ids)
+        if (not wanted_ids or op.operation_id in wanted_ids)
         and (not wanted_tags or wanted_tags & set(_tags(op)))
     ]
 
@@ -238,7 +246,8 @@ def _absolute(server: Any, at: str, document_url: str | None) -> str:
     if not isinstance(server, dict) or not isinstance(server.get("url"), str):
         raise DocumentInvalid(at, "a server must be an object with a string `url`")
     url = server["url"]
-    for name, variable in (server.get("variables") or {}).items():
+    variables = server.get("variables")
+    for name, variable in (variables if isinstance(variables, dict) else {}).items():
         if isinstance(variable, dict) and isinstance(variable.get("default"), str):
             url = url.replace("{" + name + "}", variable["default"])
     if re.match(r"^https?://", url):
@@ -270,6 +279,13 @@ class _Arguments:
         for parameter, at in self._parameters():
             self._parameter(parameter, at)
         self._request_body()
+        templates = URL_TEMPLATE.findall(self.op.path)
+        for name in templates:
+            if name not in self.placed["path"]:
+                raise _Skip(f"the path's {{{name}}} is declared by no path parameter")
+        for name in self.placed["path"]:
+            if name not in templates:
+                raise _Skip(f"path parameter {name!r} has no {{{name}}} in the path")
         schema: dict[str, Any] = {"type": "object", "properties": self.properties}
         if self.required:
             schema["required"] = self.required

@@ -77,6 +77,9 @@ class RefResolver:
                 if ref not in done:
                     target, _ = self.target("#" + ref, ref)
                     built[name] = _Inliner(self, defs).schema(target, ref, (ref,))
+                    if built[name] == {"$ref": f"#/$defs/{name}"}:
+                        raise DocumentInvalid(ref, "$refs here lead only to one another, never "
+                                              "to a schema; point one of them at a schema")
                     done.add(ref)
         if built:
             inlined = {**inlined, "$defs": {**inlined.get("$defs", {}), **built}}
