@@ -134,7 +134,9 @@ class ToolRunner:
             return problem
         match record.executor:
             case HttpExecutor() as executor:
-                return functools.partial(self._call_http, executor, arguments, tool)
+                return _misplaced(executor, arguments) or functools.partial(
+                    self._call_http, executor, arguments, tool
+                )
             case BuiltinExecutor(function=name):
                 return self._builtin_attempt(name, arguments)
             case None:
@@ -207,12 +209,7 @@ class ToolRunner:
         self, executor: HttpExecutor, arguments: dict[str, Any], tool: ExecutableTool
     ) -> _Output | _Fault:
         target = f"{executor.method} {_public_url(executor.url)}"
-        try:
-            request = _http_request(
-                self._http, executor, arguments, tool.secret, tool.secret_headers
-            )
-        except _BadArgument as exc:
-            return _Fault("invalid_arguments", f"arguments invalid for {target}: {exc}")
+        request = _http_request(self._http, executor, arguments, tool.secret, tool.secret_headers)
         try:
             response = await self._http.send(request, stream=True)
         except httpx.TransportError as exc:
@@ -297,6 +294,16 @@ def _http_request(
         digest = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
         request.headers[SIGNATURE_HEADER] = f"sha256={digest}"
     return request
+
+
+def _misplaced(executor: HttpExecutor, arguments: dict[str, Any]) -> _Fault | None:
+    """An argument the request cannot carry where the map puts it; checked before running."""
+    try:
+        _placed(executor, arguments)
+    except _BadArgument as exc:
+        target = f"{executor.method} {_public_url(executor.url)}"
+        return _Fault("invalid_arguments", f"arguments invalid for {target}: {exc}")
+    return None
 
 
 def _placed(executor: HttpExecutor, arguments: dict[str, Any]) -> _Wire:
