@@ -1,4 +1,5 @@
-"""The `switchboard` command: `serve` runs the service, `tools import FILE` registers tools."""
+"""The `switchboard` command: `serve` runs the service, `tools import FILE` registers tools
+(from specs or an OpenAPI document)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,17 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from app.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from tools.openapi_import import ImportedTools
+    from tools.registry import Progress, ToolRegistry, WriteResult
+
+T = TypeVar("T")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,10 +45,24 @@ def _parser() -> argparse.ArgumentParser:
         required=True, metavar="ACTION"
     )
     imp = tools.add_parser(
-        "import", help="register tools from a JSON or JSON Lines file (BFCL's format too)"
+        "import",
+        help="register tools from a JSON or JSON Lines file (BFCL's format too), or from an "
+        "OpenAPI 3.0/3.1 document (JSON or YAML): one tool per operation",
     )
     imp.add_argument("file", type=Path)
-    imp.add_argument("--namespace", help="namespace for specs that name none")
+    imp.add_argument(
+        "--namespace", help="namespace for specs that name none (OpenAPI: for every tool)"
+    )
+    imp.add_argument(
+        "--base-url", help="OpenAPI: the API's root URL, instead of the document's servers"
+    )
+    imp.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME:VALUE",
+        help="OpenAPI: a header sent on every call (an API key); stored write-only",
+    )
     imp.add_argument(
         "--on-duplicate",
         choices=["error", "first", "last"],
@@ -72,8 +94,12 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
 def _import(settings: Settings, args: argparse.Namespace) -> int:
     from tools.errors import ImportFormatError, SpecInvalid, ToolsError
     from tools.importing import deduplicate, read_tool_file
+    from tools.openapi_import import read_openapi_file
 
     try:
+        document = read_openapi_file(args.file)
+        if document is not None:
+            return _import_openapi(settings, args, document)
         items = deduplicate(read_tool_file(args.file), args.on_duplicate)
         if args.namespace:
             items = [_with_namespace(item, args.namespace) for item in items]
@@ -91,6 +117,36 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_openapi(settings: Settings, args: argparse.Namespace, document: Any) -> int:
+    """Through the same conversion and write as POST /v1/tools/import/openapi."""
+    from tools.openapi import ImportOptions
+    from tools.openapi_import import import_openapi
+    from tools.spec import DEFAULT_NAMESPACE
+
+    headers = dict(_header(h) for h in args.header)
+    options = ImportOptions(namespace=args.namespace or DEFAULT_NAMESPACE,
+                            base_url=args.base_url, headers=headers)
+
+    async def write(registry: ToolRegistry, progress: Progress) -> ImportedTools:
+        return await import_openapi(registry, args.tenant, document, options,
+                                    document_url=args.file.resolve().as_uri(), progress=progress)
+
+    result = asyncio.run(_with_registry(settings, write))
+    for skipped in result.skipped:
+        print(f"  skipped {skipped.operation} ({skipped.pointer}): {skipped.reason}",
+              file=sys.stderr)
+    print(f"{args.file}: {len(result.created)} created, {len(result.updated)} updated, "
+          f"{len(result.unchanged)} unchanged, {len(result.skipped)} skipped")
+    return 0
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise SystemExit(f"switchboard: --header {text!r}: write it as NAME:VALUE")
+    return name.strip(), value.strip()
+
+
 def _with_namespace(item: Any, namespace: str) -> Any:
     if isinstance(item, dict) and "namespace" not in item:
         return {**item, "namespace": namespace}
@@ -98,14 +154,28 @@ def _with_namespace(item: Any, namespace: str) -> Any:
 
 
 async def _write(settings: Settings, tenant: str, items: list[Any]) -> str:
+    from tools.validation import parse_specs
+
+    specs = parse_specs(items)
+
+    async def write(registry: ToolRegistry, progress: Progress) -> WriteResult:
+        return await registry.write(tenant, specs, progress=progress)
+
+    result = await _with_registry(settings, write)
+    return f"{result.created} created, {result.updated} updated, {result.unchanged} unchanged"
+
+
+async def _with_registry(
+    settings: Settings, write: Callable[[ToolRegistry, Progress], Awaitable[T]]
+) -> T:
+    """Run `write(registry, progress)` against the configured database, with a progress bar
+    for the embedding."""
     from tqdm import tqdm
 
     from app.database import database
     from tools.embed import SentenceTransformerEmbedder
     from tools.registry import ToolRegistry
-    from tools.validation import parse_specs
 
-    specs = parse_specs(items)
     embedder = SentenceTransformerEmbedder(
         settings.embedding_model, runtime=settings.embedding_runtime
     )
@@ -117,8 +187,7 @@ async def _write(settings: Settings, tenant: str, items: list[Any]) -> str:
                 bar.total = total
                 bar.update(done - bar.n)
 
-            result = await registry.write(tenant, specs, progress=progress)
-    return f"{result.created} created, {result.updated} updated, {result.unchanged} unchanged"
+            return await write(registry, progress)
 
 
 def _create_key(settings: Settings, args: argparse.Namespace) -> int:

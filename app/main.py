@@ -154,6 +154,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             await supervisor.start()
             telemetry.store.start(pool)
             app.state.registry = registry
+            app.state.tool_http = tool_http  # also fetches OpenAPI documents named by URL
             app.state.supervisor = supervisor
             app.state.engine = engine
             log.info(

@@ -14,7 +14,15 @@ from app.database import DatabaseError
 from app.errors import KeyNotFound, RequestFieldInvalid
 from app.span_store import TraceNotFound
 from planner.errors import PlannerError
-from tools.errors import EmbeddingError, FieldError, SpecInvalid, ToolExists, ToolNotFound
+from tools.errors import (
+    DocumentInvalid,
+    DocumentUnreachable,
+    EmbeddingError,
+    FieldError,
+    SpecInvalid,
+    ToolExists,
+    ToolNotFound,
+)
 from tools.storable import nul_escape_at
 from tools.validation import explain, pointer
 
@@ -75,6 +83,23 @@ def on_request_field(
 ) -> Response[Problem]:
     errors = [FieldError(exc.pointer, exc.message)]
     return problem(request, 422, "invalid-request", "Request body is invalid", str(exc), errors)
+
+
+def on_document_invalid(
+    request: Request[Any, Any, Any], exc: DocumentInvalid
+) -> Response[Problem]:
+    # The pointer is into the OpenAPI document, which may have come from a URL.
+    return problem(request, 422, "invalid-openapi", "OpenAPI document cannot be imported",
+                   str(exc), [FieldError(exc.pointer, exc.message)])
+
+
+def on_document_unreachable(
+    request: Request[Any, Any, Any], exc: DocumentUnreachable
+) -> Response[Problem]:
+    # The caller's `url` cannot be used (refused by the egress guard, down, not found): a
+    # fault of the request, like a bad field, not of this service.
+    return problem(request, 422, "openapi-unreachable", "OpenAPI document unreachable", str(exc),
+                   [FieldError("/url", str(exc))])
 
 
 def on_not_found(request: Request[Any, Any, Any], exc: ToolNotFound) -> Response[Problem]:
@@ -163,6 +188,8 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     RequestFieldInvalid: on_request_field,
     ToolNotFound: on_not_found,
     ToolExists: on_exists,
+    DocumentInvalid: on_document_invalid,
+    DocumentUnreachable: on_document_unreachable,
     EmbeddingError: on_embedding,
     PlannerError: on_planner,
     TraceNotFound: on_lookup,

@@ -81,7 +81,7 @@ class TurnState:
         if self._redactor is None or self._redactor_for != len(self.tools):
             secrets: list[str | None] = []
             for tool in self.tools.values():
-                secrets.append(tool.secret)
+                secrets += tool.secrets()
                 if isinstance(tool.record.executor, HttpExecutor):
                     secrets += header_credentials(tool.record.executor.headers)
             self._redactor = Redactor([*secrets, self.model.backend.api_key])

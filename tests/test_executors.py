@@ -20,7 +20,14 @@ import pytest
 from tests.loopback import serving
 from tools.builtins import BuiltinFunctions, default_builtins
 from tools.executors import Backoff, CallOutcome, ExecutableTool, ToolRunner
-from tools.spec import BuiltinExecutor, Executor, HttpExecutor, ToolPolicy, ToolRecord
+from tools.spec import (
+    ArgumentMap,
+    BuiltinExecutor,
+    Executor,
+    HttpExecutor,
+    ToolPolicy,
+    ToolRecord,
+)
 
 SECRET = "s3cret-key-never-shown"
 CITY_PARAMETERS = {
@@ -532,3 +539,57 @@ async def test_catalogue_only_tool_cannot_be_called(runner: ToolRunner) -> None:
         "tool 'crm_lookup' is catalogue-only: it has no executor, so it cannot be called; "
         "answer without it or use another tool"
     )
+
+
+def mapped_tool(server: ToolServer, method: str, where: ArgumentMap) -> ExecutableTool:
+    properties = {"shop": {"type": "integer"}, "dry_run": {"type": "boolean"},
+                  "X-Tag": {"type": "string"}, "name": {"type": "string"}}
+    executor = HttpExecutor(url=f"{server.url}/shops/{{shop}}", method=method,  # type: ignore[arg-type]
+                            arguments=where)
+    return make_tool(executor, parameters={"type": "object", "properties": properties},
+                     secret=SECRET)
+
+
+async def test_an_argument_map_places_arguments_and_signs_the_body_it_sends(
+    runner: ToolRunner, server: ToolServer
+) -> None:
+    server.routes["/shops/7"] = answer(Reply())
+    where = ArgumentMap(path=["shop"], query=["dry_run"], header=["X-Tag"], body=["name"])
+
+    await runner.execute_call(mapped_tool(server, "PATCH", where),
+                              {"shop": 7, "dry_run": True, "X-Tag": "t-1", "name": "Rex"})
+
+    [seen] = server.seen
+    assert (seen.method, seen.path, seen.query, seen.body) == (
+        "PATCH", "/shops/7", b"dry_run=true", b'{"name":"Rex"}')
+    assert seen.headers["x-tag"] == "t-1"
+    assert seen.headers["x-switchboard-signature"] == signature(seen.body)
+
+
+async def test_an_argument_map_without_a_body_signs_the_query_string(
+    runner: ToolRunner, server: ToolServer
+) -> None:
+    server.routes["/shops/7"] = answer(Reply())
+    where = ArgumentMap(path=["shop"], query=["dry_run"])
+
+    await runner.execute_call(mapped_tool(server, "DELETE", where), {"shop": 7, "dry_run": False})
+
+    [seen] = server.seen
+    assert (seen.method, seen.query, seen.body) == ("DELETE", b"dry_run=false", b"")
+    assert "content-type" not in seen.headers
+    assert seen.headers["x-switchboard-signature"] == signature(seen.query)
+
+
+async def test_a_header_argument_with_a_line_break_is_refused_before_sending(
+    runner: ToolRunner, server: ToolServer
+) -> None:
+    where = ArgumentMap(path=["shop"], header=["X-Tag"])
+
+    outcome = await runner.execute_call(mapped_tool(server, "GET", where),
+                                        {"shop": 7, "X-Tag": "a\r\nX-Evil: 1"})
+
+    assert (outcome.ok, outcome.error_type, outcome.attempts) == (False, "invalid_arguments", 0)
+    assert outcome.error == (
+        f"arguments invalid for GET {server.url}/shops/{{shop}}: /X-Tag: goes in an HTTP "
+        "header, which holds ASCII text on one line only")
+    assert server.seen == []

@@ -5,6 +5,8 @@ ToolsError
 ├── ToolNotFound         no live tool (or version) by that name in that namespace (404)
 ├── ToolExists           create of a name that is already registered (409)
 ├── ImportFormatError    a file given to `tools import` cannot be read as tool specs
+├── DocumentInvalid      an OpenAPI document cannot be made into tools (422)
+├── DocumentUnreachable  an OpenAPI document could not be fetched from its URL (422)
 └── EmbeddingError       the embedding model failed to load or encode
 """
 
@@ -62,6 +64,24 @@ class ImportFormatError(ToolsError):
         self.source, self.line = source, line
         where = f"{source}:{line}" if line is not None else source
         super().__init__(f"{where}: {message}")
+
+
+class DocumentInvalid(ToolsError):
+    """`pointer` is a JSON pointer into the OpenAPI document (not into the request)."""
+
+    def __init__(self, pointer: str, message: str, source: str = "the document") -> None:
+        self.pointer, self.message, self.source = pointer, message, source
+        super().__init__(f"{source} at {pointer or '/'}: {message}")
+
+    def of(self, source: str) -> DocumentInvalid:
+        """The same error, naming where the document came from."""
+        return DocumentInvalid(self.pointer, self.message, source)
+
+
+class DocumentUnreachable(ToolsError):
+    def __init__(self, url: str, message: str) -> None:
+        self.url = url
+        super().__init__(f"could not fetch the OpenAPI document at {url}: {message}")
 
 
 class EmbeddingError(ToolsError):

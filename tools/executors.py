@@ -22,7 +22,7 @@ from referencing.exceptions import Unresolvable
 from tools.backoff import backoff_delay
 from tools.builtins import BuiltinFunction, BuiltinFunctions, default_builtins
 from tools.egress import EgressRefused
-from tools.spec import BuiltinExecutor, ClientExecutor, HttpExecutor, ToolRecord
+from tools.spec import ArgumentMap, BuiltinExecutor, ClientExecutor, HttpExecutor, ToolRecord
 from tools.validation import pointer
 
 # The error types the runner itself reports; callers may record others (a refused call, say).
@@ -45,10 +45,16 @@ _SNIPPET_CHARS = 200
 
 
 class ExecutableTool(msgspec.Struct, frozen=True, kw_only=True):
-    """A stored tool version plus its write-only secret, as the runner needs it."""
+    """A stored tool version plus its write-only secret and headers, as the runner needs it."""
 
     record: ToolRecord
     secret: str | None = None
+    secret_headers: dict[str, str] = {}
+
+    def secrets(self) -> list[str]:
+        """What must never reach the model, the store or a trace."""
+        found = [self.secret] if self.secret else []
+        return found + [v for v in self.secret_headers.values() if v]
 
 
 class CallOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -118,12 +124,12 @@ class ToolRunner:
         started_at = _now()
         prepared = self._prepare(tool, arguments)
         if isinstance(prepared, _Fault):
-            return _outcome(prepared, started_at, attempts=0, secret=tool.secret)
+            return _outcome(prepared, started_at, attempts=0, secrets=tool.secrets())
         started_at = _now()
         result, attempts = await self._run(tool.record, prepared)
         if isinstance(result, _Output):
             result = _cap(result, self._max_output_bytes)
-        return _outcome(result, started_at, attempts=attempts, secret=tool.secret)
+        return _outcome(result, started_at, attempts=attempts, secrets=tool.secrets())
 
     def _prepare(self, tool: ExecutableTool, arguments: Any) -> _Attempt | _Fault:
         """Check the arguments and find the executor; nothing runs yet."""
@@ -133,7 +139,9 @@ class ToolRunner:
             return problem
         match record.executor:
             case HttpExecutor() as executor:
-                return functools.partial(self._call_http, executor, arguments, tool.secret)
+                return _misplaced(executor, arguments) or functools.partial(
+                    self._call_http, executor, arguments, tool
+                )
             case BuiltinExecutor(function=name):
                 return self._builtin_attempt(name, arguments)
             case ClientExecutor():
@@ -209,10 +217,10 @@ class ToolRunner:
     # --- http -----------------------------------------------------------------------------
 
     async def _call_http(
-        self, executor: HttpExecutor, arguments: dict[str, Any], secret: str | None
+        self, executor: HttpExecutor, arguments: dict[str, Any], tool: ExecutableTool
     ) -> _Output | _Fault:
-        request = _http_request(self._http, executor, arguments, secret)
         target = f"{executor.method} {_public_url(executor.url)}"
+        request = _http_request(self._http, executor, arguments, tool.secret, tool.secret_headers)
         try:
             response = await self._http.send(request, stream=True)
         except httpx.TransportError as exc:
@@ -257,29 +265,100 @@ async def _call_builtin(
         )
 
 
+class _BadArgument(ValueError):
+    """An argument that cannot be put where the tool's argument map says it goes."""
+
+
+class _Wire(msgspec.Struct, frozen=True, kw_only=True):
+    """The arguments placed in the request: a filled URL, query pairs, headers and a body."""
+
+    url: str
+    query: list[tuple[str, str]] = []
+    headers: dict[str, str] = {}
+    body: bytes | None = None
+
+
 def _http_request(
-    client: httpx.AsyncClient, executor: HttpExecutor, arguments: dict[str, Any], secret: str | None
+    client: httpx.AsyncClient,
+    executor: HttpExecutor,
+    arguments: dict[str, Any],
+    secret: str | None,
+    secret_headers: dict[str, str] | None = None,
 ) -> httpx.Request:
-    """The request, signed over the exact bytes sent: the body, or for GET the query string."""
+    """The request, signed over the exact bytes sent: the body when there is one, else the
+    query string. Raises `_BadArgument` for a value no header can carry."""
+    wire = _placed(executor, arguments)
     headers = httpx.Headers(executor.headers)
+    headers.update(secret_headers or {})
+    headers.update(wire.headers)
     headers["Accept"] = "application/json"
-    if executor.method == "GET":
-        query = urllib.parse.urlencode(_query_pairs(arguments))
-        separator = "&" if "?" in executor.url else "?"
-        url = executor.url + separator + query if query else executor.url
-        request = client.build_request("GET", url, headers=headers, timeout=None)
-        signed = request.url.query
-    else:
-        body = msgspec.json.encode(arguments)
+    url = wire.url
+    if wire.query:
+        url += ("&" if "?" in url else "?") + urllib.parse.urlencode(wire.query)
+    if wire.body is not None:
         headers["Content-Type"] = "application/json"
-        request = client.build_request(
-            executor.method, executor.url, content=body, headers=headers, timeout=None
-        )
-        signed = body
+    request = client.build_request(
+        executor.method, url, content=wire.body, headers=headers, timeout=None
+    )
     if secret is not None:
+        signed = wire.body if wire.body is not None else request.url.query
         digest = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
         request.headers[SIGNATURE_HEADER] = f"sha256={digest}"
     return request
+
+
+def _misplaced(executor: HttpExecutor, arguments: dict[str, Any]) -> _Fault | None:
+    """An argument the request cannot carry where the map puts it; checked before running."""
+    try:
+        _placed(executor, arguments)
+    except _BadArgument as exc:
+        target = f"{executor.method} {_public_url(executor.url)}"
+        return _Fault("invalid_arguments", f"arguments invalid for {target}: {exc}")
+    return None
+
+
+def _placed(executor: HttpExecutor, arguments: dict[str, Any]) -> _Wire:
+    """Without an argument map the arguments are the JSON body, or for GET the query."""
+    where = executor.arguments
+    if isinstance(where, msgspec.UnsetType):
+        if executor.method == "GET":
+            return _Wire(url=executor.url, query=_query_pairs(arguments))
+        return _Wire(url=executor.url, body=msgspec.json.encode(arguments))
+    given = {k: arguments[k] for k in where.names() if k in arguments}
+    url = executor.url
+    for name in where.path:
+        if name in given:
+            url = url.replace("{" + name + "}", urllib.parse.quote(_text(given[name]), safe=""))
+    return _Wire(
+        url=url,
+        query=_query_pairs({k: given[k] for k in where.query if k in given}),
+        headers={k: _header_value(k, given[k]) for k in where.header if k in given},
+        body=_body(where, given),
+    )
+
+
+def _body(where: ArgumentMap, given: dict[str, Any]) -> bytes | None:
+    if where.body_argument is not None:
+        if where.body_argument not in given:
+            return None
+        return msgspec.json.encode(given[where.body_argument])
+    if not where.body:
+        return None
+    return msgspec.json.encode({k: given[k] for k in where.body if k in given})
+
+
+def _header_value(name: str, value: Any) -> str:
+    text = _text(value)
+    if not text.isascii() or any(c in text for c in "\r\n\0"):
+        raise _BadArgument(
+            f"/{name}: goes in an HTTP header, which holds ASCII text on one line only"
+        )
+    return text
+
+
+def _text(value: Any) -> str:
+    """Strings as they are, anything else as its JSON text."""
+    return value if isinstance(value, str) else msgspec.json.encode(value).decode()
 
 
 def _query_pairs(arguments: dict[str, Any]) -> list[tuple[str, str]]:
@@ -287,9 +366,7 @@ def _query_pairs(arguments: dict[str, Any]) -> list[tuple[str, str]]:
     pairs: list[tuple[str, str]] = []
     for key, value in arguments.items():
         for item in value if isinstance(value, list) else [value]:
-            pairs.append(
-                (key, item if isinstance(item, str) else msgspec.json.encode(item).decode())
-            )
+            pairs.append((key, _text(item)))
     return pairs
 
 
@@ -311,7 +388,7 @@ def _decode_body(
     if total == 0:
         return _Output(None)
     if total > len(head):
-        if _is_json_type(content_type):
+        if is_json_type(content_type):
             return _Output(_truncated(head, total), truncated=True)
         return _not_json(head, content_type, target, status=f"a {total}-byte")
     try:
@@ -417,13 +494,13 @@ def _truncated(head: bytes, total: int) -> str:
     return f"{kept}…[truncated: {total} bytes, kept {len(kept.encode())}]"
 
 
-def _is_json_type(content_type: str | None) -> bool:
+def is_json_type(content_type: str | None) -> bool:
     media = (content_type or "").split(";")[0].strip().lower()
     return media == "application/json" or media.endswith("+json")
 
 
 def _outcome(
-    result: _Output | _Fault, started_at: datetime, *, attempts: int, secret: str | None
+    result: _Output | _Fault, started_at: datetime, *, attempts: int, secrets: list[str]
 ) -> CallOutcome:
     finished_at = _now()
     match result:
@@ -439,7 +516,7 @@ def _outcome(
         case _Fault(error_type=error_type, message=message):
             return CallOutcome(
                 ok=False,
-                error=_redact(message, secret),
+                error=_redact(message, secrets),
                 error_type=error_type,
                 started_at=started_at,
                 finished_at=finished_at,
@@ -447,9 +524,11 @@ def _outcome(
             )
 
 
-def _redact(text: str, secret: str | None) -> str:
+def _redact(text: str, secrets: list[str]) -> str:
     # A tool's server may echo anything, even the secret it shares with us.
-    return text.replace(secret, "[redacted]") if secret else text
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "[redacted]")
+    return text
 
 
 def _target(record: ToolRecord) -> str:

@@ -33,6 +33,8 @@ class WriteResult(msgspec.Struct, frozen=True, kw_only=True):
     updated: int
     unchanged: int
     records: list[ToolRecord]
+    created_keys: frozenset[tuple[str, str]] = frozenset()
+    """(namespace, name) of the tools that did not exist, or were deleted, before."""
 
 
 class ToolRegistry:
@@ -89,16 +91,16 @@ class ToolRegistry:
     ) -> dict[tuple[str, str], ExecutableTool]:
         """The live versions of these tools with what it takes to call them (secrets included)."""
         found = await store.live_specs(self.pool, tenant, keys)
-        return {key: ExecutableTool(record=record, secret=secret)
-                for key, (record, secret) in found.items()}
+        return {key: ExecutableTool(record=record, secret=secret, secret_headers=headers)
+                for key, (record, secret, headers) in found.items()}
 
     async def executables_at(
         self, tenant: str, keys: Sequence[tuple[str, str, int]]
     ) -> dict[tuple[str, str], ExecutableTool]:
         """These versions of tools that are not deleted, ready to call (secrets included)."""
         found = await store.pinned_specs(self.pool, tenant, keys)
-        return {key: ExecutableTool(record=record, secret=secret)
-                for key, (record, secret) in found.items()}
+        return {key: ExecutableTool(record=record, secret=secret, secret_headers=headers)
+                for key, (record, secret, headers) in found.items()}
 
     async def versions(self, tenant: str, namespace: str, name: str) -> list[ToolRecord]:
         records = await store.list_versions(self.pool, tenant, namespace, name)
@@ -150,7 +152,7 @@ class ToolRegistry:
             if mode == "create":
                 _refuse_existing(specs, locked)
             versions = [_numbered(p, locked.get(_key(p))) for p in prepared]
-            created = sum(1 for v in versions if _is_new(locked.get(_key(v))))
+            created_keys = frozenset(_key(v) for v in versions if _is_new(locked.get(_key(v))))
             change_id = await store.next_change_id(conn)
             await store.write_versions(conn, tenant, versions, change_id)
             await store.notify(conn, self.origin, change_id)
@@ -158,13 +160,15 @@ class ToolRegistry:
         for v in versions:
             self._apply(tenant, _indexed(v), change_id)
         return WriteResult(
-            created=created,
-            updated=len(versions) - created,
+            created=len(created_keys),
+            updated=len(versions) - len(created_keys),
             unchanged=len(specs) - len(versions),
             records=[
-                ToolRecord.of(v.spec, v.version, created_at, v.spec.secret is not None)
+                ToolRecord.of(v.spec, v.version, created_at, v.spec.secret is not None,
+                              list(v.spec.secret_headers))
                 for v in versions
             ],
+            created_keys=created_keys,
         )
 
     async def delete(self, tenant: str, namespace: str, name: str) -> None:
@@ -311,6 +315,7 @@ def _same(spec: ToolSpec, current: CurrentTool | None) -> bool:
         and not current.deleted
         and current.spec == spec.without_secret()
         and current.secret == spec.secret
+        and current.secret_headers == spec.secret_headers
     )
 
 

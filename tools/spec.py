@@ -24,14 +24,37 @@ def empty_object_schema() -> dict[str, Any]:
     return {"type": "object", "properties": {}}
 
 
+ArgumentName = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+
+class ArgumentMap(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where each argument goes in the request: `{name}` in the URL, the query string, a
+    header, a property of the JSON body, or (`body_argument`) the whole body. Arguments the
+    map does not name are not sent."""
+
+    path: list[ArgumentName] = []
+    query: list[ArgumentName] = []
+    header: list[ArgumentName] = []
+    body: list[ArgumentName] = []
+    body_argument: ArgumentName | None = None
+
+    def names(self) -> list[str]:
+        whole = [self.body_argument] if self.body_argument is not None else []
+        return [*self.path, *self.query, *self.header, *self.body, *whole]
+
+
 class HttpExecutor(msgspec.Struct, tag="http", tag_field="kind", frozen=True, kw_only=True):
-    """Call the tool by sending its arguments as JSON to a URL."""
+    """Call the tool over HTTP: by default the arguments are the JSON body (the query string
+    for GET); `arguments` spreads them over path, query, headers and body instead."""
 
     url: Annotated[str, msgspec.Meta(pattern=r"^https?://\S+$", description="http(s) URL")]
     method: HttpMethod = "POST"
     headers: dict[str, str] = {}
+    arguments: ArgumentMap | msgspec.UnsetType = msgspec.UNSET
     # Write-only: used to sign request bodies; never returned, logged or traced.
     secret: str | msgspec.UnsetType = msgspec.UNSET
+    # Write-only: sent on every call like `headers` (API keys); only their names are returned.
+    secret_headers: dict[str, str] | msgspec.UnsetType = msgspec.UNSET
 
 
 class BuiltinExecutor(msgspec.Struct, tag="builtin", tag_field="kind", frozen=True, kw_only=True):
@@ -70,10 +93,15 @@ class ToolSpec(msgspec.Struct, frozen=True, kw_only=True):
     policy: ToolPolicy = ToolPolicy()
 
     def without_secret(self) -> ToolSpec:
-        if isinstance(self.executor, HttpExecutor) and self.executor.secret is not msgspec.UNSET:
-            return msgspec.structs.replace(
-                self, executor=msgspec.structs.replace(self.executor, secret=msgspec.UNSET)
+        """The spec as stored and returned: write-only fields removed."""
+        executor = self.executor
+        if isinstance(executor, HttpExecutor) and (
+            executor.secret is not msgspec.UNSET or executor.secret_headers is not msgspec.UNSET
+        ):
+            public = msgspec.structs.replace(
+                executor, secret=msgspec.UNSET, secret_headers=msgspec.UNSET
             )
+            return msgspec.structs.replace(self, executor=public)
         return self
 
     @property
@@ -81,6 +109,14 @@ class ToolSpec(msgspec.Struct, frozen=True, kw_only=True):
         if isinstance(self.executor, HttpExecutor) and isinstance(self.executor.secret, str):
             return self.executor.secret
         return None
+
+    @property
+    def secret_headers(self) -> dict[str, str]:
+        if isinstance(self.executor, HttpExecutor) and isinstance(
+            self.executor.secret_headers, dict
+        ):
+            return self.executor.secret_headers
+        return {}
 
 
 class ToolRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -98,15 +134,25 @@ class ToolRecord(msgspec.Struct, frozen=True, kw_only=True):
     version: int
     created_at: datetime
     has_secret: bool = False
+    secret_headers: list[str] = []
+    """The names of the executor's write-only headers; their values are never returned."""
 
     @classmethod
-    def of(cls, spec: ToolSpec, version: int, created_at: datetime, has_secret: bool) -> ToolRecord:
+    def of(
+        cls,
+        spec: ToolSpec,
+        version: int,
+        created_at: datetime,
+        has_secret: bool,
+        secret_headers: list[str] | None = None,
+    ) -> ToolRecord:
         public = spec.without_secret()
         return cls(
             **{f: getattr(public, f) for f in public.__struct_fields__},
             version=version,
             created_at=created_at,
             has_secret=has_secret,
+            secret_headers=sorted(secret_headers or []),
         )
 
     def spec(self) -> ToolSpec:

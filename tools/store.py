@@ -28,6 +28,7 @@ class CurrentTool(msgspec.Struct, frozen=True, kw_only=True):
     deleted: bool
     spec: ToolSpec
     secret: str | None
+    secret_headers: dict[str, str]
     created_at: datetime
     embedding_model: str
     embedding_text: str
@@ -66,6 +67,15 @@ class NewVersion(msgspec.Struct, frozen=True, kw_only=True):
 
 def encode_spec(spec: ToolSpec) -> str:
     return msgspec.json.encode(spec.without_secret()).decode()
+
+
+def _encode_secret_headers(spec: ToolSpec) -> str | None:
+    headers = spec.secret_headers
+    return msgspec.json.encode(headers).decode() if headers else None
+
+
+def _secret_headers(raw: str | None) -> dict[str, str]:
+    return {} if raw is None else dict(json.loads(raw))
 
 
 def _examples_matrix(flat: Sequence[float], dim: int) -> Vectors:
@@ -119,8 +129,8 @@ async def current_tools(
         return {}
     rows = await conn.fetch(
         f"""SELECT t.namespace, t.name, t.version, t.deleted_at IS NOT NULL AS deleted,
-                   v.spec, v.secret, v.created_at, t.embedding_model, t.embedding_text, t.embedding,
-                   t.example_embeddings
+                   v.spec, v.secret, v.secret_headers, v.created_at, t.embedding_model,
+                   t.embedding_text, t.embedding, t.example_embeddings
             FROM tools t JOIN tool_versions v USING (tenant_id, namespace, name, version)
             WHERE t.tenant_id = $1
               AND (t.namespace, t.name) IN (SELECT * FROM unnest($2::text[], $3::text[]))
@@ -141,6 +151,7 @@ def _current(r: asyncpg.Record) -> CurrentTool:
         deleted=r["deleted"],
         spec=_spec_decoder.decode(r["spec"]),
         secret=r["secret"],
+        secret_headers=_secret_headers(r["secret_headers"]),
         created_at=r["created_at"],
         embedding_model=r["embedding_model"],
         embedding_text=r["embedding_text"],
@@ -151,41 +162,46 @@ def _current(r: asyncpg.Record) -> CurrentTool:
 
 async def live_specs(
     db: asyncpg.Connection | asyncpg.Pool, tenant: str, keys: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], tuple[ToolRecord, str | None]]:
-    """The live version of each tool with its secret: what it takes to call it, nothing more."""
+) -> dict[tuple[str, str], tuple[ToolRecord, str | None, dict[str, str]]]:
+    """The live version of each tool with its secret and secret headers: what it takes to call
+    it, nothing more."""
     if not keys:
         return {}
     rows = await db.fetch(
-        """SELECT v.spec, v.version, v.created_at, v.secret
+        """SELECT v.spec, v.version, v.created_at, v.secret, v.secret_headers
            FROM tools t JOIN tool_versions v USING (tenant_id, namespace, name, version)
            WHERE t.tenant_id = $1 AND t.deleted_at IS NULL
              AND (t.namespace, t.name) IN (SELECT * FROM unnest($2::text[], $3::text[]))""",
         tenant, [k[0] for k in keys], [k[1] for k in keys],
     )
-    return {(r.namespace, r.name): (r, secret) for r, secret in map(_with_secret, rows)}
+    return {(r.namespace, r.name): (r, secret, headers)
+            for r, secret, headers in map(_with_secrets, rows)}
 
 
 async def pinned_specs(
     db: asyncpg.Connection | asyncpg.Pool, tenant: str, keys: Sequence[tuple[str, str, int]]
-) -> dict[tuple[str, str], tuple[ToolRecord, str | None]]:
-    """These versions of tools that are not deleted, with their secrets."""
+) -> dict[tuple[str, str], tuple[ToolRecord, str | None, dict[str, str]]]:
+    """These versions of tools that are not deleted, with their secrets and secret headers."""
     if not keys:
         return {}
     rows = await db.fetch(
-        """SELECT v.spec, v.version, v.created_at, v.secret
+        """SELECT v.spec, v.version, v.created_at, v.secret, v.secret_headers
            FROM tools t JOIN tool_versions v USING (tenant_id, namespace, name)
            WHERE t.tenant_id = $1 AND t.deleted_at IS NULL
              AND (v.namespace, v.name, v.version) IN
                  (SELECT * FROM unnest($2::text[], $3::text[], $4::int[]))""",
         tenant, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
     )
-    return {(r.namespace, r.name): (r, secret) for r, secret in map(_with_secret, rows)}
+    return {(r.namespace, r.name): (r, secret, headers)
+            for r, secret, headers in map(_with_secrets, rows)}
 
 
-def _with_secret(row: asyncpg.Record) -> tuple[ToolRecord, str | None]:
+def _with_secrets(row: asyncpg.Record) -> tuple[ToolRecord, str | None, dict[str, str]]:
+    headers = _secret_headers(row["secret_headers"])
     spec = _spec_decoder.decode(row["spec"])
-    return (ToolRecord.of(spec, row["version"], row["created_at"], row["secret"] is not None),
-            row["secret"])
+    record = ToolRecord.of(spec, row["version"], row["created_at"], row["secret"] is not None,
+                           list(headers))
+    return record, row["secret"], headers
 
 
 async def next_change_id(conn: asyncpg.Connection) -> int:
@@ -197,10 +213,12 @@ async def write_versions(
 ) -> None:
     """Insert each new version and point the tool's current row at it (undeleting it)."""
     await conn.executemany(
-        """INSERT INTO tool_versions (tenant_id, namespace, name, version, spec, secret)
-           VALUES ($1, $2, $3, $4, $5::jsonb, $6)""",
+        """INSERT INTO tool_versions (tenant_id, namespace, name, version, spec, secret,
+                                     secret_headers)
+           VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7::jsonb)""",
         [
-            (tenant, v.spec.namespace, v.spec.name, v.version, encode_spec(v.spec), v.spec.secret)
+            (tenant, v.spec.namespace, v.spec.name, v.version, encode_spec(v.spec), v.spec.secret,
+             _encode_secret_headers(v.spec))
             for v in versions
         ],
     )
@@ -279,14 +297,16 @@ async def notify(conn: asyncpg.Connection, origin: str, change_id: int) -> None:
 
 
 _RECORD_SQL = """
-    SELECT v.spec, v.version, v.created_at, v.secret IS NOT NULL AS has_secret
+    SELECT v.spec, v.version, v.created_at, v.secret IS NOT NULL AS has_secret,
+           ARRAY(SELECT jsonb_object_keys(v.secret_headers)) AS secret_headers
     FROM tool_versions v
 """
 
 
 def _record(r: asyncpg.Record) -> ToolRecord:
     return ToolRecord.of(
-        _spec_decoder.decode(r["spec"]), r["version"], r["created_at"], r["has_secret"]
+        _spec_decoder.decode(r["spec"]), r["version"], r["created_at"], r["has_secret"],
+        list(r["secret_headers"]),
     )
 
 

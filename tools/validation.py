@@ -10,13 +10,14 @@ import msgspec
 from jsonschema import Draft202012Validator
 
 from tools.errors import FieldError, SpecInvalid
-from tools.spec import NAME_PATTERN, ToolSpec
+from tools.spec import NAME_PATTERN, ArgumentMap, HttpExecutor, ToolSpec
 from tools.storable import nul_escape_at
 
 _META = Draft202012Validator(Draft202012Validator.META_SCHEMA)
 _MSGSPEC_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _MISSING_FIELD = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
 _PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+URL_TEMPLATE = re.compile(r"\{([^{}/]+)\}")
 
 
 def pointer(*parts: str | int) -> str:
@@ -87,6 +88,44 @@ def schema_errors(
             "tool arguments are always a JSON object",
             index=index,
         )
+    executor = spec.executor
+    if isinstance(executor, HttpExecutor) and isinstance(executor.arguments, ArgumentMap):
+        at = (*prefix, "executor", "arguments")
+        for where, message in _argument_map_problems(executor.url, executor.arguments, spec):
+            yield FieldError(pointer(*at, *where), message, index=index)
+
+
+def _argument_map_problems(
+    url: str, where: ArgumentMap, spec: ToolSpec
+) -> Iterable[tuple[tuple[str | int, ...], str]]:
+    """An argument map must place each argument once, fill every `{name}` of the URL with a
+    required argument, and name only arguments that `parameters` declares."""
+    properties = spec.parameters.get("properties", {})
+    required = spec.parameters.get("required", [])
+    placeholders = URL_TEMPLATE.findall(url)
+    seen: set[str] = set()
+    located: list[tuple[tuple[str | int, ...], str]] = [
+        ((k, i), n) for k in ("path", "query", "header", "body")
+        for i, n in enumerate(getattr(where, k))
+    ]
+    if where.body_argument is not None:
+        located.append((("body_argument",), where.body_argument))
+    for at, name in located:
+        key = at[0]
+        if name in seen:
+            yield at, f"argument {name!r} is placed twice; each argument goes to one place"
+        seen.add(name)
+        if not isinstance(properties, dict) or name not in properties:
+            yield at, f"argument {name!r} is not a property of parameters; declare it there"
+        if key == "path" and name not in placeholders:
+            yield at, f"the URL has no {{{name}}} to fill; add it to the URL or drop it here"
+        if key == "path" and name not in required:
+            yield at, f"path argument {name!r} must be listed in parameters.required"
+    for name in placeholders:
+        if name not in where.path:
+            yield ("path",), f"the URL's {{{name}}} is filled by no argument; list {name!r} here"
+    if where.body and where.body_argument is not None:
+        yield ("body_argument",), "give body properties or one body argument, not both"
 
 
 _HINTS = {

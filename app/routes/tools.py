@@ -16,6 +16,8 @@ from app.idempotency import Claim
 from app.tenancy import tenant_of
 from tools.errors import FieldError, SpecInvalid
 from tools.index import SearchHit
+from tools.openapi import ImportOptions
+from tools.openapi_import import ImportedTools, fetch_document, import_openapi
 from tools.registry import ToolRegistry
 from tools.spec import DEFAULT_NAMESPACE, NAME_PATTERN, ToolRecord, ToolSpec
 from tools.validation import parse_specs, schema_errors
@@ -41,6 +43,39 @@ class BulkResult(msgspec.Struct, frozen=True):
     created: int
     updated: int
     unchanged: int
+
+
+HttpUrl = Annotated[str, msgspec.Meta(pattern=r"^https?://\S+$", description="http(s) URL")]
+
+
+class OpenApiImport(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    namespace: Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
+    document: dict[str, Any] | None = None
+    url: HttpUrl | None = None
+    base_url: Annotated[
+        HttpUrl | None,
+        msgspec.Meta(description="The API's root URL; overrides the document's servers."),
+    ] = None
+    operations: Annotated[
+        list[str], msgspec.Meta(description="Only these operationIds (all when empty).")
+    ] = []
+    tags: Annotated[
+        list[str], msgspec.Meta(description="Only operations with one of these tags.")
+    ] = []
+    headers: Annotated[
+        dict[str, str],
+        msgspec.Meta(description="Sent on every call (API keys); write-only like a secret."),
+    ] = {}
+
+    def options(self) -> ImportOptions:
+        return ImportOptions(namespace=self.namespace, base_url=self.base_url,
+                             operations=self.operations, tags=self.tags, headers=self.headers)
+
+    def source_errors(self) -> list[FieldError]:
+        if (self.document is None) == (self.url is None):
+            return [FieldError("/document", "give the OpenAPI document inline as `document` "
+                               "or its address as `url`: exactly one of the two")]
+        return []
 
 
 class ToolPage(msgspec.Struct, frozen=True):
@@ -101,6 +136,30 @@ class ToolController(Controller):
             return Response(body)
 
         return await idempotency.guarded(request, "POST /v1/tools/bulk", write)
+
+    @post(
+        "/import/openapi",
+        status_code=HTTP_200_OK,
+        summary="Import an OpenAPI document's operations as tools",
+        guards=[WRITE],
+    )
+    async def import_openapi(
+        self, request: Request[Any, Any, Any], registry: Registry, data: JSONBody[OpenApiImport]
+    ) -> ImportedTools:
+        """All or nothing: every selected operation becomes a tool, or none does; operations
+        that cannot be tools are listed under `skipped` with the reason."""
+        errors = data.source_errors()
+        if errors:
+            raise SpecInvalid(errors)
+        document = data.document
+        if data.url is not None:
+            state = request.app.state
+            document = await fetch_document(
+                state.tool_http, data.url, state.settings.max_body_bytes
+            )
+        return await import_openapi(
+            registry, tenant_of(request), document, data.options(), document_url=data.url
+        )
 
     @get("/", summary="List live tools")
     async def list_tools(
