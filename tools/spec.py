@@ -40,7 +40,14 @@ class BuiltinExecutor(msgspec.Struct, tag="builtin", tag_field="kind", frozen=Tr
     function: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 
-Executor = HttpExecutor | BuiltinExecutor
+class McpExecutor(msgspec.Struct, tag="mcp", tag_field="kind", frozen=True, kw_only=True):
+    """Call the tool on a registered MCP server (POST /v1/mcp/servers) by its MCP name."""
+
+    server: Name
+    tool: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+
+
+Executor = HttpExecutor | BuiltinExecutor | McpExecutor
 
 
 class ToolPolicy(msgspec.Struct, frozen=True, kw_only=True):
