@@ -14,7 +14,18 @@ from app.database import DatabaseError
 from app.errors import KeyNotFound, TurnNotFound
 from app.span_store import TraceNotFound
 from planner.errors import PlannerError
-from tools.errors import EmbeddingError, FieldError, SpecInvalid, ToolExists, ToolNotFound
+from tools.errors import (
+    EmbeddingError,
+    FieldError,
+    McpCallFailed,
+    McpListingInvalid,
+    McpServerExists,
+    McpServerNotFound,
+    McpUnreachable,
+    SpecInvalid,
+    ToolExists,
+    ToolNotFound,
+)
 from tools.storable import nul_escape_at
 from tools.validation import explain, pointer
 
@@ -70,12 +81,31 @@ def on_spec_invalid(request: Request[Any, Any, Any], exc: SpecInvalid) -> Respon
     return problem(request, 422, "invalid-request", "Request body is invalid", str(exc), exc.errors)
 
 
-def on_not_found(request: Request[Any, Any, Any], exc: ToolNotFound) -> Response[Problem]:
+def on_not_found(
+    request: Request[Any, Any, Any], exc: ToolNotFound | McpServerNotFound
+) -> Response[Problem]:
     return problem(request, 404, "not-found", "Not found", str(exc))
 
 
-def on_exists(request: Request[Any, Any, Any], exc: ToolExists) -> Response[Problem]:
+def on_exists(
+    request: Request[Any, Any, Any], exc: ToolExists | McpServerExists
+) -> Response[Problem]:
     return problem(request, 409, "conflict", "Already exists", str(exc))
+
+
+def on_mcp_unreachable(request: Request[Any, Any, Any], exc: McpUnreachable) -> Response[Problem]:
+    # A URL or command that may not be used is a fault of the request, named by its field.
+    if exc.field is not None:
+        error = FieldError(exc.field, exc.reason)
+        return problem(request, 422, "invalid-request", "Request body is invalid", str(exc),
+                       [error])
+    return problem(request, 502, "mcp-unreachable", "MCP server unreachable", str(exc))
+
+
+def on_mcp_server_fault(
+    request: Request[Any, Any, Any], exc: McpListingInvalid | McpCallFailed
+) -> Response[Problem]:
+    return problem(request, 502, "mcp-server-error", "MCP server error", str(exc))
 
 
 def on_validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Problem]:
@@ -155,6 +185,11 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     SpecInvalid: on_spec_invalid,
     ToolNotFound: on_not_found,
     ToolExists: on_exists,
+    McpServerNotFound: on_not_found,
+    McpServerExists: on_exists,
+    McpUnreachable: on_mcp_unreachable,
+    McpListingInvalid: on_mcp_server_fault,
+    McpCallFailed: on_mcp_server_fault,
     EmbeddingError: on_embedding,
     PlannerError: on_planner,
     TraceNotFound: on_lookup,
