@@ -164,6 +164,23 @@ async def test_a_failing_command_is_a_clear_problem_and_stores_nothing(app: Runn
     assert (await app.client.get("/v1/tools")).json()["items"] == []
 
 
+async def test_a_command_that_never_answers_is_given_up_after_the_connect_timeout(
+    start_app: Callable[..., Awaitable[RunningApp]], database_url: str
+) -> None:
+    app = await start_app(database_url, mcp_stdio_commands=COMMANDS, mcp_connect_timeout_s=1)
+    code = "import time; time.sleep(60)"
+    transport = {"kind": "stdio", "command": sys.executable, "args": ["-c", code]}
+    response = await app.client.post(
+        "/v1/mcp/servers", json={"name": "silent", "transport": transport}
+    )
+    assert response.status_code == 502
+    command = shlex.join([sys.executable, "-c", code])
+    assert response.json()["detail"] == (
+        f"MCP server command {command!r}: did not complete the MCP handshake within 1 s"
+    )
+    assert (await app.client.get("/v1/mcp/servers")).json() == {"items": []}
+
+
 async def test_a_command_that_does_not_exist_is_a_clear_problem(app: RunningApp) -> None:
     transport = {"kind": "stdio", "command": "/nonexistent/mcp-server"}
     response = await app.client.post(
@@ -188,6 +205,17 @@ async def test_an_unreachable_url_is_a_clear_problem_and_stores_nothing(app: Run
         "(ConnectError: All connection attempts failed)"
     )
     assert (await app.client.get("/v1/mcp/servers")).json() == {"items": []}
+
+
+async def test_a_url_that_does_not_parse_is_an_invalid_field(app: RunningApp) -> None:
+    transport = {"kind": "http", "url": "http://[::1/mcp"}
+    response = await app.client.post(
+        "/v1/mcp/servers", json={"name": "odd", "transport": transport}
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"] == [
+        {"pointer": "/transport/url", "message": "not a usable URL: Invalid port: ':1'"}
+    ]
 
 
 async def test_a_url_the_egress_policy_refuses_is_an_invalid_field(

@@ -16,7 +16,7 @@ from tools.mcp.importing import tool_specs
 from tools.mcp.session import McpSession
 from tools.mcp.sessions import McpSessions
 from tools.mcp.store import RefreshStatus, ServerRow
-from tools.mcp.transport import McpTransport, McpTransportView, public_view
+from tools.mcp.transport import McpTransport, McpTransportView, check, public_view
 from tools.registry import ToolRegistry
 from tools.spec import McpExecutor, Name, ToolSpec
 
@@ -87,6 +87,7 @@ class McpServers:
 
     async def register(self, tenant: str, spec: McpServerSpec) -> McpServerTools:
         """Connect, list the tools and import them; nothing is stored unless all of it works."""
+        check(spec.transport)
         await self._refuse_taken(tenant, spec.name)
         session = await self.sessions.connect(tenant, spec.name, spec.transport)
         try:

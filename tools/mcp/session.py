@@ -74,6 +74,8 @@ class McpSession:
         if self._ready.is_set() and not self._task.done():
             return
         if not done:
+            # Stuck in the handshake, the task cannot see the stop signal: cancel it.
+            self._task.cancel()
             await self.close()
             raise McpUnreachable(self.target, self._redact(
                 f"did not complete the MCP handshake within {timeout_s:g} s{self._stderr_note()}"

@@ -15,6 +15,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from tools.egress import EgressDenied, EgressPolicy, checked_address
+from tools.errors import FieldError, SpecInvalid
 
 _STDERR_TAIL_BYTES = 2000
 # Connecting and each request are bounded elsewhere; reads of a long-lived event stream are not.
@@ -53,6 +54,15 @@ class HttpTransportView(msgspec.Struct, tag="http", tag_field="kind", frozen=Tru
 
 
 McpTransportView = StdioTransportView | HttpTransportView
+
+
+def check(transport: McpTransport) -> None:
+    """Raise `SpecInvalid` for what the type alone cannot catch: a URL that does not parse."""
+    if isinstance(transport, HttpTransport):
+        try:
+            httpx2.URL(transport.url)
+        except httpx2.InvalidURL as exc:
+            raise SpecInvalid([FieldError("/transport/url", f"not a usable URL: {exc}")]) from exc
 
 
 def public_view(transport: McpTransport) -> McpTransportView:
