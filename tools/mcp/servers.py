@@ -10,7 +10,13 @@ import asyncpg
 import msgspec
 
 from tools.egress import EgressPolicy
-from tools.errors import McpError, McpServerExists, McpServerNotFound, McpUnreachable
+from tools.errors import (
+    McpError,
+    McpServerExists,
+    McpServerNotFound,
+    McpUnreachable,
+    ToolsError,
+)
 from tools.mcp import store
 from tools.mcp.importing import tool_specs
 from tools.mcp.session import McpSession
@@ -215,6 +221,6 @@ class McpServers:
             await self.refresh(tenant, name)
         except McpServerNotFound:
             return  # deleted, or not yet stored while it registers
-        except (McpError, asyncpg.PostgresError, OSError) as exc:
+        except (ToolsError, asyncpg.PostgresError, OSError) as exc:
             log.warning("refreshing MCP server %r of tenant %r after a change failed: %s",
                         name, tenant, exc)
