@@ -26,6 +26,7 @@ from app.problems import EXCEPTION_HANDLERS, refuse_nul
 from app.routes.chat_completions import create_chat_completion
 from app.routes.conversations import ConversationController, TurnController
 from app.routes.keys import KeyController
+from app.routes.mcp import McpServerController
 from app.routes.tools import ToolController
 from app.routes.traces import TraceController
 from app.routes.viewer import VIEWER_ROUTES
@@ -38,6 +39,7 @@ from tools.builtins import builtin_specs, default_builtins
 from tools.egress import EgressPolicy, GuardedTransport
 from tools.embed import Embedder, SentenceTransformerEmbedder
 from tools.executors import ToolRunner
+from tools.mcp.servers import McpServers
 from tools.registry import ToolRegistry
 from tools.sync import ChangeListener
 
@@ -137,11 +139,20 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             models: dict[str, ChatModel] = {
                 b.name: ModelClient(b, http) for b in model_backends(settings)
             }
+            mcp_servers = McpServers(
+                pool, registry, EgressPolicy.parse(settings.egress_allowlist),
+                stdio_commands=settings.mcp_commands,
+                connect_timeout_s=settings.mcp_connect_timeout_s,
+            )
+            app.state.mcp_servers = mcp_servers
             engine = TurnEngine(
                 pool,
                 registry,
                 ToolRunner(
-                    tool_http, default_builtins(), max_output_bytes=settings.max_output_bytes
+                    tool_http,
+                    default_builtins(),
+                    max_output_bytes=settings.max_output_bytes,
+                    mcp=mcp_servers.sessions,
                 ),
                 models,
                 default_model="default",
@@ -164,6 +175,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 yield
             finally:
                 await supervisor.stop()
+                await mcp_servers.close()
                 await listener.stop()
                 await telemetry.store.stop()
                 telemetry.shutdown()
@@ -171,6 +183,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     return Litestar(
         route_handlers=[health, list_models, ToolController, ConversationController,
                         TraceController, KeyController, TurnController, create_chat_completion,
+                        McpServerController,
                         *VIEWER_ROUTES],
         middleware=_middleware(settings),
         request_max_body_size=settings.max_body_bytes,
@@ -216,6 +229,6 @@ def _middleware(settings: Settings) -> list[Any]:
 
 
 def _guarded(settings: Settings) -> GuardedTransport:
-    """Tools reach public addresses only, unless EGRESS_ALLOWLIST says otherwise; the model
-    server, which the operator configured, is reached without this guard."""
+    """Tools (and MCP servers' URLs) reach public addresses only, unless EGRESS_ALLOWLIST says
+    otherwise; the model server, which the operator configured, is reached without this guard."""
     return GuardedTransport(EgressPolicy.parse(settings.egress_allowlist))

@@ -19,6 +19,11 @@ from tools.errors import (
     DocumentUnreachable,
     EmbeddingError,
     FieldError,
+    McpCallFailed,
+    McpListingInvalid,
+    McpServerExists,
+    McpServerNotFound,
+    McpUnreachable,
     SpecInvalid,
     ToolExists,
     ToolNotFound,
@@ -102,12 +107,31 @@ def on_document_unreachable(
                    [FieldError("/url", str(exc))])
 
 
-def on_not_found(request: Request[Any, Any, Any], exc: ToolNotFound) -> Response[Problem]:
+def on_not_found(
+    request: Request[Any, Any, Any], exc: ToolNotFound | McpServerNotFound
+) -> Response[Problem]:
     return problem(request, 404, "not-found", "Not found", str(exc))
 
 
-def on_exists(request: Request[Any, Any, Any], exc: ToolExists) -> Response[Problem]:
+def on_exists(
+    request: Request[Any, Any, Any], exc: ToolExists | McpServerExists
+) -> Response[Problem]:
     return problem(request, 409, "conflict", "Already exists", str(exc))
+
+
+def on_mcp_unreachable(request: Request[Any, Any, Any], exc: McpUnreachable) -> Response[Problem]:
+    # A URL or command that may not be used is a fault of the request, named by its field.
+    if exc.field is not None:
+        error = FieldError(exc.field, exc.reason)
+        return problem(request, 422, "invalid-request", "Request body is invalid", str(exc),
+                       [error])
+    return problem(request, 502, "mcp-unreachable", "MCP server unreachable", str(exc))
+
+
+def on_mcp_server_fault(
+    request: Request[Any, Any, Any], exc: McpListingInvalid | McpCallFailed
+) -> Response[Problem]:
+    return problem(request, 502, "mcp-server-error", "MCP server error", str(exc))
 
 
 def on_validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Problem]:
@@ -190,6 +214,11 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     ToolExists: on_exists,
     DocumentInvalid: on_document_invalid,
     DocumentUnreachable: on_document_unreachable,
+    McpServerNotFound: on_not_found,
+    McpServerExists: on_exists,
+    McpUnreachable: on_mcp_unreachable,
+    McpListingInvalid: on_mcp_server_fault,
+    McpCallFailed: on_mcp_server_fault,
     EmbeddingError: on_embedding,
     PlannerError: on_planner,
     TraceNotFound: on_lookup,

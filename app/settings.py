@@ -54,6 +54,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = 10_000_000
     egress_allowlist: str = ""
     """Non-public destinations tools may call: host names, IPs or CIDRs, comma-separated."""
+    mcp_connect_timeout_s: float = 10.0
+    """How long an MCP server may take to connect and to list its tools."""
+    mcp_stdio_commands: str = ""
+    """Commands stdio MCP servers may be started with, comma-separated; * allows any; empty
+    allows none (a stdio server runs on this host)."""
+
+    @property
+    def mcp_commands(self) -> frozenset[str] | None:
+        """MCP_STDIO_COMMANDS as a set; None when any command is allowed."""
+        listed = {c.strip() for c in self.mcp_stdio_commands.split(",") if c.strip()}
+        return None if "*" in listed else frozenset(listed)
 
     @property
     def data_dir(self) -> Path:
@@ -90,6 +101,8 @@ _ENV: dict[str, tuple[str, str]] = {
     "RATE_LIMIT_PER_MINUTE": ("rate_limit_per_minute", "requests per minute per key; 0 = off"),
     "MAX_BODY_BYTES": ("max_body_bytes", "the largest request body accepted, in bytes"),
     "EGRESS_ALLOWLIST": ("egress_allowlist", "host names, IPs or CIDRs, comma-separated"),
+    "MCP_CONNECT_TIMEOUT_S": ("mcp_connect_timeout_s", "seconds, a positive number"),
+    "MCP_STDIO_COMMANDS": ("mcp_stdio_commands", "commands, comma-separated, or * for any"),
 }
 
 
@@ -104,7 +117,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if not 0 < settings.port < 65536:
         raise SettingsError(f"PORT={settings.port} is out of range: expected {_ENV['PORT'][1]}")
     positive = ("SEARCH_K", "CANDIDATE_K", "MAX_STEPS", "HISTORY_TOKEN_BUDGET", "TURN_LEASE_S",
-                "MAX_PARALLEL_CALLS", "MAX_PLAN_STEPS", "MAX_OUTPUT_BYTES")
+                "MAX_PARALLEL_CALLS", "MAX_PLAN_STEPS", "MAX_OUTPUT_BYTES",
+                "MCP_CONNECT_TIMEOUT_S")
     for name in positive:
         value = getattr(settings, _ENV[name][0])
         if value <= 0:

@@ -32,7 +32,7 @@ from planner.store import WaitsFor
 from planner.tracing import TurnTracer
 from planner.turn import TurnState
 from tools.executors import CallOutcome, ExecutableTool, ToolRunner
-from tools.spec import ClientExecutor, HttpExecutor
+from tools.spec import ClientExecutor, HttpExecutor, McpExecutor
 
 Search = Callable[[TurnState, str], Awaitable[list[str]]]
 """Retrieve more candidates for a turn; returns the function names it added."""
@@ -351,8 +351,9 @@ class CallRunner:
         self, turn: TurnState, call: Call, tool: ExecutableTool | None
     ) -> contextlib.AbstractContextManager[Span]:
         links = [turn.span_contexts[c] for c in call.waits_for if c in turn.span_contexts]
-        # GenAI conventions: "extension" runs elsewhere (an HTTP service), "function" in-process.
-        remote = tool is not None and isinstance(tool.record.executor, HttpExecutor)
+        # GenAI conventions: "extension" runs elsewhere (an HTTP service, an MCP server),
+        # "function" in-process.
+        remote = tool is not None and isinstance(tool.record.executor, HttpExecutor | McpExecutor)
         kind = "extension" if remote else "function"
         return self.tracer.tool(
             tenant=turn.tenant,

@@ -159,7 +159,7 @@ def make_tool(
         created_at=datetime.now(UTC),
         has_secret=secret is not None,
     )
-    return ExecutableTool(record=record, secret=secret)
+    return ExecutableTool(record=record, tenant="default", secret=secret)
 
 
 def http_tool(server: ToolServer, path: str, **options: Any) -> ExecutableTool:

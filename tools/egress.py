@@ -60,6 +60,26 @@ def _kind(address: IPAddress) -> str:
     return "not a public address"
 
 
+class EgressDenied(Exception):
+    """The destination may not be reached; raised by `checked_address` for any HTTP library."""
+
+
+async def checked_address(policy: EgressPolicy, host: str, port: int | None) -> IPAddress:
+    """The address to connect to, after checking every address `host` resolves to.
+
+    Raises `EgressDenied`, or `OSError` when the name does not resolve.
+    """
+    addresses = await _resolve(host, port)
+    for address in addresses:
+        reason = policy.refuses(host, address)
+        if reason is not None:
+            raise EgressDenied(
+                f"refused to call {host}: {reason}; tools may call public addresses only, "
+                "unless EGRESS_ALLOWLIST names the host, address or network"
+            )
+    return addresses[0]
+
+
 class GuardedTransport(httpx.AsyncBaseTransport):
     """An httpx transport that refuses non-public destinations unless they are allowlisted."""
 
@@ -69,7 +89,12 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         host = request.url.host
-        address = await self._checked_address(host, request.url.port, request)
+        try:
+            address = await checked_address(self.policy, host, request.url.port)
+        except EgressDenied as exc:
+            raise EgressRefused(str(exc), request=request) from exc
+        except OSError as exc:
+            raise httpx.ConnectError(f"cannot resolve {host}: {exc}", request=request) from exc
         # Connect to the address that was checked, keeping the name for Host and TLS.
         request.headers["Host"] = request.headers.get("Host", request.url.netloc.decode())
         if request.url.scheme == "https":
@@ -80,30 +105,14 @@ class GuardedTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         await self.inner.aclose()
 
-    async def _checked_address(self, host: str, port: int | None,
-                               request: httpx.Request) -> IPAddress:
-        addresses = await _resolve(host, port, request)
-        for address in addresses:
-            reason = self.policy.refuses(host, address)
-            if reason is not None:
-                raise EgressRefused(
-                    f"refused to call {host}: {reason}; tools may call public addresses only, "
-                    "unless EGRESS_ALLOWLIST names the host, address or network",
-                    request=request,
-                )
-        return addresses[0]
 
-
-async def _resolve(host: str, port: int | None, request: httpx.Request) -> list[IPAddress]:
+async def _resolve(host: str, port: int | None) -> list[IPAddress]:
     try:
         return [ipaddress.ip_address(host)]
     except ValueError:
         pass
     loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, port or 0, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise httpx.ConnectError(f"cannot resolve {host}: {exc}", request=request) from exc
+    infos = await loop.getaddrinfo(host, port or 0, type=socket.SOCK_STREAM)
     seen: list[IPAddress] = []
     for info in infos:
         address = ipaddress.ip_address(info[4][0])

@@ -7,7 +7,13 @@ ToolsError
 ├── ImportFormatError    a file given to `tools import` cannot be read as tool specs
 ├── DocumentInvalid      an OpenAPI document cannot be made into tools (422)
 ├── DocumentUnreachable  an OpenAPI document could not be fetched from its URL (422)
-└── EmbeddingError       the embedding model failed to load or encode
+├── EmbeddingError       the embedding model failed to load or encode
+└── McpError             an MCP server as a tool source
+    ├── McpServerNotFound    no MCP server by that name (404)
+    ├── McpServerExists      the name (and so the namespace) is taken (409)
+    ├── McpUnreachable       the command or URL did not give a working MCP session (502)
+    ├── McpCallFailed        the server answered a request with an error
+    └── McpListingInvalid    the server listed a tool that cannot be imported (502)
 """
 
 from __future__ import annotations
@@ -88,3 +94,48 @@ class EmbeddingError(ToolsError):
     def __init__(self, model: str, message: str) -> None:
         self.model = model
         super().__init__(f"embedding model {model!r}: {message}")
+
+
+class McpError(ToolsError):
+    """Base of the errors of MCP servers as tool sources."""
+
+
+class McpServerNotFound(McpError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"MCP server {name!r} not found; list servers with GET /v1/mcp/servers"
+        )
+
+
+class McpServerExists(McpError):
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        super().__init__(f"MCP server {name!r} cannot be registered: {reason}")
+
+
+class McpUnreachable(McpError):
+    """`target` says which server, as a command line or a URL without credentials; `field`
+    points at the part of the transport that may not be used (a refused URL or command)."""
+
+    def __init__(self, target: str, reason: str, *, field: str | None = None) -> None:
+        self.target, self.reason, self.field = target, reason, field
+        super().__init__(f"MCP server {target}: {reason}")
+
+
+class McpCallFailed(McpError):
+    """`error_type` is what a tool call reports: "tool_error", or "bad_output" for a result
+    that does not fit the tool's output schema."""
+
+    def __init__(self, target: str, what: str, reason: str, *, error_type: str = "tool_error"):
+        self.target, self.error_type = target, error_type
+        super().__init__(f"MCP server {target} failed {what}: {reason}")
+
+
+class McpListingInvalid(McpError):
+    def __init__(self, server: str, tool: str, reason: str) -> None:
+        self.server, self.tool = server, tool
+        super().__init__(
+            f"MCP server {server!r} lists tool {tool!r}, which cannot be imported: {reason}; "
+            "fix the tool on the server and register or refresh again"
+        )

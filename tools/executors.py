@@ -22,7 +22,17 @@ from referencing.exceptions import Unresolvable
 from tools.backoff import backoff_delay
 from tools.builtins import BuiltinFunction, BuiltinFunctions, default_builtins
 from tools.egress import EgressRefused
-from tools.spec import ArgumentMap, BuiltinExecutor, ClientExecutor, HttpExecutor, ToolRecord
+from tools.errors import McpCallFailed, McpServerNotFound, McpUnreachable
+from tools.mcp.results import tool_output
+from tools.mcp.sessions import McpSessions
+from tools.spec import (
+    ArgumentMap,
+    BuiltinExecutor,
+    ClientExecutor,
+    HttpExecutor,
+    McpExecutor,
+    ToolRecord,
+)
 from tools.validation import pointer
 
 # The error types the runner itself reports; callers may record others (a refused call, say).
@@ -45,9 +55,11 @@ _SNIPPET_CHARS = 200
 
 
 class ExecutableTool(msgspec.Struct, frozen=True, kw_only=True):
-    """A stored tool version plus its write-only secret and headers, as the runner needs it."""
+    """A stored tool version plus its write-only secret and headers, and its tenant (an MCP
+    tool's server is found by tenant and name), as the runner needs it."""
 
     record: ToolRecord
+    tenant: str
     secret: str | None = None
     secret_headers: dict[str, str] = {}
 
@@ -107,8 +119,10 @@ class ToolRunner:
         *,
         max_output_bytes: int = 65_536,
         backoff: Backoff | None = None,
+        mcp: McpSessions | None = None,
     ) -> None:
         self._http = http
+        self._mcp = mcp
         self._builtins = builtins if builtins is not None else default_builtins()
         self._max_output_bytes = max_output_bytes
         self._backoff = backoff or Backoff()
@@ -150,6 +164,8 @@ class ToolRunner:
                     f"tool {record.name!r} runs in the client: its output comes from the "
                     "frontend that holds the conversation, not from this service",
                 )
+            case McpExecutor() as executor:
+                return self._mcp_attempt(tool.tenant, executor, arguments)
             case None:
                 return _Fault(
                     "no_executor",
@@ -214,6 +230,19 @@ class ToolRunner:
             )
         return functools.partial(_call_builtin, name, fn, arguments)
 
+    # --- mcp ------------------------------------------------------------------------------
+
+    def _mcp_attempt(
+        self, tenant: str, executor: McpExecutor, arguments: dict[str, Any]
+    ) -> _Attempt | _Fault:
+        if self._mcp is None:
+            return _Fault(
+                "no_executor",
+                f"MCP server {executor.server!r} cannot be reached from here: this runner has "
+                "no MCP sessions",
+            )
+        return functools.partial(_call_mcp, self._mcp, tenant, executor, arguments)
+
     # --- http -----------------------------------------------------------------------------
 
     async def _call_http(
@@ -263,6 +292,26 @@ async def _call_builtin(
             "bad_output",
             f"builtin function {name!r} returned a {type(value).__name__}, which is not JSON",
         )
+
+
+async def _call_mcp(
+    sessions: McpSessions, tenant: str, executor: McpExecutor, arguments: dict[str, Any]
+) -> _Output | _Fault:
+    try:
+        result = await sessions.call_tool(tenant, executor.server, executor.tool, arguments)
+    except McpUnreachable as exc:
+        return _Fault("unreachable", str(exc), retryable=True)
+    except McpCallFailed as exc:
+        return _Fault("bad_output" if exc.error_type == "bad_output" else "tool_error", str(exc))
+    except McpServerNotFound as exc:
+        return _Fault("no_executor", str(exc))
+    output = tool_output(result)
+    if output.error is not None:
+        return _Fault(
+            "tool_error",
+            f"MCP tool {executor.tool!r} of server {executor.server!r} failed: {output.error}",
+        )
+    return _Output(output.value)
 
 
 class _BadArgument(ValueError):
@@ -539,6 +588,8 @@ def _target(record: ToolRecord) -> str:
             return f"builtin function {name!r}"
         case ClientExecutor():
             return f"client tool {record.name!r}"
+        case McpExecutor(server=server, tool=tool):
+            return f"MCP tool {tool!r} of server {server!r}"
     return f"tool {record.name!r}"
 
 

@@ -35,6 +35,7 @@ class WriteResult(msgspec.Struct, frozen=True, kw_only=True):
     records: list[ToolRecord]
     created_keys: frozenset[tuple[str, str]] = frozenset()
     """(namespace, name) of the tools that did not exist, or were deleted, before."""
+    deleted: int = 0
 
 
 class ToolRegistry:
@@ -91,7 +92,8 @@ class ToolRegistry:
     ) -> dict[tuple[str, str], ExecutableTool]:
         """The live versions of these tools with what it takes to call them (secrets included)."""
         found = await store.live_specs(self.pool, tenant, keys)
-        return {key: ExecutableTool(record=record, secret=secret, secret_headers=headers)
+        return {key: ExecutableTool(record=record, tenant=tenant, secret=secret,
+                                     secret_headers=headers)
                 for key, (record, secret, headers) in found.items()}
 
     async def executables_at(
@@ -99,7 +101,8 @@ class ToolRegistry:
     ) -> dict[tuple[str, str], ExecutableTool]:
         """These versions of tools that are not deleted, ready to call (secrets included)."""
         found = await store.pinned_specs(self.pool, tenant, keys)
-        return {key: ExecutableTool(record=record, secret=secret, secret_headers=headers)
+        return {key: ExecutableTool(record=record, tenant=tenant, secret=secret,
+                                     secret_headers=headers)
                 for key, (record, secret, headers) in found.items()}
 
     async def versions(self, tenant: str, namespace: str, name: str) -> list[ToolRecord]:
@@ -138,8 +141,12 @@ class ToolRegistry:
         *,
         mode: Literal["create", "upsert"] = "upsert",
         progress: Progress | None = None,
+        remove: Sequence[tuple[str, str]] = (),
     ) -> WriteResult:
-        """Register specs in one transaction: all of them become searchable, or none is written."""
+        """Register specs in one transaction: all of them become searchable, or none is written.
+
+        `remove` names tools (namespace, name) to delete in the same transaction.
+        """
         keys = [(s.namespace, s.name) for s in specs]
         async with self.pool.acquire() as conn:
             before = await store.current_tools(conn, tenant, keys)
@@ -148,17 +155,20 @@ class ToolRegistry:
         changed = [s for s in specs if not _same(s, before.get((s.namespace, s.name)))]
         prepared = await self._prepare(changed, before, progress)
         async with self.pool.acquire() as conn, conn.transaction():
-            locked = await store.current_tools(conn, tenant, keys, lock=True)
+            locked = await store.current_tools(conn, tenant, [*keys, *remove], lock=True)
             if mode == "create":
                 _refuse_existing(specs, locked)
             versions = [_numbered(p, locked.get(_key(p))) for p in prepared]
             created_keys = frozenset(_key(v) for v in versions if _is_new(locked.get(_key(v))))
             change_id = await store.next_change_id(conn)
             await store.write_versions(conn, tenant, versions, change_id)
+            deleted = [k for k in remove if await store.mark_deleted(conn, tenant, *k, change_id)]
             await store.notify(conn, self.origin, change_id)
             created_at = await conn.fetchval("SELECT now()")
         for v in versions:
             self._apply(tenant, _indexed(v), change_id)
+        for key in deleted:
+            self._remove(tenant, key, change_id)
         return WriteResult(
             created=len(created_keys),
             updated=len(versions) - len(created_keys),
@@ -169,6 +179,7 @@ class ToolRegistry:
                 for v in versions
             ],
             created_keys=created_keys,
+            deleted=len(deleted),
         )
 
     async def delete(self, tenant: str, namespace: str, name: str) -> None:

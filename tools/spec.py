@@ -68,7 +68,14 @@ class ClientExecutor(msgspec.Struct, tag="client", tag_field="kind", frozen=True
     call's output back."""
 
 
-Executor = HttpExecutor | BuiltinExecutor | ClientExecutor
+class McpExecutor(msgspec.Struct, tag="mcp", tag_field="kind", frozen=True, kw_only=True):
+    """Call the tool on a registered MCP server (POST /v1/mcp/servers) by its MCP name."""
+
+    server: Name
+    tool: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+
+
+Executor = HttpExecutor | BuiltinExecutor | ClientExecutor | McpExecutor
 
 
 class ToolPolicy(msgspec.Struct, frozen=True, kw_only=True):
