@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import httpx
 
@@ -80,6 +81,27 @@ async def checked_address(policy: EgressPolicy, host: str, port: int | None) -> 
     return addresses[0]
 
 
+async def pin_to_checked_address(
+    policy: EgressPolicy, request: Any, refused: Callable[..., Exception],
+    unresolvable: Callable[..., Exception],
+) -> None:
+    """Point `request` at the address its host was checked at, keeping the name for Host and
+    TLS, so a DNS answer that changes after the check cannot redirect it. `request` is an httpx
+    (or httpx2, the MCP library's copy, with the same API) request; the errors raised are made
+    with `request=` like that library's own."""
+    host = request.url.host
+    try:
+        address = await checked_address(policy, host, request.url.port)
+    except EgressDenied as exc:
+        raise refused(str(exc), request=request) from exc
+    except OSError as exc:
+        raise unresolvable(f"cannot resolve {host}: {exc}", request=request) from exc
+    request.headers["Host"] = request.headers.get("Host", request.url.netloc.decode())
+    if request.url.scheme == "https":
+        request.extensions["sni_hostname"] = host
+    request.url = request.url.copy_with(host=str(address))
+
+
 class GuardedTransport(httpx.AsyncBaseTransport):
     """An httpx transport that refuses non-public destinations unless they are allowlisted."""
 
@@ -88,18 +110,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         self.inner = inner or httpx.AsyncHTTPTransport()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        host = request.url.host
-        try:
-            address = await checked_address(self.policy, host, request.url.port)
-        except EgressDenied as exc:
-            raise EgressRefused(str(exc), request=request) from exc
-        except OSError as exc:
-            raise httpx.ConnectError(f"cannot resolve {host}: {exc}", request=request) from exc
-        # Connect to the address that was checked, keeping the name for Host and TLS.
-        request.headers["Host"] = request.headers.get("Host", request.url.netloc.decode())
-        if request.url.scheme == "https":
-            request.extensions["sni_hostname"] = host
-        request.url = request.url.copy_with(host=str(address))
+        await pin_to_checked_address(self.policy, request, EgressRefused, httpx.ConnectError)
         return await self.inner.handle_async_request(request)
 
     async def aclose(self) -> None:

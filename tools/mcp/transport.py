@@ -14,7 +14,7 @@ import msgspec
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-from tools.egress import EgressDenied, EgressPolicy, checked_address
+from tools.egress import EgressPolicy, pin_to_checked_address
 from tools.errors import FieldError, SpecInvalid
 
 _STDERR_TAIL_BYTES = 2000
@@ -111,18 +111,7 @@ class GuardedMcpTransport(httpx2.AsyncBaseTransport):
         self.inner = httpx2.AsyncHTTPTransport()
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        host = request.url.host
-        try:
-            address = await checked_address(self.policy, host, request.url.port)
-        except EgressDenied as exc:
-            raise EgressRefusedMcp(str(exc), request=request) from exc
-        except OSError as exc:
-            raise httpx2.ConnectError(f"cannot resolve {host}: {exc}", request=request) from exc
-        # Connect to the address that was checked, keeping the name for Host and TLS.
-        request.headers["Host"] = request.headers.get("Host", request.url.netloc.decode())
-        if request.url.scheme == "https":
-            request.extensions["sni_hostname"] = host
-        request.url = request.url.copy_with(host=str(address))
+        await pin_to_checked_address(self.policy, request, EgressRefusedMcp, httpx2.ConnectError)
         return await self.inner.handle_async_request(request)
 
     async def aclose(self) -> None:
