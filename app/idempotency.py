@@ -14,7 +14,7 @@ from litestar.exceptions import HTTPException
 
 from app.problems import PROBLEM_JSON
 from app.tenancy import tenant_of
-from planner import store
+from planner import results
 from planner.events import TurnResult
 
 HEADER = "Idempotency-Key"
@@ -72,7 +72,7 @@ async def _replay(pool: asyncpg.Pool, tenant: str, route: str, key: str,
             422, f"{HEADER} {key!r} was used with a different request; use a new key for it"
         )
     if row["turn_id"] is not None:
-        result = await store.turn_result(pool, tenant, row["turn_id"])
+        result = await results.turn_result(pool, tenant, row["turn_id"])
         # A paused turn has answered its request: the replay says what it waits on.
         if result is not None and result.status != "running":
             if render is not None:

@@ -28,7 +28,7 @@ from planner.events import (
 from planner.messages import AssistantToolCall, ChatMessage, FunctionCall, ModelReply
 from planner.plan import Plan, PlanStep, resolve
 from planner.prompt import SEARCH_TOOLS
-from planner.store import WaitsFor
+from planner.results import WaitsFor
 from planner.tracing import TurnTracer
 from planner.turn import TurnState
 from tools.executors import CallOutcome, ExecutableTool, ToolRunner

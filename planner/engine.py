@@ -15,7 +15,7 @@ import asyncpg
 import msgspec
 from opentelemetry.trace import Span, format_span_id, format_trace_id
 
-from planner import pauses, store
+from planner import pauses, results, store
 from planner.calls import CallRunner, WaitLimits
 from planner.errors import CallNotWaiting, DecisionInvalid, PlannerError, UnknownModel
 from planner.events import (
@@ -245,7 +245,7 @@ class TurnEngine:
                 turn.tools[function] = found[(ns, name)]
         turn.messages = await self._history(turn)
         settled = {c.id for c in saved.calls if c.decision is not None}
-        result = await store.turn_result(self.pool, turn.tenant, turn.id)
+        result = await results.turn_result(self.pool, turn.tenant, turn.id)
         turn.calls = [c for c in (result.tool_calls if result else []) if c.id not in settled]
 
     async def _pause(self, turn: TurnState) -> TurnResult:

@@ -15,10 +15,11 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from planner._db import Db, jsonb_text
 from planner.errors import CallNotWaiting, TurnNotFound, TurnNotPaused
 from planner.events import PendingCall
 from planner.messages import Usage
-from planner.store import Db, WaitsFor, jsonb_text, pending_call, waiting_calls
+from planner.results import WaitsFor, pending_call, waiting_calls
 
 PAUSED_STATUSES = ("awaiting_approval", "requires_action")
 CALL_STATUS: dict[WaitsFor, str] = {"approval": "awaiting_approval", "output": "awaiting_output"}

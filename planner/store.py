@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
-from typing import Any, Literal, TypeAlias
+from typing import Any
 
 import asyncpg
 import msgspec
 
+from planner._db import Db, jsonb_text, new_id
 from planner.errors import ConversationNotFound, TurnConflict
-from planner.events import AssistantMessage, PendingCall, Problem, ToolCallRecord, TurnResult
 from planner.messages import AssistantToolCall, ChatMessage, Usage
-from tools.storable import clean_json, clean_text
+from planner.results import waiting_calls
+from tools.storable import clean_text
 
-Db: TypeAlias = asyncpg.Pool | asyncpg.Connection
-WaitsFor = Literal["approval", "output"]
 _tool_calls = msgspec.json.Decoder(list[AssistantToolCall])
-
-
-def jsonb_text(value: Any) -> str:
-    """JSON for a jsonb column; NUL characters, which Postgres refuses, become U+FFFD."""
-    return clean_json(msgspec.json.encode(value)).decode()
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
 
 
 class Conversation(msgspec.Struct, frozen=True, kw_only=True):
@@ -51,19 +40,6 @@ class StoredMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
             tool_calls=self.tool_calls,
             tool_call_id=self.tool_call_id,
         )
-
-
-class TurnRow(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
-    conversation_id: str
-    status: str
-    mode: str
-    model: str
-    answer: str | None
-    error: dict[str, Any] | None
-    usage: dict[str, Any]
-    started_at: datetime
-    finished_at: datetime | None
 
 
 async def create_conversation(db: Db, tenant: str, metadata: dict[str, Any]) -> Conversation:
@@ -441,39 +417,6 @@ async def finish_and_observe(
     )
 
 
-_TURN_SQL = """SELECT id, conversation_id, status, mode, model, answer, error::text,
-                     usage::text, started_at, finished_at FROM turns"""
-
-
-async def get_turn(db: Db, tenant: str, turn_id: str) -> TurnRow | None:
-    row = await db.fetchrow(_TURN_SQL + " WHERE tenant_id = $1 AND id = $2", tenant, turn_id)
-    return None if row is None else _turn(row)
-
-
-async def list_turns(db: Db, tenant: str, conversation_id: str) -> list[TurnRow]:
-    rows = await db.fetch(
-        _TURN_SQL + " WHERE tenant_id = $1 AND conversation_id = $2 ORDER BY started_at, id",
-        tenant,
-        conversation_id,
-    )
-    return [_turn(r) for r in rows]
-
-
-def _turn(row: asyncpg.Record) -> TurnRow:
-    return TurnRow(
-        id=row["id"],
-        conversation_id=row["conversation_id"],
-        status=row["status"],
-        mode=row["mode"],
-        model=row["model"],
-        answer=row["answer"],
-        error=msgspec.json.decode(row["error"]) if row["error"] else None,
-        usage=msgspec.json.decode(row["usage"]),
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-    )
-
-
 async def heartbeat(db: Db, owner: str) -> None:
     await db.execute(
         "UPDATE turns SET heartbeat_at = now() WHERE owner = $1 AND status = 'running'", owner
@@ -495,55 +438,3 @@ async def interrupt_abandoned(db: Db, lease_s: float, *, owner: str | None = Non
     return [r["id"] for r in rows]
 
 
-_WAITING = """SELECT id, name, arguments::text, raw_arguments, status, deadline FROM tool_calls
-              WHERE turn_id = $1 AND status IN ('awaiting_approval', 'awaiting_output')
-                AND decision IS NULL ORDER BY step, position"""
-
-
-async def waiting_calls(db: Db, turn_id: str) -> list[PendingCall]:
-    """The calls of a turn still without an answer, in the order they were asked for."""
-    return [pending_call(r) for r in await db.fetch(_WAITING, turn_id)]
-
-
-def pending_call(row: asyncpg.Record) -> PendingCall:
-    waits: WaitsFor = "approval" if row["status"] == "awaiting_approval" else "output"
-    arguments = msgspec.json.decode(row["arguments"]) if row["arguments"] else row["raw_arguments"]
-    return PendingCall(id=row["id"], name=row["name"], arguments=arguments, waits_for=waits,
-                       deadline=row["deadline"])
-
-
-async def turn_result(db: Db, tenant: str, turn_id: str) -> TurnResult | None:
-    """A turn as the API reports it, rebuilt from what was written while it ran."""
-    row = await db.fetchrow(
-        """SELECT conversation_id, status, answer, error::text, usage::text FROM turns
-           WHERE tenant_id = $1 AND id = $2""",
-        tenant, turn_id,
-    )
-    if row is None:
-        return None
-    calls = await db.fetch(
-        """SELECT id, name, arguments::text, result::text, error, error_type, started_at,
-                  finished_at, attempts, truncated, step, position, depends_on
-           FROM tool_calls WHERE turn_id = $1 ORDER BY step, position""",
-        turn_id,
-    )
-    paused = row["status"] in ("awaiting_approval", "requires_action")
-    return TurnResult(
-        id=turn_id, conversation_id=row["conversation_id"], status=row["status"],
-        pending=await waiting_calls(db, turn_id) if paused else [],
-        message=None if row["answer"] is None else AssistantMessage(row["answer"]),
-        tool_calls=[_call_record(c) for c in calls],
-        usage=msgspec.json.decode(row["usage"] or "{}", type=Usage),
-        error=msgspec.json.decode(row["error"], type=Problem) if row["error"] else None,
-    )
-
-
-def _call_record(row: asyncpg.Record) -> ToolCallRecord:
-    return ToolCallRecord(
-        id=row["id"], name=row["name"],
-        arguments=msgspec.json.decode(row["arguments"]) if row["arguments"] else None,
-        result=msgspec.json.decode(row["result"]) if row["result"] else None,
-        error=row["error"], error_type=row["error_type"], started_at=row["started_at"],
-        finished_at=row["finished_at"], attempts=row["attempts"], truncated=row["truncated"],
-        step=row["step"], position=row["position"], depends_on=list(row["depends_on"]),
-    )

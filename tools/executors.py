@@ -6,10 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
-import hmac
 import inspect
-import urllib.parse
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -23,10 +20,10 @@ from tools.backoff import backoff_delay
 from tools.builtins import BuiltinFunction, BuiltinFunctions, default_builtins
 from tools.egress import EgressRefused
 from tools.errors import McpCallFailed, McpServerNotFound, McpUnreachable
+from tools.http_request import build_request, misplacement, public_url
 from tools.mcp.results import tool_output
 from tools.mcp.sessions import McpSessions
 from tools.spec import (
-    ArgumentMap,
     BuiltinExecutor,
     ClientExecutor,
     HttpExecutor,
@@ -48,7 +45,6 @@ ErrorType = Literal[
     "tool_error",
 ]
 
-SIGNATURE_HEADER = "X-Switchboard-Signature"
 _MAX_LISTED_PROBLEMS = 10
 _ERROR_BODY_CHARS = 500
 _SNIPPET_CHARS = 200
@@ -153,9 +149,10 @@ class ToolRunner:
             return problem
         match record.executor:
             case HttpExecutor() as executor:
-                return _misplaced(executor, arguments) or functools.partial(
-                    self._call_http, executor, arguments, tool
-                )
+                misplaced = misplacement(executor, arguments)
+                if misplaced is not None:
+                    return _Fault("invalid_arguments", misplaced)
+                return functools.partial(self._call_http, executor, arguments, tool)
             case BuiltinExecutor(function=name):
                 return self._builtin_attempt(name, arguments)
             case ClientExecutor():
@@ -248,8 +245,8 @@ class ToolRunner:
     async def _call_http(
         self, executor: HttpExecutor, arguments: dict[str, Any], tool: ExecutableTool
     ) -> _Output | _Fault:
-        target = f"{executor.method} {_public_url(executor.url)}"
-        request = _http_request(self._http, executor, arguments, tool.secret, tool.secret_headers)
+        target = f"{executor.method} {public_url(executor.url)}"
+        request = build_request(self._http, executor, arguments, tool.secret, tool.secret_headers)
         try:
             response = await self._http.send(request, stream=True)
         except httpx.TransportError as exc:
@@ -314,111 +311,6 @@ async def _call_mcp(
     return _Output(output.value)
 
 
-class _BadArgument(ValueError):
-    """An argument that cannot be put where the tool's argument map says it goes."""
-
-
-class _Wire(msgspec.Struct, frozen=True, kw_only=True):
-    """The arguments placed in the request: a filled URL, query pairs, headers and a body."""
-
-    url: str
-    query: list[tuple[str, str]] = []
-    headers: dict[str, str] = {}
-    body: bytes | None = None
-
-
-def _http_request(
-    client: httpx.AsyncClient,
-    executor: HttpExecutor,
-    arguments: dict[str, Any],
-    secret: str | None,
-    secret_headers: dict[str, str] | None = None,
-) -> httpx.Request:
-    """The request, signed over the exact bytes sent: the body when there is one, else the
-    query string. Raises `_BadArgument` for a value no header can carry."""
-    wire = _placed(executor, arguments)
-    headers = httpx.Headers(executor.headers)
-    headers.update(secret_headers or {})
-    headers.update(wire.headers)
-    headers["Accept"] = "application/json"
-    url = wire.url
-    if wire.query:
-        url += ("&" if "?" in url else "?") + urllib.parse.urlencode(wire.query)
-    if wire.body is not None:
-        headers["Content-Type"] = "application/json"
-    request = client.build_request(
-        executor.method, url, content=wire.body, headers=headers, timeout=None
-    )
-    if secret is not None:
-        signed = wire.body if wire.body is not None else request.url.query
-        digest = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
-        request.headers[SIGNATURE_HEADER] = f"sha256={digest}"
-    return request
-
-
-def _misplaced(executor: HttpExecutor, arguments: dict[str, Any]) -> _Fault | None:
-    """An argument the request cannot carry where the map puts it; checked before running."""
-    try:
-        _placed(executor, arguments)
-    except _BadArgument as exc:
-        target = f"{executor.method} {_public_url(executor.url)}"
-        return _Fault("invalid_arguments", f"arguments invalid for {target}: {exc}")
-    return None
-
-
-def _placed(executor: HttpExecutor, arguments: dict[str, Any]) -> _Wire:
-    """Without an argument map the arguments are the JSON body, or for GET the query."""
-    where = executor.arguments
-    if isinstance(where, msgspec.UnsetType):
-        if executor.method == "GET":
-            return _Wire(url=executor.url, query=_query_pairs(arguments))
-        return _Wire(url=executor.url, body=msgspec.json.encode(arguments))
-    given = {k: arguments[k] for k in where.names() if k in arguments}
-    url = executor.url
-    for name in where.path:
-        if name in given:
-            url = url.replace("{" + name + "}", urllib.parse.quote(_text(given[name]), safe=""))
-    return _Wire(
-        url=url,
-        query=_query_pairs({k: given[k] for k in where.query if k in given}),
-        headers={k: _header_value(k, given[k]) for k in where.header if k in given},
-        body=_body(where, given),
-    )
-
-
-def _body(where: ArgumentMap, given: dict[str, Any]) -> bytes | None:
-    if where.body_argument is not None:
-        if where.body_argument not in given:
-            return None
-        return msgspec.json.encode(given[where.body_argument])
-    if not where.body:
-        return None
-    return msgspec.json.encode({k: given[k] for k in where.body if k in given})
-
-
-def _header_value(name: str, value: Any) -> str:
-    text = _text(value)
-    if not text.isascii() or any(c in text for c in "\r\n\0"):
-        raise _BadArgument(
-            f"/{name}: goes in an HTTP header, which holds ASCII text on one line only"
-        )
-    return text
-
-
-def _text(value: Any) -> str:
-    """Strings as they are, anything else as its JSON text."""
-    return value if isinstance(value, str) else msgspec.json.encode(value).decode()
-
-
-def _query_pairs(arguments: dict[str, Any]) -> list[tuple[str, str]]:
-    """Strings as they are, arrays as repeated keys, anything else as its JSON text."""
-    pairs: list[tuple[str, str]] = []
-    for key, value in arguments.items():
-        for item in value if isinstance(value, list) else [value]:
-            pairs.append((key, _text(item)))
-    return pairs
-
-
 async def _read_head(response: httpx.Response, limit: int) -> tuple[bytes, int]:
     """The first `limit` bytes of the body and its full length; the rest is read and dropped
     (memory stays bounded; time is bounded by the attempt's timeout)."""
@@ -477,7 +369,7 @@ def _unreachable(url: str, exc: httpx.TransportError) -> _Fault:
     )
     return _Fault(
         "unreachable",
-        f"{what} {_public_url(url)} ({type(exc).__name__}); "
+        f"{what} {public_url(url)} ({type(exc).__name__}); "
         "the tool's server is down or its URL is wrong",
         retryable=True,
     )
@@ -583,7 +475,7 @@ def _redact(text: str, secrets: list[str]) -> str:
 def _target(record: ToolRecord) -> str:
     match record.executor:
         case HttpExecutor(method=method, url=url):
-            return f"{method} {_public_url(url)}"
+            return f"{method} {public_url(url)}"
         case BuiltinExecutor(function=name):
             return f"builtin function {name!r}"
         case ClientExecutor():
@@ -591,12 +483,6 @@ def _target(record: ToolRecord) -> str:
         case McpExecutor(server=server, tool=tool):
             return f"MCP tool {tool!r} of server {server!r}"
     return f"tool {record.name!r}"
-
-
-def _public_url(url: str) -> str:
-    """The URL without credentials or query, which may carry keys."""
-    parsed = httpx.URL(url)
-    return f"{parsed.scheme}://{parsed.netloc.decode()}{parsed.path}"
 
 
 def _now() -> datetime:

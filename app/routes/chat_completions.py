@@ -29,7 +29,7 @@ from app.openai_wire import (
 from app.problems import EXCEPTION_HANDLERS
 from app.tenancy import tenant_of
 from app.turns import answer_call, launch_turn
-from planner import pauses, store
+from planner import pauses, results
 from planner.engine import TurnEngine
 from planner.errors import UnknownModel
 from planner.events import TurnEvent, TurnResult
@@ -98,7 +98,7 @@ async def _send_outputs(
         ran = await answer_call(engine, supervisor, tenant, turn_id, output.call_id, decision,
                                 ask.turn.stream)
     if ran is None:  # it still waits, on a person's approval say
-        ran = await store.turn_result(engine.pool, tenant, turn_id)
+        ran = await results.turn_result(engine.pool, tenant, turn_id)
         assert ran is not None
     if isinstance(ran, TurnResult):
         return respond(ran, frame, path)
@@ -114,7 +114,7 @@ async def _waiting_turn(engine: TurnEngine, tenant: str, ask: ChatAsk) -> str:
     if turn_id is None:
         raise RequestFieldInvalid("/messages", f"conversation {ask.conversation_id!r} has no "
                                   "turn waiting on client tools; send a user message instead")
-    waiting = {p.id for p in await store.waiting_calls(engine.pool, turn_id)}
+    waiting = {p.id for p in await results.waiting_calls(engine.pool, turn_id)}
     for output in ask.outputs:
         if output.call_id not in waiting:
             raise RequestFieldInvalid(

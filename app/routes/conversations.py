@@ -20,7 +20,7 @@ from app.idempotency import Claim
 from app.problems import PROBLEM_JSON
 from app.tenancy import tenant_of
 from app.turns import answer_call, launch_turn
-from planner import pauses, store
+from planner import pauses, results, store
 from planner.engine import TurnEngine
 from planner.errors import TurnNotFound
 from planner.events import TurnEvent, TurnResult
@@ -41,7 +41,7 @@ class ConversationOut(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     metadata: dict[str, Any]
     created_at: datetime
-    turns: list[store.TurnRow] = []
+    turns: list[results.TurnRow] = []
 
 
 class MessagesOut(msgspec.Struct, frozen=True):
@@ -88,7 +88,7 @@ class ConversationController(Controller):
         self, request: Request[Any, Any, Any], engine: Engine, conversation_id: FromPath[str]
     ) -> ConversationOut:
         found = await store.get_conversation(engine.pool, tenant_of(request), conversation_id)
-        turns = await store.list_turns(engine.pool, tenant_of(request), conversation_id)
+        turns = await results.list_turns(engine.pool, tenant_of(request), conversation_id)
         return ConversationOut(
             id=found.id, metadata=found.metadata, created_at=found.created_at, turns=turns
         )
@@ -144,7 +144,7 @@ async def _answer(
     tenant = tenant_of(request)
     ran = await answer_call(engine, supervisor, tenant, turn_id, call_id, decision, stream)
     if ran is None:  # other calls still wait
-        result = await store.turn_result(engine.pool, tenant, turn_id)
+        result = await results.turn_result(engine.pool, tenant, turn_id)
         return Response(result, status_code=HTTP_202_ACCEPTED)
     if isinstance(ran, TurnResult):
         return _turn_response(ran)
@@ -211,7 +211,7 @@ class TurnController(Controller):
     @get("/{turn_id:str}", summary="A turn: its status, answer, calls and usage")
     async def get_turn(self, request: Request[Any, Any, Any], turn_id: FromPath[str]
                        ) -> TurnResult:
-        result = await store.turn_result(request.app.state.pool, tenant_of(request), turn_id)
+        result = await results.turn_result(request.app.state.pool, tenant_of(request), turn_id)
         if result is None:
             raise TurnNotFound(turn_id)
         return result

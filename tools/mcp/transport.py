@@ -16,6 +16,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from tools.egress import EgressPolicy, pin_to_checked_address
 from tools.errors import FieldError, SpecInvalid
+from tools.http_request import public_url
 
 _STDERR_TAIL_BYTES = 2000
 # Connecting and each request are bounded elsewhere; reads of a long-lived event stream are not.
@@ -91,12 +92,6 @@ def secret_values(transport: McpTransport) -> list[str]:
         case HttpTransport(headers=headers):
             values = list(headers.values())
     return sorted({v for v in values if v}, key=len, reverse=True)
-
-
-def public_url(url: str) -> str:
-    """The URL without credentials or query, which may carry keys."""
-    parsed = httpx2.URL(url)
-    return f"{parsed.scheme}://{parsed.netloc.decode()}{parsed.path}"
 
 
 class EgressRefusedMcp(httpx2.ConnectError):
