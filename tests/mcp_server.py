@@ -93,7 +93,9 @@ def forget(name: str) -> str:
 async def _serve_http() -> None:
     import uvicorn
 
-    sock = socket.socket()
+    # Made as a TCP socket explicitly: asyncio turns Nagle off only for sockets whose protocol
+    # says TCP, and with Nagle on, every kept-alive request waits out a delayed ACK (~40 ms).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     sock.listen()
     print(f"http://127.0.0.1:{sock.getsockname()[1]}/mcp", flush=True)
