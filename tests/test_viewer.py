@@ -184,3 +184,49 @@ async def test_a_plan_turn_draws_parallel_calls_side_by_side_and_the_dependent_c
         SCREENSHOT.parent.mkdir(exist_ok=True)
         await page.screenshot(path=str(SCREENSHOT))
         assert errors == []
+
+
+async def test_a_turn_that_paused_for_approval_shows_where_it_paused_and_where_it_went_on(
+    start_app: Callable[..., Any],
+    database_url: str,
+    model: ScriptedModel,
+    tools: ToolServer,
+    tmp_path: Path,
+) -> None:
+    app = await start_app(database_url, model_url=model.url)
+    spec = http_tool(f"{tools.url}/sleep", "refund_order", "Refund an order", SLEEP, ["ms"],
+                     requires_approval=True)
+    assert (await app.client.post("/v1/tools", json=spec)).status_code == 201
+    model.push(ScriptedReply(tool_calls=[("refund_order", {"ms": 5})]),
+               ScriptedReply(content="Refunded."))
+    conversation = (await app.client.post("/v1/conversations", json={})).json()["id"]
+    paused = (await app.client.post(f"/v1/conversations/{conversation}/turns",
+                                    json={"message": "refund it"})).json()
+    call_id = paused["pending"][0]["id"]
+    done = await app.client.post(f"/v1/turns/{paused['id']}/approvals",
+                                 json={"call_id": call_id, "approve": True})
+    assert done.json()["status"] == "completed"
+    for _ in range(200):  # both parts of the turn, and both calls' spans, are stored
+        spans = (await stored_trace(app.client, paused["id"]))["spans"]
+        if sum(s["name"] == "execute_tool refund_order" for s in spans) == 2 and sum(
+                s["name"].startswith("invoke_agent") for s in spans) == 2:
+            break
+        await asyncio.sleep(0.05)
+    first, second = sorted((s for s in spans if s["name"] == "execute_tool refund_order"),
+                           key=lambda s: s["start_time_unix_nano"])
+    resumed = next(s for s in spans if s["attributes"].get("switchboard.turn.resumed"))
+
+    async with browser_page(tmp_path / "chromium-profile") as (page, errors):
+        await page.goto(f"{app.url}/viewer")
+        await page.fill("[data-testid=api-key]", ADMIN_KEY)
+        await page.press("[data-testid=api-key]", "Enter")
+        await page.locator(f'[data-testid=turn-item][data-turn-id="{paused["id"]}"]').click()
+        await page.wait_for_selector(f'[data-testid=span-row][data-span-id="{second["span_id"]}"]')
+        row = page.locator(f'[data-testid=span-row][data-span-id="{first["span_id"]}"]')
+        assert await row.locator("[data-testid=paused-for]").inner_text() == (
+            "paused for approval")
+        ran = page.locator(f'[data-testid=span-row][data-span-id="{second["span_id"]}"]')
+        assert await ran.locator("[data-testid=paused-for]").count() == 0
+        agent = page.locator(f'[data-testid=span-row][data-span-id="{resumed["span_id"]}"]')
+        assert "resumed" in await agent.locator(".chip").all_inner_texts()
+        assert errors == []

@@ -187,6 +187,7 @@ function spanChips(span) {
   const a = span.attributes;
   const chips = [];
   if (span.op === "agent" && a["switchboard.turn.mode"]) chips.push(a["switchboard.turn.mode"]);
+  if (span.op === "agent" && a["switchboard.turn.resumed"]) chips.push("resumed");
   if (span.op === "chat" && a["switchboard.phase"]) chips.push(a["switchboard.phase"]);
   if (span.op === "tool" && a["gen_ai.tool.call.id"]) chips.push(a["gen_ai.tool.call.id"]);
   return chips;
@@ -400,9 +401,19 @@ function spanRow(model, span) {
     spanChips(span).map((c) => el("span", { class: "chip mono" }, c)),
     span.deps.length ? el("span", { class: "waits", "data-testid": "waits-for", title: `waited for ${span.deps.map(spanTitle).join(", ")}` },
       `waits for ${span.deps.map(callName).join(", ")}`) : null,
+    pausedChip(span),
     failed ? el("span", { class: "error-mark", "data-testid": "error-marker", title: span.message || "error" }, "!") : null),
   el("div", { class: "track" }, bar(model, span), durationLabel(model, span), eventMarks(model, span)));
   return row;
+}
+
+/** A call that paused its turn: it waited for a person's approval or a client tool's output,
+ * and ran (or not) in the resumed part of the turn. */
+function pausedChip(span) {
+  const waits = span.attributes["switchboard.tool.waits_for"];
+  if (!waits) return null;
+  const text = waits === "approval" ? "paused for approval" : "paused for the client's output";
+  return el("span", { class: "waits paused", "data-testid": "paused-for", title: "the turn paused here and went on when it had an answer" }, text);
 }
 
 /** Where a span's bar goes across the track, as fractions of the time window. */
@@ -601,6 +612,7 @@ function detailFacts(model, span) {
     ["Call id", a["gen_ai.tool.call.id"]],
     ["Model", a["gen_ai.request.model"]],
     ["Phase", a["switchboard.phase"]],
+    ["Paused for", a["switchboard.tool.waits_for"]],
     ["Tokens", tokenText(a)],
     ["Duration", formatMs(msBetween(span.start, span.end))],
     ["Starts at", `+${formatMs(offset)} · ${formatClock(wallClock(span.start), true)}`],
