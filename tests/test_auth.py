@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import stat
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 
 from app.auth import create_key
 from tests.scripted_model import ScriptedReply, scripted_model
+from tests.test_mcp import SERVER_SCRIPT as MCP_SERVER
 from tools.builtins import builtin_specs
 
 
@@ -101,7 +103,8 @@ async def test_another_tenants_ids_are_not_found_on_any_route(
     start_app: Callable[..., Any], database_url: str
 ) -> None:
     async with scripted_model(ScriptedReply(content="hello A")) as model:
-        app = await start_app(database_url, model_url=model.url)
+        app = await start_app(database_url, model_url=model.url,
+                              mcp_stdio_commands=sys.executable)
         alice = await new_key(app.client, "admin", tenant="alice")
         bob = await new_key(app.client, "admin", tenant="bob")
         async with httpx.AsyncClient(base_url=app.url, headers=bearer(alice)) as a, \
@@ -113,6 +116,9 @@ async def test_another_tenants_ids_are_not_found_on_any_route(
                                  json={"message": "hi"})).json()
             trace_id = await _trace_of(a, turn["id"])
             alice_key_id = (await a.get("/v1/keys")).json()["keys"][0]["id"]
+            server = {"name": "calc", "transport": {"kind": "stdio", "command": sys.executable,
+                                                    "args": [MCP_SERVER]}}
+            assert (await a.post("/v1/mcp/servers", json=server)).status_code == 201
 
             not_found = [
                 ("GET", "/v1/tools/secret_tool"),
@@ -126,9 +132,22 @@ async def test_another_tenants_ids_are_not_found_on_any_route(
                 ("GET", f"/v1/turns/{turn['id']}/trace"),
                 ("GET", f"/v1/traces/{trace_id}"),
                 ("DELETE", f"/v1/keys/{alice_key_id}"),
+                ("POST", f"/v1/turns/{turn['id']}/approvals"),
+                ("POST", f"/v1/turns/{turn['id']}/outputs"),
+                ("POST", "/v1/chat/completions"),
+                ("GET", "/v1/mcp/servers/calc"),
+                ("POST", "/v1/mcp/servers/calc/refresh"),
+                ("DELETE", "/v1/mcp/servers/calc"),
             ]
+            bodies = {
+                "turns": {"message": "x"},
+                "approvals": {"call_id": "call_0", "approve": True},
+                "outputs": {"call_id": "call_0", "output": 1},
+                "completions": {"model": "default", "messages": [{"role": "user", "content": "x"}],
+                                "metadata": {"conversation_id": conversation}},
+            }
             for method, path in not_found:
-                body = {"message": "x"} if method == "POST" else None
+                body = bodies.get(path.rsplit("/", 1)[-1])
                 response = await b.request(method, path, json=body)
                 assert response.status_code == 404, (method, path, response.text)
             assert (await b.get("/v1/tools")).json()["items"] == []
@@ -136,6 +155,7 @@ async def test_another_tenants_ids_are_not_found_on_any_route(
             assert search.json()["results"] == []
             assert (await b.get("/v1/traces")).json()["traces"] == []
             assert alice_key_id not in json.dumps((await b.get("/v1/keys")).json())
+            assert (await b.get("/v1/mcp/servers")).json()["items"] == []
             # Alice still has everything.
             assert (await a.get("/v1/tools/secret_tool")).status_code == 200
             assert (await a.get("/v1/traces")).json()["traces"][0]["trace_id"] == trace_id
