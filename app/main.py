@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import httpx
 import msgspec
 from litestar import Litestar, Request, Response, get
@@ -131,35 +132,20 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             listener = ChangeListener(registry, dsn)
             await listener.start()
             if settings.register_builtins:
-                # Every tenant has the builtin tools; a tenant made since the last start (by
-                # the CLI, say) gets them now, the others find them unchanged.
-                for tenant in await pool.fetch("SELECT id FROM tenants ORDER BY id"):
-                    await registry.write(tenant["id"], builtin_specs())
+                await _register_builtins(pool, registry)
             app.state.register_builtins = settings.register_builtins
-            models: dict[str, ChatModel] = {
-                b.name: ModelClient(b, http) for b in model_backends(settings)
-            }
             mcp_servers = McpServers(
                 pool, registry, EgressPolicy.parse(settings.egress_allowlist),
                 stdio_commands=settings.mcp_commands,
                 connect_timeout_s=settings.mcp_connect_timeout_s,
             )
             app.state.mcp_servers = mcp_servers
-            engine = TurnEngine(
-                pool,
-                registry,
-                ToolRunner(
-                    tool_http,
-                    default_builtins(),
-                    max_output_bytes=settings.max_output_bytes,
-                    mcp=mcp_servers.sessions,
-                ),
-                models,
-                default_model="default",
-                settings=engine_settings(settings),
-                owner=owner,
-                tracer=telemetry.tracer,
-            )
+            runner = ToolRunner(tool_http, default_builtins(),
+                                max_output_bytes=settings.max_output_bytes,
+                                mcp=mcp_servers.sessions)
+            engine = TurnEngine(pool, registry, runner, _models(settings, http),
+                                default_model="default", settings=engine_settings(settings),
+                                owner=owner, tracer=telemetry.tracer)
             supervisor = TurnSupervisor(pool, owner, settings.turn_lease_s,
                                         resume=engine.resume_turn)
             await supervisor.start()
@@ -183,8 +169,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     return Litestar(
         route_handlers=[health, list_models, ToolController, ConversationController,
                         TraceController, KeyController, TurnController, create_chat_completion,
-                        McpServerController,
-                        *VIEWER_ROUTES],
+                        McpServerController, *VIEWER_ROUTES],
         middleware=_middleware(settings),
         request_max_body_size=settings.max_body_bytes,
         before_request=refuse_nul,
@@ -203,6 +188,17 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         ),
         debug=False,
     )
+
+
+async def _register_builtins(pool: asyncpg.Pool, registry: ToolRegistry) -> None:
+    """Every tenant has the builtin tools; a tenant made since the last start (by the CLI, say)
+    gets them now, the others find them unchanged."""
+    for tenant in await pool.fetch("SELECT id FROM tenants ORDER BY id"):
+        await registry.write(tenant["id"], builtin_specs())
+
+
+def _models(settings: Settings, http: httpx.AsyncClient) -> dict[str, ChatModel]:
+    return {b.name: ModelClient(b, http) for b in model_backends(settings)}
 
 
 def _plugins(telemetry: Telemetry) -> list[Any]:
