@@ -147,7 +147,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                                 default_model="default", settings=engine_settings(settings),
                                 owner=owner, tracer=telemetry.tracer)
             supervisor = TurnSupervisor(pool, owner, settings.turn_lease_s,
-                                        resume=engine.resume_turn)
+                                        resume=engine.resume_turn, running=engine.running)
             await supervisor.start()
             telemetry.store.start(pool)
             app.state.registry = registry

@@ -84,6 +84,8 @@ class TurnEngine:
         self.pool, self.registry = pool, registry
         self.models, self.default_model = models, default_model
         self.settings, self.owner = settings, owner
+        self.running: set[str] = set()
+        """Ids of the turns this engine is running now; the supervisor renews their leases."""
         self.tracer = tracer or TurnTracer()
         self.runner = runner
         waits = WaitLimits(approval_s=settings.approval_timeout_s,
@@ -188,7 +190,11 @@ class TurnEngine:
                               model=turn.model.backend.model, traceparent=traceparent) as span:
             if traceparent is None:
                 turn.traceparent = _traceparent(span)
-            result = await self._run_guarded(turn, work)
+            self.running.add(turn.id)
+            try:
+                result = await self._run_guarded(turn, work)
+            finally:
+                self.running.discard(turn.id)
             if result.error is not None:
                 mark_error(span, result.error.type.rsplit("/", 1)[-1], result.error.detail)
             return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -417,9 +418,15 @@ async def finish_and_observe(
     )
 
 
-async def heartbeat(db: Db, owner: str) -> None:
+async def heartbeat(db: Db, owner: str, turn_ids: Collection[str]) -> None:
+    """Renew the lease of the turns `owner` is running now: a turn it wrote but is not running
+    (its request failed between the two) runs out of lease and is marked interrupted."""
+    if not turn_ids:
+        return
     await db.execute(
-        "UPDATE turns SET heartbeat_at = now() WHERE owner = $1 AND status = 'running'", owner
+        """UPDATE turns SET heartbeat_at = now()
+           WHERE owner = $1 AND status = 'running' AND id = ANY($2::text[])""",
+        owner, list(turn_ids),
     )
 
 

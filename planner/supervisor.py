@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine
 from typing import Any, TypeVar
 
 import asyncpg
@@ -30,10 +30,14 @@ class TurnSupervisor:
     """
 
     def __init__(
-        self, pool: asyncpg.Pool, owner: str, lease_s: float, resume: Resume | None = None
+        self, pool: asyncpg.Pool, owner: str, lease_s: float, resume: Resume | None = None,
+        running: Collection[str] = frozenset(),
     ) -> None:
         self.pool, self.owner, self.lease_s = pool, owner, lease_s
         self.resume = resume
+        self.running = running
+        """The ids of the turns being run here now (the engine's live set): only their leases
+        are renewed."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop_task: asyncio.Task[None] | None = None
 
@@ -84,7 +88,7 @@ class TurnSupervisor:
         while True:
             await asyncio.sleep(self.lease_s / 3)
             try:
-                await store.heartbeat(self.pool, self.owner)
+                await store.heartbeat(self.pool, self.owner, set(self.running))
                 await store.interrupt_abandoned(self.pool, self.lease_s)
                 await self.take_up_overdue()
             except (asyncpg.PostgresError, OSError) as exc:

@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 
+from planner.engine import TurnEngine
+from planner.turn import TurnRequest
 from tests.conftest import ADMIN_KEY, AUTH
 from tests.scripted_model import ScriptedHang, ScriptedReply, scripted_model
 
@@ -103,3 +105,27 @@ async def test_a_turn_of_a_killed_process_is_marked_interrupted_and_the_next_tur
         assert response.json()["message"]["content"] == "Still here."
         history = [(m["role"], m.get("content")) for m in model.requests[-1]["messages"][1:]]
         assert history == [("user", "remember this"), ("user", "are you there?")]
+
+
+async def test_a_turn_written_but_never_run_runs_out_of_lease_and_the_conversation_goes_on(
+    database_url: str, start_app: Callable[..., Any]
+) -> None:
+    """A request can fail between writing its turn and running it (the client went away, a
+    write after it failed). The replica renews only the leases of turns it is running, so such
+    a turn is marked interrupted instead of blocking its conversation for good."""
+    async with scripted_model(ScriptedReply(content="Still here.")) as model:
+        app = await start_app(database_url, model_url=model.url, turn_lease_s=0.6)
+        engine: TurnEngine = app.server.server.config.app.state.engine
+        conversation = (await app.client.post("/v1/conversations", json={})).json()["id"]
+        stranded = await engine.start_turn("default", conversation, TurnRequest(message="hi"))
+
+        for _ in range(60):
+            turns = (await app.client.get(f"/v1/conversations/{conversation}")).json()["turns"]
+            if turns[0]["status"] != "running":
+                break
+            await asyncio.sleep(0.1)
+        assert [(t["id"], t["status"]) for t in turns] == [(stranded, "interrupted")]
+        response = await app.client.post(f"/v1/conversations/{conversation}/turns",
+                                         json={"message": "are you there?"})
+        assert response.status_code == 200, response.text
+        assert response.json()["message"]["content"] == "Still here."
