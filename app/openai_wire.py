@@ -29,6 +29,7 @@ from planner.events import (
     TurnStarted,
 )
 from planner.messages import ChatMessage, Usage
+from planner.results import PAUSED_STATUSES
 from planner.turn import TurnRequest
 from tools.errors import FieldError
 
@@ -390,7 +391,7 @@ def _closing(result: TurnResult, turn_id: str, frame: Frame, include_usage: bool
 
 
 def _extension(result: TurnResult) -> Extension:
-    paused = result.status in ("awaiting_approval", "requires_action")
+    paused = result.status in PAUSED_STATUSES
     return Extension(turn_id=result.id, conversation_id=result.conversation_id,
                      tool_calls=list(result.tool_calls),
                      status=result.status if paused else None,

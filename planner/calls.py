@@ -73,18 +73,18 @@ def assistant_message(reply: ModelReply) -> ChatMessage:
 class WaitLimits(msgspec.Struct, frozen=True, kw_only=True):
     """How long a paused call waits for its answer."""
 
-    approval_s: float = 86_400.0
-    output_s: float = 600.0
+    approval_s: float
+    output_s: float
 
 
 class CallRunner:
     def __init__(
         self, runner: ToolRunner, search: Search, tracer: TurnTracer, *, max_parallel: int,
-        waits: WaitLimits | None = None,
+        waits: WaitLimits,
     ) -> None:
         self.runner, self.search, self.tracer = runner, search, tracer
         self.max_parallel = max_parallel
-        self.waits = waits or WaitLimits()
+        self.waits = waits
         self._batches: dict[str, _Batch] = {}
 
     async def run_reply(self, turn: TurnState, reply: ModelReply) -> None:

@@ -251,8 +251,8 @@ class TurnEngine:
                 turn.tools[function] = found[(ns, name)]
         turn.messages = await self._history(turn)
         settled = {c.id for c in saved.calls if c.decision is not None}
-        result = await results.turn_result(self.pool, turn.tenant, turn.id)
-        turn.calls = [c for c in (result.tool_calls if result else []) if c.id not in settled]
+        turn.calls = [c for c in await results.call_records(self.pool, turn.id)
+                      if c.id not in settled]
 
     async def _pause(self, turn: TurnState) -> TurnResult:
         status = turn.paused_status

@@ -19,9 +19,8 @@ from planner._db import Db, jsonb_text
 from planner.errors import CallNotWaiting, TurnNotFound, TurnNotPaused
 from planner.events import PendingCall
 from planner.messages import Usage
-from planner.results import WaitsFor, pending_call, waiting_calls
+from planner.results import PAUSED_STATUSES, WaitsFor, pending_call, waiting_calls
 
-PAUSED_STATUSES = ("awaiting_approval", "requires_action")
 CALL_STATUS: dict[WaitsFor, str] = {"approval": "awaiting_approval", "output": "awaiting_output"}
 
 
@@ -187,7 +186,7 @@ async def expire_overdue(pool: asyncpg.Pool, owner: str) -> list[tuple[str, str]
         await conn.execute(
             """UPDATE tool_calls SET decision = jsonb_build_object(
                    'decision', 'expired',
-                   'waited_s', extract(epoch FROM now() - coalesce(finished_at, started_at)))
+                   'waited_s', extract(epoch FROM now() - started_at))
                WHERE status IN ('awaiting_approval', 'awaiting_output') AND decision IS NULL
                  AND deadline < now()"""
         )

@@ -14,6 +14,8 @@ from planner.events import AssistantMessage, PendingCall, Problem, ToolCallRecor
 from planner.messages import Usage
 
 WaitsFor = Literal["approval", "output"]
+PAUSED_STATUSES = ("awaiting_approval", "requires_action")
+"""A turn in one of these waits on a person's approval or a client tool's output."""
 
 
 class TurnRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -88,21 +90,26 @@ async def turn_result(db: Db, tenant: str, turn_id: str) -> TurnResult | None:
     )
     if row is None:
         return None
-    calls = await db.fetch(
+    paused = row["status"] in PAUSED_STATUSES
+    return TurnResult(
+        id=turn_id, conversation_id=row["conversation_id"], status=row["status"],
+        pending=await waiting_calls(db, turn_id) if paused else [],
+        message=None if row["answer"] is None else AssistantMessage(row["answer"]),
+        tool_calls=await call_records(db, turn_id),
+        usage=msgspec.json.decode(row["usage"] or "{}", type=Usage),
+        error=msgspec.json.decode(row["error"], type=Problem) if row["error"] else None,
+    )
+
+
+async def call_records(db: Db, turn_id: str) -> list[ToolCallRecord]:
+    """The turn's calls as the API reports them, in step and call order."""
+    rows = await db.fetch(
         """SELECT id, name, arguments::text, result::text, error, error_type, started_at,
                   finished_at, attempts, truncated, step, position, depends_on
            FROM tool_calls WHERE turn_id = $1 ORDER BY step, position""",
         turn_id,
     )
-    paused = row["status"] in ("awaiting_approval", "requires_action")
-    return TurnResult(
-        id=turn_id, conversation_id=row["conversation_id"], status=row["status"],
-        pending=await waiting_calls(db, turn_id) if paused else [],
-        message=None if row["answer"] is None else AssistantMessage(row["answer"]),
-        tool_calls=[_call_record(c) for c in calls],
-        usage=msgspec.json.decode(row["usage"] or "{}", type=Usage),
-        error=msgspec.json.decode(row["error"], type=Problem) if row["error"] else None,
-    )
+    return [_call_record(r) for r in rows]
 
 
 def _call_record(row: asyncpg.Record) -> ToolCallRecord:
