@@ -13,8 +13,8 @@ from typing import Any
 
 import msgspec
 
-from tools.importing import bfcl_name, deduplicate, read_tool_file
-from tools.spec import ToolSpec
+from tools.importing import deduplicate, read_tool_file
+from tools.spec import ToolSpec, function_name
 from tools.validation import parse_specs
 
 BFCL_SETS = ("simple_python", "multiple", "parallel", "parallel_multiple")
@@ -102,7 +102,7 @@ def _user_text(entry: dict[str, Any]) -> str:
 
 
 def _called(ground_truth: list[dict[str, Any]]) -> frozenset[str]:
-    return frozenset(bfcl_name(name) for call in ground_truth for name in call)
+    return frozenset(function_name(name) for call in ground_truth for name in call)
 
 
 # -- MetaTool --------------------------------------------------------------------------------
@@ -113,7 +113,7 @@ def metatool_pools(data: Path) -> tuple[Pool, Pool]:
     folder = data / "metatool"
     descriptions: dict[str, str] = json.loads((folder / "plugin_des.json").read_text("utf-8"))
     with (folder / "all_clean_data.csv").open(encoding="utf-8", newline="") as rows:
-        pairs = [(row["Query"].strip(), bfcl_name(row["Tool"])) for row in csv.DictReader(rows)]
+        pairs = [(row["Query"].strip(), function_name(row["Tool"])) for row in csv.DictReader(rows)]
     tools_of: dict[str, set[str]] = defaultdict(set)
     for text, tool in pairs:
         tools_of[text].add(tool)
@@ -121,7 +121,7 @@ def metatool_pools(data: Path) -> tuple[Pool, Pool]:
     scored = sorted(rng.sample(sorted(tools_of), METATOOL_QUERIES))
     queries = [Query(key=t, text=t, relevant=frozenset(tools_of[t])) for t in scored]
     examples = _examples(pairs, {t.casefold() for t in scored}, rng)
-    plain = [ToolSpec(name=bfcl_name(n), description=d) for n, d in descriptions.items()]
+    plain = [ToolSpec(name=function_name(n), description=d) for n, d in descriptions.items()]
     taught = [msgspec.structs.replace(s, examples=examples[s.name]) for s in plain]
     note = (
         f"{METATOOL_QUERIES} distinct queries sampled (seed {SEED}); examples come from the "
@@ -180,7 +180,7 @@ def _identity(record: dict[str, Any]) -> str:
 
 def _unique_name(api_name: str, number: int, names: dict[str, str]) -> str:
     """Several records share an api_name (TFHub has 55 names for 694 records)."""
-    name = bfcl_name(api_name)
+    name = function_name(api_name)
     if name in names.values():
         suffix = f"_{number}"
         name = name[: 64 - len(suffix)] + suffix

@@ -40,9 +40,9 @@ from app.database import database
 from app.tenancy import DEFAULT_TENANT
 from bench._markdown import publish
 from tools.embed import BUNDLED_MODEL, RUNTIMES, Runtime, SentenceTransformerEmbedder, Vectors
-from tools.importing import bfcl_name, deduplicate, read_tool_file
+from tools.importing import deduplicate, read_tool_file
 from tools.registry import ToolRegistry, WriteResult
-from tools.spec import ToolPolicy, ToolSpec
+from tools.spec import ToolPolicy, ToolSpec, function_name
 from tools.validation import parse_specs
 
 SECTION = "## Search latency and bulk registration"
@@ -116,7 +116,7 @@ def bfcl_tools(data: Path) -> list[ToolSpec]:
 def metatool_tools(data: Path) -> list[ToolSpec]:
     path = data / "metatool" / "plugin_des.json"
     descriptions: dict[str, str] = json.loads(path.read_text("utf-8"))
-    return [ToolSpec(name=bfcl_name(n), description=d) for n, d in descriptions.items()]
+    return [ToolSpec(name=function_name(n), description=d) for n, d in descriptions.items()]
 
 
 def apibench_tools(data: Path) -> list[ToolSpec]:
@@ -130,7 +130,7 @@ def apibench_tools(data: Path) -> list[ToolSpec]:
             if identity in seen:
                 continue
             seen.add(identity)
-            name = bfcl_name(record["api_name"])
+            name = function_name(record["api_name"])
             if name in names:
                 suffix = f"_{len(items)}"
                 name = name[: 64 - len(suffix)] + suffix

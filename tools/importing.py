@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 from tools.errors import ImportFormatError
+from tools.spec import function_name
 
 # BFCL spells JSON Schema types its own way; `any` means no type constraint at all.
 _BFCL_TYPES = {"dict": "object", "float": "number", "tuple": "array", "any": None}
-_INVALID_NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def read_tool_file(path: Path) -> list[dict[str, Any]]:
@@ -77,15 +76,10 @@ def is_bfcl_function(item: dict[str, Any]) -> bool:
 def from_bfcl(function: dict[str, Any]) -> dict[str, Any]:
     """BFCL's {"name", "description", "parameters"} as a Switchboard spec."""
     spec = {k: v for k, v in function.items() if k != "parameters"}
-    spec["name"] = bfcl_name(str(function.get("name", "")))
+    spec["name"] = function_name(str(function.get("name", "")))
     if "parameters" in function:
         spec["parameters"] = bfcl_schema(function["parameters"])
     return spec
-
-
-def bfcl_name(name: str) -> str:
-    """`math.factorial` -> `math_factorial`; other characters a function name cannot hold -> `_`."""
-    return _INVALID_NAME_CHARS.sub("_", name)[:64]
 
 
 def bfcl_schema(schema: Any) -> Any:

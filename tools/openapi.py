@@ -19,6 +19,7 @@ from tools.spec import (
     HttpMethod,
     ToolPolicy,
     ToolSpec,
+    function_name,
 )
 from tools.validation import URL_TEMPLATE, parse_spec, pointer
 
@@ -29,7 +30,6 @@ _IDEMPOTENT = frozenset({"GET", "PUT", "DELETE"})
 # OpenAPI: header parameters by these names "SHALL be ignored"; the executor sets them.
 _IGNORED_HEADERS = frozenset({"accept", "content-type", "authorization"})
 _LOCATIONS = ("path", "query", "header")
-_INVALID_NAME_RUN = re.compile(r"[^A-Za-z0-9_-]+")
 _NAME_PART = re.compile(r"[A-Za-z0-9_-]+")
 _MAX_NAME = 64
 _MAX_DESCRIPTION = 8192
@@ -140,7 +140,7 @@ def _base_name(operation_id: Any, method: str, path: str) -> str:
     """`listPets` as it is, `list pets` as `list_pets`; without one, `/pets/{id}` under GET
     is `get_pets_id`."""
     if isinstance(operation_id, str) and operation_id.strip():
-        name = _INVALID_NAME_RUN.sub("_", operation_id).strip("_")
+        name = function_name(operation_id).strip("_")
     else:
         name = "_".join([method, *_NAME_PART.findall(path)])
     return (name or method)[:_MAX_NAME]

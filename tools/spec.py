@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -9,6 +10,7 @@ import msgspec
 
 # A tool name must be a valid function name for OpenAI-style APIs; namespaces and tags follow suit.
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_INVALID_NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 DEFAULT_NAMESPACE = "default"
 
 Name = Annotated[
@@ -18,6 +20,12 @@ Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Description = Annotated[str, msgspec.Meta(min_length=1, max_length=8192)]
 Example = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def function_name(text: str) -> str:
+    """`math.factorial` -> `math_factorial`: each character a function name cannot hold becomes
+    `_`, cut to 64. How names from elsewhere (BFCL, MCP, OpenAPI) are made valid."""
+    return _INVALID_NAME_CHARS.sub("_", text)[:64]
 
 
 def empty_object_schema() -> dict[str, Any]:

@@ -11,8 +11,7 @@ from typing import Any
 import mcp_types as types
 
 from tools.errors import McpListingInvalid, SpecInvalid
-from tools.importing import bfcl_name
-from tools.spec import NAME_PATTERN, ToolSpec
+from tools.spec import NAME_PATTERN, ToolSpec, function_name
 from tools.validation import parse_spec
 
 _VALID_NAME = re.compile(NAME_PATTERN)
@@ -33,7 +32,7 @@ def function_names(mcp_names: Iterable[str]) -> dict[str, str]:
     """
     names = sorted(set(mcp_names))
     kept = {n for n in names if _VALID_NAME.match(n)}
-    cleaned = {n: bfcl_name(n) or "_" for n in names if n not in kept}
+    cleaned = {n: function_name(n) or "_" for n in names if n not in kept}
     clashes = Counter(cleaned.values())
     out = {n: n for n in kept}
     for name, clean in cleaned.items():
