@@ -115,6 +115,8 @@ class TurnEngine:
     async def start_turn(self, tenant: str, conversation_id: str, request: TurnRequest) -> str:
         """Write the running turn and its user message; raises TurnConflict if one runs."""
         model = self.model_for(request.model)
+        # The message is the turn's first search: its embedding runs while the turn is written.
+        self.registry.prefetch(tenant, request.message)
         return await store.begin_turn(
             self.pool, tenant, conversation_id, mode=request.mode, model=model.backend.name,
             request=msgspec.to_builtins(request), owner=self.owner, message=request.message,

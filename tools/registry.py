@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -26,6 +28,8 @@ Progress = Callable[[int, int], None]
 """Called with (texts embedded so far, texts to embed) as a bulk write proceeds."""
 
 EMBED_BATCH = 256
+PREFETCHED = 64
+"""Query embeddings started ahead of their search and not yet used, kept at most."""
 
 
 class WriteResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -50,6 +54,7 @@ class ToolRegistry:
         self.origin = uuid.uuid4().hex  # tells this replica's own notifications apart
         self._indexes: dict[str, ToolIndex] = {}
         self._change_ids: dict[tuple[str, str, str], int] = {}
+        self._prefetched: OrderedDict[str, asyncio.Future[Vectors]] = OrderedDict()
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -65,8 +70,22 @@ class ToolRegistry:
         index = self._indexes.get(tenant)
         if index is None or len(index) == 0:
             return []
-        vector = (await self.embedder.embed([query]))[0]
-        return index.search(vector, query, k, namespace=namespace, tags=tags)
+        pending = self._prefetched.pop(query, None)
+        vectors = await (pending if pending is not None else self.embedder.embed([query]))
+        return index.search(vectors[0], query, k, namespace=namespace, tags=tags)
+
+    def prefetch(self, tenant: str, query: str) -> None:
+        """Start embedding `query` for a search of `tenant` that is about to come (a turn's
+        message, while the turn is written), so that search waits less. Each prefetch serves
+        one search; unused ones are dropped, oldest first, past `PREFETCHED`."""
+        index = self._indexes.get(tenant)
+        if index is None or len(index) == 0 or query in self._prefetched:
+            return
+        future = asyncio.ensure_future(self.embedder.embed([query]))
+        future.add_done_callback(_retrieve_exception)  # a failure is raised by the search
+        self._prefetched[query] = future
+        while len(self._prefetched) > PREFETCHED:
+            self._prefetched.popitem(last=False)[1].cancel()
 
     def tenants(self) -> list[str]:
         return sorted(self._indexes)
@@ -373,3 +392,10 @@ def _indexed_row(row: ToolRow) -> IndexedTool:
         vector=row.embedding,
         example_vectors=row.example_embeddings,
     )
+
+
+def _retrieve_exception(future: asyncio.Future[Vectors]) -> None:
+    """Mark a failed prefetch's exception as seen: the search that uses it raises it again,
+    and one that is dropped unused should not log it as lost."""
+    if not future.cancelled():
+        future.exception()

@@ -1,0 +1,115 @@
+"""A turn's message is embedded while the turn is written: the search that follows uses that
+embedding once, and prefetches nobody searches for do not pile up."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import msgspec
+import pytest
+
+from app.database import connect_pool
+from tools.embed import SentenceTransformerEmbedder, Vectors
+from tools.errors import EmbeddingError
+from tools.registry import PREFETCHED, ToolRegistry
+from tools.spec import ToolSpec
+
+TENANT = "default"
+
+
+class CountingEmbedder:
+    """The real embedder, counting the texts it is asked for; `fail` makes it refuse."""
+
+    def __init__(self, inner: SentenceTransformerEmbedder) -> None:
+        self.inner = inner
+        self.asked: list[str] = []
+        self.fail = False
+
+    @property
+    def model_name(self) -> str:
+        return self.inner.model_name
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    async def embed(self, texts: list[str]) -> Vectors:
+        self.asked.extend(texts)
+        if self.fail:
+            raise EmbeddingError(self.model_name, "refused on purpose")
+        return await self.inner.embed(texts)
+
+
+@pytest.fixture
+async def counted(
+    database_url: str, embedder: SentenceTransformerEmbedder
+) -> AsyncIterator[tuple[ToolRegistry, CountingEmbedder]]:
+    pool = await connect_pool(database_url)
+    counting = CountingEmbedder(embedder)
+    registry = ToolRegistry(pool, counting)
+    await registry.create(TENANT, msgspec.convert({
+        "name": "get_weather", "description": "Current weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        "executor": {"kind": "builtin", "function": "time_now"},
+    }, ToolSpec))
+    counting.asked.clear()
+    try:
+        yield registry, counting
+    finally:
+        await pool.close()
+
+
+async def test_a_prefetched_query_is_embedded_once_for_its_search(
+    counted: tuple[ToolRegistry, CountingEmbedder],
+) -> None:
+    registry, counting = counted
+    registry.prefetch(TENANT, "weather in Paris")
+    hits = await registry.search(TENANT, "weather in Paris", 3)
+    assert [h.name for h in hits] == ["get_weather"]
+    assert counting.asked == ["weather in Paris"]
+
+
+async def test_a_prefetch_serves_one_search_only(
+    counted: tuple[ToolRegistry, CountingEmbedder],
+) -> None:
+    registry, counting = counted
+    registry.prefetch(TENANT, "weather in Paris")
+    first = await registry.search(TENANT, "weather in Paris", 3)
+    second = await registry.search(TENANT, "weather in Paris", 3)
+    assert [h.score for h in first] == [h.score for h in second]
+    assert counting.asked == ["weather in Paris", "weather in Paris"]
+
+
+async def test_unused_prefetches_are_dropped_oldest_first(
+    counted: tuple[ToolRegistry, CountingEmbedder],
+) -> None:
+    registry, counting = counted
+    for i in range(PREFETCHED + 2):
+        registry.prefetch(TENANT, f"request {i}")
+    await registry.search(TENANT, "request 0", 3)
+    await registry.search(TENANT, f"request {PREFETCHED + 1}", 3)
+    # The two oldest were dropped before they ran; the search for the oldest embedded it
+    # itself, and the newest search used its prefetch.
+    kept = [f"request {i}" for i in range(2, PREFETCHED + 2)]
+    assert sorted(counting.asked) == sorted(["request 0", *kept])
+
+
+async def test_a_prefetch_for_a_tenant_without_tools_embeds_nothing(
+    counted: tuple[ToolRegistry, CountingEmbedder],
+) -> None:
+    registry, counting = counted
+    registry.prefetch("nobody", "weather in Paris")
+    assert await registry.search("nobody", "weather in Paris", 3) == []
+    assert counting.asked == []
+
+
+async def test_a_failed_prefetch_is_raised_by_its_search(
+    counted: tuple[ToolRegistry, CountingEmbedder],
+) -> None:
+    registry, counting = counted
+    counting.fail = True
+    registry.prefetch(TENANT, "weather in Paris")
+    with pytest.raises(EmbeddingError) as raised:
+        await registry.search(TENANT, "weather in Paris", 3)
+    assert str(raised.value) == "embedding model 'all-MiniLM-L6-v2': refused on purpose"
+    assert counting.asked == ["weather in Paris"]
