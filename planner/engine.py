@@ -115,8 +115,9 @@ class TurnEngine:
     async def start_turn(self, tenant: str, conversation_id: str, request: TurnRequest) -> str:
         """Write the running turn and its user message; raises TurnConflict if one runs."""
         model = self.model_for(request.model)
-        # The message is the turn's first search: its embedding runs while the turn is written.
-        self.registry.prefetch(tenant, request.message)
+        if self._ranks(tenant):
+            # The message is the turn's first search: it is embedded while the turn is written.
+            self.registry.prefetch(tenant, request.message)
         return await store.begin_turn(
             self.pool, tenant, conversation_id, mode=request.mode, model=model.backend.name,
             request=msgspec.to_builtins(request), owner=self.owner, message=request.message,
@@ -263,14 +264,26 @@ class TurnEngine:
         await turn.emit(TurnPaused(turn=result))
         return result
 
+    def _ranks(self, tenant: str) -> bool:
+        """Whether retrieval has to choose: a tenant with no more tools than a turn offers gets
+        all of them, and ranking them (embedding the query) would change nothing offered."""
+        return self.registry.index_size(tenant) > self.settings.candidate_k
+
     async def _retrieve(self, turn: TurnState, query: str) -> list[str]:
         """Add the best matches for `query` to the turn's candidates; returns names added."""
         k = self.settings.candidate_k
         with self.tracer.retrieval(tenant=turn.tenant, query=query, k=k) as span:
-            hits = await self.registry.search(turn.tenant, query, k)
-            span.set_attribute("switchboard.retrieval.tools", [h.name for h in hits])
-            span.set_attribute("switchboard.retrieval.scores", [h.score for h in hits])
-        found = await self.registry.executables(turn.tenant, [(h.namespace, h.name) for h in hits])
+            if self._ranks(turn.tenant):
+                hits = await self.registry.search(turn.tenant, query, k)
+                retrieved = [RetrievedTool(h.name, h.namespace, h.score) for h in hits]
+                span.set_attribute("switchboard.retrieval.scores", [h.score for h in hits])
+            else:
+                retrieved = [RetrievedTool(name, namespace, None)
+                             for namespace, name in self.registry.keys(turn.tenant)]
+                span.set_attribute("switchboard.retrieval.ranked", False)
+            span.set_attribute("switchboard.retrieval.tools", [r.name for r in retrieved])
+        found = await self.registry.executables(turn.tenant,
+                                                [(r.namespace, r.name) for r in retrieved])
         added = []
         # Sorted by key, so the same candidates make the same tool block; tools found later are
         # appended, so earlier prompt bytes never change within a turn.
@@ -279,9 +292,7 @@ class TurnEngine:
             if name not in turn.tools:
                 turn.tools[name] = found[key]
                 added.append(name)
-        await turn.emit(ToolsRetrieved(
-            tools=[RetrievedTool(h.name, h.namespace, h.score) for h in hits]
-        ))
+        await turn.emit(ToolsRetrieved(tools=retrieved))
         await store.set_turn_json(self.pool, turn.id, "candidates", [
             [function, t.record.namespace, t.record.name, t.record.version]
             for function, t in turn.tools.items()

@@ -14,7 +14,9 @@ from planner.plan import PlanStep
 class RetrievedTool(msgspec.Struct, frozen=True):
     name: str
     namespace: str
-    score: float
+    score: float | None
+    """Fused relevance; None when the tenant's every tool was offered unranked (it has no more
+    tools than a turn offers)."""
 
 
 class ToolCallRecord(msgspec.Struct, frozen=True, kw_only=True):

@@ -208,6 +208,58 @@ async def test_trace_listing_filters_by_conversation_tool_status_and_duration(
     assert (summary["status"], summary["span_count"], summary["tools"]) == ("ok", 3, [])
 
 
+async def retrieval_of_a_turn(
+    client: httpx.AsyncClient, model: ScriptedModel, message: str
+) -> tuple[dict[str, Any], list[str]]:
+    """The retrieval span's attributes and the tool names the model was offered."""
+    model.push(ScriptedReply(content="Done."))
+    conversation = (await client.post("/v1/conversations", json={})).json()["id"]
+    response = await client.post(f"/v1/conversations/{conversation}/turns",
+                                 json={"message": message})
+    assert response.status_code == 200, response.text
+    spans = (await stored_trace(client, response.json()["id"]))["spans"]
+    retrieval: dict[str, Any] = next(s for s in spans if s["name"] == "retrieval")["attributes"]
+    offered = [t["function"]["name"] for t in model.requests[-1]["tools"]]
+    return retrieval, offered
+
+
+async def test_a_tenant_with_no_more_tools_than_a_turn_offers_gets_them_all_unranked(
+    start_app: Callable[..., Any], database_url: str, model: ScriptedModel, tools: ToolServer
+) -> None:
+    app = await start_app(database_url, model_url=model.url, register_builtins=False,
+                          candidate_k=3)
+    specs = [http_tool(f"{tools.url}/sleep", f"task_{c}", f"Background task {c}", SLEEP, ["ms"])
+             for c in "abc"]
+    assert (await app.client.post("/v1/tools/bulk", json={"tools": specs})).status_code == 200
+    retrieval, offered = await retrieval_of_a_turn(app.client, model, "run task b")
+    assert retrieval["switchboard.retrieval.ranked"] is False
+    assert retrieval["switchboard.retrieval.tools"] == ["task_a", "task_b", "task_c"]
+    assert "switchboard.retrieval.scores" not in retrieval
+    assert offered == ["search_tools", "task_a", "task_b", "task_c"]
+
+
+async def test_a_tenant_with_more_tools_than_a_turn_offers_gets_the_best_ranked(
+    start_app: Callable[..., Any], database_url: str, model: ScriptedModel, tools: ToolServer
+) -> None:
+    app = await start_app(database_url, model_url=model.url, register_builtins=False,
+                          candidate_k=2)
+    specs = [
+        http_tool(f"{tools.url}/weather", "get_weather", "Current weather in a city",
+                  {"city": {"type": "string"}}, ["city"]),
+        http_tool(f"{tools.url}/city", "get_user_city", "The city a user lives in",
+                  {"user": {"type": "string"}}, ["user"]),
+        http_tool(f"{tools.url}/sleep", "sleep_a", "Wait a while", SLEEP, ["ms"]),
+    ]
+    assert (await app.client.post("/v1/tools/bulk", json={"tools": specs})).status_code == 200
+    retrieval, offered = await retrieval_of_a_turn(app.client, model, "weather in Oslo?")
+    assert "switchboard.retrieval.ranked" not in retrieval
+    assert retrieval["switchboard.retrieval.tools"][0] == "get_weather"
+    assert len(retrieval["switchboard.retrieval.tools"]) == 2
+    scores = retrieval["switchboard.retrieval.scores"]
+    assert len(scores) == 2 and scores[0] >= scores[1]
+    assert "get_weather" in offered and len(offered) == 3
+
+
 async def test_an_unknown_trace_is_a_404_problem(
     start_app: Callable[..., Any], database_url: str
 ) -> None:

@@ -82,6 +82,9 @@ class ToolIndex:
     def __contains__(self, key: ToolKey) -> bool:
         return key in self._slots
 
+    def keys(self) -> list[ToolKey]:
+        return sorted(self._slots)
+
     def get(self, key: ToolKey) -> IndexedTool | None:
         slot = self._slots.get(key)
         return None if slot is None else self._tools[slot]

@@ -94,6 +94,11 @@ class ToolRegistry:
         index = self._indexes.get(tenant)
         return 0 if index is None else len(index)
 
+    def keys(self, tenant: str) -> list[tuple[str, str]]:
+        """(namespace, name) of every live tool of the tenant, sorted."""
+        index = self._indexes.get(tenant)
+        return [] if index is None else index.keys()
+
     async def get(self, tenant: str, namespace: str, name: str) -> ToolRecord:
         record = await store.get_current(self.pool, tenant, namespace, name)
         if record is None:
