@@ -1,14 +1,19 @@
 """Parallel tool calls end to end: eight calls in one reply, a plan of eight steps, and the
 one-call-per-reply loop, each run as a turn over HTTP against the real service.
 
-    .venv/bin/python -m bench.parallel [--quick] [--turns N] [--no-tracing]
+    .venv/bin/python -m bench.parallel [--quick] [--turns N] [--no-tracing] [--registry N]
+                                       [--data ../shared/data]
 
 The service (create_app, uvicorn on 127.0.0.1, an embedded Postgres in a temp dir, a fresh
 database) talks to a scripted model that answers at once and to eight HTTP tools `sleep_0` ..
-`sleep_7` that each sleep 200 ms. Everything runs in this process on one event loop, as the tests
-do, so the event loop's CPU time includes the client's and the two servers' share. Model time is
-measured at the scripted server (from the ASGI call to the last byte sent) and tool time at the
-tool server, both with time.monotonic, so they share the client's clock:
+`sleep_7` that each sleep 200 ms. Each registry size runs in a database of its own: the eight
+sleep tools alone (no more than a turn offers, so the service offers them all without ranking),
+and the eight among 500 (492 real tools from --data, as bench.search_latency loads them), where
+every turn embeds its message and ranks the registry. Everything runs in this process on one
+event loop, as the tests do, so the event loop's CPU time includes the client's and the two
+servers' share. Model time is measured at the scripted server (from the ASGI call to the last
+byte sent) and tool time at the tool server, both with time.monotonic, so they share the
+client's clock:
 
     bound    = model time + the longest chain of tool time (1 call for ways 1-2, 8 for way 3)
     overhead = wall at the client - bound   (the engine's, Postgres's and the transports' share)
@@ -43,6 +48,7 @@ import numpy as np
 from app.main import create_app
 from app.settings import Settings
 from bench._markdown import publish
+from bench.search_latency import load_corpus
 from tests.loopback import LoopbackServer
 from tests.scripted_model import Receive, ScriptedModel, ScriptedReply, Send, Step
 from tests.tool_server import Received, ToolServer, http_tool, tool_server
@@ -53,7 +59,9 @@ BEGIN, END = "<!-- parallel:begin -->", "<!-- parallel:end -->"
 TOOLS = 8
 SLEEP_MS = 200
 WARMUP = 2
-FULL_TURNS, QUICK_TURNS = 20, 5
+FULL_TURNS, QUICK_TURNS = 20, 3
+REGISTRIES = (TOOLS, 500)
+"""Tools registered, the sleep tools included: as many as a turn offers, and many more."""
 TARGET_OVER_BOUND = 0.10
 TARGET_SPEEDUP = 3.5
 NOTE = "[switchboard]"  # the engine's own notes to the model come as user messages
@@ -190,8 +198,8 @@ async def run_turn(
     made = await client.post("/v1/conversations", json={})
     made.raise_for_status()
     conversation = made.json()["id"]
-    body = {"message": f"{way.key}: run the eight sleep tasks", "mode": way.mode,
-            "stream": False}
+    body = {"message": f"{way.key}: wait 200 ms in each of the eight sleep tasks",
+            "mode": way.mode, "stream": False}
     model.spans.clear()
     tools.received.clear()
     cpu = Cpu.now()
@@ -284,6 +292,8 @@ class Results(msgspec.Struct, frozen=True):
     seconds: float
     load: tuple[float, float]
     """The 1-minute load average before and after: other work on the machine shows here."""
+    registry: int
+    """Tools registered, the sleep tools included."""
 
 
 @contextlib.contextmanager
@@ -339,7 +349,17 @@ async def register_tools(client: httpx.AsyncClient, tools_url: str) -> None:
                          f"{response.text[:500]}")
 
 
-async def measure(turns: int, tracing: bool) -> Results:
+async def register_others(client: httpx.AsyncClient, data: Path, count: int) -> None:
+    """`count` real tools besides the sleep tools, so that retrieval has to rank."""
+    specs = load_corpus(data, count, 0).tools[:count]
+    response = await client.post("/v1/tools/bulk", json={"tools": msgspec.to_builtins(specs)},
+                                 timeout=600)
+    if response.status_code != 200:
+        raise BenchError(f"registering {count} other tools failed: HTTP "
+                         f"{response.status_code}: {response.text[:500]}")
+
+
+async def measure(turns: int, tracing: bool, registry: int, data: Path) -> Results:
     embedder = SentenceTransformerEmbedder()
     model = TimedModel()
     started, load = time.monotonic(), os.getloadavg()[0]
@@ -350,11 +370,13 @@ async def measure(turns: int, tracing: bool) -> Results:
             async with tool_server() as tools, service(url, model.url, data_dir, tracing,
                                                        embedder) as client:
                 await register_tools(client, tools.url)
+                if registry > TOOLS:
+                    await register_others(client, data, registry - TOOLS)
                 samples = await _rounds(client, model, tools, turns)
     finally:
         await model.stop()
         embedder.close()
-    return Results(samples, time.monotonic() - started, (load, os.getloadavg()[0]))
+    return Results(samples, time.monotonic() - started, (load, os.getloadavg()[0]), registry)
 
 
 async def _rounds(
@@ -435,7 +457,7 @@ def breakdown_table(samples: dict[str, list[Sample]]) -> str:
     return "\n".join(lines)
 
 
-def verdicts(samples: dict[str, list[Sample]]) -> list[str]:
+def verdicts(samples: dict[str, list[Sample]], registry: int) -> list[str]:
     loop = median([s.wall for s in samples["sequential"]])
     found = []
     for way in WAYS[:2]:
@@ -445,31 +467,43 @@ def verdicts(samples: dict[str, list[Sample]]) -> list[str]:
         within = "meets" if over <= TARGET_OVER_BOUND else "misses"
         faster = "meets" if speedup >= TARGET_SPEEDUP else "misses"
         found.append(
-            f"- Way {way.title[0]}: {over:+.1%} over the bound ({within} the "
+            f"- {registry} tools, way {way.title[0]}: {over:+.1%} over the bound ({within} the "
             f"{TARGET_OVER_BOUND:.0%} target); {speedup:.2f}x the loop ({faster} the "
             f"{TARGET_SPEEDUP}x target)."
         )
     return found
 
 
-def report(results: Results, turns: int, tracing: bool, quick: bool) -> str:
+def registry_title(registry: int) -> str:
+    if registry == TOOLS:
+        return f"{TOOLS} tools registered: all offered, unranked (no query embedding)"
+    return (f"{registry} tools registered: the {TOOLS} sleep tools and {registry - TOOLS} real "
+            "ones; each turn embeds its message and ranks them")
+
+
+def report(runs: Sequence[Results], turns: int, tracing: bool, quick: bool) -> str:
     command = "python -m bench.parallel" + (" --quick" if quick else "")
     command += "" if tracing else " --no-tracing"
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-    return "\n".join([
+    lines = [
         BEGIN,
         f"`{command}` on {date.today().isoformat()}; {machine}; {turns} measured turns per way "
-        f"after {WARMUP} warm-ups each; tracing {'on' if tracing else 'off'}; "
-        f"{results.seconds:.0f} s in all; load average {results.load[0]:.1f} before, "
-        f"{results.load[1]:.1f} after.",
-        "",
-        main_table(results.samples),
-        "",
-        breakdown_table(results.samples),
-        "",
-        *verdicts(results.samples),
-        END,
-    ])
+        f"after {WARMUP} warm-ups each; tracing {'on' if tracing else 'off'}.",
+    ]
+    for results in runs:
+        lines += [
+            "",
+            f"**{registry_title(results.registry)}.** {results.seconds:.0f} s; load average "
+            f"{results.load[0]:.1f} before, {results.load[1]:.1f} after.",
+            "",
+            main_table(results.samples),
+            "",
+            breakdown_table(results.samples),
+        ]
+    lines.append("")
+    for results in runs:
+        lines += verdicts(results.samples, results.registry)
+    return "\n".join([*lines, END])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -480,6 +514,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, help="measured turns per way (overrides the default)")
     parser.add_argument("--no-tracing", action="store_true",
                         help="run the service with tracing off (TRACING=false)")
+    parser.add_argument("--registry", type=int, choices=REGISTRIES,
+                        help="run only this registry size (default: each of them)")
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"),
+                        help="the benchmark data the other tools come from")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -488,10 +526,11 @@ def main(argv: list[str] | None = None) -> int:
     if turns < 1:
         parser.error("--turns must be at least 1")
     tracing = not args.no_tracing
-    results = asyncio.run(measure(turns, tracing))
-    markdown = report(results, turns, tracing, args.quick)
-    # Only the standard run is recorded: tracing on, the default number of turns.
-    standard = not args.quick and args.turns is None and tracing
+    sizes = REGISTRIES if args.registry is None else (args.registry,)
+    runs = [asyncio.run(measure(turns, tracing, size, args.data)) for size in sizes]
+    markdown = report(runs, turns, tracing, args.quick)
+    # Only the standard run is recorded: tracing on, the default number of turns, every size.
+    standard = not args.quick and args.turns is None and tracing and args.registry is None
     publish(markdown, quick=not standard, heading=SECTION, markers=(BEGIN, END))
     return 0
 
