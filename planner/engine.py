@@ -83,7 +83,7 @@ class TurnEngine:
         owner: str, tracer: TurnTracer | None = None, store: TurnStore | None = None,
     ) -> None:
         self.pool, self.registry = pool, registry
-        self.store: TurnStore = store or PostgresTurnStore(pool)
+        self.store = store if store is not None else PostgresTurnStore(pool)
         """Where turns are written as they run: by default the tables on `pool`, which the
         service's routes read."""
         self.models, self.default_model = models, default_model

@@ -15,7 +15,7 @@ from planner.messages import AssistantToolCall, ChatMessage, Usage
 from planner.pauses import Decision, SavedTurn, Waiting
 from planner.results import PAUSED_STATUSES, TurnRow, WaitsFor
 from planner.store import Conversation, FinishedCall, StartedCall, StoredMessage, exchanges
-from planner.turn_store import TurnJson
+from planner.turn_store import TurnJson, TurnStore
 from tools.storable import clean_text
 
 _ACTIVE = ("running", *PAUSED_STATUSES)
@@ -90,7 +90,7 @@ class _Conversation(msgspec.Struct, kw_only=True):
     turns: list[_Turn] = []
 
 
-class MemoryTurnStore:
+class MemoryTurnStore(TurnStore):
     """A `TurnStore` in this process's memory, for running turns in-process without a
     database: what a turn that does not pause writes reads back as it does from
     `PostgresTurnStore` (conversations, messages in order, turns with their status, call

@@ -138,7 +138,7 @@ class TurnStore(PauseStore, Protocol):
         ...
 
 
-class PostgresTurnStore:
+class PostgresTurnStore(TurnStore):
     """A `TurnStore` on the service's tables: every write is one statement (or one
     transaction) on `pool`, so the turn outlives the process and any replica can read it."""
 
