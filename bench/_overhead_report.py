@@ -76,8 +76,12 @@ TITLES = {
     "lg-pg": "LangGraph + AsyncPostgresSaver (durability async, its default)",
     "lg-pg-sync": "LangGraph + AsyncPostgresSaver (durability sync)",
     "lg-none": "LangGraph, no checkpointer",
+    "sb-mem": "Switchboard, no persistence (MemoryTurnStore), tracing off",
+    "sb-mem-on": "Switchboard, no persistence (MemoryTurnStore), tracing on",
 }
 """Ways by key; a key on Postgres is `way:mode`, the mode naming how commits are made."""
+NO_PERSISTENCE = ("lg-none", "sb-mem", "sb-mem-on")
+"""Ways without persistence, compared with LangGraph's without a checkpointer."""
 
 
 def title(key: str) -> str:
@@ -207,16 +211,25 @@ def _met(ok: bool) -> str:
     return "meets" if ok else "misses"
 
 
+def tracing_pairs(keys: Sequence[str]) -> list[tuple[str, str, list[str]]]:
+    """(label, tracing off, the ways with tracing on) for each commit mode, and without
+    persistence."""
+    pairs = [(f"{mode} commits", f"sb-off:{mode}", [f"sb-on:{mode}", f"sb-capture:{mode}"])
+             for mode in modes(keys)]
+    if "sb-mem" in keys and "sb-mem-on" in keys:
+        pairs.append(("no persistence", "sb-mem", ["sb-mem-on"]))
+    return pairs
+
+
 def tracing_table(summaries: dict[str, Summary], medians: Medians) -> list[str]:
     rows = []
-    for mode in modes(list(summaries)):
-        off = f"sb-off:{mode}"
+    for _, off, ons in tracing_pairs(list(summaries)):
         base = summaries[off]
-        for way in ("sb-on", "sb-capture"):
-            s = summaries[f"{way}:{mode}"]
+        for on in ons:
+            s = summaries[on]
             rows.append([
-                title(f"{way}:{mode}"), _change(medians.ratio(f"{way}:{mode}", off, "wall")),
-                _change(medians.ratio(f"{way}:{mode}", off, "cpu")),
+                title(on), _change(medians.ratio(on, off, "wall")),
+                _change(medians.ratio(on, off, "cpu")),
                 _relative(s.wall_p99, base.wall_p99), _relative(s.cpu_p99, base.cpu_p99),
                 _relative(s.cpu_mean + s.spans_cpu, base.cpu_mean + base.spans_cpu),
             ])
@@ -234,13 +247,13 @@ def steps_table(summaries: dict[str, Summary], keys: Sequence[str]) -> list[str]
 
 def tracing_verdicts(summaries: dict[str, Summary], medians: Medians) -> list[str]:
     found = []
-    for mode in modes(list(summaries)):
-        off, on = summaries[f"sb-off:{mode}"], summaries[f"sb-on:{mode}"]
-        added = medians.ratio(f"sb-on:{mode}", f"sb-off:{mode}", "wall")[0] - 1
-        cpu = medians.ratio(f"sb-on:{mode}", f"sb-off:{mode}", "cpu")[0] - 1
+    for label, off_key, (on_key, *_) in tracing_pairs(list(summaries)):
+        off, on = summaries[off_key], summaries[on_key]
+        added = medians.ratio(on_key, off_key, "wall")[0] - 1
+        cpu = medians.ratio(on_key, off_key, "cpu")[0] - 1
         total = (on.cpu_mean + on.spans_cpu) / (off.cpu_mean + off.spans_cpu) - 1
         found.append(
-            f"- {mode} commits: tracing on adds {added:+.1%} to the median step "
+            f"- {label}: tracing on adds {added:+.1%} to the median step "
             f"({_met(added <= TARGET_TRACING)} the {TARGET_TRACING:.0%} target), {cpu:+.1%} "
             f"to its CPU ({_met(cpu <= TARGET_TRACING)}), {total:+.1%} to mean CPU per step "
             "with the span writes counted."
@@ -248,26 +261,33 @@ def tracing_verdicts(summaries: dict[str, Summary], medians: Medians) -> list[st
     return found
 
 
+def _versus_row(summaries: dict[str, Summary], medians: Medians, key: str,
+                base: str) -> list[str]:
+    s = summaries[key]
+    return [title(key), ms(s.wall_p50), ms(s.wall_p99), ms(s.cpu_p50), ms(s.cpu_p99),
+            ms(s.postgres_cpu), _times(medians.ratio(key, base, "wall")),
+            _times(medians.ratio(key, base, "cpu")), ms(s.amortized),
+            f"{s.amortized / summaries[base].amortized:.2f}"]
+
+
+_VERSUS_HEADER = ["way", "wall p50", "wall p99", "CPU p50", "CPU p99",
+                  "Postgres server CPU/step", "wall p50 ratio", "CPU p50 ratio",
+                  "(turn - embedding) / steps", "its ratio"]
+
+
 def versus_table(summaries: dict[str, Summary], medians: Medians) -> list[str]:
-    rows = []
-    for mode in modes(list(summaries)):
-        lg = f"lg-pg:{mode}"
-        for way in ("sb-off", "sb-on", "lg-pg", "lg-pg-sync"):
-            key = f"{way}:{mode}"
-            s = summaries[key]
-            rows.append([
-                title(key), ms(s.wall_p50), ms(s.wall_p99), ms(s.cpu_p50),
-                ms(s.cpu_p99), ms(s.postgres_cpu), _times(medians.ratio(key, lg, "wall")),
-                _times(medians.ratio(key, lg, "cpu")), ms(s.amortized),
-                f"{s.amortized / summaries[lg].amortized:.2f}",
-            ])
-    s = summaries["lg-none"]
-    rows.append([title("lg-none"), ms(s.wall_p50), ms(s.wall_p99), ms(s.cpu_p50),
-                 ms(s.cpu_p99), ms(s.postgres_cpu), "", "", ms(s.amortized), ""])
-    rows.append(["Switchboard, no persistence", *["n/a"] * 9])
-    return _table(["way", "wall p50", "wall p99", "CPU p50", "CPU p99",
-                   "Postgres server CPU/step", "wall p50 ratio", "CPU p50 ratio",
-                   "(turn - embedding) / steps", "its ratio"], rows)
+    """Ways on Postgres, each against LangGraph + AsyncPostgresSaver with the same commits."""
+    rows = [_versus_row(summaries, medians, f"{way}:{mode}", f"lg-pg:{mode}")
+            for mode in modes(list(summaries))
+            for way in ("sb-off", "sb-on", "lg-pg", "lg-pg-sync")]
+    return _table(_VERSUS_HEADER, rows)
+
+
+def memory_table(summaries: dict[str, Summary], medians: Medians) -> list[str]:
+    """Ways without persistence, against LangGraph without a checkpointer."""
+    rows = [_versus_row(summaries, medians, key, "lg-none")
+            for key in NO_PERSISTENCE if key in summaries]
+    return _table(_VERSUS_HEADER, rows)
 
 
 def turn_table(summaries: dict[str, Summary]) -> list[str]:
@@ -292,6 +312,15 @@ def versus_verdicts(summaries: dict[str, Summary]) -> list[str]:
                 f"target), {ratio:.2f}x LangGraph's with its checkpointer "
                 f"({_met(ratio <= TARGET_VERSUS)} the <= {TARGET_VERSUS:.2f}x target); "
                 f"CPU {s.cpu_p50 / lg.cpu_p50:.2f}x."
+            )
+    none = summaries.get("lg-none")
+    for key in ("sb-mem", "sb-mem-on"):
+        if none is not None and key in summaries:
+            s = summaries[key]
+            found.append(
+                f"- {title(key)}: median step {ms(s.wall_p50)} ms, "
+                f"{s.wall_p50 / none.wall_p50:.2f}x LangGraph's without a checkpointer; "
+                f"CPU {s.cpu_p50 / none.cpu_p50:.2f}x."
             )
     return found
 
@@ -339,6 +368,8 @@ def report(samples: dict[str, list[TurnSample]], head: list[str]) -> tuple[str, 
                "", *tracing_verdicts(summaries, medians), TRACING_MARKS[1]]
     versus = [VERSUS_MARKS[0], *head, "Per step; ratios of medians (95% interval) are to "
               "LangGraph + AsyncPostgresSaver (durability async) with the same commits:", "",
-              *versus_table(summaries, medians), "", "Per turn:", "", *turn_table(summaries),
+              *versus_table(summaries, medians), "", "Without persistence; ratios of medians "
+              "(95% interval) are to LangGraph, no checkpointer:", "",
+              *memory_table(summaries, medians), "", "Per turn:", "", *turn_table(summaries),
               "", *versus_verdicts(summaries), VERSUS_MARKS[1]]
     return "\n".join(tracing), "\n".join(versus)

@@ -1,6 +1,6 @@
 """What the orchestration itself costs per tool-calling step, in-process: Switchboard's
 TurnEngine with tracing off, on, and on with content capture, against LangGraph's prebuilt
-tool-calling agent with and without its Postgres checkpointer.
+tool-calling agent with and without its Postgres checkpointer; and each without persistence.
 
     .venv/bin/python -m bench.overhead [--quick] [--turns N] [--profile]
 
@@ -10,6 +10,9 @@ its Postgres persistence, an in-process `ChatModel` (bench/_instant_model.py), f
 tools run by a no-op async builtin, and retrieval by the real embedder (all-MiniLM-L6-v2).
 LangGraph's agent (bench/_langgraph_agent.py) gets a BaseChatModel that follows the same script,
 a ToolNode of four no-op tools and `AsyncPostgresSaver` on the same embedded Postgres.
+Without persistence, Switchboard's engine keeps its turns in a `MemoryTurnStore`
+(planner/memory_store.py; its registry and span writes stay on Postgres, neither is on a step's
+path) and LangGraph's agent runs without a checkpointer.
 
 A step is the time from one model call to the next: the model call (instant), one tool call,
 and every write the framework makes for them (Switchboard: the assistant message with the tool
@@ -67,8 +70,8 @@ from bench._overhead_report import (
     preamble,
     report,
 )
-from planner import store
 from planner.engine import EngineSettings, TurnEngine, TurnRequest
+from planner.memory_store import MemoryTurnStore
 from planner.tracing import CAPTURE_ENV, TurnTracer
 from tools.builtins import BuiltinFunctions
 from tools.embed import SentenceTransformerEmbedder, Vectors
@@ -171,15 +174,14 @@ class SwitchboardTurns:
         self.postgres, self.telemetry = postgres, telemetry
 
     async def __call__(self) -> TurnSample:
-        pool = self.engine.pool
-        conversation = await store.create_conversation(pool, TENANT, {})
+        conversation = await self.engine.open_conversation(TENANT, {}, [])
         request = TurnRequest(message=MESSAGE)
         self.clock.reset()
         self.embedder.elapsed_ns = 0
         server = self.postgres.ns()
         start = Clocks.now()
-        turn_id = await self.engine.start_turn(TENANT, conversation.id, request)
-        result = await self.engine.run_turn(TENANT, conversation.id, turn_id, request)
+        turn_id = await self.engine.start_turn(TENANT, conversation, request)
+        result = await self.engine.run_turn(TENANT, conversation, turn_id, request)
         end = Clocks.now()
         spans = await self._drain_spans()
         problems = [c.error for c in result.tool_calls if c.error is not None]
@@ -195,10 +197,17 @@ class SwitchboardTurns:
         return Clocks.now().since(start)
 
 
+Tracing = Literal["on", "capture"] | None
+"""Tracing off (None), on, or on with content capture."""
+Engines = Callable[[Tracing, MemoryTurnStore | None], SwitchboardTurns]
+"""A way's engine, its turns on Postgres (None) or in the given memory store."""
+
+
 @contextlib.asynccontextmanager
-async def switchboard_ways(
-    url: str, mode: str, embedder: TimedEmbedder, postgres: PostgresCpu
-) -> AsyncIterator[dict[str, SwitchboardTurns]]:
+async def switchboard_engines(
+    url: str, embedder: TimedEmbedder, postgres: PostgresCpu
+) -> AsyncIterator[Engines]:
+    """Engines sharing one pool, registry and runner on `url`, and one clock."""
     pool = await connect_pool(url)
     telemetry = {"on": build_telemetry(enabled=True, environ={}),
                  "capture": build_telemetry(enabled=True, environ={CAPTURE_ENV: "true"})}
@@ -213,21 +222,40 @@ async def switchboard_ways(
                 t.store.start(pool)
             clock = StepClock()
 
-            def way(tracer: TurnTracer, t: Telemetry | None) -> SwitchboardTurns:
+            def way(tracing: Tracing, store: MemoryTurnStore | None) -> SwitchboardTurns:
+                traced = None if tracing is None else telemetry[tracing]
                 engine = TurnEngine(pool, registry, runner,
                                     {"default": InstantModel(clock, STEPS)},
                                     default_model="default", settings=EngineSettings(),
-                                    owner=uuid.uuid4().hex, tracer=tracer)
-                return SwitchboardTurns(engine, clock, embedder, postgres, t)
+                                    owner=uuid.uuid4().hex,
+                                    tracer=TurnTracer() if traced is None else traced.tracer,
+                                    store=store)
+                return SwitchboardTurns(engine, clock, embedder, postgres, traced)
 
-            yield {f"sb-off:{mode}": way(TurnTracer(), None),
-                   f"sb-on:{mode}": way(telemetry["on"].tracer, telemetry["on"]),
-                   f"sb-capture:{mode}": way(telemetry["capture"].tracer, telemetry["capture"])}
+            yield way
     finally:
         for t in telemetry.values():
             await t.store.stop()
             t.shutdown()
         await pool.close()
+
+
+@contextlib.asynccontextmanager
+async def switchboard_ways(
+    url: str, mode: str, embedder: TimedEmbedder, postgres: PostgresCpu
+) -> AsyncIterator[dict[str, SwitchboardTurns]]:
+    async with switchboard_engines(url, embedder, postgres) as way:
+        yield {f"sb-off:{mode}": way(None, None), f"sb-on:{mode}": way("on", None),
+               f"sb-capture:{mode}": way("capture", None)}
+
+
+@contextlib.asynccontextmanager
+async def switchboard_in_memory(
+    url: str, embedder: TimedEmbedder, postgres: PostgresCpu
+) -> AsyncIterator[dict[str, SwitchboardTurns]]:
+    """Turns kept in a `MemoryTurnStore` each; the registry (and, traced, the spans) on `url`."""
+    async with switchboard_engines(url, embedder, postgres) as way:
+        yield {"sb-mem": way(None, MemoryTurnStore()), "sb-mem-on": way("on", MemoryTurnStore())}
 
 
 # -- LangGraph ----------------------------------------------------------------------------------
@@ -311,6 +339,9 @@ async def ways_on_embedded_postgres(
                         switchboard_ways(sb_url, mode, timed, postgres))
                     ways |= await stack.enter_async_context(
                         langgraph_ways(lg_url, mode, postgres))
+                memory_url = await _database(base, "bench_sb_memory", "off")
+                ways |= await stack.enter_async_context(
+                    switchboard_in_memory(memory_url, timed, postgres))
                 ways |= langgraph_in_memory(postgres)
                 yield ways, environment
         finally:

@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 from opentelemetry.trace import Span
 
-from planner import pauses, store
+from planner import pauses
 from planner.events import (
     ActionRequired,
     ApprovalRequired,
@@ -29,6 +29,7 @@ from planner.messages import AssistantToolCall, ChatMessage, FunctionCall, Model
 from planner.plan import Plan, PlanStep, resolve
 from planner.prompt import SEARCH_TOOLS
 from planner.results import WaitsFor
+from planner.store import FinishedCall, StartedCall
 from planner.tracing import TurnTracer
 from planner.turn import TurnState
 from tools.executors import CallOutcome, ExecutableTool, ToolRunner
@@ -61,7 +62,7 @@ class _Batch:
 
     def __init__(self, size: int) -> None:
         self.remaining = size
-        self.last: store.FinishedCall | None = None
+        self.last: FinishedCall | None = None
 
 
 def assistant_message(reply: ModelReply) -> ChatMessage:
@@ -281,7 +282,7 @@ class CallRunner:
         with self._span(turn, call, tool) as span:
             span.set_attribute("switchboard.tool.waits_for", waits_for)
             await self._begin(turn, call, tool)
-            await pauses.wait_for(turn.pool, turn.id, call.id, waits_for, deadline)
+            await turn.store.wait_for(turn.id, call.id, waits_for, deadline)
         pending = PendingCall(id=call.id, name=call.name, arguments=call.arguments,
                               waits_for=waits_for, deadline=deadline)
         turn.pending.append(pending)
@@ -310,7 +311,7 @@ class CallRunner:
                 turn.observations[call.id] = _observed(call, outcome)
             case pauses.Approved(arguments=edited):
                 if edited is not None:
-                    await pauses.edit_arguments(turn.pool, turn.id, call.id, edited)
+                    await turn.store.edit_arguments(turn.id, call.id, edited)
                     call = msgspec.structs.replace(call, arguments=edited)
                 await self._execute(turn, msgspec.structs.replace(call, approved=True))
             case pauses.Rejected(reason=reason):
@@ -380,7 +381,7 @@ class CallRunner:
         )
 
     @staticmethod
-    def _started(turn: TurnState, call: Call) -> store.StartedCall:
+    def _started(turn: TurnState, call: Call) -> StartedCall:
         """The running row of a reply's call, its arguments parsed if they are JSON."""
         arguments: Any = None
         with contextlib.suppress(ValueError):
@@ -393,7 +394,7 @@ class CallRunner:
             return call
         raw = call.arguments if isinstance(call.arguments, str) else json.dumps(call.arguments)
         row = _row(call, tool, raw, call.arguments)
-        await store.start_tool_calls(turn.pool, turn.tenant, turn.conversation_id, turn.id, [row])
+        await turn.store.start_tool_calls(turn.tenant, turn.conversation_id, turn.id, [row])
         return msgspec.structs.replace(call, begun=True)
 
     async def _record(
@@ -404,7 +405,7 @@ class CallRunner:
         tool: ExecutableTool | None,
     ) -> None:
         await self._begin(turn, call, tool)
-        finished = store.FinishedCall(
+        finished = FinishedCall(
             id=call.id,
             ok=outcome.ok,
             result=outcome.result,
@@ -421,7 +422,7 @@ class CallRunner:
         if batch is not None and batch.remaining == 0:
             batch.last = finished  # written with the batch's tool messages, next
         else:
-            await store.finish_tool_call(turn.pool, turn.id, finished)
+            await turn.store.finish_tool_call(turn.id, finished)
         record = ToolCallRecord(
             id=call.id,
             name=call.name,
@@ -453,8 +454,8 @@ def _answered(saved: pauses.SavedCall, **outcome: Any) -> CallOutcome:
     return CallOutcome(started_at=saved.started_at, finished_at=_now(), **outcome)
 
 
-def _row(call: Call, tool: ExecutableTool | None, raw: str, arguments: Any) -> store.StartedCall:
-    return store.StartedCall(
+def _row(call: Call, tool: ExecutableTool | None, raw: str, arguments: Any) -> StartedCall:
+    return StartedCall(
         id=call.id,
         step=call.step,
         position=call.position,

@@ -15,7 +15,7 @@ import asyncpg
 import msgspec
 from opentelemetry.trace import Span, format_span_id, format_trace_id
 
-from planner import pauses, results, store
+from planner import pauses
 from planner.calls import CallRunner, WaitLimits
 from planner.errors import CallNotWaiting, DecisionInvalid, PlannerError, UnknownModel
 from planner.events import (
@@ -53,6 +53,7 @@ from planner.prompt import (
 )
 from planner.tracing import TurnTracer, mark_error
 from planner.turn import EventSink, TurnRequest, TurnState, ignore
+from planner.turn_store import PostgresTurnStore, TurnStore
 from tools.errors import FieldError
 from tools.executors import ToolRunner
 from tools.registry import ToolRegistry
@@ -79,9 +80,12 @@ class TurnEngine:
     def __init__(
         self, pool: asyncpg.Pool, registry: ToolRegistry, runner: ToolRunner,
         models: dict[str, ChatModel], *, default_model: str, settings: EngineSettings,
-        owner: str, tracer: TurnTracer | None = None,
+        owner: str, tracer: TurnTracer | None = None, store: TurnStore | None = None,
     ) -> None:
         self.pool, self.registry = pool, registry
+        self.store = store if store is not None else PostgresTurnStore(pool)
+        """Where turns are written as they run: by default the tables on `pool`, which the
+        service's routes read."""
         self.models, self.default_model = models, default_model
         self.settings, self.owner = settings, owner
         self.running: set[str] = set()
@@ -106,11 +110,8 @@ class TurnEngine:
         """A new conversation that already holds `history` (user and assistant messages a
         client had before), written together: both or neither."""
         backend = self.model_for(model).backend.name
-        async with self.pool.acquire() as conn, conn.transaction():
-            made = await store.create_conversation(conn, tenant, metadata)
-            await store.import_history(conn, tenant, made.id, history, model=backend,
-                                       owner=self.owner)
-        return made.id
+        return await self.store.open_conversation(tenant, metadata, history, model=backend,
+                                                  owner=self.owner)
 
     async def start_turn(self, tenant: str, conversation_id: str, request: TurnRequest) -> str:
         """Write the running turn and its user message; raises TurnConflict if one runs."""
@@ -118,8 +119,8 @@ class TurnEngine:
         if self._ranks(tenant):
             # The message is the turn's first search: it is embedded while the turn is written.
             self.registry.prefetch(tenant, request.message)
-        return await store.begin_turn(
-            self.pool, tenant, conversation_id, mode=request.mode, model=model.backend.name,
+        return await self.store.begin_turn(
+            tenant, conversation_id, mode=request.mode, model=model.backend.name,
             request=msgspec.to_builtins(request), owner=self.owner, message=request.message,
         )
 
@@ -137,7 +138,7 @@ class TurnEngine:
                           ) -> TurnResult:
         """Take up a turn whose waiting calls all have answers (`decide` returned none left,
         or their deadlines passed): finish its paused step and go on to its end."""
-        saved = await pauses.load(self.pool, tenant, turn_id)
+        saved = await self.store.load_paused(tenant, turn_id)
         request = msgspec.convert(saved.request, TurnRequest)
         turn = self._turn_state(tenant, saved.conversation_id, turn_id, request, emit)
         turn.usage, turn.step = saved.usage, saved.step
@@ -156,11 +157,11 @@ class TurnEngine:
         """Record a person's decision or a client tool's output for a waiting call. Edited
         arguments must fit the tool's schema. Returns the calls still waiting; when none are
         left, the turn is this replica's to resume (`resume_turn`)."""
-        waiting = await pauses.waiting_call(self.pool, tenant, turn_id, call_id)
+        waiting = await self.store.waiting_call(tenant, turn_id, call_id)
         _check_answer_kind(turn_id, waiting.call, decision)
         if isinstance(decision, pauses.Approved) and decision.arguments is not None:
             await self._check_edited(tenant, turn_id, waiting, decision.arguments)
-        return await pauses.decide(self.pool, tenant, turn_id, call_id, decision, self.owner)
+        return await self.store.decide(tenant, turn_id, call_id, decision, self.owner)
 
     async def _check_edited(self, tenant: str, turn_id: str, waiting: pauses.Waiting,
                             arguments: dict[str, Any]) -> None:
@@ -181,7 +182,7 @@ class TurnEngine:
     def _turn_state(self, tenant: str, conversation_id: str, turn_id: str,
                     request: TurnRequest, emit: EventSink) -> TurnState:
         max_steps = min(request.max_steps or self.settings.max_steps, self.settings.max_steps)
-        return TurnState(self.pool, tenant, conversation_id, turn_id, request,
+        return TurnState(self.store, tenant, conversation_id, turn_id, request,
                          self.model_for(request.model), emit, max_steps)
 
     async def _traced(
@@ -217,8 +218,8 @@ class TurnEngine:
         result = _result(turn, "completed", answer)
         reply, reasoning = turn.answer
         try:
-            await store.complete_turn(self.pool, turn.tenant, turn.conversation_id, turn.id,
-                                      reply=reply, reasoning=reasoning, usage=turn.usage)
+            await self.store.complete_turn(turn.tenant, turn.conversation_id, turn.id,
+                                           reply=reply, reasoning=reasoning, usage=turn.usage)
         except (asyncpg.PostgresError, OSError) as exc:
             return await self._fail(turn, exc)
         await turn.emit(TurnCompleted(turn=result))
@@ -242,7 +243,7 @@ class TurnEngine:
     async def _set_trace(self, turn: TurnState) -> None:
         if turn.traceparent is not None:
             trace_id = turn.traceparent.split("-")[1]
-            await store.set_turn_trace(self.pool, turn.id, trace_id, turn.traceparent)
+            await self.store.set_turn_trace(turn.id, trace_id, turn.traceparent)
 
     async def _restore(self, turn: TurnState, saved: pauses.SavedTurn) -> None:
         """A taken-up turn's candidates (the versions it was using), messages and finished
@@ -254,12 +255,12 @@ class TurnEngine:
                 turn.tools[function] = found[(ns, name)]
         turn.messages = await self._history(turn)
         settled = {c.id for c in saved.calls if c.decision is not None}
-        turn.calls = [c for c in await results.call_records(self.pool, turn.id)
+        turn.calls = [c for c in await self.store.call_records(turn.id)
                       if c.id not in settled]
 
     async def _pause(self, turn: TurnState) -> TurnResult:
         status = turn.paused_status
-        await pauses.pause_turn(self.pool, turn.id, status, turn.usage)
+        await self.store.pause_turn(turn.id, status, turn.usage)
         result = _result(turn, status, None)
         await turn.emit(TurnPaused(turn=result))
         return result
@@ -293,7 +294,7 @@ class TurnEngine:
                 turn.tools[name] = found[key]
                 added.append(name)
         await turn.emit(ToolsRetrieved(tools=retrieved))
-        await store.set_turn_json(self.pool, turn.id, "candidates", [
+        await self.store.set_turn_json(turn.id, "candidates", [
             [function, t.record.namespace, t.record.name, t.record.version]
             for function, t in turn.tools.items()
         ])
@@ -348,7 +349,7 @@ class TurnEngine:
             return None
         await turn.emit(PlanCreated(plan=attempt, steps=plan.steps))
         turn.plans.append(plan)
-        await store.set_turn_json(self.pool, turn.id, "plans", msgspec.to_builtins(turn.plans))
+        await self.store.set_turn_json(turn.id, "plans", msgspec.to_builtins(turn.plans))
         return plan
 
     async def _ask(self, turn: TurnState, system: str, tool_choice: str, phase: str) -> ModelReply:
@@ -393,7 +394,7 @@ class TurnEngine:
 
     async def _history(self, turn: TurnState) -> list[ChatMessage]:
         """Earlier turns within the token budget, then what this turn has so far."""
-        stored = await store.list_messages(self.pool, turn.tenant, turn.conversation_id)
+        stored = await self.store.list_messages(turn.tenant, turn.conversation_id)
         earlier = [m for m in stored if m.turn_id != turn.id]
         fitted = fit_history(
             close_dangling_calls([m.chat() for m in earlier]), [m.turn_id for m in earlier],
@@ -405,8 +406,8 @@ class TurnEngine:
         problem = problem_of(exc)
         log.warning("turn %s failed: %s", turn.id, exc)
         result = _result(turn, "failed", None, problem)
-        await store.finish_turn(self.pool, turn.id, status="failed", answer=None,
-                                error=msgspec.to_builtins(problem), usage=turn.usage)
+        await self.store.finish_turn(turn.id, status="failed", answer=None,
+                                     error=msgspec.to_builtins(problem), usage=turn.usage)
         await turn.emit(TurnFailed(turn=result))
         return result
 

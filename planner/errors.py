@@ -9,7 +9,8 @@
     ├── TurnConflict            the conversation already has a running or paused turn (409)
     ├── TurnNotPaused           a decision for a turn that waits on nothing (409)
     ├── CallNotWaiting          a decision for a call the turn does not wait on (404/409)
-    └── DecisionInvalid         a decision that does not fit its call (422, names the field)
+    ├── DecisionInvalid         a decision that does not fit its call (422, names the field)
+    └── StoreUnsupported        the turn store in use cannot do this, such as pausing a turn (501)
 
 Errors the model should see (bad arguments, failed tools, invalid plans) are not exceptions of
 the run: they become observations and go back to the model.
@@ -122,4 +123,15 @@ class UnknownModel(PlannerError):
         super().__init__(
             f"unknown model backend {name!r}; configured: {', '.join(configured)} "
             "(GET /v1/models lists them)"
+        )
+
+
+class StoreUnsupported(PlannerError):
+    status, slug, title = 501, "store-unsupported", "Not supported by this turn store"
+
+    def __init__(self, store: str, operation: str, turn_id: str, reason: str) -> None:
+        self.store, self.operation, self.turn_id = store, operation, turn_id
+        super().__init__(
+            f"turn {turn_id!r} cannot {operation}: {store} {reason}; run the engine on "
+            "PostgresTurnStore for approvals and client tools"
         )

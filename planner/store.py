@@ -78,7 +78,7 @@ async def import_history(
     """Earlier messages a client already had become completed turns of mode `imported`, one
     per exchange (a user message and the replies after it), so history budgets drop the oldest
     exchange whole."""
-    for exchange in _exchanges(history):
+    for exchange in exchanges(history):
         turn_id = new_id("turn")
         answers = [m.content for m in exchange if m.role == "assistant" and m.content]
         await db.execute(
@@ -92,13 +92,15 @@ async def import_history(
         await add_messages(db, tenant, conversation_id, turn_id, exchange)
 
 
-def _exchanges(history: list[ChatMessage]) -> list[list[ChatMessage]]:
-    exchanges: list[list[ChatMessage]] = []
+def exchanges(history: list[ChatMessage]) -> list[list[ChatMessage]]:
+    """Messages split at each user message: an exchange is a user message and the replies
+    after it."""
+    found: list[list[ChatMessage]] = []
     for message in history:
-        if message.role == "user" or not exchanges:
-            exchanges.append([])
-        exchanges[-1].append(message)
-    return exchanges
+        if message.role == "user" or not found:
+            found.append([])
+        found[-1].append(message)
+    return found
 
 
 async def list_messages(db: Db, tenant: str, conversation_id: str) -> list[StoredMessage]:
@@ -176,13 +178,6 @@ async def begin_turn(
     if started is None:
         raise ConversationNotFound(conversation_id)
     return turn_id
-
-
-async def add_message(
-    db: Db, tenant: str, conversation_id: str, turn_id: str, message: ChatMessage,
-    reasoning: str | None = None,
-) -> None:
-    await add_messages(db, tenant, conversation_id, turn_id, [message], reasoning)
 
 
 async def add_messages(

@@ -5,17 +5,17 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-import asyncpg
 import msgspec
 from opentelemetry.trace import SpanContext
 
-from planner import store
 from planner.events import PendingCall, ToolCallRecord, TurnEvent
 from planner.messages import ChatMessage, Usage
 from planner.model_client import ChatModel
 from planner.plan import Plan
 from planner.prompt import REPLAN_ENTRY, SEARCH_TOOLS_ENTRY, tool_entry
+from planner.store import FinishedCall, StartedCall
 from planner.tracing import Redactor, header_credentials
+from planner.turn_store import TurnStore
 from tools.executors import ExecutableTool
 from tools.spec import HttpExecutor
 
@@ -43,7 +43,7 @@ class TurnState:
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        store: TurnStore,
         tenant: str,
         conversation_id: str,
         turn_id: str,
@@ -52,7 +52,7 @@ class TurnState:
         emit: EventSink,
         max_steps: int,
     ) -> None:
-        self.pool, self.tenant = pool, tenant
+        self.store, self.tenant = store, tenant
         self.conversation_id, self.id = conversation_id, turn_id
         self.request, self.model, self.emit, self.max_steps = request, model, emit, max_steps
         self.tools: dict[str, ExecutableTool] = {}
@@ -109,30 +109,29 @@ class TurnState:
         return self.step
 
     async def add(self, message: ChatMessage, reasoning: str | None = None) -> None:
-        """Append to the model's view of the turn and write it to Postgres at once."""
+        """Append to the model's view of the turn and write it to the store at once."""
         self.messages.append(message)
-        await store.add_message(
-            self.pool, self.tenant, self.conversation_id, self.id, message, reasoning
-        )
+        await self.store.add_messages(self.tenant, self.conversation_id, self.id, [message],
+                                      reasoning)
 
     async def add_all(self, messages: list[ChatMessage]) -> None:
         self.messages.extend(messages)
-        await store.add_messages(self.pool, self.tenant, self.conversation_id, self.id, messages)
+        await self.store.add_messages(self.tenant, self.conversation_id, self.id, messages)
 
     async def add_reply(
-        self, message: ChatMessage, reasoning: str | None, calls: list[store.StartedCall]
+        self, message: ChatMessage, reasoning: str | None, calls: list[StartedCall]
     ) -> None:
         """The model's reply and its calls' running rows, written in one statement."""
         self.messages.append(message)
-        await store.start_reply(
-            self.pool, self.tenant, self.conversation_id, self.id, message, reasoning, calls
+        await self.store.start_reply(
+            self.tenant, self.conversation_id, self.id, message, reasoning, calls
         )
 
-    async def add_results(self, last: store.FinishedCall, messages: list[ChatMessage]) -> None:
+    async def add_results(self, last: FinishedCall, messages: list[ChatMessage]) -> None:
         """A batch's last call ends and the batch's tool messages follow, in one statement."""
         self.messages.extend(messages)
-        await store.finish_and_observe(
-            self.pool, self.tenant, self.conversation_id, self.id, last, messages
+        await self.store.finish_and_observe(
+            self.tenant, self.conversation_id, self.id, last, messages
         )
 
     async def note(self, text: str) -> None:
