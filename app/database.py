@@ -85,6 +85,28 @@ async def connect_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> as
 
 
 @contextlib.asynccontextmanager
+async def progress_pool(url: str, *, enabled: bool = True,
+                        max_size: int = 10) -> AsyncIterator[asyncpg.Pool | None]:
+    """A pool whose commits do not wait for the WAL flush (`synchronous_commit = off`), for a
+    turn's progress between its durable start and end; None when not `enabled`. Postgres
+    applies and shows such a commit at once and flushes it within a fraction of a second; the
+    next durable commit flushes it too. Only a crash of Postgres itself in between can lose it,
+    and never half of it."""
+    if not enabled:
+        yield None
+        return
+    pool = await asyncpg.create_pool(
+        url, min_size=1, max_size=max_size, init=init_connection, reset=_keep_session,
+        server_settings={"synchronous_commit": "off"},
+    )
+    assert pool is not None
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@contextlib.asynccontextmanager
 async def database(url: str | None, data_dir: Path) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
     """The pool for `url`, or for an embedded server started here and stopped on exit."""
     server: Any = None if url else start_embedded(data_dir)

@@ -22,7 +22,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
 from app.auth import PUBLIC_PATHS, KeyAuthentication, bootstrap_admin, key_of
-from app.database import database
+from app.database import database, progress_pool
 from app.problems import EXCEPTION_HANDLERS, refuse_nul
 from app.routes.chat_completions import create_chat_completion
 from app.routes.conversations import ConversationController, TurnController
@@ -36,6 +36,7 @@ from app.telemetry import Telemetry, build_telemetry
 from planner.engine import EngineSettings, TurnEngine
 from planner.model_client import ChatModel, ModelClient
 from planner.supervisor import TurnSupervisor
+from planner.turn_store import PostgresTurnStore
 from tools.builtins import builtin_specs, default_builtins
 from tools.egress import EgressPolicy, GuardedTransport
 from tools.embed import Embedder, SentenceTransformerEmbedder
@@ -123,6 +124,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         owner = uuid.uuid4().hex
         async with (
             database(settings.database_url, settings.data_dir) as (dsn, pool),
+            progress_pool(dsn, enabled=not settings.durable_steps) as progress,
             httpx.AsyncClient(timeout=None) as http,
             httpx.AsyncClient(timeout=None, transport=_guarded(settings)) as tool_http,
         ):
@@ -145,7 +147,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                                 mcp=mcp_servers.sessions)
             engine = TurnEngine(pool, registry, runner, _models(settings, http),
                                 default_model="default", settings=engine_settings(settings),
-                                owner=owner, tracer=telemetry.tracer)
+                                owner=owner, tracer=telemetry.tracer,
+                                store=PostgresTurnStore(pool, progress))
             supervisor = TurnSupervisor(pool, owner, settings.turn_lease_s,
                                         resume=engine.resume_turn, running=engine.running)
             await supervisor.start()

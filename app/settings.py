@@ -46,6 +46,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """How long a call that needs approval waits; then it counts as rejected."""
     client_tool_timeout_s: float = 600.0
     """How long a client tool's call waits for its output; then it fails with a timeout."""
+    durable_steps: bool = False
+    """Whether each step of a turn waits for Postgres to flush it to disk. Off: a turn's start,
+    pause and end wait, and so does a step that calls a tool not marked idempotent; the other
+    steps' rows are committed without waiting (a Postgres crash may lose their last fraction of a
+    second; a service crash loses nothing)."""
     register_builtins: bool = True
     tracing: bool = True
     admin_key: str | None = None
@@ -95,6 +100,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "TURN_LEASE_S": ("turn_lease_s", "seconds, a positive number"),
     "APPROVAL_TIMEOUT_S": ("approval_timeout_s", "seconds, a positive number"),
     "CLIENT_TOOL_TIMEOUT_S": ("client_tool_timeout_s", "seconds, a positive number"),
+    "DURABLE_STEPS": ("durable_steps", "true or false"),
     "REGISTER_BUILTINS": ("register_builtins", "true or false"),
     "TRACING": ("tracing", "true or false"),
     "ADMIN_KEY": ("admin_key", "the admin API key to accept for the default tenant"),

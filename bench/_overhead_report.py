@@ -73,6 +73,7 @@ TITLES = {
     "sb-off": "Switchboard, tracing off",
     "sb-on": "Switchboard, tracing on",
     "sb-capture": "Switchboard, tracing on + content",
+    "sb-steps": "Switchboard, tracing on, DURABLE_STEPS=true",
     "lg-pg": "LangGraph + AsyncPostgresSaver (durability async, its default)",
     "lg-pg-sync": "LangGraph + AsyncPostgresSaver (durability sync)",
     "lg-none": "LangGraph, no checkpointer",
@@ -279,7 +280,7 @@ def versus_table(summaries: dict[str, Summary], medians: Medians) -> list[str]:
     """Ways on Postgres, each against LangGraph + AsyncPostgresSaver with the same commits."""
     rows = [_versus_row(summaries, medians, f"{way}:{mode}", f"lg-pg:{mode}")
             for mode in modes(list(summaries))
-            for way in ("sb-off", "sb-on", "lg-pg", "lg-pg-sync")]
+            for way in ("sb-off", "sb-on", "sb-steps", "lg-pg", "lg-pg-sync")]
     return _table(_VERSUS_HEADER, rows)
 
 
@@ -303,7 +304,7 @@ def versus_verdicts(summaries: dict[str, Summary]) -> list[str]:
     found = []
     for mode in modes(list(summaries)):
         lg = summaries[f"lg-pg:{mode}"]
-        for way in ("sb-off", "sb-on"):
+        for way in ("sb-off", "sb-on", "sb-steps"):
             s = summaries[f"{way}:{mode}"]
             ratio = s.wall_p50 / lg.wall_p50
             found.append(

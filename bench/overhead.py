@@ -6,8 +6,11 @@ tool-calling agent with and without its Postgres checkpointer; and each without 
 
 Every way runs the same script: a model that answers at once calls one no-op tool per reply,
 STEPS times, then answers. Switchboard's engine is called directly (start_turn + run_turn) with
-its Postgres persistence, an in-process `ChatModel` (bench/_instant_model.py), four registered
-tools run by a no-op async builtin, and retrieval by the real embedder (all-MiniLM-L6-v2).
+its Postgres persistence as the service sets it up (`PostgresTurnStore` with its progress pool;
+the "DURABLE_STEPS=true" ways without it), an in-process `ChatModel` (bench/_instant_model.py)
+and four registered tools run by a no-op async builtin, declared idempotent. Four tools are
+fewer than a turn offers (CANDIDATE_K), so retrieval offers them all without embedding the
+message (the embedder is loaded, and the per-turn table would show its time if it ran).
 LangGraph's agent (bench/_langgraph_agent.py) gets a BaseChatModel that follows the same script,
 a ToolNode of four no-op tools and `AsyncPostgresSaver` on the same embedded Postgres.
 Without persistence, Switchboard's engine keeps its turns in a `MemoryTurnStore`
@@ -55,7 +58,7 @@ import httpx
 import msgspec
 import psutil
 
-from app.database import connect_pool, start_embedded
+from app.database import connect_pool, progress_pool, start_embedded
 from app.telemetry import Telemetry, build_telemetry
 from app.tenancy import DEFAULT_TENANT
 from bench._instant_model import FINAL_ANSWER, TOOL_NAMES, InstantModel, StepClock
@@ -73,11 +76,12 @@ from bench._overhead_report import (
 from planner.engine import EngineSettings, TurnEngine, TurnRequest
 from planner.memory_store import MemoryTurnStore
 from planner.tracing import CAPTURE_ENV, TurnTracer
+from planner.turn_store import PostgresTurnStore, TurnStore
 from tools.builtins import BuiltinFunctions
 from tools.embed import SentenceTransformerEmbedder, Vectors
 from tools.executors import ToolRunner
 from tools.registry import ToolRegistry
-from tools.spec import BuiltinExecutor, ToolSpec
+from tools.spec import BuiltinExecutor, ToolPolicy, ToolSpec
 
 TRACING_SECTION, VERSUS_SECTION = "## Tracing overhead", "## Orchestration overhead vs LangGraph"
 TENANT = DEFAULT_TENANT
@@ -160,8 +164,11 @@ async def noop(**arguments: Any) -> dict[str, bool]:
 def tool_specs() -> list[ToolSpec]:
     parameters = {"type": "object", "properties": {"query": {"type": "string"}},
                   "required": ["query"]}
+    # A no-op changes nothing, so it is declared idempotent: its steps are progress, which
+    # commits without waiting for the flush unless DURABLE_STEPS (the "sb-steps" ways).
     return [ToolSpec(name=name, description=f"{name.replace('_', ' ').capitalize()}.",
-                     parameters=parameters, executor=BuiltinExecutor(function="noop"))
+                     parameters=parameters, executor=BuiltinExecutor(function="noop"),
+                     policy=ToolPolicy(idempotent=True))
             for name in TOOL_NAMES]
 
 
@@ -199,15 +206,18 @@ class SwitchboardTurns:
 
 Tracing = Literal["on", "capture"] | None
 """Tracing off (None), on, or on with content capture."""
-Engines = Callable[[Tracing, MemoryTurnStore | None], SwitchboardTurns]
-"""A way's engine, its turns on Postgres (None) or in the given memory store."""
+Storage = Literal["service", "durable-steps", "memory"]
+"""Where a way's turns go: Postgres as the service writes them by default (progress through a
+pool that does not wait for the flush), Postgres with every step waiting (DURABLE_STEPS=true),
+or a MemoryTurnStore of its own."""
+Engines = Callable[[Tracing, Storage], SwitchboardTurns]
 
 
 @contextlib.asynccontextmanager
 async def switchboard_engines(
     url: str, embedder: TimedEmbedder, postgres: PostgresCpu
 ) -> AsyncIterator[Engines]:
-    """Engines sharing one pool, registry and runner on `url`, and one clock."""
+    """Engines sharing the pools, registry and runner on `url`, and one clock."""
     pool = await connect_pool(url)
     telemetry = {"on": build_telemetry(enabled=True, environ={}),
                  "capture": build_telemetry(enabled=True, environ={CAPTURE_ENV: "true"})}
@@ -216,20 +226,25 @@ async def switchboard_engines(
         await registry.write(TENANT, tool_specs())
         builtins = BuiltinFunctions()
         builtins.register("noop", noop)
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient() as http, progress_pool(url) as progress:
             runner = ToolRunner(http, builtins)
             for t in telemetry.values():
                 t.store.start(pool)
             clock = StepClock()
 
-            def way(tracing: Tracing, store: MemoryTurnStore | None) -> SwitchboardTurns:
+            def way(tracing: Tracing, storage: Storage) -> SwitchboardTurns:
                 traced = None if tracing is None else telemetry[tracing]
+                stores: dict[Storage, Callable[[], TurnStore]] = {
+                    "service": lambda: PostgresTurnStore(pool, progress),
+                    "durable-steps": lambda: PostgresTurnStore(pool),
+                    "memory": MemoryTurnStore,
+                }
                 engine = TurnEngine(pool, registry, runner,
                                     {"default": InstantModel(clock, STEPS)},
                                     default_model="default", settings=EngineSettings(),
                                     owner=uuid.uuid4().hex,
                                     tracer=TurnTracer() if traced is None else traced.tracer,
-                                    store=store)
+                                    store=stores[storage]())
                 return SwitchboardTurns(engine, clock, embedder, postgres, traced)
 
             yield way
@@ -245,8 +260,9 @@ async def switchboard_ways(
     url: str, mode: str, embedder: TimedEmbedder, postgres: PostgresCpu
 ) -> AsyncIterator[dict[str, SwitchboardTurns]]:
     async with switchboard_engines(url, embedder, postgres) as way:
-        yield {f"sb-off:{mode}": way(None, None), f"sb-on:{mode}": way("on", None),
-               f"sb-capture:{mode}": way("capture", None)}
+        yield {f"sb-off:{mode}": way(None, "service"), f"sb-on:{mode}": way("on", "service"),
+               f"sb-capture:{mode}": way("capture", "service"),
+               f"sb-steps:{mode}": way("on", "durable-steps")}
 
 
 @contextlib.asynccontextmanager
@@ -255,7 +271,7 @@ async def switchboard_in_memory(
 ) -> AsyncIterator[dict[str, SwitchboardTurns]]:
     """Turns kept in a `MemoryTurnStore` each; the registry (and, traced, the spans) on `url`."""
     async with switchboard_engines(url, embedder, postgres) as way:
-        yield {"sb-mem": way(None, MemoryTurnStore()), "sb-mem-on": way("on", MemoryTurnStore())}
+        yield {"sb-mem": way(None, "memory"), "sb-mem-on": way("on", "memory")}
 
 
 # -- LangGraph ----------------------------------------------------------------------------------

@@ -465,6 +465,7 @@ def _row(call: Call, tool: ExecutableTool | None, raw: str, arguments: Any) -> S
         raw_arguments=raw,
         arguments=None if isinstance(arguments, str) else arguments,
         depends_on=call.depends_on,
+        side_effects=tool is not None and not tool.record.policy.idempotent,
     )
 
 

@@ -287,6 +287,9 @@ class StartedCall(msgspec.Struct, frozen=True, kw_only=True):
     arguments: Any
     """The parsed arguments, or None when they are not (yet) a JSON value."""
     depends_on: list[str] = []
+    side_effects: bool = True
+    """Whether making the call may change something outside (its tool is not marked
+    idempotent); a call that will not be made (unknown tool, built-in search) has none."""
 
 
 class FinishedCall(msgspec.Struct, frozen=True, kw_only=True):

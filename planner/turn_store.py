@@ -140,10 +140,22 @@ class TurnStore(PauseStore, Protocol):
 
 class PostgresTurnStore(TurnStore):
     """A `TurnStore` on the service's tables: every write is one statement (or one
-    transaction) on `pool`, so the turn outlives the process and any replica can read it."""
+    transaction), so the turn outlives the process and any replica can read it.
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    A turn's start, its pauses and answers, and its end are committed on `pool` and wait for
+    the WAL flush. So is the running row of a call that may have side effects, before the call
+    is made. The rest of a turn's progress (replies, results, candidates, plans) goes through
+    `progress`, when given: a pool whose commits do not wait for the flush. Those rows are
+    visible at once, and the turn's next durable commit flushes them too; only a crash of
+    Postgres itself in between can lose them, and then the turn is marked interrupted.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, progress: asyncpg.Pool | None = None) -> None:
         self.pool = pool
+        self.progress = progress if progress is not None else pool
+
+    def _starts(self, calls: list[StartedCall]) -> asyncpg.Pool:
+        return self.pool if any(c.side_effects for c in calls) else self.progress
 
     async def open_conversation(
         self, tenant: str, metadata: dict[str, Any], history: list[ChatMessage], *,
@@ -168,35 +180,37 @@ class PostgresTurnStore(TurnStore):
         self, tenant: str, conversation_id: str, turn_id: str, messages: list[ChatMessage],
         reasoning: str | None = None,
     ) -> None:
-        await store.add_messages(self.pool, tenant, conversation_id, turn_id, messages, reasoning)
+        await store.add_messages(self.progress, tenant, conversation_id, turn_id, messages,
+                                 reasoning)
 
     async def start_reply(
         self, tenant: str, conversation_id: str, turn_id: str, message: ChatMessage,
         reasoning: str | None, calls: list[StartedCall],
     ) -> None:
-        await store.start_reply(self.pool, tenant, conversation_id, turn_id, message, reasoning,
-                                calls)
+        await store.start_reply(self._starts(calls), tenant, conversation_id, turn_id, message,
+                                reasoning, calls)
 
     async def start_tool_calls(
         self, tenant: str, conversation_id: str, turn_id: str, calls: list[StartedCall]
     ) -> None:
-        await store.start_tool_calls(self.pool, tenant, conversation_id, turn_id, calls)
+        await store.start_tool_calls(self._starts(calls), tenant, conversation_id, turn_id,
+                                     calls)
 
     async def finish_tool_call(self, turn_id: str, call: FinishedCall) -> None:
-        await store.finish_tool_call(self.pool, turn_id, call)
+        await store.finish_tool_call(self.progress, turn_id, call)
 
     async def finish_and_observe(
         self, tenant: str, conversation_id: str, turn_id: str, call: FinishedCall,
         messages: list[ChatMessage],
     ) -> None:
-        await store.finish_and_observe(self.pool, tenant, conversation_id, turn_id, call,
+        await store.finish_and_observe(self.progress, tenant, conversation_id, turn_id, call,
                                        messages)
 
     async def set_turn_json(self, turn_id: str, column: TurnJson, value: Any) -> None:
-        await store.set_turn_json(self.pool, turn_id, column, value)
+        await store.set_turn_json(self.progress, turn_id, column, value)
 
     async def set_turn_trace(self, turn_id: str, trace_id: str, traceparent: str) -> None:
-        await store.set_turn_trace(self.pool, turn_id, trace_id, traceparent)
+        await store.set_turn_trace(self.progress, turn_id, trace_id, traceparent)
 
     async def complete_turn(
         self, tenant: str, conversation_id: str, turn_id: str, *, reply: ChatMessage,

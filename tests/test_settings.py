@@ -25,8 +25,11 @@ def test_values_are_read_and_typed() -> None:
             "DATA_DIR": "/srv/sb",
             "DATABASE_URL": "postgresql://x/y",
             "HOST": "0.0.0.0",
+            "DURABLE_STEPS": "true",
         }
     )
+    assert settings.durable_steps is True
+    assert Settings().durable_steps is False
     assert settings.port == 9001
     assert settings.data_dir == Path("/srv/sb")
     assert settings.database_url == "postgresql://x/y"

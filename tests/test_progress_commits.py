@@ -1,0 +1,131 @@
+"""Which of a turn's writes wait for Postgres to flush them: its start and end always, and the
+running row of a call that may have side effects; the rest of its progress goes through the
+progress pool, whose commits do not wait."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import httpx
+import pytest
+
+from app.database import connect_pool, init_connection, progress_pool
+from planner.engine import EngineSettings, TurnEngine, TurnRequest
+from planner.model_client import ModelBackend, ModelClient
+from planner.turn_store import PostgresTurnStore
+from tests.scripted_model import ScriptedModel, ScriptedReply
+from tools.builtins import builtin_specs, default_builtins
+from tools.embed import SentenceTransformerEmbedder
+from tools.executors import ToolRunner
+from tools.registry import ToolRegistry
+from tools.spec import BuiltinExecutor, ToolPolicy, ToolSpec
+
+TENANT = "default"
+SIDE_EFFECTS = ToolSpec(
+    name="append_note", description="Append a note to the user's notebook.",
+    parameters={"type": "object", "properties": {"expression": {"type": "string"}}},
+    executor=BuiltinExecutor(function="calculate"),
+    policy=ToolPolicy(idempotent=False),
+)
+
+
+class LoggedPool:
+    """A real pool like `progress_pool`'s, remembering the statements its connections ran."""
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+        self.pool: asyncpg.Pool | None = None
+
+    async def open(self, url: str) -> asyncpg.Pool:
+        async def init(conn: asyncpg.Connection) -> None:
+            await init_connection(conn)
+            conn.add_query_logger(lambda record: self.statements.append(record.query))
+
+        self.pool = await asyncpg.create_pool(
+            url, min_size=1, max_size=4, init=init,
+            server_settings={"synchronous_commit": "off"},
+        )
+        assert self.pool is not None
+        return self.pool
+
+    def kinds(self) -> list[str]:
+        """What each of the turn's statements wrote, by its leading clause (asyncpg's own
+        queries, type introspection and the reset on release, are left out)."""
+        found = []
+        for text in self.statements:
+            words = " ".join(text.split())
+            found += [kind for kind in KINDS if words.startswith(kind)][:1]
+        return found
+
+
+KINDS = ("WITH reply", "WITH finished", "WITH answer", "INSERT INTO messages",
+         "INSERT INTO tool_calls", "UPDATE turns SET candidates", "UPDATE turns SET trace_id",
+         "UPDATE tool_calls", "UPDATE turns SET status", "INSERT INTO turns")
+
+
+@pytest.fixture
+async def logged(database_url: str) -> AsyncIterator[tuple[asyncpg.Pool, LoggedPool]]:
+    pool = await connect_pool(database_url)
+    progress = LoggedPool()
+    await progress.open(database_url)
+    yield pool, progress
+    assert progress.pool is not None
+    await progress.pool.close()
+    await pool.close()
+
+
+async def _turn(pool: asyncpg.Pool, progress: LoggedPool, embedder: SentenceTransformerEmbedder,
+                model: ScriptedModel, tool: str) -> None:
+    async with httpx.AsyncClient() as http:
+        registry = ToolRegistry(pool, embedder)
+        await registry.write(TENANT, [*builtin_specs(), SIDE_EFFECTS])
+        models = {"default": ModelClient(ModelBackend(base_url=model.url), http)}
+        assert progress.pool is not None
+        engine = TurnEngine(pool, registry, ToolRunner(http, default_builtins()), models,
+                            default_model="default", settings=EngineSettings(),
+                            owner="test-replica",
+                            store=PostgresTurnStore(pool, progress.pool))
+        conversation = await engine.open_conversation(TENANT, {}, [])
+        model.push(ScriptedReply(tool_calls=[(tool, {"expression": "6 * 7"}, "c1")]),
+                   ScriptedReply(content="Done."))
+        asked = TurnRequest(message="work out six times seven")
+        turn_id = await engine.start_turn(TENANT, conversation, asked)
+        result = await engine.run_turn(TENANT, conversation, turn_id, asked)
+        assert result.status == "completed", result
+
+
+async def test_an_idempotent_calls_step_commits_without_waiting_but_the_turns_ends_wait(
+    logged: tuple[asyncpg.Pool, LoggedPool], embedder: SentenceTransformerEmbedder,
+    model: ScriptedModel,
+) -> None:
+    pool, progress = logged
+    await _turn(pool, progress, embedder, model, "calculate")
+    # The candidates, the reply with the call's running row, then the result with the tool
+    # message; the turn row, its user message and its answer went through the durable pool.
+    assert progress.kinds() == ["UPDATE turns SET candidates", "WITH reply", "WITH finished"]
+
+
+async def test_a_call_with_side_effects_is_recorded_durably_before_it_is_made(
+    logged: tuple[asyncpg.Pool, LoggedPool], embedder: SentenceTransformerEmbedder,
+    model: ScriptedModel,
+) -> None:
+    pool, progress = logged
+    await _turn(pool, progress, embedder, model, "append_note")
+    assert progress.kinds() == ["UPDATE turns SET candidates", "WITH finished"]
+
+
+async def test_the_progress_pool_commits_without_waiting_for_the_flush(database_url: str) -> None:
+    pool = await connect_pool(database_url)  # migrates, as the service does first
+    try:
+        async with progress_pool(database_url) as progress:
+            assert progress is not None
+            assert await progress.fetchval("SHOW synchronous_commit") == "off"
+        assert await pool.fetchval("SHOW synchronous_commit") == "on"
+    finally:
+        await pool.close()
+
+
+async def test_durable_steps_turn_the_progress_pool_off(database_url: str) -> None:
+    async with progress_pool(database_url, enabled=False) as progress:
+        assert progress is None
