@@ -15,7 +15,8 @@ from tools import store
 from tools.embed import Embedder, Vectors
 from tools.errors import ToolExists, ToolNotFound
 from tools.executors import ExecutableTool
-from tools.index import IndexedTool, RankingWeights, SearchHit, ToolIndex
+from tools.index import IndexedTool, QueryPart, RankingWeights, SearchHit, ToolIndex
+from tools.sentences import search_texts
 from tools.spec import ToolRecord, ToolSpec
 from tools.store import CurrentTool, NewVersion, ToolRow
 from tools.text import keyword_text, tool_text
@@ -65,8 +66,10 @@ class ToolRegistry:
         index = self._indexes.get(tenant)
         if index is None or len(index) == 0:
             return []
-        vector = (await self.embedder.embed([query]))[0]
-        return index.search(vector, query, k, namespace=namespace, tags=tags)
+        texts = search_texts(query)
+        vectors = await self.embedder.embed(texts)
+        parts = [QueryPart(text=t, vector=v) for t, v in zip(texts[1:], vectors[1:], strict=True)]
+        return index.search(vectors[0], query, k, namespace=namespace, tags=tags, parts=parts)
 
     def tenants(self) -> list[str]:
         return sorted(self._indexes)
