@@ -25,7 +25,8 @@ import numpy as np
 from bench._markdown import publish
 from bench.retrieval_pools import Pool, Query, apibench_pools, bfcl_pool, metatool_pools
 from tools.embed import BUNDLED_MODEL, SentenceTransformerEmbedder, Vectors
-from tools.index import IndexedTool, RankingWeights, ToolIndex
+from tools.index import IndexedTool, QueryPart, RankingWeights, SearchHit, ToolIndex
+from tools.sentences import search_texts
 from tools.spec import ToolSpec
 from tools.text import keyword_text, tool_text
 
@@ -120,12 +121,16 @@ def _stack(vectors: list[Vectors], dim: int) -> Vectors:
 def ranked_names(
     index: ToolIndex, queries: Sequence[Query], cache: EmbeddingCache
 ) -> list[list[str]]:
-    vectors = cache.embed([q.text for q in queries])
-    k = max(CUTOFFS)
-    return [
-        [hit.name for hit in index.search(v, q.text, k)]
-        for q, v in zip(queries, vectors, strict=True)
-    ]
+    """Each query searched as ToolRegistry.search does: with its sentences when it has several."""
+    cache.embed([t for q in queries for t in search_texts(q.text)])  # in batches, up front
+    return [[hit.name for hit in _search(index, q.text, cache)] for q in queries]
+
+
+def _search(index: ToolIndex, text: str, cache: EmbeddingCache) -> list[SearchHit]:
+    texts = search_texts(text)
+    vectors = cache.embed(texts)
+    parts = [QueryPart(text=t, vector=v) for t, v in zip(texts[1:], vectors[1:], strict=True)]
+    return index.search(vectors[0], text, max(CUTOFFS), parts=parts)
 
 
 def score(queries: Sequence[Query], ranked: Sequence[list[str]]) -> Scores:

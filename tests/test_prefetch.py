@@ -113,3 +113,15 @@ async def test_a_failed_prefetch_is_raised_by_its_search(
         await registry.search(TENANT, "weather in Paris", 3)
     assert str(raised.value) == "embedding model 'all-MiniLM-L6-v2': refused on purpose"
     assert counting.asked == ["weather in Paris"]
+
+
+async def test_a_prefetch_embeds_a_requests_sentences_with_it(
+    counted: tuple[ToolRegistry, CountingEmbedder],
+) -> None:
+    registry, counting = counted
+    request = "Tell me the weather in Paris. Then convert ten miles to kilometres."
+    registry.prefetch(TENANT, request)
+    hits = await registry.search(TENANT, request, 3)
+    assert [h.name for h in hits] == ["get_weather"]
+    assert counting.asked == [request, "Tell me the weather in Paris",
+                              "convert ten miles to kilometres"]

@@ -209,6 +209,35 @@ async def test_bulk_tools_are_searchable_when_the_response_arrives(api: httpx.As
     assert hits["results"][0]["name"] == "convert_currency"
 
 
+async def test_a_tool_another_sentence_asks_for_comes_before_a_third_near_twin(
+    api: httpx.AsyncClient,
+) -> None:
+    tools = [
+        spec("gcd", "Greatest common divisor of two integers."),
+        spec("math_gcd", "Compute the greatest common divisor (GCD) of two numbers."),
+        spec("calculate_gcd", "Calculate the GCD of two whole numbers."),
+        spec("weather_forecast", "Weather forecast for a city on a given day."),
+        spec("send_email", "Send an email message to a recipient."),
+        spec("convert_currency", "Convert an amount of money from one currency to another."),
+        spec("book_hotel", "Book a hotel room in a city for given dates."),
+        spec("stock_price", "Latest stock price for a ticker symbol."),
+        spec("translate_text", "Translate text from one language to another."),
+        spec("play_song", "Play a song by title or artist."),
+        spec("set_timer", "Start a countdown timer for a number of minutes."),
+        spec("find_restaurant", "Find restaurants near a location by cuisine."),
+        spec("calculate_bmi", "Body mass index from weight and height."),
+        spec("news_headlines", "Top news headlines for a country."),
+        spec("create_event", "Add an event to the user's calendar."),
+    ]
+    # A sentence credits a tool for standing out among the tools searched (in standard
+    # deviations), which takes more than a handful of tools.
+    await api.post("/v1/tools/bulk", json={"tools": tools})
+    q = "What is the greatest common divisor of 12 and 18? Also, will it rain in Paris tomorrow?"
+    hits = (await api.get("/v1/tools/search", params={"q": q, "k": 3})).json()["results"]
+    # Searched whole, the request gets the three GCD tools.
+    assert [h["name"] for h in hits] == ["gcd", "math_gcd", "weather_forecast"]
+
+
 async def test_list_pages_with_a_cursor_and_filters(api: httpx.AsyncClient) -> None:
     tools = [spec(f"t{i:02d}", "d", tags=["even"] if i % 2 == 0 else []) for i in range(7)]
     tools.append(spec("other", "d", namespace="ns2"))

@@ -231,8 +231,7 @@ class _OnnxTransformer:
 
         order = np.argsort([-len(t) for t in texts], kind="stable")
         rows: list[Vectors] = []
-        for start in range(0, len(texts), batch_size):
-            batch = [texts[i] for i in order[start : start + batch_size]]
+        for batch in _batches([texts[i] for i in order], batch_size):
             features = self._model.preprocess(batch)
             features[self._output] = torch.from_numpy(self._hidden(features))
             with torch.no_grad():
@@ -245,6 +244,21 @@ class _OnnxTransformer:
         out = np.empty_like(vectors)
         out[order] = vectors
         return np.ascontiguousarray(out)
+
+
+def _batches(texts: list[str], size: int) -> list[list[str]]:
+    """Texts sorted longest first, cut into batches of at most `size`; a batch also ends before
+    a text under half as long as its first, since every text in a batch is padded to the first.
+    (A request embedded with its sentences took 5x the time of the request alone in one batch,
+    about 2x in two.)"""
+    batches: list[list[str]] = []
+    for text in texts:
+        batch = batches[-1] if batches else None
+        if batch is None or len(batch) == size or 2 * len(text) < len(batch[0]):
+            batches.append([text])
+        else:
+            batch.append(text)
+    return batches
 
 
 def _release_freed_memory() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import msgspec
 import numpy as np
@@ -12,6 +12,9 @@ from tools.embed import Vectors
 from tools.keywords import KeywordIndex
 
 ToolKey = tuple[str, str]  # (namespace, name)
+_CANDIDATES = 30
+"""Tools considered when hits are picked sentence by sentence: the best this many for the whole
+request and for each sentence."""
 
 
 class RankingWeights(msgspec.Struct, frozen=True, kw_only=True):
@@ -25,6 +28,10 @@ class RankingWeights(msgspec.Struct, frozen=True, kw_only=True):
     """Share of the fused score that comes from BM25: 0 ranks by meaning alone, 1 by keywords."""
     examples: float = 0.5
     """Weight of each example request against the tool's own text in the tool's vector."""
+    sentence_floor: float = 2.0
+    """A sentence of the request credits a tool only for fused relevance above this..."""
+    sentence_margin: float = 2.0
+    """...and only within this of the sentence's best tool (both in standard deviations)."""
 
 
 class IndexedTool(msgspec.Struct, frozen=True, kw_only=True):
@@ -50,11 +57,19 @@ class SearchHit(msgspec.Struct, frozen=True, kw_only=True):
     version: int
     description: str
     score: float
-    """Fused relevance, in standard deviations above the average tool searched."""
+    """Fused relevance, in standard deviations above the average tool searched; for a request
+    searched with its sentences, plus what the tool adds for sentences no earlier hit answered."""
     dense: float
     """Cosine similarity of the request to the tool's vector (text and examples)."""
     keyword: float
     """BM25 relative to the best keyword match (1.0), 0 when no keyword matches."""
+
+
+class QueryPart(msgspec.Struct, frozen=True, kw_only=True):
+    """One sentence of a request, embedded on its own (see tools/sentences.py)."""
+
+    text: str
+    vector: Vectors
 
 
 class ToolIndex:
@@ -126,7 +141,11 @@ class ToolIndex:
         *,
         namespace: str | None = None,
         tags: Iterable[str] = (),
+        parts: Sequence[QueryPart] = (),
     ) -> list[SearchHit]:
+        """The k most relevant eligible tools. With two or more `parts` (the request's sentences),
+        the hits are picked so that each sentence's best tools are not crowded out by near-twins
+        of another sentence's: see `_cover`."""
         size = len(self._tools)
         if size == 0 or k <= 0:
             return []
@@ -134,14 +153,35 @@ class ToolIndex:
         count = int(eligible.sum())
         if count == 0:
             return []
-        dense = self._matrix[:size] @ query_vector
-        keyword = self._keywords.scores(query_text, size)
+        vectors = np.stack([query_vector, *(p.vector for p in parts)])
+        texts = [query_text, *(p.text for p in parts)]
+        fused, dense, keyword = self._scores(vectors, texts, eligible)
+        best_keyword = float(keyword[0][eligible].max())
+        keyword_share = keyword[0] / best_keyword if best_keyword > 0 else keyword[0]
+        if len(parts) < 2:
+            slots, scores = self._top(fused[0], min(k, count))
+        else:
+            slots, scores = self._cover(fused[0], fused[1:], min(k, count))
+        return [
+            self._hit(slot, score, dense[0], keyword_share)
+            for slot, score in zip(slots, scores, strict=True)
+        ]
+
+    def _scores(
+        self, vectors: Vectors, texts: list[str], eligible: npt.NDArray[np.bool_]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """Fused, dense and BM25 scores of every slot, one row per text; fused is -inf where a
+        tool is not eligible."""
+        size = len(eligible)
+        dense = vectors @ self._matrix[:size].T
+        keyword = np.stack([self._keywords.scores(t, size) for t in texts])
         w = self.weights.keyword
-        fused = (1.0 - w) * _standardised(dense, eligible) + w * _standardised(keyword, eligible)
-        fused[~eligible] = -np.inf
-        best_keyword = float(keyword[eligible].max())
-        keyword_share = keyword / best_keyword if best_keyword > 0 else keyword
-        return self._top(fused, dense, keyword_share, min(k, count))
+        fused = np.stack([
+            (1.0 - w) * _standardised(d, eligible) + w * _standardised(b, eligible)
+            for d, b in zip(dense, keyword, strict=True)
+        ])
+        fused[:, ~eligible] = -np.inf
+        return fused, dense, keyword
 
     def _prototype(self, tool: IndexedTool) -> Vectors:
         vector = tool.vector + self.weights.examples * tool.example_vectors.sum(axis=0)
@@ -161,34 +201,66 @@ class ToolIndex:
                 mask[slot] = False
         return mask
 
-    def _top(
+    def _top(self, fused: npt.NDArray[np.float32], k: int) -> tuple[list[int], list[float]]:
+        top = _best(fused, k)
+        # Ties break on (namespace, name) so equal scores always come back in the same order.
+        ordered = sorted(top.tolist(), key=lambda s: (-fused[s], self._key(s)))
+        return ordered, [float(fused[s]) for s in ordered]
+
+    def _cover(
+        self, whole: npt.NDArray[np.float32], sentences: npt.NDArray[np.float32], k: int
+    ) -> tuple[list[int], list[float]]:
+        """Pick k tools one at a time, each the one whose fused score for the whole request plus
+        what it adds for the sentences is highest. A tool adds, for each sentence, how far its
+        score for that sentence rises above the best already picked (and above the floor and
+        the margin below the sentence's best tool). Once a sentence has its tool, a near-twin
+        of that tool gains nothing from it, so a tool another sentence asks for can come next.
+        The gains only shrink as tools are picked, so the scores come back in order."""
+        width = max(k, _CANDIDATES)
+        found = {int(s) for row in (whole, *sentences) for s in _best(row, width)}
+        slots = np.array(sorted(found, key=self._key))
+        base, per_sentence = whole[slots], sentences[:, slots]
+        covered = np.maximum(
+            self.weights.sentence_floor, sentences.max(axis=1) - self.weights.sentence_margin
+        )
+        unpicked = np.ones(len(slots), dtype=bool)
+        picked: list[int] = []
+        scores: list[float] = []
+        while len(picked) < k:
+            added = np.clip(per_sentence - covered[:, None], 0.0, None).sum(axis=0)
+            gain = np.where(unpicked, base + added, -np.inf)
+            best = int(np.argmax(gain))  # the first of equal gains: slots are in key order
+            if gain[best] == -np.inf:
+                break
+            picked.append(int(slots[best]))
+            scores.append(float(gain[best]))
+            unpicked[best] = False
+            covered = np.maximum(covered, per_sentence[:, best])
+        return picked, scores
+
+    def _hit(
         self,
-        fused: npt.NDArray[np.float32],
+        slot: int,
+        score: float,
         dense: npt.NDArray[np.float32],
         keyword: npt.NDArray[np.float32],
-        k: int,
-    ) -> list[SearchHit]:
-        if k <= 0:
-            return []
-        top = np.argpartition(-fused, k - 1)[:k] if k < len(fused) else np.arange(len(fused))
-        # Ties break on (namespace, name) so equal scores always come back in the same order.
-        ordered = sorted(top.tolist(), key=lambda s: (-fused[s], self._tools[s].key))  # type: ignore[union-attr]
-        hits = []
-        for slot in ordered:
-            tool = self._tools[slot]
-            assert tool is not None
-            hits.append(
-                SearchHit(
-                    name=tool.name,
-                    namespace=tool.namespace,
-                    version=tool.version,
-                    description=tool.description,
-                    score=round(float(fused[slot]), 6),
-                    dense=round(float(dense[slot]), 6),
-                    keyword=round(float(keyword[slot]), 6),
-                )
-            )
-        return hits
+    ) -> SearchHit:
+        tool = self._tools[slot]
+        assert tool is not None
+        return SearchHit(
+            name=tool.name,
+            namespace=tool.namespace,
+            version=tool.version,
+            description=tool.description,
+            score=round(score, 6),
+            dense=round(float(dense[slot]), 6),
+            keyword=round(float(keyword[slot]), 6),
+        )
+
+    def _key(self, slot: int) -> ToolKey:
+        tool = self._tools[slot]
+        assert tool is not None
+        return tool.key
 
     def _grow(self) -> int:
         slot = len(self._tools)
@@ -201,6 +273,13 @@ class ToolIndex:
             live[: len(self._live)] = self._live
             self._matrix, self._live = matrix, live
         return slot
+
+
+def _best(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.intp]:
+    """The slots of the k highest scores, in no particular order."""
+    if k >= len(scores):
+        return np.arange(len(scores))
+    return np.argpartition(-scores, k - 1)[:k]
 
 
 def _standardised(

@@ -17,7 +17,8 @@ from tools import store
 from tools.embed import Embedder, Vectors
 from tools.errors import ToolExists, ToolNotFound
 from tools.executors import ExecutableTool
-from tools.index import IndexedTool, RankingWeights, SearchHit, ToolIndex
+from tools.index import IndexedTool, QueryPart, RankingWeights, SearchHit, ToolIndex
+from tools.sentences import search_texts
 from tools.spec import ToolRecord, ToolSpec
 from tools.store import CurrentTool, NewVersion, ToolRow
 from tools.text import keyword_text, tool_text
@@ -70,18 +71,20 @@ class ToolRegistry:
         index = self._indexes.get(tenant)
         if index is None or len(index) == 0:
             return []
+        texts = search_texts(query)
         pending = self._prefetched.pop(query, None)
-        vectors = await (pending if pending is not None else self.embedder.embed([query]))
-        return index.search(vectors[0], query, k, namespace=namespace, tags=tags)
+        vectors = await (pending if pending is not None else self.embedder.embed(texts))
+        parts = [QueryPart(text=t, vector=v) for t, v in zip(texts[1:], vectors[1:], strict=True)]
+        return index.search(vectors[0], query, k, namespace=namespace, tags=tags, parts=parts)
 
     def prefetch(self, tenant: str, query: str) -> None:
-        """Start embedding `query` for a search of `tenant` that is about to come (a turn's
-        message, while the turn is written), so that search waits less. Each prefetch serves
-        one search; unused ones are dropped, oldest first, past `PREFETCHED`."""
+        """Start embedding `query` (and its sentences) for a search of `tenant` that is about to
+        come (a turn's message, while the turn is written), so that search waits less. Each
+        prefetch serves one search; unused ones are dropped, oldest first, past `PREFETCHED`."""
         index = self._indexes.get(tenant)
         if index is None or len(index) == 0 or query in self._prefetched:
             return
-        future = asyncio.ensure_future(self.embedder.embed([query]))
+        future = asyncio.ensure_future(self.embedder.embed(search_texts(query)))
         future.add_done_callback(_retrieve_exception)  # a failure is raised by the search
         self._prefetched[query] = future
         while len(self._prefetched) > PREFETCHED:

@@ -1,0 +1,77 @@
+"""ToolIndex.search on hand-made vectors: how a request's sentences change which tools come back."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tools.embed import Vectors
+from tools.index import IndexedTool, QueryPart, ToolIndex
+
+DIM = 4
+GCD, WEATHER, OTHER_A, OTHER_B = np.eye(DIM, dtype=np.float32)
+
+
+def _unit(vector: Vectors) -> Vectors:
+    return (vector / np.linalg.norm(vector)).astype(np.float32)
+
+
+def _tool(name: str, vector: Vectors, namespace: str = "default") -> IndexedTool:
+    return IndexedTool(
+        namespace=namespace,
+        name=name,
+        version=1,
+        description=name,
+        tags=frozenset(),
+        keyword_text=name,
+        vector=_unit(vector),
+        example_vectors=np.zeros((0, DIM), dtype=np.float32),
+    )
+
+
+def _index() -> ToolIndex:
+    """Three near-twin GCD tools, one weather tool, and twenty tools about something else."""
+    index = ToolIndex(DIM)
+    index.upsert(_tool("gcd", GCD))
+    index.upsert(_tool("math_gcd", GCD + 0.1 * OTHER_A))
+    index.upsert(_tool("calculate_gcd", GCD + 0.1 * OTHER_B))
+    index.upsert(_tool("weather_forecast", WEATHER))
+    for i in range(20):
+        index.upsert(_tool(f"other_{i}", OTHER_A + (i / 20) * OTHER_B))
+    return index
+
+
+REQUEST = _unit(2 * GCD + WEATHER)
+SENTENCES = [
+    QueryPart(text="gcd of 12 and 18", vector=GCD),
+    QueryPart(text="weather in Paris", vector=WEATHER),
+]
+
+
+def test_near_twins_fill_the_top_when_the_request_is_searched_whole() -> None:
+    hits = _index().search(REQUEST, "zzz", 3)
+    assert [h.name for h in hits] == ["gcd", "calculate_gcd", "math_gcd"]
+
+
+def test_each_sentence_gets_its_tool_before_a_near_twin_of_another_sentences() -> None:
+    hits = _index().search(REQUEST, "zzz", 3, parts=SENTENCES)
+    assert [h.name for h in hits] == ["weather_forecast", "gcd", "calculate_gcd"]
+
+
+def test_hits_found_sentence_by_sentence_come_in_order_of_score() -> None:
+    hits = _index().search(REQUEST, "zzz", 10, parts=SENTENCES)
+    scores = [h.score for h in hits]
+    assert len(hits) == 10
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_one_sentence_searches_as_the_request_alone() -> None:
+    index = _index()
+    alone = index.search(REQUEST, "zzz", 3)
+    assert index.search(REQUEST, "zzz", 3, parts=SENTENCES[:1]) == alone
+
+
+def test_sentences_only_find_tools_the_filters_allow() -> None:
+    index = _index()
+    index.upsert(_tool("weather_now", WEATHER, namespace="elsewhere"))
+    hits = index.search(REQUEST, "zzz", 4, namespace="elsewhere", parts=SENTENCES)
+    assert [(h.namespace, h.name) for h in hits] == [("elsewhere", "weather_now")]
