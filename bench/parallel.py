@@ -341,8 +341,10 @@ async def service(
 
 async def register_tools(client: httpx.AsyncClient, tools_url: str) -> None:
     properties = {"ms": {"type": "number"}, "label": {"type": "string"}}
+    # Waiting changes nothing, so the tools say so: their steps are progress, committed without
+    # waiting for the WAL flush (a tool with side effects has its running rows flushed first).
     specs = [http_tool(f"{tools_url}/sleep", f"sleep_{i}", f"Wait {SLEEP_MS} ms (task {i})",
-                       properties, ["ms"]) for i in range(TOOLS)]
+                       properties, ["ms"], idempotent=True) for i in range(TOOLS)]
     response = await client.post("/v1/tools/bulk", json={"tools": specs})
     if response.status_code != 200:
         raise BenchError(f"registering the tools failed: HTTP {response.status_code}: "

@@ -110,36 +110,42 @@ class CallRunner:
         await self._gather(turn, jobs, [c.id for c in calls])
 
     async def run_plan(self, turn: TurnState, plan: Plan, attempt: int) -> None:
-        """Start each step as soon as the steps it refers to have finished."""
+        """Start each step as soon as the steps it refers to have finished.
+
+        The plan and the running rows of the steps that need no other step's output are written
+        in one statement, before any of them is made; later steps write theirs as they start."""
         ids = {s.id: f"p{attempt}_{s.id}" for s in plan.steps}
-        await turn.add(
-            ChatMessage(
-                role="assistant",
-                content="",
-                tool_calls=[
-                    AssistantToolCall(
-                        id=ids[s.id],
-                        function=FunctionCall(s.tool, json.dumps(s.arguments, sort_keys=True)),
-                    )
-                    for s in plan.steps
-                ],
-            )
+        message = ChatMessage(
+            role="assistant",
+            content="",
+            tool_calls=[
+                AssistantToolCall(
+                    id=ids[s.id],
+                    function=FunctionCall(s.tool, json.dumps(s.arguments, sort_keys=True)),
+                )
+                for s in plan.steps
+            ],
         )
+        step = turn.next_step()
+        calls = {
+            s.id: Call(
+                id=ids[s.id], name=s.tool, arguments=s.arguments, step=step, position=i,
+                depends_on=s.depends_on, waits_for=[ids[d] for d in s.depends_on],
+                begun=not s.depends_on,
+            )
+            for i, s in enumerate(plan.steps)
+        }
+        first = [c for c in calls.values() if c.begun]
+        await turn.add_reply(message, None, [
+            _row(c, turn.tools.get(c.name), json.dumps(c.arguments), c.arguments) for c in first
+        ])
         loop = asyncio.get_running_loop()
         done: dict[str, asyncio.Future[CallOutcome | None]] = {
             s.id: loop.create_future() for s in plan.steps
         }
-        step = turn.next_step()
-
-        positions = {s.id: i for i, s in enumerate(plan.steps)}
 
         async def run(s: PlanStep) -> None:
-            call = Call(
-                id=ids[s.id], name=s.tool, arguments=s.arguments, step=step,
-                position=positions[s.id],
-                depends_on=s.depends_on, waits_for=[ids[d] for d in s.depends_on],
-            )
-            done[s.id].set_result(await self._run_step(turn, call, done))
+            done[s.id].set_result(await self._run_step(turn, calls[s.id], done))
 
         await self._gather(turn, [run(s) for s in plan.steps], [ids[s.id] for s in plan.steps])
 

@@ -4,6 +4,7 @@ progress pool, whose commits do not wait."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -76,7 +77,7 @@ async def logged(database_url: str) -> AsyncIterator[tuple[asyncpg.Pool, LoggedP
 
 
 async def _turn(pool: asyncpg.Pool, progress: LoggedPool, embedder: SentenceTransformerEmbedder,
-                model: ScriptedModel, tool: str) -> None:
+                model: ScriptedModel, tool: str, mode: str = "auto") -> None:
     async with httpx.AsyncClient() as http:
         registry = ToolRegistry(pool, embedder)
         await registry.write(TENANT, [*builtin_specs(), SIDE_EFFECTS])
@@ -87,9 +88,12 @@ async def _turn(pool: asyncpg.Pool, progress: LoggedPool, embedder: SentenceTran
                             owner="test-replica",
                             store=PostgresTurnStore(pool, progress.pool))
         conversation = await engine.open_conversation(TENANT, {}, [])
-        model.push(ScriptedReply(tool_calls=[(tool, {"expression": "6 * 7"}, "c1")]),
-                   ScriptedReply(content="Done."))
-        asked = TurnRequest(message="work out six times seven")
+        if mode == "plan":
+            model.push(ScriptedReply(content=json.dumps(PLAN)), ScriptedReply(content="Done."))
+        else:
+            model.push(ScriptedReply(tool_calls=[(tool, {"expression": "6 * 7"}, "c1")]),
+                       ScriptedReply(content="Done."))
+        asked = TurnRequest(message="work out six times seven", mode=mode)
         turn_id = await engine.start_turn(TENANT, conversation, asked)
         result = await engine.run_turn(TENANT, conversation, turn_id, asked)
         assert result.status == "completed", result
@@ -113,6 +117,26 @@ async def test_a_call_with_side_effects_is_recorded_durably_before_it_is_made(
     pool, progress = logged
     await _turn(pool, progress, embedder, model, "append_note")
     assert progress.kinds() == ["UPDATE turns SET candidates", "WITH finished"]
+
+
+PLAN = {"steps": [
+    {"id": "s1", "tool": "calculate", "arguments": {"expression": "6 * 7"}},
+    {"id": "s2", "tool": "calculate", "arguments": {"expression": "2 + 2"}},
+    {"id": "s3", "tool": "calculate", "arguments": {"expression": "$s1.expression"}},
+]}
+
+
+async def test_a_plan_and_its_first_steps_running_rows_are_one_statement(
+    logged: tuple[asyncpg.Pool, LoggedPool], embedder: SentenceTransformerEmbedder,
+    model: ScriptedModel,
+) -> None:
+    pool, progress = logged
+    await _turn(pool, progress, embedder, model, "calculate", mode="plan")
+    kinds = progress.kinds()
+    # s1 and s2 start with the plan; s3, which waits for s1, writes its own row when it starts.
+    assert kinds.count("WITH reply") == 1
+    assert kinds.count("INSERT INTO tool_calls") == 1
+    assert kinds.index("WITH reply") < kinds.index("INSERT INTO tool_calls")
 
 
 async def test_the_progress_pool_commits_without_waiting_for_the_flush(database_url: str) -> None:
