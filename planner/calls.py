@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -56,13 +57,52 @@ class Call(msgspec.Struct, frozen=True, kw_only=True):
     """A person approved it: it runs even though its tool requires approval."""
 
 
-class _Batch:
-    """The calls of one reply or plan still to finish. The last one's end is written together
-    with the batch's tool messages, so the model hears back one round trip sooner."""
+COALESCE_S = 0.05
+"""How long a call's end waits to be written with the ends of its batch's other calls."""
 
-    def __init__(self, size: int) -> None:
+EndsWriter = Callable[[list[FinishedCall]], Awaitable[None]]
+
+
+class _Batch:
+    """The calls of one reply or plan. Their ends are written together when they come close:
+    an end waits up to COALESCE_S for others, and those still unwritten when the whole batch is
+    done go with its tool messages, so parallel calls cost one write, not one each."""
+
+    def __init__(self, size: int, write: EndsWriter) -> None:
         self.remaining = size
-        self.last: FinishedCall | None = None
+        self.unwritten: list[FinishedCall] = []
+        self._write = write
+        self._timer: asyncio.Task[None] | None = None
+        self._writes: list[asyncio.Task[None]] = []
+
+    def finish(self, call: FinishedCall) -> None:
+        self.remaining -= 1
+        self.unwritten.append(call)
+        if self.remaining > 0 and self._timer is None:
+            self._timer = asyncio.create_task(self._write_soon())
+            self._writes.append(self._timer)
+
+    async def _write_soon(self) -> None:
+        await asyncio.sleep(COALESCE_S)
+        ends, self.unwritten, self._timer = self.unwritten, [], None
+        await self._write(ends)
+
+    def cancel(self) -> None:
+        """Stop a write still waiting; its ends stay in `unwritten`."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    async def close(self) -> list[FinishedCall]:
+        """The ends not written yet, once the writes already under way are done (their
+        failure is raised here)."""
+        self.cancel()
+        if self._writes:
+            await asyncio.wait(self._writes)
+        failed = [t.exception() for t in self._writes if not t.cancelled() and t.exception()]
+        if failed and failed[0] is not None:
+            raise failed[0]
+        return self.unwritten
 
 
 def assistant_message(reply: ModelReply) -> ChatMessage:
@@ -162,23 +202,28 @@ class CallRunner:
     ) -> None:
         """Run one batch of calls; results go back to the model in call order, whatever order
         they finished in."""
-        self._batches[turn.id] = batch = _Batch(len(call_ids))
+        batch = _Batch(len(call_ids), functools.partial(turn.store.finish_tool_calls, turn.id))
+        self._batches[turn.id] = batch
         try:
             await asyncio.gather(*jobs)
+            ends = await batch.close()
         finally:
             self._batches.pop(turn.id, None)
+            batch.cancel()
         if any(call_id not in turn.observations for call_id in call_ids):
             # Some calls wait: the step's results go to the model together, once they have
             # answers (`settle`); until then they live in the calls' rows.
+            if ends:
+                await turn.store.finish_tool_calls(turn.id, ends)
             turn.pending.sort(key=lambda p: call_ids.index(p.id))
             for call_id in call_ids:
                 turn.observations.pop(call_id, None)
             return
         messages = [turn.observations.pop(call_id) for call_id in call_ids]
-        if batch.last is None:
-            await turn.add_all(messages)
+        if ends:
+            await turn.add_results(ends, messages)
         else:
-            await turn.add_results(batch.last, messages)
+            await turn.add_all(messages)
 
     async def _run_step(
         self, turn: TurnState, call: Call, done: dict[str, asyncio.Future[CallOutcome | None]]
@@ -424,11 +469,9 @@ class CallRunner:
         )
         batch = self._batches.get(turn.id)
         if batch is not None:
-            batch.remaining -= 1
-        if batch is not None and batch.remaining == 0:
-            batch.last = finished  # written with the batch's tool messages, next
+            batch.finish(finished)  # written with the batch's other ends, or its messages
         else:
-            await turn.store.finish_tool_call(turn.id, finished)
+            await turn.store.finish_tool_calls(turn.id, [finished])
         record = ToolCallRecord(
             id=call.id,
             name=call.name,

@@ -168,21 +168,22 @@ class MemoryTurnStore(TurnStore):
             started = msgspec.structs.replace(c, raw_arguments=clean_text(c.raw_arguments) or "")
             turn.calls[c.id] = _Call(started=started, arguments=arguments, started_at=now)
 
-    async def finish_tool_call(self, turn_id: str, call: FinishedCall) -> None:
-        found = self._turns[turn_id].calls.get(call.id)
-        if found is None:
-            return
-        found.status = "succeeded" if call.ok else "failed"
-        found.result = None if call.result is None else _json(call.result)
-        found.error, found.error_type = clean_text(call.error), call.error_type
-        found.attempts, found.truncated = call.attempts, call.truncated
-        found.started_at, found.finished_at = call.started_at, call.finished_at
+    async def finish_tool_calls(self, turn_id: str, calls: list[FinishedCall]) -> None:
+        for call in calls:
+            found = self._turns[turn_id].calls.get(call.id)
+            if found is None:
+                continue
+            found.status = "succeeded" if call.ok else "failed"
+            found.result = None if call.result is None else _json(call.result)
+            found.error, found.error_type = clean_text(call.error), call.error_type
+            found.attempts, found.truncated = call.attempts, call.truncated
+            found.started_at, found.finished_at = call.started_at, call.finished_at
 
     async def finish_and_observe(
-        self, tenant: str, conversation_id: str, turn_id: str, call: FinishedCall,
+        self, tenant: str, conversation_id: str, turn_id: str, calls: list[FinishedCall],
         messages: list[ChatMessage],
     ) -> None:
-        await self.finish_tool_call(turn_id, call)
+        await self.finish_tool_calls(turn_id, calls)
         observed = [ChatMessage(role=m.role, content=m.content, tool_call_id=m.tool_call_id)
                     for m in messages]
         await self.add_messages(tenant, conversation_id, turn_id, observed)

@@ -318,10 +318,14 @@ _START_CALLS = """INSERT INTO tool_calls (tenant_id, turn_id, id, conversation_i
            FROM unnest($4::text[], $5::int[], $6::int[], $7::text[], $8::text[], $9::int[],
                        $10::text[], $11::text[], $12::text[])
                 AS c(id, step, position, name, namespace, version, arguments, raw, depends_on)"""
-_FINISH_CALL = """UPDATE tool_calls SET status = $3, result = $4::jsonb, error = $5,
-                  error_type = $6, attempts = $7, truncated = $8, started_at = $9,
-                  finished_at = $10
-           WHERE turn_id = $1 AND id = $2"""
+_FINISH_CALLS = """UPDATE tool_calls AS t SET status = f.status, result = f.result::jsonb,
+                  error = f.error, error_type = f.error_type, attempts = f.attempts,
+                  truncated = f.truncated, started_at = f.started_at, finished_at = f.finished_at
+           FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[],
+                       $8::bool[], $9::timestamptz[], $10::timestamptz[])
+                AS f(id, status, result, error, error_type, attempts, truncated, started_at,
+                     finished_at)
+           WHERE t.turn_id = $1 AND t.id = f.id"""
 
 
 def _started_columns(calls: list[StartedCall]) -> list[list[Any]]:
@@ -338,18 +342,17 @@ def _started_columns(calls: list[StartedCall]) -> list[list[Any]]:
     ]
 
 
-def _finish_values(turn_id: str, call: FinishedCall) -> list[Any]:
+def _finished_columns(calls: list[FinishedCall]) -> list[list[Any]]:
     return [
-        turn_id,
-        call.id,
-        "succeeded" if call.ok else "failed",
-        None if call.result is None else jsonb_text(call.result),
-        clean_text(call.error),
-        call.error_type,
-        call.attempts,
-        call.truncated,
-        call.started_at,
-        call.finished_at,
+        [c.id for c in calls],
+        ["succeeded" if c.ok else "failed" for c in calls],
+        [None if c.result is None else jsonb_text(c.result) for c in calls],
+        [clean_text(c.error) for c in calls],
+        [c.error_type for c in calls],
+        [c.attempts for c in calls],
+        [c.truncated for c in calls],
+        [c.started_at for c in calls],
+        [c.finished_at for c in calls],
     ]
 
 
@@ -386,8 +389,9 @@ async def start_reply(
     )
 
 
-async def finish_tool_call(db: Db, turn_id: str, call: FinishedCall) -> None:
-    await db.execute(_FINISH_CALL, *_finish_values(turn_id, call))
+async def finish_tool_calls(db: Db, turn_id: str, calls: list[FinishedCall]) -> None:
+    """How calls ended, in one round trip."""
+    await db.execute(_FINISH_CALLS, turn_id, *_finished_columns(calls))
 
 
 async def finish_and_observe(
@@ -395,19 +399,20 @@ async def finish_and_observe(
     tenant: str,
     conversation_id: str,
     turn_id: str,
-    call: FinishedCall,
+    calls: list[FinishedCall],
     messages: list[ChatMessage],
 ) -> None:
-    """A batch's last call ends and every tool message of the batch is appended in order, in
-    one statement."""
+    """The ends of a batch's calls not yet written and every tool message of the batch,
+    appended in order, in one statement."""
     await db.execute(
-        f"""WITH finished AS ({_FINISH_CALL})
+        f"""WITH finished AS ({_FINISH_CALLS})
             INSERT INTO messages ({_MESSAGE_COLUMNS})
             SELECT $11, $12, $1, m.role, m.content, NULL, NULL, m.tool_call_id
             FROM unnest($13::text[], $14::text[], $15::text[]) WITH ORDINALITY
                  AS m(role, content, tool_call_id, n)
             ORDER BY m.n""",
-        *_finish_values(turn_id, call),
+        turn_id,
+        *_finished_columns(calls),
         tenant,
         conversation_id,
         [m.role for m in messages],

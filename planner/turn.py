@@ -127,11 +127,11 @@ class TurnState:
             self.tenant, self.conversation_id, self.id, message, reasoning, calls
         )
 
-    async def add_results(self, last: FinishedCall, messages: list[ChatMessage]) -> None:
-        """A batch's last call ends and the batch's tool messages follow, in one statement."""
+    async def add_results(self, ends: list[FinishedCall], messages: list[ChatMessage]) -> None:
+        """A batch's call ends not yet written and its tool messages, in one statement."""
         self.messages.extend(messages)
         await self.store.finish_and_observe(
-            self.tenant, self.conversation_id, self.id, last, messages
+            self.tenant, self.conversation_id, self.id, ends, messages
         )
 
     async def note(self, text: str) -> None:

@@ -96,15 +96,16 @@ class TurnStore(PauseStore, Protocol):
         """Record calls as running, before any of them is made."""
         ...
 
-    async def finish_tool_call(self, turn_id: str, call: FinishedCall) -> None:
-        """How a call ended."""
+    async def finish_tool_calls(self, turn_id: str, calls: list[FinishedCall]) -> None:
+        """How calls ended."""
         ...
 
     async def finish_and_observe(
-        self, tenant: str, conversation_id: str, turn_id: str, call: FinishedCall,
+        self, tenant: str, conversation_id: str, turn_id: str, calls: list[FinishedCall],
         messages: list[ChatMessage],
     ) -> None:
-        """A batch's last call ends and the batch's tool messages follow, together."""
+        """The ends of a batch's calls not yet written, and the batch's tool messages after
+        them, together."""
         ...
 
     async def set_turn_json(self, turn_id: str, column: TurnJson, value: Any) -> None:
@@ -196,14 +197,14 @@ class PostgresTurnStore(TurnStore):
         await store.start_tool_calls(self._starts(calls), tenant, conversation_id, turn_id,
                                      calls)
 
-    async def finish_tool_call(self, turn_id: str, call: FinishedCall) -> None:
-        await store.finish_tool_call(self.progress, turn_id, call)
+    async def finish_tool_calls(self, turn_id: str, calls: list[FinishedCall]) -> None:
+        await store.finish_tool_calls(self.progress, turn_id, calls)
 
     async def finish_and_observe(
-        self, tenant: str, conversation_id: str, turn_id: str, call: FinishedCall,
+        self, tenant: str, conversation_id: str, turn_id: str, calls: list[FinishedCall],
         messages: list[ChatMessage],
     ) -> None:
-        await store.finish_and_observe(self.progress, tenant, conversation_id, turn_id, call,
+        await store.finish_and_observe(self.progress, tenant, conversation_id, turn_id, calls,
                                        messages)
 
     async def set_turn_json(self, turn_id: str, column: TurnJson, value: Any) -> None:

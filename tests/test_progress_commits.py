@@ -4,6 +4,7 @@ progress pool, whose commits do not wait."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -12,11 +13,12 @@ import httpx
 import pytest
 
 from app.database import connect_pool, init_connection, progress_pool
+from planner.calls import COALESCE_S
 from planner.engine import EngineSettings, TurnEngine, TurnRequest
-from planner.model_client import ModelBackend, ModelClient
+from planner.model_client import ChatModel, ModelBackend, ModelClient
 from planner.turn_store import PostgresTurnStore
 from tests.scripted_model import ScriptedModel, ScriptedReply
-from tools.builtins import builtin_specs, default_builtins
+from tools.builtins import BuiltinFunctions, builtin_specs, default_builtins
 from tools.embed import SentenceTransformerEmbedder
 from tools.executors import ToolRunner
 from tools.registry import ToolRegistry
@@ -76,27 +78,39 @@ async def logged(database_url: str) -> AsyncIterator[tuple[asyncpg.Pool, LoggedP
     await pool.close()
 
 
+NAP = ToolSpec(
+    name="nap", description="Wait a number of milliseconds.",
+    parameters={"type": "object", "properties": {"ms": {"type": "number"}}},
+    executor=BuiltinExecutor(function="nap"), policy=ToolPolicy(idempotent=True),
+)
+
+
 async def _turn(pool: asyncpg.Pool, progress: LoggedPool, embedder: SentenceTransformerEmbedder,
-                model: ScriptedModel, tool: str, mode: str = "auto") -> None:
+                model: ScriptedModel, *replies: ScriptedReply, mode: str = "auto",
+                functions: BuiltinFunctions | None = None) -> str:
     async with httpx.AsyncClient() as http:
         registry = ToolRegistry(pool, embedder)
-        await registry.write(TENANT, [*builtin_specs(), SIDE_EFFECTS])
-        models = {"default": ModelClient(ModelBackend(base_url=model.url), http)}
+        await registry.write(TENANT, [*builtin_specs(), SIDE_EFFECTS, NAP])
+        models: dict[str, ChatModel] = {
+            "default": ModelClient(ModelBackend(base_url=model.url), http)
+        }
         assert progress.pool is not None
-        engine = TurnEngine(pool, registry, ToolRunner(http, default_builtins()), models,
-                            default_model="default", settings=EngineSettings(),
-                            owner="test-replica",
+        runner = ToolRunner(http, functions or default_builtins())
+        engine = TurnEngine(pool, registry, runner, models, default_model="default",
+                            settings=EngineSettings(), owner="test-replica",
                             store=PostgresTurnStore(pool, progress.pool))
         conversation = await engine.open_conversation(TENANT, {}, [])
-        if mode == "plan":
-            model.push(ScriptedReply(content=json.dumps(PLAN)), ScriptedReply(content="Done."))
-        else:
-            model.push(ScriptedReply(tool_calls=[(tool, {"expression": "6 * 7"}, "c1")]),
-                       ScriptedReply(content="Done."))
+        model.push(*replies, ScriptedReply(content="Done."))
         asked = TurnRequest(message="work out six times seven", mode=mode)
         turn_id = await engine.start_turn(TENANT, conversation, asked)
         result = await engine.run_turn(TENANT, conversation, turn_id, asked)
         assert result.status == "completed", result
+        return turn_id
+
+
+def calling(tool: str, *more: str) -> ScriptedReply:
+    return ScriptedReply(tool_calls=[(name, {"expression": "6 * 7"}, f"c{i}")
+                                     for i, name in enumerate((tool, *more))])
 
 
 async def test_an_idempotent_calls_step_commits_without_waiting_but_the_turns_ends_wait(
@@ -104,7 +118,7 @@ async def test_an_idempotent_calls_step_commits_without_waiting_but_the_turns_en
     model: ScriptedModel,
 ) -> None:
     pool, progress = logged
-    await _turn(pool, progress, embedder, model, "calculate")
+    await _turn(pool, progress, embedder, model, calling("calculate"))
     # The candidates, the reply with the call's running row, then the result with the tool
     # message; the turn row, its user message and its answer went through the durable pool.
     assert progress.kinds() == ["UPDATE turns SET candidates", "WITH reply", "WITH finished"]
@@ -115,8 +129,45 @@ async def test_a_call_with_side_effects_is_recorded_durably_before_it_is_made(
     model: ScriptedModel,
 ) -> None:
     pool, progress = logged
-    await _turn(pool, progress, embedder, model, "append_note")
+    await _turn(pool, progress, embedder, model, calling("append_note"))
     assert progress.kinds() == ["UPDATE turns SET candidates", "WITH finished"]
+
+
+async def test_parallel_calls_that_end_together_are_written_in_one_statement(
+    logged: tuple[asyncpg.Pool, LoggedPool], embedder: SentenceTransformerEmbedder,
+    model: ScriptedModel,
+) -> None:
+    pool, progress = logged
+    turn_id = await _turn(pool, progress, embedder, model,
+                          calling("calculate", "calculate", "calculate"))
+    assert progress.kinds() == ["UPDATE turns SET candidates", "WITH reply", "WITH finished"]
+    statuses = await pool.fetch("SELECT id, status FROM tool_calls WHERE turn_id = $1 "
+                                "ORDER BY id", turn_id)
+    assert [(r["id"], r["status"]) for r in statuses] == [
+        ("c0", "succeeded"), ("c1", "succeeded"), ("c2", "succeeded")]
+
+
+async def test_a_call_that_ends_well_before_the_others_is_written_while_they_run(
+    logged: tuple[asyncpg.Pool, LoggedPool], embedder: SentenceTransformerEmbedder,
+    model: ScriptedModel,
+) -> None:
+    pool, progress = logged
+    seen: list[str] = []
+
+    async def nap(ms: float) -> dict[str, bool]:
+        await asyncio.sleep(ms / 1000)
+        status = await pool.fetchval("SELECT status FROM tool_calls WHERE id = 'fast'")
+        seen.append(str(status))
+        return {"ok": True}
+
+    functions = default_builtins()
+    functions.register("nap", nap)
+    reply = ScriptedReply(tool_calls=[("calculate", {"expression": "1 + 1"}, "fast"),
+                                      ("nap", {"ms": 5 * COALESCE_S * 1000}, "slow")])
+    await _turn(pool, progress, embedder, model, reply, functions=functions)
+    assert seen == ["succeeded"]
+    assert progress.kinds() == ["UPDATE turns SET candidates", "WITH reply", "UPDATE tool_calls",
+                                "WITH finished"]
 
 
 PLAN = {"steps": [
@@ -131,7 +182,8 @@ async def test_a_plan_and_its_first_steps_running_rows_are_one_statement(
     model: ScriptedModel,
 ) -> None:
     pool, progress = logged
-    await _turn(pool, progress, embedder, model, "calculate", mode="plan")
+    await _turn(pool, progress, embedder, model, ScriptedReply(content=json.dumps(PLAN)),
+                mode="plan")
     kinds = progress.kinds()
     # s1 and s2 start with the plan; s3, which waits for s1, writes its own row when it starts.
     assert kinds.count("WITH reply") == 1
