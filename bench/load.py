@@ -1,6 +1,7 @@
 """Load over HTTP: many concurrent conversations against the running service.
 
-    .venv/bin/python -m bench.load [--quick] [--conversations N] [--turns N]
+    .venv/bin/python -m bench.load [--quick] [--conversations N] [--turns N] [--registry N]
+                                   [--data ../shared/data]
 
 Four processes on loopback, as a deployment has them: the service (`python -m app serve`,
 tracing on, on an embedded Postgres this script starts), a scripted SGLang stand-in that
@@ -8,7 +9,9 @@ answers every request after a fixed 50 ms (`python -m tests.scripted_model`), HT
 take 100 ms (`python -m tests.tool_server`), and this client (asyncio + httpx). Every
 conversation runs its turns one after another, all conversations at once; in each turn the
 model calls the tool twice in one reply, then answers. So a turn waits for 200 ms of scripted
-time (two model calls, one parallel batch of tools); the rest is the service.
+time (two model calls, one parallel batch of tools); the rest is the service. The `wait` tool is
+registered among 499 real ones (--registry; from --data, as bench.search_latency loads them), so
+every turn embeds its message and ranks the registry, as a service with hundreds of tools does.
 
 Reported: turns/s, turn latency minus the scripted time (p50, p99), errors (any non-200 or any
 turn that did not complete), the service's peak RSS, and the most Postgres connections open to
@@ -43,7 +46,9 @@ import psutil
 
 from bench._markdown import publish
 from bench.parallel import embedded_postgres, fresh_database
+from bench.search_latency import load_corpus
 from tests.tool_server import http_tool
+from tools.spec import ToolSpec
 
 BEGIN, END = "<!-- load:begin -->", "<!-- load:end -->"
 SECTION = "## Load over HTTP"
@@ -120,8 +125,9 @@ class Stack(msgspec.Struct, frozen=True):
 
 
 @contextlib.asynccontextmanager
-async def stack(folder: Path) -> AsyncIterator[Stack]:
-    """Postgres, the scripted model, the tool server and the service."""
+async def stack(folder: Path, others: list[ToolSpec]) -> AsyncIterator[Stack]:
+    """Postgres, the scripted model, the tool server and the service, with the `wait` tool and
+    `others` registered."""
     python = sys.executable
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     model_port, tool_port, service_port = free_port(), free_port(), free_port()
@@ -164,6 +170,12 @@ async def stack(folder: Path) -> AsyncIterator[Stack]:
                 if created.status_code != 201:
                     raise BenchError(f"registering the tool: {created.status_code} "
                                      f"{created.text[:300]}")
+                if others:
+                    body = {"tools": msgspec.to_builtins(others)}
+                    bulk = await client.post("/v1/tools/bulk", json=body, timeout=900)
+                    if bulk.status_code != 200:
+                        raise BenchError(f"registering {len(others)} other tools: "
+                                         f"{bulk.status_code} {bulk.text[:300]}")
             yield Stack(url, database, {"service": app.pid, "model": model.pid,
                                         "tools": tools.pid})
 
@@ -219,9 +231,10 @@ async def conversation(client: httpx.AsyncClient, turns: int, out: list[Turn]) -
         out.append(Turn(latency, True))
 
 
-async def measure(conversations: int, turns: int, deadline_s: float) -> Results:
+async def measure(conversations: int, turns: int, deadline_s: float,
+                  others: list[ToolSpec]) -> Results:
     with tempfile.TemporaryDirectory(prefix="switchboard-load-") as folder:
-        async with stack(Path(folder)) as running:
+        async with stack(Path(folder), others) as running:
             url = running.url
             sampler = Sampler(running.processes["service"], running.database)
             watched = {role: psutil.Process(pid) for role, pid in running.processes.items()}
@@ -260,7 +273,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def report(results: Results, command: str) -> str:
+def report(results: Results, command: str, registry: int) -> str:
     ok = [t.latency_s for t in results.turns if t.ok]
     over = [max(0.0, t - SCRIPTED_S) * 1000 for t in ok]
     expected = results.conversations * results.turns_each
@@ -270,7 +283,7 @@ def report(results: Results, command: str) -> str:
         f"`{command}` on {date.today().isoformat()}; {machine}. {results.conversations} "
         f"conversations at once, {results.turns_each} turns each; model {MODEL_LATENCY_MS} ms a "
         f"call, tools {TOOL_MS} ms, {PARALLEL} calls per reply; {SCRIPTED_S * 1000:.0f} ms of "
-        "scripted time per turn.",
+        f"scripted time per turn; {registry} tools registered.",
         "",
         "| turns done | errors | wall s | turns/s | latency p50 ms | latency p99 ms | "
         "minus scripted p50 ms | minus scripted p99 ms | service peak RSS MiB | "
@@ -311,15 +324,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conversations", type=int, default=500)
     parser.add_argument("--turns", type=int, default=3, help="turns per conversation")
     parser.add_argument("--deadline", type=float, default=600, help="seconds for the load")
+    parser.add_argument("--registry", type=int, default=500,
+                        help="tools registered, `wait` included (500: every turn embeds its "
+                             "message and ranks them; 8 or fewer: all are offered unranked)")
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"),
+                        help="the benchmark data the other tools come from")
     args = parser.parse_args(argv)
     conversations, turns = (50, 2) if args.quick else (args.conversations, args.turns)
+    others = load_corpus(args.data, args.registry - 1, 0).tools[:args.registry - 1]
     try:
-        results = asyncio.run(measure(conversations, turns, args.deadline))
+        results = asyncio.run(measure(conversations, turns, args.deadline, others))
     except BenchError as exc:
         print(f"bench.load: {exc}", file=sys.stderr)
         return 1
     command = " ".join(["python -m bench.load", *(argv or sys.argv[1:])])
-    markdown = report(results, command)
+    markdown = report(results, command, args.registry)
     publish(markdown, quick=args.quick, heading=SECTION, markers=(BEGIN, END))
     return 0 if not results.errors else 1
 
