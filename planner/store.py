@@ -308,59 +308,49 @@ class FinishedCall(msgspec.Struct, frozen=True, kw_only=True):
 
 _MESSAGE_COLUMNS = """tenant_id, conversation_id, turn_id, role, content, reasoning, tool_calls,
                       tool_call_id"""
+# A batch's rows travel as one JSON document: encoding it is one C call, where unnest() over
+# parameter arrays made asyncpg check every element of every array.
 _START_CALLS = """INSERT INTO tool_calls (tenant_id, turn_id, id, conversation_id, step, namespace,
                                           name, version, arguments, raw_arguments, depends_on,
                                           status, position)
-           SELECT $1, $3, c.id, $2, c.step, c.namespace, c.name, c.version, c.arguments::jsonb,
-                  c.raw,
-                  ARRAY(SELECT jsonb_array_elements_text(c.depends_on::jsonb)), 'running',
-                  c.position
-           FROM unnest($4::text[], $5::int[], $6::int[], $7::text[], $8::text[], $9::int[],
-                       $10::text[], $11::text[], $12::text[])
-                AS c(id, step, position, name, namespace, version, arguments, raw, depends_on)"""
-_FINISH_CALLS = """UPDATE tool_calls AS t SET status = f.status, result = f.result::jsonb,
+           SELECT $1, $3, c.id, $2, c.step, c.namespace, c.name, c.version, c.arguments, c.raw,
+                  ARRAY(SELECT jsonb_array_elements_text(c.depends_on)), 'running', c.position
+           FROM jsonb_to_recordset($4::jsonb)
+                AS c(id text, step int, position int, name text, namespace text, version int,
+                     arguments jsonb, raw text, depends_on jsonb)"""
+_FINISH_CALLS = """UPDATE tool_calls AS t SET status = f.status, result = f.result,
                   error = f.error, error_type = f.error_type, attempts = f.attempts,
                   truncated = f.truncated, started_at = f.started_at, finished_at = f.finished_at
-           FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[],
-                       $8::bool[], $9::timestamptz[], $10::timestamptz[])
-                AS f(id, status, result, error, error_type, attempts, truncated, started_at,
-                     finished_at)
+           FROM jsonb_to_recordset($2::jsonb)
+                AS f(id text, status text, result jsonb, error text, error_type text,
+                     attempts int, truncated bool, started_at timestamptz,
+                     finished_at timestamptz)
            WHERE t.turn_id = $1 AND t.id = f.id"""
 
 
-def _started_columns(calls: list[StartedCall]) -> list[list[Any]]:
-    return [
-        [c.id for c in calls],
-        [c.step for c in calls],
-        [c.position for c in calls],
-        [c.name for c in calls],
-        [c.namespace for c in calls],
-        [c.version for c in calls],
-        [None if c.arguments is None else jsonb_text(c.arguments) for c in calls],
-        [clean_text(c.raw_arguments) for c in calls],
-        [jsonb_text(c.depends_on) for c in calls],
-    ]
+def _started_rows(calls: list[StartedCall]) -> str:
+    return jsonb_text([
+        {"id": c.id, "step": c.step, "position": c.position, "name": c.name,
+         "namespace": c.namespace, "version": c.version, "arguments": c.arguments,
+         "raw": c.raw_arguments, "depends_on": c.depends_on}
+        for c in calls
+    ])
 
 
-def _finished_columns(calls: list[FinishedCall]) -> list[list[Any]]:
-    return [
-        [c.id for c in calls],
-        ["succeeded" if c.ok else "failed" for c in calls],
-        [None if c.result is None else jsonb_text(c.result) for c in calls],
-        [clean_text(c.error) for c in calls],
-        [c.error_type for c in calls],
-        [c.attempts for c in calls],
-        [c.truncated for c in calls],
-        [c.started_at for c in calls],
-        [c.finished_at for c in calls],
-    ]
+def _finished_rows(calls: list[FinishedCall]) -> str:
+    return jsonb_text([
+        {"id": c.id, "status": "succeeded" if c.ok else "failed", "result": c.result,
+         "error": c.error, "error_type": c.error_type, "attempts": c.attempts,
+         "truncated": c.truncated, "started_at": c.started_at, "finished_at": c.finished_at}
+        for c in calls
+    ])
 
 
 async def start_tool_calls(
     db: Db, tenant: str, conversation_id: str, turn_id: str, calls: list[StartedCall]
 ) -> None:
     """Write calls as running, in one round trip, before any of them is made."""
-    await db.execute(_START_CALLS, tenant, conversation_id, turn_id, *_started_columns(calls))
+    await db.execute(_START_CALLS, tenant, conversation_id, turn_id, _started_rows(calls))
 
 
 async def start_reply(
@@ -376,12 +366,12 @@ async def start_reply(
     await db.execute(
         f"""WITH reply AS (
                INSERT INTO messages ({_MESSAGE_COLUMNS})
-               VALUES ($1, $2, $3, $13, $14, $15, $16::jsonb, NULL))
+               VALUES ($1, $2, $3, $5, $6, $7, $8::jsonb, NULL))
             {_START_CALLS}""",
         tenant,
         conversation_id,
         turn_id,
-        *_started_columns(calls),
+        _started_rows(calls),
         message.role,
         clean_text(message.content),
         clean_text(reasoning or None),
@@ -391,7 +381,7 @@ async def start_reply(
 
 async def finish_tool_calls(db: Db, turn_id: str, calls: list[FinishedCall]) -> None:
     """How calls ended, in one round trip."""
-    await db.execute(_FINISH_CALLS, turn_id, *_finished_columns(calls))
+    await db.execute(_FINISH_CALLS, turn_id, _finished_rows(calls))
 
 
 async def finish_and_observe(
@@ -407,17 +397,16 @@ async def finish_and_observe(
     await db.execute(
         f"""WITH finished AS ({_FINISH_CALLS})
             INSERT INTO messages ({_MESSAGE_COLUMNS})
-            SELECT $11, $12, $1, m.role, m.content, NULL, NULL, m.tool_call_id
-            FROM unnest($13::text[], $14::text[], $15::text[]) WITH ORDINALITY
-                 AS m(role, content, tool_call_id, n)
+            SELECT $3, $4, $1, m.value->>'role', m.value->>'content', NULL, NULL,
+                   m.value->>'tool_call_id'
+            FROM jsonb_array_elements($5::jsonb) WITH ORDINALITY AS m(value, n)
             ORDER BY m.n""",
         turn_id,
-        *_finished_columns(calls),
+        _finished_rows(calls),
         tenant,
         conversation_id,
-        [m.role for m in messages],
-        [clean_text(m.content) for m in messages],
-        [m.tool_call_id for m in messages],
+        jsonb_text([{"role": m.role, "content": m.content, "tool_call_id": m.tool_call_id}
+                    for m in messages]),
     )
 
 
