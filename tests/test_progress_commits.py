@@ -15,7 +15,10 @@ import pytest
 from app.database import connect_pool, init_connection, progress_pool
 from planner.calls import COALESCE_S
 from planner.engine import EngineSettings, TurnEngine, TurnRequest
+from planner.memory_store import MemoryTurnStore
+from planner.messages import ChatMessage
 from planner.model_client import ChatModel, ModelBackend, ModelClient
+from planner.store import FinishedCall
 from planner.turn_store import PostgresTurnStore
 from tests.scripted_model import ScriptedModel, ScriptedReply
 from tools.builtins import BuiltinFunctions, builtin_specs, default_builtins
@@ -65,6 +68,13 @@ class LoggedPool:
 KINDS = ("WITH reply", "WITH finished", "WITH answer", "INSERT INTO messages",
          "INSERT INTO tool_calls", "UPDATE turns SET candidates", "UPDATE turns SET trace_id",
          "UPDATE tool_calls", "UPDATE turns SET status", "INSERT INTO turns")
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await connect_pool(database_url)
+    yield pool
+    await pool.close()
 
 
 @pytest.fixture
@@ -205,3 +215,55 @@ async def test_the_progress_pool_commits_without_waiting_for_the_flush(database_
 async def test_durable_steps_turn_the_progress_pool_off(database_url: str) -> None:
     async with progress_pool(database_url, enabled=False) as progress:
         assert progress is None
+
+
+class FailingEnds(MemoryTurnStore):
+    """A turn store whose writes of call ends on their own fail, as a lost database connection
+    would; ends written with a batch's tool messages go through."""
+
+    observing = False
+
+    async def finish_tool_calls(self, turn_id: str, calls: list[FinishedCall]) -> None:
+        if not self.observing:
+            raise OSError("connection to the database was lost")
+        await super().finish_tool_calls(turn_id, calls)
+
+    async def finish_and_observe(
+        self, tenant: str, conversation_id: str, turn_id: str, calls: list[FinishedCall],
+        messages: list[ChatMessage],
+    ) -> None:
+        self.observing = True
+        try:
+            await super().finish_and_observe(tenant, conversation_id, turn_id, calls, messages)
+        finally:
+            self.observing = False
+
+
+async def test_a_failed_write_of_an_early_call_end_fails_the_turn_with_the_fault(
+    pool: asyncpg.Pool, embedder: SentenceTransformerEmbedder, model: ScriptedModel,
+) -> None:
+    async def nap(ms: float) -> dict[str, bool]:
+        await asyncio.sleep(ms / 1000)
+        return {"ok": True}
+
+    functions = default_builtins()
+    functions.register("nap", nap)
+    async with httpx.AsyncClient() as http:
+        registry = ToolRegistry(pool, embedder)
+        await registry.write(TENANT, [*builtin_specs(), NAP])
+        models: dict[str, ChatModel] = {
+            "default": ModelClient(ModelBackend(base_url=model.url), http)
+        }
+        engine = TurnEngine(pool, registry, ToolRunner(http, functions), models,
+                            default_model="default", settings=EngineSettings(),
+                            owner="test-replica", store=FailingEnds())
+        conversation = await engine.open_conversation(TENANT, {}, [])
+        model.push(ScriptedReply(tool_calls=[("calculate", {"expression": "1 + 1"}, "fast"),
+                                             ("nap", {"ms": 5 * COALESCE_S * 1000}, "slow")]))
+        asked = TurnRequest(message="work out one plus one")
+        turn_id = await engine.start_turn(TENANT, conversation, asked)
+        result = await engine.run_turn(TENANT, conversation, turn_id, asked)
+    assert result.status == "failed"
+    assert result.error is not None
+    assert result.error.type == "/problems/database-unavailable"
+    assert result.error.detail == "OSError: connection to the database was lost"
