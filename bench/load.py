@@ -45,10 +45,9 @@ import msgspec
 import psutil
 
 from bench._markdown import publish
-from bench.parallel import embedded_postgres, fresh_database
-from bench.search_latency import load_corpus
+from bench.parallel import BenchError as SetUpError
+from bench.parallel import embedded_postgres, fresh_database, register_others
 from tests.tool_server import http_tool
-from tools.spec import ToolSpec
 
 BEGIN, END = "<!-- load:begin -->", "<!-- load:end -->"
 SECTION = "## Load over HTTP"
@@ -125,9 +124,9 @@ class Stack(msgspec.Struct, frozen=True):
 
 
 @contextlib.asynccontextmanager
-async def stack(folder: Path, others: list[ToolSpec]) -> AsyncIterator[Stack]:
+async def stack(folder: Path, data: Path, others: int) -> AsyncIterator[Stack]:
     """Postgres, the scripted model, the tool server and the service, with the `wait` tool and
-    `others` registered."""
+    `others` real tools from `data` registered."""
     python = sys.executable
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     model_port, tool_port, service_port = free_port(), free_port(), free_port()
@@ -171,11 +170,7 @@ async def stack(folder: Path, others: list[ToolSpec]) -> AsyncIterator[Stack]:
                     raise BenchError(f"registering the tool: {created.status_code} "
                                      f"{created.text[:300]}")
                 if others:
-                    body = {"tools": msgspec.to_builtins(others)}
-                    bulk = await client.post("/v1/tools/bulk", json=body, timeout=900)
-                    if bulk.status_code != 200:
-                        raise BenchError(f"registering {len(others)} other tools: "
-                                         f"{bulk.status_code} {bulk.text[:300]}")
+                    await register_others(client, data, others)
             yield Stack(url, database, {"service": app.pid, "model": model.pid,
                                         "tools": tools.pid})
 
@@ -232,9 +227,9 @@ async def conversation(client: httpx.AsyncClient, turns: int, out: list[Turn]) -
 
 
 async def measure(conversations: int, turns: int, deadline_s: float,
-                  others: list[ToolSpec]) -> Results:
+                  data: Path, others: int) -> Results:
     with tempfile.TemporaryDirectory(prefix="switchboard-load-") as folder:
-        async with stack(Path(folder), others) as running:
+        async with stack(Path(folder), data, others) as running:
             url = running.url
             sampler = Sampler(running.processes["service"], running.database)
             watched = {role: psutil.Process(pid) for role, pid in running.processes.items()}
@@ -331,10 +326,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="the benchmark data the other tools come from")
     args = parser.parse_args(argv)
     conversations, turns = (50, 2) if args.quick else (args.conversations, args.turns)
-    others = load_corpus(args.data, args.registry - 1, 0).tools[:args.registry - 1]
     try:
-        results = asyncio.run(measure(conversations, turns, args.deadline, others))
-    except BenchError as exc:
+        results = asyncio.run(measure(conversations, turns, args.deadline, args.data,
+                                      args.registry - 1))
+    except (BenchError, SetUpError) as exc:
         print(f"bench.load: {exc}", file=sys.stderr)
         return 1
     command = " ".join(["python -m bench.load", *(argv or sys.argv[1:])])

@@ -177,7 +177,7 @@ class CallRunner:
         }
         first = [c for c in calls.values() if c.begun]
         await turn.add_reply(message, None, [
-            _row(c, turn.tools.get(c.name), json.dumps(c.arguments), c.arguments) for c in first
+            _running_row(c, turn.tools.get(c.name)) for c in first
         ])
         loop = asyncio.get_running_loop()
         done: dict[str, asyncio.Future[CallOutcome | None]] = {
@@ -443,8 +443,7 @@ class CallRunner:
         """Write the call's running row unless it is written; the call, marked as begun."""
         if call.begun:
             return call
-        raw = call.arguments if isinstance(call.arguments, str) else json.dumps(call.arguments)
-        row = _row(call, tool, raw, call.arguments)
+        row = _running_row(call, tool)
         await turn.store.start_tool_calls(turn.tenant, turn.conversation_id, turn.id, [row])
         return msgspec.structs.replace(call, begun=True)
 
@@ -501,6 +500,14 @@ def _observed(call: Call, outcome: CallOutcome) -> ChatMessage:
 def _answered(saved: pauses.SavedCall, **outcome: Any) -> CallOutcome:
     """A client tool's call, ended by the output (or error) its frontend posted."""
     return CallOutcome(started_at=saved.started_at, finished_at=_now(), **outcome)
+
+
+def _running_row(call: Call, tool: ExecutableTool | None) -> StartedCall:
+    """The running row of a call whose arguments are already parsed (a plan's step, an
+    approved call) or kept as text."""
+    arguments = call.arguments
+    raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    return _row(call, tool, raw, arguments)
 
 
 def _row(call: Call, tool: ExecutableTool | None, raw: str, arguments: Any) -> StartedCall:

@@ -55,7 +55,9 @@ class ToolRegistry:
         self.origin = uuid.uuid4().hex  # tells this replica's own notifications apart
         self._indexes: dict[str, ToolIndex] = {}
         self._change_ids: dict[tuple[str, str, str], int] = {}
-        self._prefetched: OrderedDict[str, asyncio.Future[Vectors]] = OrderedDict()
+        self._prefetched: OrderedDict[str, tuple[list[str], asyncio.Future[Vectors]]] = (
+            OrderedDict()
+        )
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -71,9 +73,13 @@ class ToolRegistry:
         index = self._indexes.get(tenant)
         if index is None or len(index) == 0:
             return []
-        texts = search_texts(query)
         pending = self._prefetched.pop(query, None)
-        vectors = await (pending if pending is not None else self.embedder.embed(texts))
+        if pending is None:
+            texts = search_texts(query)
+            vectors = await self.embedder.embed(texts)
+        else:
+            texts, future = pending
+            vectors = await future
         parts = [QueryPart(text=t, vector=v) for t, v in zip(texts[1:], vectors[1:], strict=True)]
         return index.search(vectors[0], query, k, namespace=namespace, tags=tags, parts=parts)
 
@@ -84,11 +90,12 @@ class ToolRegistry:
         index = self._indexes.get(tenant)
         if index is None or len(index) == 0 or query in self._prefetched:
             return
-        future = asyncio.ensure_future(self.embedder.embed(search_texts(query)))
+        texts = search_texts(query)
+        future = asyncio.ensure_future(self.embedder.embed(texts))
         future.add_done_callback(_retrieve_exception)  # a failure is raised by the search
-        self._prefetched[query] = future
+        self._prefetched[query] = (texts, future)
         while len(self._prefetched) > PREFETCHED:
-            self._prefetched.popitem(last=False)[1].cancel()
+            self._prefetched.popitem(last=False)[1][1].cancel()
 
     def tenants(self) -> list[str]:
         return sorted(self._indexes)
