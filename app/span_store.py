@@ -66,7 +66,8 @@ class PostgresSpanProcessor(SpanProcessor):
         return None
 
     def on_end(self, span: ReadableSpan) -> None:
-        if span.attributes is None or TENANT_ATTRIBUTE not in span.attributes:
+        attributes = span.attributes
+        if not attributes or TENANT_ATTRIBUTE not in attributes:
             return
         with self._lock:
             if len(self._queue) >= self.max_queue:

@@ -16,6 +16,7 @@ import re
 import time
 import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from types import TracebackType
 from typing import Any
 
 import msgspec
@@ -91,7 +92,10 @@ class LeafSpans:
     processors as the SDK's own spans.
 
     An SDK span costs about 18 µs to start and end here, more than 5% of a whole tool-calling
-    step; a leaf span made here costs about 3 µs. A leaf belongs to the trace of the current
+    step; a leaf span made here costs about 3 µs, and is itself the ReadableSpan the processors
+    get. The factories return the span, used as a context manager, rather than wrapping it in
+    a generator: a step's two spans with their results cost 8-9 µs that way against 12-15 µs
+    (tracing off: 0.7 µs against 2.5 µs). A leaf belongs to the trace of the current
     span and follows its sampling decision (the SDK's default, parent-based sampling); with no
     current span, the SDK makes it. The SDK's attribute limits do not apply to leaves: their
     attributes are the fixed sets below, and content is cut to `max_content_chars`.
@@ -120,8 +124,13 @@ class LeafSpans:
             processor.on_end(span)
 
 
-class _LeafSpan(Span):
-    """A recording span that becomes a ReadableSpan when it ends."""
+_UNSET = Status(StatusCode.UNSET)
+
+
+class _LeafSpan(Span, ReadableSpan):
+    """A recording span that is its own ReadableSpan once it ends: the processors get this very
+    object, so ending it builds nothing. As a context manager it records an exception that
+    escapes it (type, message, stack; status ERROR) and ends."""
 
     def __init__(
         self,
@@ -132,48 +141,54 @@ class _LeafSpan(Span):
         links: Sequence[Link],
         parent: SpanContext,
     ) -> None:
+        # ReadableSpan.__init__ is not called: these are the fields its properties read.
         span_id = random.getrandbits(64) or 1  # as the SDK's RandomIdGenerator, never 0
-        self._context = SpanContext(
+        self._own_context = SpanContext(
             parent.trace_id, span_id, False, parent.trace_flags, parent.trace_state
         )
+        self._context = self._own_context
         self._leaves, self._name, self._kind, self._parent = leaves, name, kind, parent
-        self._attributes = attributes
-        self._links = list(links)
-        self._events: list[Event] = []
-        self._status = Status(StatusCode.UNSET)
-        self._start = time.time_ns()
-        self._ended = False
+        # Mutable until the span ends; ReadableSpan reads the same objects by its own names.
+        self._values, self._link_list = attributes, list(links)
+        self._event_list: list[Event] = []
+        self._attributes, self._links, self._events = attributes, self._link_list, self._event_list
+        self._status = _UNSET
+        self._resource = leaves.resource
+        self._instrumentation_scope = leaves.scope
+        self._instrumentation_info = None
+        self._start_time = time.time_ns()
+        self._end_time: int | None = None
 
     def get_span_context(self) -> SpanContext:
-        return self._context
+        return self._own_context
 
     def is_recording(self) -> bool:
-        return not self._ended
+        return self._end_time is None
 
     def set_attributes(self, attributes: Mapping[str, types.AttributeValue]) -> None:
-        if not self._ended:
-            self._attributes.update(attributes)
+        if self._end_time is None:
+            self._values.update(attributes)
 
     def set_attribute(self, key: str, value: types.AttributeValue) -> None:
-        if not self._ended:
-            self._attributes[key] = value
+        if self._end_time is None:
+            self._values[key] = value
 
     def add_event(
         self, name: str, attributes: types.Attributes = None, timestamp: int | None = None
     ) -> None:
-        if not self._ended:
-            self._events.append(Event(name, attributes, timestamp or time.time_ns()))
+        if self._end_time is None:
+            self._event_list.append(Event(name, attributes, timestamp or time.time_ns()))
 
     def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
-        if not self._ended:
-            self._links.append(Link(context, attributes))
+        if self._end_time is None:
+            self._link_list.append(Link(context, attributes))
 
     def update_name(self, name: str) -> None:
-        if not self._ended:
+        if self._end_time is None:
             self._name = name
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
-        if self._ended or self._status.status_code is StatusCode.OK:
+        if self._end_time is not None or self._status.status_code is StatusCode.OK:
             return  # as the SDK: an OK status is final
         self._status = status if isinstance(status, Status) else Status(status, description)
 
@@ -194,26 +209,21 @@ class _LeafSpan(Span):
         self.add_event("exception", details, timestamp)
 
     def end(self, end_time: int | None = None) -> None:
-        if self._ended:
+        if self._end_time is not None:
             return
-        self._ended = True
-        self._leaves.finish(
-            ReadableSpan(
-                self._name,
-                self._context,
-                self._parent,
-                self._leaves.resource,
-                self._attributes,
-                self._events,
-                self._links,
-                self._kind,
-                None,
-                self._status,
-                self._start,
-                end_time or time.time_ns(),
-                self._leaves.scope,
-            )
-        )
+        self._end_time = end_time or time.time_ns()
+        self._leaves.finish(self)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc_val, Exception):
+            self.record_exception(exc_val)
+            self.set_status(Status(StatusCode.ERROR, str(exc_val)))
+        self.end()
 
 
 class TurnTracer:
@@ -266,11 +276,9 @@ class TurnTracer:
         ) as span:
             yield span
 
-    @contextlib.contextmanager
-    def retrieval(self, *, tenant: str, query: str, k: int) -> Iterator[Span]:
+    def retrieval(self, *, tenant: str, query: str, k: int) -> Span:
         if not self.enabled:  # tracing off: nothing to build, nothing to record
-            yield INVALID_SPAN
-            return
+            return INVALID_SPAN
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "retrieval",
             "openinference.span.kind": "RETRIEVER",
@@ -279,10 +287,8 @@ class TurnTracer:
         }
         if self.options.capture_content:
             attributes["switchboard.retrieval.query"] = self._cut(query)
-        with self._leaf("retrieval", attributes=attributes) as span:
-            yield span
+        return self._leaf("retrieval", attributes=attributes)
 
-    @contextlib.contextmanager
     def chat(
         self,
         *,
@@ -292,10 +298,9 @@ class TurnTracer:
         phase: str,
         request: ModelRequest,
         redact: Redactor,
-    ) -> Iterator[Span]:
+    ) -> Span:
         if not self.enabled:  # tracing off: nothing to build, nothing to record
-            yield INVALID_SPAN
-            return
+            return INVALID_SPAN
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "chat",
             "gen_ai.provider.name": self.options.provider_name,
@@ -310,8 +315,7 @@ class TurnTracer:
             attributes["gen_ai.input.messages"] = self._cut(
                 redact(_messages_json(request.messages))
             )
-        with self._leaf(f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes) as span:
-            yield span
+        return self._leaf(f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes)
 
     def chat_reply(self, span: Span, reply: ModelReply, redact: Redactor) -> None:
         if not span.is_recording():
@@ -332,7 +336,6 @@ class TurnTracer:
             if reply.reasoning:
                 span.set_attribute("switchboard.reasoning", self._cut(redact(reply.reasoning)))
 
-    @contextlib.contextmanager
     def tool(
         self,
         *,
@@ -345,10 +348,9 @@ class TurnTracer:
         links: Sequence[trace.SpanContext],
         arguments: Any,
         redact: Redactor,
-    ) -> Iterator[Span]:
+    ) -> Span:
         if not self.enabled:  # tracing off: nothing to build, nothing to record
-            yield INVALID_SPAN
-            return
+            return INVALID_SPAN
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "execute_tool",
             "gen_ai.tool.name": name,
@@ -362,8 +364,7 @@ class TurnTracer:
         if self.options.capture_content and self.enabled:
             attributes["gen_ai.tool.call.arguments"] = self._cut(redact(_json(arguments)))
         links_ = [Link(c) for c in links]
-        with self._leaf(f"execute_tool {name}", attributes=attributes, links=links_) as span:
-            yield span
+        return self._leaf(f"execute_tool {name}", attributes=attributes, links=links_)
 
     def tool_result(
         self,
@@ -385,22 +386,15 @@ class TurnTracer:
             body = result if ok else {"error": error, "error_type": error_type}
             span.set_attribute("gen_ai.tool.call.result", self._cut(redact(_json(body))))
 
-    @contextlib.contextmanager
     def _leaf(self, name: str, *, kind: SpanKind = SpanKind.INTERNAL,
-              attributes: dict[str, Any], links: Sequence[Link] = ()) -> Iterator[Span]:
-        """A span without children: started under the current span, never made current itself
-        (setting the current context costs more than the rest of a span)."""
+              attributes: dict[str, Any], links: Sequence[Link] = ()) -> Span:
+        """A span without children, to be used as a context manager: started under the current
+        span, never made current itself (setting the current context costs more than the rest
+        of a span). An exception that escapes it is recorded and sets its status."""
         span = None if self.leaves is None else self.leaves.start(name, kind, attributes, links)
-        if span is None:
+        if span is None:  # no turn around it: an SDK span, which records errors the same way
             span = self.tracer.start_span(name, kind=kind, attributes=attributes, links=links)
-        try:
-            yield span
-        except Exception as exc:
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, str(exc)))
-            raise
-        finally:
-            span.end()
+        return span
 
     def _cut(self, text: str) -> str:
         limit = self.options.max_content_chars
