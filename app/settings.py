@@ -29,7 +29,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 8000
     data_dir_path: str = "data"
     search_k: int = 10
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     model_name: str = "default"
     model_api_key: str | None = None
     model_backends: str = ""
@@ -116,6 +116,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Parse the environment once; an unusable value names the variable and what it expects."""
     env = os.environ if environ is None else environ
     raw = {field: env[name] for name, (field, _) in _ENV.items() if env.get(name, "") != ""}
+    if "log_level" in raw:
+        raw["log_level"] = raw["log_level"].upper()
     try:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:

@@ -28,14 +28,11 @@ import asyncio
 import contextlib
 import os
 import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import date
 from pathlib import Path
 
@@ -45,8 +42,17 @@ import msgspec
 import psutil
 
 from bench._markdown import publish
-from bench.parallel import BenchError as SetUpError
-from bench.parallel import embedded_postgres, fresh_database, register_others
+from bench._stack import (
+    SERVE,
+    SetUpError,
+    embedded_postgres,
+    free_port,
+    fresh_database,
+    process,
+    service_env,
+    wait_ready,
+)
+from bench.parallel import register_others
 from tests.tool_server import http_tool
 
 BEGIN, END = "<!-- load:begin -->", "<!-- load:end -->"
@@ -55,10 +61,6 @@ ADMIN_KEY = "sb_load-benchmark-admin-key"
 MODEL_LATENCY_MS, TOOL_MS, PARALLEL = 50, 100, 2
 SCRIPTED_S = (2 * MODEL_LATENCY_MS + TOOL_MS) / 1000
 """What a turn waits for by design: two model calls and one batch of tool calls."""
-
-
-class BenchError(RuntimeError):
-    """The run could not measure what it set out to."""
 
 
 class Turn(msgspec.Struct, frozen=True):
@@ -79,43 +81,6 @@ class Results(msgspec.Struct, frozen=True, kw_only=True):
     errors: list[str]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        child = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            yield child
-        finally:
-            child.send_signal(signal.SIGINT)
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-
-
-async def wait_ready(
-    url: str, child: subprocess.Popen[bytes], log: Path, within: float, status: int = 200
-) -> None:
-    """Until `url` answers with `status` (a server with no GET route: 404 means it is up)."""
-    deadline = time.monotonic() + within
-    async with httpx.AsyncClient(timeout=2) as client:
-        while time.monotonic() < deadline:
-            if child.poll() is not None:
-                raise BenchError(f"{url} exited with {child.returncode}: {log.read_text()[-800:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if (await client.get(url)).status_code == status:
-                    return
-            await asyncio.sleep(0.2)
-    raise BenchError(f"{url} not ready after {within:.0f} s: {log.read_text()[-800:]}")
-
-
 class Stack(msgspec.Struct, frozen=True):
     url: str
     database: str
@@ -132,19 +97,8 @@ async def stack(folder: Path, data: Path, others: int) -> AsyncIterator[Stack]:
     model_port, tool_port, service_port = free_port(), free_port(), free_port()
     with embedded_postgres() as postgres:
         database = await fresh_database(postgres, "bench_load")
-        service_env = {
-            **env,
-            "DATABASE_URL": database,
-            "MODEL_URL": f"http://127.0.0.1:{model_port}/v1",
-            "HOST": "127.0.0.1",
-            "PORT": str(service_port),
-            "DATA_DIR": str(folder / "data"),
-            "ADMIN_KEY": ADMIN_KEY,
-            "EGRESS_ALLOWLIST": "127.0.0.0/8",
-            "REGISTER_BUILTINS": "false",
-            "RATE_LIMIT_PER_MINUTE": "0",
-            "LOG_LEVEL": "WARNING",
-        }
+        app_env = service_env(database=database, model_url=f"http://127.0.0.1:{model_port}/v1",
+                              port=service_port, data_dir=folder / "data", admin_key=ADMIN_KEY)
         model_args = [python, "-m", "tests.scripted_model", "--port", str(model_port),
                       "--latency-ms", str(MODEL_LATENCY_MS), "--tool", "wait",
                       "--arguments", f'{{"ms": {TOOL_MS}}}', "--parallel", str(PARALLEL)]
@@ -152,7 +106,7 @@ async def stack(folder: Path, data: Path, others: int) -> AsyncIterator[Stack]:
         with (
             process(model_args, env, folder / "model.log") as model,
             process(tool_args, env, folder / "tools.log") as tools,
-            process([python, "-m", "app", "serve"], service_env, folder / "service.log") as app,
+            process(SERVE, app_env, folder / "service.log") as app,
         ):
             await wait_ready(f"http://127.0.0.1:{model_port}/health", model,
                              folder / "model.log", 60)
@@ -167,7 +121,7 @@ async def stack(folder: Path, data: Path, others: int) -> AsyncIterator[Stack]:
                                  ["ms"], max_concurrency=10_000)
                 created = await client.post("/v1/tools", json=spec)
                 if created.status_code != 201:
-                    raise BenchError(f"registering the tool: {created.status_code} "
+                    raise SetUpError(f"registering the tool: {created.status_code} "
                                      f"{created.text[:300]}")
                 if others:
                     await register_others(client, data, others)
@@ -329,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = asyncio.run(measure(conversations, turns, args.deadline, args.data,
                                       args.registry - 1))
-    except (BenchError, SetUpError) as exc:
+    except SetUpError as exc:
         print(f"bench.load: {exc}", file=sys.stderr)
         return 1
     command = " ".join(["python -m bench.load", *(argv or sys.argv[1:])])

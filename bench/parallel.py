@@ -4,16 +4,16 @@ one-call-per-reply loop, each run as a turn over HTTP against the real service.
     .venv/bin/python -m bench.parallel [--quick] [--turns N] [--no-tracing] [--registry N]
                                        [--data ../shared/data]
 
-The service (create_app, uvicorn on 127.0.0.1, an embedded Postgres in a temp dir, a fresh
-database) talks to a scripted model that answers at once and to eight HTTP tools `sleep_0` ..
-`sleep_7` that each sleep 200 ms. Each registry size runs in a database of its own: the eight
-sleep tools alone (no more than a turn offers, so the service offers them all without ranking),
-and the eight among 500 (492 real tools from --data, as bench.search_latency loads them), where
-every turn embeds its message and ranks the registry. Everything runs in this process on one
-event loop, as the tests do, so the event loop's CPU time includes the client's and the two
-servers' share. Model time is measured at the scripted server (from the ASGI call to the last
-byte sent) and tool time at the tool server, both with time.monotonic, so they share the
-client's clock:
+The service (`python -m app serve`, a process of its own, on an embedded Postgres in a temp
+dir, a fresh database) talks to a scripted model that answers at once and to eight HTTP tools
+`sleep_0` .. `sleep_7` that each sleep 200 ms. Each registry size runs in a database of its own:
+the eight sleep tools alone (no more than a turn offers, so the service offers them all without
+ranking), and the eight among 500 (492 real tools from --data, as bench.search_latency loads
+them), where every turn embeds its message and ranks the registry. The client, the scripted
+model and the tool server share this process's event loop, apart from the service, as a
+deployment has them. Model time is measured at the scripted server (from the ASGI call to the
+last byte sent) and tool time at the tool server, with time.monotonic on this process's clock,
+as the client's wall time is:
 
     bound    = model time + the longest chain of tool time (1 call for ways 1-2, 8 for way 3)
     overhead = wall at the client - bound   (the engine's, Postgres's and the transports' share)
@@ -35,24 +35,30 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import msgspec
 import numpy as np
+import psutil
 
-from app.main import create_app
-from app.settings import Settings
 from bench._markdown import publish
+from bench._stack import (
+    SERVE,
+    SetUpError,
+    embedded_postgres,
+    free_port,
+    fresh_database,
+    process,
+    service_env,
+    wait_ready,
+)
 from bench.search_latency import load_corpus
-from tests.loopback import LoopbackServer
 from tests.scripted_model import Receive, ScriptedModel, ScriptedReply, Send, Step
 from tests.tool_server import Received, ToolServer, http_tool, tool_server
-from tools.embed import SentenceTransformerEmbedder
 
 SECTION = "## Parallel tool calls"
 BEGIN, END = "<!-- parallel:begin -->", "<!-- parallel:end -->"
@@ -148,13 +154,17 @@ class TimedModel(ScriptedModel):
 
 
 class Cpu(msgspec.Struct, frozen=True):
+    """The service's CPU seconds so far (user + system)."""
+
     process: float
     loop: float
-    """This thread's, the event loop's."""
+    """The main thread's, which runs the event loop."""
 
     @classmethod
-    def now(cls) -> Cpu:
-        return cls(time.process_time(), time.thread_time())
+    def of(cls, service: psutil.Process) -> Cpu:
+        times = service.cpu_times()
+        main = next(t for t in service.threads() if t.id == service.pid)
+        return cls(times.user + times.system, main.user_time + main.system_time)
 
     def minus(self, earlier: Cpu) -> Cpu:
         return Cpu(self.process - earlier.process, self.loop - earlier.loop)
@@ -183,18 +193,17 @@ class Sample(msgspec.Struct, frozen=True, kw_only=True):
     spread: float
     """The largest gap between the first and the last start of one batch, as recorded."""
     cpu: float
-    """CPU time of this whole process (service, client, model and tool servers)."""
+    """CPU time of the service's process."""
     loop_cpu: float
-    """CPU time of the event loop's thread: all of the above but the embedder's threads."""
+    """CPU time of the service's event loop thread: all of it but the embedder's threads."""
 
     @property
     def bound(self) -> float:
         return self.model + self.tools
 
 
-async def run_turn(
-    client: httpx.AsyncClient, model: TimedModel, tools: ToolServer, way: Way
-) -> Sample:
+async def run_turn(running: Service, model: TimedModel, tools: ToolServer, way: Way) -> Sample:
+    client = running.client
     made = await client.post("/v1/conversations", json={})
     made.raise_for_status()
     conversation = made.json()["id"]
@@ -202,11 +211,11 @@ async def run_turn(
             "mode": way.mode, "stream": False}
     model.spans.clear()
     tools.received.clear()
-    cpu = Cpu.now()
+    cpu = Cpu.of(running.process)
     started = time.monotonic()
     response = await client.post(f"/v1/conversations/{conversation}/turns", json=body)
     finished = time.monotonic()
-    cpu = Cpu.now().minus(cpu)
+    cpu = Cpu.of(running.process).minus(cpu)
     turn = _checked(way, response, model.spans, tools.received)
     return _sample(Interval(started, finished), cpu, model.spans, tools.received, turn)
 
@@ -296,47 +305,26 @@ class Results(msgspec.Struct, frozen=True):
     """Tools registered, the sleep tools included."""
 
 
-@contextlib.contextmanager
-def embedded_postgres() -> Iterator[str]:
-    import pgserver
-
-    with tempfile.TemporaryDirectory(prefix="switchboard-bench-pg-") as tmp:
-        server = pgserver.get_server(Path(tmp), cleanup_mode="stop")
-        try:
-            yield server.get_uri()
-        finally:
-            server.cleanup()
-
-
-async def fresh_database(url: str, name: str) -> str:
-    admin = await asyncpg.connect(url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    base, _, query = url.partition("?")
-    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+class Service(msgspec.Struct, frozen=True):
+    client: httpx.AsyncClient
+    process: psutil.Process
 
 
 @contextlib.asynccontextmanager
 async def service(
-    database_url: str, model_url: str, data_dir: str, tracing: bool,
-    embedder: SentenceTransformerEmbedder,
-) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(database_url=database_url, model_url=model_url, data_dir_path=data_dir,
-                        register_builtins=False, tracing=tracing, admin_key=ADMIN_KEY,
-                        egress_allowlist="127.0.0.0/8")
-    app = create_app(settings, embedder=embedder)
-    # Litestar's default logging sends every outgoing request's INFO line to stderr.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    server = LoopbackServer(app, lifespan="on")
-    await server.start()
-    try:
+    database_url: str, model_url: str, folder: Path, tracing: bool
+) -> AsyncIterator[Service]:
+    """`python -m app serve` as a process of its own, and a client authenticated to it."""
+    port = free_port()
+    env = service_env(database=database_url, model_url=model_url, port=port,
+                      data_dir=folder / "data", admin_key=ADMIN_KEY, tracing=tracing)
+    log = folder / "service.log"
+    with process(SERVE, env, log) as child:
+        url = f"http://127.0.0.1:{port}"
+        await wait_ready(f"{url}/health", child, log, 180)
         auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
-        async with httpx.AsyncClient(base_url=server.url, timeout=30, headers=auth) as client:
-            yield client
-    finally:
-        await server.stop()
+        async with httpx.AsyncClient(base_url=url, timeout=30, headers=auth) as client:
+            yield Service(client, psutil.Process(child.pid))
 
 
 async def register_tools(client: httpx.AsyncClient, tools_url: str) -> None:
@@ -347,7 +335,7 @@ async def register_tools(client: httpx.AsyncClient, tools_url: str) -> None:
                        properties, ["ms"], idempotent=True) for i in range(TOOLS)]
     response = await client.post("/v1/tools/bulk", json={"tools": specs})
     if response.status_code != 200:
-        raise BenchError(f"registering the tools failed: HTTP {response.status_code}: "
+        raise SetUpError(f"registering the tools failed: HTTP {response.status_code}: "
                          f"{response.text[:500]}")
 
 
@@ -357,42 +345,40 @@ async def register_others(client: httpx.AsyncClient, data: Path, count: int) -> 
     response = await client.post("/v1/tools/bulk", json={"tools": msgspec.to_builtins(specs)},
                                  timeout=600)
     if response.status_code != 200:
-        raise BenchError(f"registering {count} other tools failed: HTTP "
+        raise SetUpError(f"registering {count} other tools failed: HTTP "
                          f"{response.status_code}: {response.text[:500]}")
 
 
 async def measure(turns: int, tracing: bool, registry: int, data: Path) -> Results:
-    embedder = SentenceTransformerEmbedder()
     model = TimedModel()
     started, load = time.monotonic(), os.getloadavg()[0]
     try:
-        with embedded_postgres() as postgres, tempfile.TemporaryDirectory() as data_dir:
+        with embedded_postgres() as postgres, tempfile.TemporaryDirectory() as folder:
             url = await fresh_database(postgres, "bench_parallel")
             await model.start()
-            async with tool_server() as tools, service(url, model.url, data_dir, tracing,
-                                                       embedder) as client:
-                await register_tools(client, tools.url)
+            async with tool_server() as tools, service(url, model.url, Path(folder),
+                                                       tracing) as running:
+                await register_tools(running.client, tools.url)
                 if registry > TOOLS:
-                    await register_others(client, data, registry - TOOLS)
-                samples = await _rounds(client, model, tools, turns)
+                    await register_others(running.client, data, registry - TOOLS)
+                samples = await _rounds(running, model, tools, turns)
     finally:
         await model.stop()
-        embedder.close()
     return Results(samples, time.monotonic() - started, (load, os.getloadavg()[0]), registry)
 
 
 async def _rounds(
-    client: httpx.AsyncClient, model: TimedModel, tools: ToolServer, turns: int
+    running: Service, model: TimedModel, tools: ToolServer, turns: int
 ) -> dict[str, list[Sample]]:
     """Warm-ups for every way, then the ways in turn, round after round, so drift (a growing
     database, a warming cache) falls on all three alike."""
     for way in WAYS:
         for _ in range(WARMUP):
-            await run_turn(client, model, tools, way)
+            await run_turn(running, model, tools, way)
     samples: dict[str, list[Sample]] = {w.key: [] for w in WAYS}
     for number in range(turns):
         for way in WAYS:
-            samples[way.key].append(await run_turn(client, model, tools, way))
+            samples[way.key].append(await run_turn(running, model, tools, way))
         print(f"  round {number + 1}/{turns}", file=sys.stderr, flush=True)
     return samples
 

@@ -27,14 +27,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import platform
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -42,10 +44,13 @@ from typing import Any
 import httpx
 import msgspec
 
+from app.main import create_app
+from app.settings import Settings
 from bench._markdown import publish
-from bench.parallel import embedded_postgres, fresh_database, service
+from bench._stack import embedded_postgres, fresh_database
 from bench.search_latency import load_corpus
 from planner.prompt import SEARCH_TOOLS, SEARCH_TOOLS_ENTRY, tool_entry
+from tests.loopback import serving
 from tests.scripted_model import ScriptedModel, ScriptedReply, Step
 from tools.embed import SentenceTransformerEmbedder, resolve_model
 from tools.spec import ToolSpec
@@ -57,8 +62,29 @@ FULL_CONVERSATIONS, QUICK_CONVERSATIONS = 25, 5
 TURNS_PER_CONVERSATION = 2
 
 
+ADMIN_KEY = "sbk_bench_prompt_size_admin_key"
+
+
 class BenchError(RuntimeError):
     """The run could not measure what it set out to."""
+
+
+@contextlib.asynccontextmanager
+async def service(
+    database_url: str, model_url: str, data_dir: str, embedder: SentenceTransformerEmbedder
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The service in this process (the scripted model keeps every request it is sent), on a
+    loopback port, and a client authenticated to it."""
+    settings = Settings(database_url=database_url, model_url=model_url, data_dir_path=data_dir,
+                        register_builtins=False, admin_key=ADMIN_KEY,
+                        egress_allowlist="127.0.0.0/8")
+    app = create_app(settings, embedder=embedder)
+    # Litestar's default logging sends every outgoing request's INFO line to stderr.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    async with serving(app, lifespan="on") as server:
+        auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        async with httpx.AsyncClient(base_url=server.url, timeout=30, headers=auth) as client:
+            yield client
 
 
 def respond(body: dict[str, Any]) -> Step:
@@ -221,7 +247,7 @@ async def run(data: Path, tools: int, conversations: int) -> Results:
         await model.start()
         with embedded_postgres() as postgres, tempfile.TemporaryDirectory() as data_dir:
             url = await fresh_database(postgres, "bench_prompt_size")
-            async with service(url, model.url, data_dir, True, embedder) as client:
+            async with service(url, model.url, data_dir, embedder) as client:
                 await _register(client, specs)
                 for c in range(conversations):
                     conversation = await _post(client, "/v1/conversations", {}, 201)

@@ -49,7 +49,7 @@ import msgspec
 import numpy as np
 
 from bench._markdown import publish
-from bench.parallel import embedded_postgres, fresh_database
+from bench._stack import embedded_postgres, fresh_database
 from bench.search_latency import load_corpus
 from tools.embed import BUNDLED_MODEL, SentenceTransformerEmbedder, Vectors
 from tools.index import IndexedTool, RankingWeights, ToolIndex

@@ -41,7 +41,7 @@ import numpy as np
 from app.main import create_app
 from app.settings import Settings
 from bench._markdown import publish
-from bench.parallel import embedded_postgres, fresh_database
+from bench._stack import embedded_postgres, fresh_database
 from tests.loopback import LoopbackServer
 from tests.scripted_model import ScriptedReply, Step, scripted_model
 from tests.tool_server import http_tool, tool_server

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
+from app.main import QUIET_LOGGERS, create_app
 from app.settings import Settings, SettingsError, load_settings
 
 
@@ -47,3 +49,31 @@ def test_a_bad_port_names_the_variable_and_what_it_expects() -> None:
 def test_an_out_of_range_port_is_refused() -> None:
     with pytest.raises(SettingsError, match=r"^PORT=70000 is out of range"):
         load_settings({"PORT": "70000"})
+
+
+def test_log_level_is_read_in_any_case_and_an_unknown_one_is_refused() -> None:
+    assert load_settings({"LOG_LEVEL": "warning"}).log_level == "WARNING"
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"LOG_LEVEL": "loud"})
+    assert str(caught.value) == (
+        "LOG_LEVEL is invalid (Invalid enum value 'LOUD'): expected DEBUG, INFO, WARNING or ERROR"
+    )
+
+
+@pytest.mark.parametrize(
+    ("level", "outgoing"),
+    [("INFO", "WARNING"), ("WARNING", "WARNING"), ("ERROR", "ERROR"), ("DEBUG", "DEBUG")],
+)
+def test_the_app_logs_at_log_level_and_outgoing_requests_only_when_debugging(
+    level: str, outgoing: str
+) -> None:
+    root = logging.getLogger()
+    saved = {name: logging.getLogger(name).level for name in ("", *QUIET_LOGGERS)}
+    try:
+        create_app(Settings(log_level=level))  # type: ignore[arg-type]
+        assert logging.getLevelName(root.level) == level
+        for name in QUIET_LOGGERS:
+            assert logging.getLevelName(logging.getLogger(name).level) == outgoing
+    finally:
+        for name, was in saved.items():
+            logging.getLogger(name).setLevel(was)
