@@ -42,6 +42,7 @@ from tools.builtins import builtin_specs, default_builtins
 from tools.egress import EgressPolicy, GuardedTransport
 from tools.embed import Embedder, SentenceTransformerEmbedder
 from tools.executors import ToolRunner
+from tools.http_client import http_client
 from tools.mcp.servers import McpServers
 from tools.registry import ToolRegistry
 from tools.sync import ChangeListener
@@ -126,8 +127,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         async with (
             database(settings.database_url, settings.data_dir) as (dsn, pool),
             progress_pool(dsn, enabled=not settings.durable_steps) as progress,
-            httpx.AsyncClient(timeout=None) as http,
-            httpx.AsyncClient(timeout=None, transport=_guarded(settings)) as tool_http,
+            http_client() as http,
+            http_client(_guarded(settings)) as tool_http,
         ):
             app.state.pool = pool
             await bootstrap_admin(pool, settings.admin_key, settings.data_dir)

@@ -309,3 +309,13 @@ async def test_the_cli_imports_a_yaml_document_through_the_same_conversion(
     tool = (await app.client.get("/v1/tools/updatePet", params={"namespace": "pets"})).json()
     assert tool["executor"]["url"] == "https://pets.example/shops/{shop_id}/pets/{pet_name}"
     assert tool["secret_headers"] == ["X-Api-Key"]
+
+
+async def test_a_url_httpx_cannot_send_is_a_422_naming_the_url(api: httpx.AsyncClient) -> None:
+    bad = await api.post(IMPORT, json={"url": "https://\u0018x", "namespace": "p"})
+    assert bad.status_code == 422
+    assert bad.json()["errors"] == [{
+        "pointer": "/url",
+        "message": "could not fetch the OpenAPI document at https://\u0018x: Invalid "
+        "non-printable ASCII character in URL, '\\x18' at position 8.",
+    }]

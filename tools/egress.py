@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 
+from tools.http_client import AiohttpTransport
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -107,7 +109,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 
     def __init__(self, policy: EgressPolicy, inner: httpx.AsyncBaseTransport | None = None) -> None:
         self.policy = policy
-        self.inner = inner or httpx.AsyncHTTPTransport()
+        self.inner = inner or AiohttpTransport()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         await pin_to_checked_address(self.policy, request, EgressRefused, httpx.ConnectError)

@@ -72,7 +72,7 @@ async def fetch_document(http: httpx.AsyncClient, url: str, max_bytes: int) -> A
                         "", f"the document is larger than {max_bytes} bytes, the most this "
                         "service reads (MAX_BODY_BYTES)", url,
                     )
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL: not a URL httpx can send
         raise DocumentUnreachable(url, str(exc) or type(exc).__name__) from exc
     return parse_document(bytes(body).decode("utf-8", errors="replace"), url)
 

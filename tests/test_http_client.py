@@ -1,0 +1,124 @@
+"""The client tools and models are called with: httpx's API over aiohttp, no cookies kept, and
+aiohttp's failures reported as httpx's errors."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.loopback import serving
+from tools.http_client import http_client
+
+Scope = dict[str, Any]
+
+
+class Server:
+    """A raw ASGI app: `/set` sets a cookie, `/echo` answers with the request's headers and
+    body, `/stream` sends one chunk and the next only once `release` is set."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = [(b"content-type", b"application/json")]
+        match scope["path"]:
+            case "/set":
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [*headers, (b"set-cookie", b"session=tenant-a; Path=/")]})
+                await send({"type": "http.response.body", "body": b"{}"})
+            case "/echo":
+                seen = {k.decode(): v.decode() for k, v in scope["headers"]}
+                payload = httpx.Response(200, json={"headers": seen, "body": body.decode()})
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                await send({"type": "http.response.body", "body": payload.content})
+            case "/stream":
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-type", b"text/event-stream")]})
+                await send({"type": "http.response.body", "body": b"data: 1\n\n",
+                            "more_body": True})
+                await self.release.wait()
+                await send({"type": "http.response.body", "body": b"data: 2\n\n"})
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[str, Server]]:
+    app = Server()
+    async with serving(app) as running:
+        yield running.url, app
+        app.release.set()  # a stream left waiting would hold the server's shutdown
+
+
+async def test_a_cookie_one_server_sets_never_reaches_the_next_call(
+    server: tuple[str, Server],
+) -> None:
+    url, _ = server
+    async with http_client() as client:
+        assert (await client.post(f"{url}/set")).headers["set-cookie"] == "session=tenant-a; Path=/"
+        echoed = (await client.post(f"{url}/echo", content=b'{"a": 1}')).json()
+    assert "cookie" not in echoed["headers"]
+    assert echoed["body"] == '{"a": 1}'
+    assert client.cookies.jar.__len__() == 0
+
+
+async def test_a_streamed_body_arrives_chunk_by_chunk(server: tuple[str, Server]) -> None:
+    url, app = server
+    async with http_client() as client, client.stream("GET", f"{url}/stream") as response:
+        chunks = response.aiter_bytes()
+        assert await anext(chunks) == b"data: 1\n\n"  # before the server sends the rest
+        app.release.set()
+        assert [c async for c in chunks] == [b"data: 2\n\n"]
+
+
+async def test_a_refused_connection_is_httpx_connect_error_caused_by_the_refusal() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    async with http_client() as client:
+        with pytest.raises(httpx.ConnectError) as caught:
+            await client.get(f"http://127.0.0.1:{port}/")
+    cause: BaseException | None = caught.value
+    causes = []
+    while cause is not None:
+        causes.append(type(cause))
+        cause = cause.__cause__
+    assert ConnectionRefusedError in causes
+
+
+async def test_a_server_that_hangs_up_without_answering_is_a_remote_protocol_error() -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    listener = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        async with http_client() as client:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await client.get(f"http://127.0.0.1:{port}/")
+    finally:
+        listener.close()
+        await listener.wait_closed()
+
+
+async def test_a_read_timeout_is_httpx_read_timeout(server: tuple[str, Server]) -> None:
+    url, _ = server
+    async with http_client() as client, client.stream(
+        "GET", f"{url}/stream", timeout=httpx.Timeout(0.2)
+    ) as response:
+        chunks = response.aiter_bytes()
+        assert await anext(chunks) == b"data: 1\n\n"
+        with pytest.raises(httpx.ReadTimeout):
+            await anext(chunks)
