@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,6 +36,8 @@ from planner.tracing import TurnTracer
 from planner.turn import TurnState
 from tools.executors import CallOutcome, ExecutableTool, ToolRunner
 from tools.spec import ClientExecutor, HttpExecutor, McpExecutor
+
+log = logging.getLogger(__name__)
 
 Search = Callable[[TurnState, str], Awaitable[list[str]]]
 """Retrieve more candidates for a turn; returns the function names it added."""
@@ -93,6 +96,13 @@ class _Batch:
             self._timer.cancel()
             self._timer = None
 
+    def abandon(self) -> None:
+        """The batch failed: stop the write still waiting. A write already under way finishes
+        on its own; if it fails too, that is logged (the turn reports the batch's own fault)."""
+        self.cancel()
+        for write in self._writes:
+            write.add_done_callback(_log_failed_write)
+
     async def close(self) -> list[FinishedCall]:
         """The ends not written yet, once the writes already under way are done (their
         failure is raised here)."""
@@ -103,6 +113,12 @@ class _Batch:
         if failed and failed[0] is not None:
             raise failed[0]
         return self.unwritten
+
+
+def _log_failed_write(write: asyncio.Task[None]) -> None:
+    if not write.cancelled() and (fault := write.exception()) is not None:
+        log.warning("writing the ends of a failed step's calls failed too: %s: %s",
+                    type(fault).__name__, fault)
 
 
 def assistant_message(reply: ModelReply) -> ChatMessage:
@@ -206,10 +222,12 @@ class CallRunner:
         self._batches[turn.id] = batch
         try:
             await asyncio.gather(*jobs)
-            ends = await batch.close()
+        except BaseException:
+            batch.abandon()
+            raise
         finally:
             self._batches.pop(turn.id, None)
-            batch.cancel()
+        ends = await batch.close()
         if any(call_id not in turn.observations for call_id in call_ids):
             # Some calls wait: the step's results go to the model together, once they have
             # answers (`settle`); until then they live in the calls' rows.

@@ -15,6 +15,7 @@ import msgspec
 from tools.spec import ToolRecord
 
 STEP_ID = r"^s[0-9]{1,3}$"
+_STEP_ID = re.compile(STEP_ID)
 REFERENCE = re.compile(r"^\$(?P<step>s[0-9]{1,3})(?P<path>(\.[A-Za-z0-9_-]+)*)$")
 _REFERENCE_SCHEMA = {
     "type": "string",
@@ -89,6 +90,12 @@ def parse_plan(raw: str, known_tools: set[str], max_steps: int) -> Plan:
     ids = [s.id for s in plan.steps]
     if len(set(ids)) != len(ids):
         raise PlanProblem(f"step ids must be unique, got {ids}")
+    for step_id in ids:
+        if not _STEP_ID.match(step_id):
+            # A backend that does not enforce the schema may send any id, and a reference to it
+            # would then pass as a plain string argument.
+            raise PlanProblem(f"step id {step_id!r} is not of the form s1, s2, ... (s and up to "
+                              "3 digits), which references like $s1 name")
     steps = []
     for step in plan.steps:
         if step.tool not in known_tools:

@@ -72,6 +72,14 @@ def test_references_become_dependencies() -> None:
         ),
         ([], "the plan has no steps"),
         (
+            [
+                {"id": "city", "tool": "get_city", "arguments": {}},
+                {"id": "s2", "tool": "get_weather", "arguments": {"city": "$city.name"}},
+            ],
+            "step id 'city' is not of the form s1, s2, ... (s and up to 3 digits), which "
+            "references like $s1 name",
+        ),
+        (
             [{"id": f"s{i}", "tool": "get_weather", "arguments": {}} for i in range(9)],
             "the plan has 9 steps; at most 8 are allowed",
         ),

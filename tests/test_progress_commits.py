@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -18,7 +19,7 @@ from planner.engine import EngineSettings, TurnEngine, TurnRequest
 from planner.memory_store import MemoryTurnStore
 from planner.messages import ChatMessage
 from planner.model_client import ChatModel, ModelBackend, ModelClient
-from planner.store import FinishedCall
+from planner.store import FinishedCall, StartedCall
 from planner.turn_store import PostgresTurnStore
 from tests.scripted_model import ScriptedModel, ScriptedReply
 from tools.builtins import BuiltinFunctions, builtin_specs, default_builtins
@@ -267,3 +268,59 @@ async def test_a_failed_write_of_an_early_call_end_fails_the_turn_with_the_fault
     assert result.error is not None
     assert result.error.type == "/problems/database-unavailable"
     assert result.error.detail == "OSError: connection to the database was lost"
+
+
+class FailingLate(MemoryTurnStore):
+    """A lost database, seen twice in one step: a write of call ends that fails after a while,
+    and, while it is under way, the running row of a plan step that starts later."""
+
+    async def finish_tool_calls(self, turn_id: str, calls: list[FinishedCall]) -> None:
+        await asyncio.sleep(4 * COALESCE_S)
+        raise OSError("connection to the database was lost (ends)")
+
+    async def start_tool_calls(
+        self, tenant: str, conversation_id: str, turn_id: str, calls: list[StartedCall]
+    ) -> None:
+        if any(c.id.endswith("_s3") for c in calls):
+            raise OSError("connection to the database was lost (running row)")
+        await super().start_tool_calls(tenant, conversation_id, turn_id, calls)
+
+
+async def test_a_write_of_ends_under_way_when_its_step_fails_is_seen_through_and_logged(
+    pool: asyncpg.Pool, embedder: SentenceTransformerEmbedder, model: ScriptedModel,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def nap(ms: float) -> dict[str, bool]:
+        await asyncio.sleep(ms / 1000)
+        return {"ok": True}
+
+    functions = default_builtins()
+    functions.register("nap", nap)
+    plan = {"steps": [
+        {"id": "s1", "tool": "calculate", "arguments": {"expression": "1 + 1"}},
+        {"id": "s2", "tool": "nap", "arguments": {"ms": 2 * COALESCE_S * 1000}},
+        {"id": "s3", "tool": "calculate", "arguments": {"expression": "$s2.ok"}},
+    ]}
+    async with httpx.AsyncClient() as http:
+        registry = ToolRegistry(pool, embedder)
+        await registry.write(TENANT, [*builtin_specs(), NAP])
+        models: dict[str, ChatModel] = {
+            "default": ModelClient(ModelBackend(base_url=model.url), http)
+        }
+        engine = TurnEngine(pool, registry, ToolRunner(http, functions), models,
+                            default_model="default", settings=EngineSettings(),
+                            owner="test-replica", store=FailingLate())
+        conversation = await engine.open_conversation(TENANT, {}, [])
+        model.push(ScriptedReply(content=json.dumps(plan)))
+        asked = TurnRequest(message="one plus one, then a nap", mode="plan")
+        turn_id = await engine.start_turn(TENANT, conversation, asked)
+        with caplog.at_level(logging.WARNING):
+            result = await engine.run_turn(TENANT, conversation, turn_id, asked)
+            # s1 ended at once, so its end's write began COALESCE_S later and is still under
+            # way when s3, which waits for s2, fails to write its running row.
+            await asyncio.sleep(5 * COALESCE_S)
+    assert result.error is not None
+    assert result.error.detail == "OSError: connection to the database was lost (running row)"
+    logged = [r.getMessage() for r in caplog.records if r.name == "planner.calls"]
+    assert logged == ["writing the ends of a failed step's calls failed too: OSError: "
+                      "connection to the database was lost (ends)"]
