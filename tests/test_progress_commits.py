@@ -240,24 +240,31 @@ class FailingEnds(MemoryTurnStore):
             self.observing = False
 
 
-async def test_a_failed_write_of_an_early_call_end_fails_the_turn_with_the_fault(
+async def _napping_engine(
     pool: asyncpg.Pool, embedder: SentenceTransformerEmbedder, model: ScriptedModel,
-) -> None:
+    http: httpx.AsyncClient, store: MemoryTurnStore,
+) -> TurnEngine:
+    """An engine on `store` whose tools are the builtins and `nap`, which sleeps."""
+
     async def nap(ms: float) -> dict[str, bool]:
         await asyncio.sleep(ms / 1000)
         return {"ok": True}
 
     functions = default_builtins()
     functions.register("nap", nap)
+    registry = ToolRegistry(pool, embedder)
+    await registry.write(TENANT, [*builtin_specs(), NAP])
+    models: dict[str, ChatModel] = {"default": ModelClient(ModelBackend(base_url=model.url), http)}
+    return TurnEngine(pool, registry, ToolRunner(http, functions), models,
+                      default_model="default", settings=EngineSettings(), owner="test-replica",
+                      store=store)
+
+
+async def test_a_failed_write_of_an_early_call_end_fails_the_turn_with_the_fault(
+    pool: asyncpg.Pool, embedder: SentenceTransformerEmbedder, model: ScriptedModel,
+) -> None:
     async with httpx.AsyncClient() as http:
-        registry = ToolRegistry(pool, embedder)
-        await registry.write(TENANT, [*builtin_specs(), NAP])
-        models: dict[str, ChatModel] = {
-            "default": ModelClient(ModelBackend(base_url=model.url), http)
-        }
-        engine = TurnEngine(pool, registry, ToolRunner(http, functions), models,
-                            default_model="default", settings=EngineSettings(),
-                            owner="test-replica", store=FailingEnds())
+        engine = await _napping_engine(pool, embedder, model, http, FailingEnds())
         conversation = await engine.open_conversation(TENANT, {}, [])
         model.push(ScriptedReply(tool_calls=[("calculate", {"expression": "1 + 1"}, "fast"),
                                              ("nap", {"ms": 5 * COALESCE_S * 1000}, "slow")]))
@@ -290,26 +297,13 @@ async def test_a_write_of_ends_under_way_when_its_step_fails_is_seen_through_and
     pool: asyncpg.Pool, embedder: SentenceTransformerEmbedder, model: ScriptedModel,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async def nap(ms: float) -> dict[str, bool]:
-        await asyncio.sleep(ms / 1000)
-        return {"ok": True}
-
-    functions = default_builtins()
-    functions.register("nap", nap)
     plan = {"steps": [
         {"id": "s1", "tool": "calculate", "arguments": {"expression": "1 + 1"}},
         {"id": "s2", "tool": "nap", "arguments": {"ms": 2 * COALESCE_S * 1000}},
         {"id": "s3", "tool": "calculate", "arguments": {"expression": "$s2.ok"}},
     ]}
     async with httpx.AsyncClient() as http:
-        registry = ToolRegistry(pool, embedder)
-        await registry.write(TENANT, [*builtin_specs(), NAP])
-        models: dict[str, ChatModel] = {
-            "default": ModelClient(ModelBackend(base_url=model.url), http)
-        }
-        engine = TurnEngine(pool, registry, ToolRunner(http, functions), models,
-                            default_model="default", settings=EngineSettings(),
-                            owner="test-replica", store=FailingLate())
+        engine = await _napping_engine(pool, embedder, model, http, FailingLate())
         conversation = await engine.open_conversation(TENANT, {}, [])
         model.push(ScriptedReply(content=json.dumps(plan)))
         asked = TurnRequest(message="one plus one, then a nap", mode="plan")
