@@ -392,7 +392,7 @@ class TurnTracer:
         span, never made current itself (setting the current context costs more than the rest
         of a span). An exception that escapes it is recorded and sets its status."""
         span = None if self.leaves is None else self.leaves.start(name, kind, attributes, links)
-        if span is None:  # no turn around it: an SDK span, which records errors the same way
+        if span is None:  # no turn around it: an SDK span, which records an escaping error too
             span = self.tracer.start_span(name, kind=kind, attributes=attributes, links=links)
         return span
 
