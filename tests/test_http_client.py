@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.loopback import serving
-from tools.http_client import http_client
+from tools.egress import EgressPolicy, GuardedTransport
+from tools.http_client import AiohttpTransport, http_client
 
 Scope = dict[str, Any]
 
@@ -122,3 +126,54 @@ async def test_a_read_timeout_is_httpx_read_timeout(server: tuple[str, Server]) 
         assert await anext(chunks) == b"data: 1\n\n"
         with pytest.raises(httpx.ReadTimeout):
             await anext(chunks)
+
+
+def _certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA, and a certificate it signed for `localhost` only: (ca, cert, key) PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    now = datetime.now(UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("test CA")).issuer_name(name("test CA"))
+          .public_key(ca_key.public_key()).serial_number(1)
+          .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    leaf = (x509.CertificateBuilder().subject_name(name("localhost")).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(2)
+            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+async def test_a_tls_connection_verified_for_one_name_is_not_reused_for_another_on_its_address(
+    tmp_path: Path,
+) -> None:
+    ca, cert, key = _certificates(tmp_path)
+    trusted = ssl.create_default_context(cafile=str(ca))
+    # Both names are pinned to 127.0.0.1 by the egress guard; the server's certificate is good
+    # for `localhost` only.
+    guard = GuardedTransport(EgressPolicy.parse("localhost,127.0.0.0/8"),
+                             AiohttpTransport(ssl_context=trusted))
+    async with serving(Server(), ssl_certfile=str(cert), ssl_keyfile=str(key)) as running, \
+            http_client(guard) as client:
+        port = running.url.rsplit(":", 1)[1]
+        answered = await client.post(f"https://localhost:{port}/echo", content=b"{}")
+        assert answered.json()["headers"]["host"] == f"localhost:{port}"
+        with pytest.raises(httpx.ConnectError) as caught:
+            await client.post(f"https://127.0.0.1:{port}/echo", content=b"{}")
+    assert "certificate" in str(caught.value).lower()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import http.cookiejar
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -36,14 +37,23 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     """HTTP/1.1 over one aiohttp session, made on first use (inside the running loop).
     Redirects are not followed and bodies are not decompressed: httpx does the decoding."""
 
-    def __init__(self, *, max_connections: int = 100, keepalive_s: float = 5.0) -> None:
+    def __init__(
+        self, *, max_connections: int = 100, keepalive_s: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.max_connections, self.keepalive_s = max_connections, keepalive_s
+        self.ssl_context = ssl_context
+        """Certificates to trust; None: the system's."""
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
+            # Pooled connections are keyed by the TLS server name too, not only by the address:
+            # after the egress guard pins a host name to its address, two names on one address
+            # never share a connection verified for one of them.
             connector = aiohttp.TCPConnector(limit=self.max_connections,
-                                             keepalive_timeout=self.keepalive_s)
+                                             keepalive_timeout=self.keepalive_s,
+                                             ssl=self.ssl_context or True)
             self._session = aiohttp.ClientSession(
                 connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False
             )
