@@ -73,12 +73,13 @@ from bench._overhead_report import (
     preamble,
     report,
 )
+from bench.search_latency import TimedEmbedder
 from planner.engine import EngineSettings, TurnEngine, TurnRequest
 from planner.memory_store import MemoryTurnStore
 from planner.tracing import CAPTURE_ENV, TurnTracer
 from planner.turn_store import PostgresTurnStore, TurnStore
 from tools.builtins import BuiltinFunctions
-from tools.embed import SentenceTransformerEmbedder, Vectors
+from tools.embed import SentenceTransformerEmbedder
 from tools.executors import ToolRunner
 from tools.registry import ToolRegistry
 from tools.spec import BuiltinExecutor, ToolPolicy, ToolSpec
@@ -97,28 +98,6 @@ class BenchError(RuntimeError):
 
 
 # -- measuring helpers ----------------------------------------------------------------------
-
-
-class TimedEmbedder:
-    """The real embedder, with the wall time of its calls added up (an `Embedder`)."""
-
-    def __init__(self, inner: SentenceTransformerEmbedder) -> None:
-        self.inner, self.elapsed_ns = inner, 0
-
-    @property
-    def model_name(self) -> str:
-        return self.inner.model_name
-
-    @property
-    def dim(self) -> int:
-        return self.inner.dim
-
-    async def embed(self, texts: list[str]) -> Vectors:
-        started = time.perf_counter_ns()
-        try:
-            return await self.inner.embed(texts)
-        finally:
-            self.elapsed_ns += time.perf_counter_ns() - started
 
 
 class PostgresCpu:
@@ -184,7 +163,7 @@ class SwitchboardTurns:
         conversation = await self.engine.open_conversation(TENANT, {}, [])
         request = TurnRequest(message=MESSAGE)
         self.clock.reset()
-        self.embedder.elapsed_ns = 0
+        self.embedder.total = 0.0
         server = self.postgres.ns()
         start = Clocks.now()
         turn_id = await self.engine.start_turn(TENANT, conversation, request)
@@ -194,8 +173,8 @@ class SwitchboardTurns:
         problems = [c.error for c in result.tool_calls if c.error is not None]
         if result.status != "completed" or len(result.tool_calls) != STEPS or problems:
             raise BenchError(f"switchboard turn {result.status}: {result.error} {problems[:2]}")
-        return timeline(start, self.clock, end, embed_ns=self.embedder.elapsed_ns, spans=spans,
-                        postgres_cpu_ns=self.postgres.ns() - server)
+        return timeline(start, self.clock, end, embed_ns=round(self.embedder.total * 1e9),
+                        spans=spans, postgres_cpu_ns=self.postgres.ns() - server)
 
     async def _drain_spans(self) -> Clocks:
         start = Clocks.now()
