@@ -139,6 +139,8 @@ class UsageOut(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 class MessageOut(msgspec.Struct, frozen=True, kw_only=True):
     content: str | None
     role: str = "assistant"
+    reasoning_content: str | UnsetType = UNSET
+    """The answer's reasoning, as SGLang's own route returns it with a reasoning parser."""
     tool_calls: list[ToolCallOut] | UnsetType = UNSET
 
 
@@ -405,7 +407,9 @@ def _message(result: TurnResult) -> MessageOut:
         return MessageOut(content=None, tool_calls=_client_calls(result.pending))
     if result.status == "awaiting_approval":
         return MessageOut(content=_waiting_text(result))
-    return MessageOut(content=result.message.content if result.message else "")
+    if result.message is None:
+        return MessageOut(content="")
+    return MessageOut(content=result.message.content, reasoning_content=result.message.reasoning)
 
 
 def _client_calls(pending: list[PendingCall], indexed: bool = False) -> list[ToolCallOut]:

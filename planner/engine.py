@@ -19,7 +19,6 @@ from planner import pauses
 from planner.calls import CallRunner, WaitLimits
 from planner.errors import CallNotWaiting, DecisionInvalid, PlannerError, UnknownModel
 from planner.events import (
-    AssistantMessage,
     MessageDelta,
     PendingCall,
     PlanCreated,
@@ -33,6 +32,7 @@ from planner.events import (
     TurnResult,
     TurnResumed,
     TurnStarted,
+    answer_message,
 )
 from planner.messages import (
     ChatMessage,
@@ -215,8 +215,8 @@ class TurnEngine:
             return await self._fail(turn, exc)
         if answer is None:
             return await self._pause(turn)
-        result = _result(turn, "completed", answer)
         reply, reasoning = turn.answer
+        result = _result(turn, "completed", answer, reasoning=reasoning)
         try:
             await self.store.complete_turn(turn.tenant, turn.conversation_id, turn.id,
                                            reply=reply, reasoning=reasoning, usage=turn.usage)
@@ -442,13 +442,14 @@ def _function_name(turn: TurnState, key: tuple[str, str]) -> str:
 
 
 def _result(
-    turn: TurnState, status: str, answer: str | None, error: Problem | None = None
+    turn: TurnState, status: str, answer: str | None, error: Problem | None = None, *,
+    reasoning: str | None = None,
 ) -> TurnResult:
     return TurnResult(
         id=turn.id,
         conversation_id=turn.conversation_id,
         status=status,
-        message=AssistantMessage(answer) if answer is not None else None,
+        message=None if answer is None else answer_message(answer, reasoning),
         tool_calls=list(turn.calls),
         usage=turn.usage,
         error=error,

@@ -40,6 +40,12 @@ class ToolCallRecord(msgspec.Struct, frozen=True, kw_only=True):
 class AssistantMessage(msgspec.Struct, frozen=True):
     content: str
     role: str = "assistant"
+    reasoning: str | msgspec.UnsetType = msgspec.UNSET
+    """The model's reasoning behind this answer, when the server returned it apart."""
+
+
+def answer_message(content: str, reasoning: str | None) -> AssistantMessage:
+    return AssistantMessage(content, reasoning=reasoning or msgspec.UNSET)
 
 
 class Problem(msgspec.Struct, frozen=True, kw_only=True):

@@ -10,7 +10,7 @@ import asyncpg
 import msgspec
 
 from planner._db import Db
-from planner.events import AssistantMessage, PendingCall, Problem, ToolCallRecord, TurnResult
+from planner.events import PendingCall, Problem, ToolCallRecord, TurnResult, answer_message
 from planner.messages import Usage
 
 WaitsFor = Literal["approval", "output"]
@@ -84,8 +84,12 @@ def pending_call(row: asyncpg.Record) -> PendingCall:
 async def turn_result(db: Db, tenant: str, turn_id: str) -> TurnResult | None:
     """A turn as the API reports it, rebuilt from what was written while it ran."""
     row = await db.fetchrow(
-        """SELECT conversation_id, status, answer, error::text, usage::text FROM turns
-           WHERE tenant_id = $1 AND id = $2""",
+        """SELECT conversation_id, status, answer, error::text, usage::text,
+                  (SELECT m.reasoning FROM messages m
+                   WHERE m.conversation_id = t.conversation_id AND m.turn_id = t.id
+                     AND m.role = 'assistant'
+                   ORDER BY m.id DESC LIMIT 1) AS reasoning
+           FROM turns t WHERE tenant_id = $1 AND id = $2""",
         tenant, turn_id,
     )
     if row is None:
@@ -94,7 +98,7 @@ async def turn_result(db: Db, tenant: str, turn_id: str) -> TurnResult | None:
     return TurnResult(
         id=turn_id, conversation_id=row["conversation_id"], status=row["status"],
         pending=await waiting_calls(db, turn_id) if paused else [],
-        message=None if row["answer"] is None else AssistantMessage(row["answer"]),
+        message=None if row["answer"] is None else answer_message(row["answer"], row["reasoning"]),
         tool_calls=await call_records(db, turn_id),
         usage=msgspec.json.decode(row["usage"] or "{}", type=Usage),
         error=msgspec.json.decode(row["error"], type=Problem) if row["error"] else None,

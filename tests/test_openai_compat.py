@@ -427,3 +427,19 @@ async def test_a_tool_result_for_a_call_nothing_waits_on_changes_nothing(
         f"call; it waits on {waiting}")
     stored = (await app.client.get(f"/v1/turns/{first.id}")).json()
     assert stored["status"] == "requires_action"
+
+
+async def test_a_completion_carries_the_answers_reasoning_as_reasoning_content(
+    client: AsyncOpenAI, model: ScriptedModel
+) -> None:
+    model.push(ScriptedReply(content="Hello.", reasoning="a greeting needs no tools"),
+               ScriptedReply(content="Hello again."))
+    reasoned = await client.chat.completions.create(
+        model="default", messages=[user("hi")]  # type: ignore[list-item]
+    )
+    message = reasoned.choices[0].message
+    assert (message.model_extra or {}).get("reasoning_content") == "a greeting needs no tools"
+    plain = await client.chat.completions.create(
+        model="default", messages=[user("hi again")]  # type: ignore[list-item]
+    )
+    assert "reasoning_content" not in (plain.choices[0].message.model_extra or {})

@@ -407,3 +407,19 @@ async def test_builtin_tools_run_in_a_turn(
     assert [c["error"] for c in calls] == [None, None], calls
     assert calls[0]["result"]["result"] == 14
     assert calls[1]["result"]["result"] == 212
+
+
+async def test_the_answer_carries_its_reasoning_when_served_and_when_read_back(
+    chat: httpx.AsyncClient, model: ScriptedModel
+) -> None:
+    model.push(ScriptedReply(content="Hello.", reasoning="a greeting needs no tools"),
+               ScriptedReply(content="Hello again."))
+    conversation = await new_conversation(chat)
+    served = (await turn(chat, conversation, "hi")).json()
+    assert served["message"] == {"content": "Hello.", "role": "assistant",
+                                 "reasoning": "a greeting needs no tools"}
+    read_back = (await chat.get(f"/v1/turns/{served['id']}")).json()
+    assert read_back["message"] == served["message"]
+    plain = (await turn(chat, conversation, "hi again")).json()
+    assert plain["message"] == {"content": "Hello again.", "role": "assistant"}
+    assert (await chat.get(f"/v1/turns/{plain['id']}")).json()["message"] == plain["message"]
