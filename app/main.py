@@ -127,7 +127,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         async with (
             database(settings.database_url, settings.data_dir) as (dsn, pool),
             progress_pool(dsn, enabled=not settings.durable_steps) as progress,
-            http_client() as http,
+            http_client(trust_env=True) as http,
             http_client(_guarded(settings)) as tool_http,
         ):
             app.state.pool = pool

@@ -177,3 +177,33 @@ async def test_a_tls_connection_verified_for_one_name_is_not_reused_for_another_
         with pytest.raises(httpx.ConnectError) as caught:
             await client.post(f"https://127.0.0.1:{port}/echo", content=b"{}")
     assert "certificate" in str(caught.value).lower()
+
+
+async def test_the_environments_proxy_is_used_only_when_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[bytes] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen.append(head.split(b"\r\n", 1)[0])
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    listener = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+    target = "http://127.0.0.1:9/v1/models"  # nothing listens there: only the proxy answers
+    try:
+        async with http_client(trust_env=True) as trusting:
+            assert (await trusting.get(target)).json() == {}
+        async with http_client() as direct:
+            with pytest.raises(httpx.ConnectError):
+                await direct.get(target)
+    finally:
+        listener.close()
+        await listener.wait_closed()
+    assert seen == [f"GET {target} HTTP/1.1".encode()]

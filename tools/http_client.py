@@ -16,11 +16,16 @@ import aiohttp
 import httpx
 
 
-def http_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+def http_client(
+    transport: httpx.AsyncBaseTransport | None = None, *, trust_env: bool = False
+) -> httpx.AsyncClient:
     """A client with no timeout of its own (callers set theirs), no cookie jar, and aiohttp
-    underneath unless `transport` is given (it may wrap an AiohttpTransport)."""
-    return httpx.AsyncClient(timeout=None, transport=transport or AiohttpTransport(),
-                             cookies=_NoCookies())
+    underneath unless `transport` is given (it may wrap an AiohttpTransport). `trust_env`: go
+    through the proxy that HTTP_PROXY / HTTPS_PROXY name (NO_PROXY respected), as httpx's own
+    client does by default; for the servers the operator configured, not for tools, whose
+    addresses the egress guard checks and pins."""
+    return httpx.AsyncClient(timeout=None, cookies=_NoCookies(),
+                             transport=transport or AiohttpTransport(trust_env=trust_env))
 
 
 class _NoCookies(http.cookiejar.CookieJar):
@@ -39,11 +44,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     def __init__(
         self, *, max_connections: int = 100, keepalive_s: float = 5.0,
-        ssl_context: ssl.SSLContext | None = None,
+        ssl_context: ssl.SSLContext | None = None, trust_env: bool = False,
     ) -> None:
         self.max_connections, self.keepalive_s = max_connections, keepalive_s
         self.ssl_context = ssl_context
         """Certificates to trust; None: the system's."""
+        self.trust_env = trust_env
+        """Use the proxy the environment names (HTTP_PROXY, HTTPS_PROXY, NO_PROXY)."""
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
@@ -55,7 +62,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                                              keepalive_timeout=self.keepalive_s,
                                              ssl=self.ssl_context or True)
             self._session = aiohttp.ClientSession(
-                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
+                trust_env=self.trust_env,
             )
         return self._session
 
