@@ -48,7 +48,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     ) -> None:
         self.max_connections, self.keepalive_s = max_connections, keepalive_s
         self.ssl_context = ssl_context
-        """Certificates to trust; None: the system's."""
+        """Certificates to trust; None: those httpx's own client trusts (certifi's bundle, or
+        SSL_CERT_FILE / SSL_CERT_DIR when set)."""
         self.trust_env = trust_env
         """Use the proxy the environment names (HTTP_PROXY, HTTPS_PROXY, NO_PROXY)."""
         self._session: aiohttp.ClientSession | None = None
@@ -60,7 +61,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             # never share a connection verified for one of them.
             connector = aiohttp.TCPConnector(limit=self.max_connections,
                                              keepalive_timeout=self.keepalive_s,
-                                             ssl=self.ssl_context or True)
+                                             ssl=self.ssl_context or httpx.create_ssl_context())
             self._session = aiohttp.ClientSession(
                 connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
                 trust_env=self.trust_env,
