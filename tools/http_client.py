@@ -79,8 +79,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 data=body or None,
                 allow_redirects=False,
                 server_hostname=request.extensions.get("sni_hostname"),
+                # httpx's pool timeout bounds the wait for a pooled connection, as aiohttp's
+                # `connect` does; httpx's write timeout has no aiohttp counterpart.
                 timeout=aiohttp.ClientTimeout(
-                    total=None, sock_connect=timeouts.get("connect"), sock_read=timeouts.get("read")
+                    total=None, connect=timeouts.get("pool"), sock_connect=timeouts.get("connect"),
+                    sock_read=timeouts.get("read"),
                 ),
             )
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
