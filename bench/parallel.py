@@ -4,8 +4,9 @@ one-call-per-reply loop, each run as a turn over HTTP against the real service.
     .venv/bin/python -m bench.parallel [--quick] [--turns N] [--no-tracing] [--registry N]
                                        [--data ../shared/data]
 
-The service (`python -m app serve`, a process of its own, on an embedded Postgres in a temp
-dir, a fresh database) talks to a scripted model that answers at once and to eight HTTP tools
+The service (`python -m app serve`, a process of its own, set up by bench/_stack.py's
+`service_env`: LOG_LEVEL=WARNING, no rate limit; on an embedded Postgres in a temp dir, a fresh
+database) talks to a scripted model that answers at once and to eight HTTP tools
 `sleep_0` .. `sleep_7` that each sleep 200 ms. Each registry size runs in a database of its own:
 the eight sleep tools alone (no more than a turn offers, so the service offers them all without
 ranking), and the eight among 500 (492 real tools from --data, as bench.search_latency loads
