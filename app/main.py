@@ -221,10 +221,7 @@ def _logging(settings: Settings) -> LoggingConfig:
     quiet = level if level in ("DEBUG", "ERROR") else "WARNING"
     return LoggingConfig(
         root={"handlers": ["queue_listener"], "level": level},
-        loggers={
-            "litestar": {"level": "INFO", "handlers": ["queue_listener"], "propagate": False},
-            **{name: {"level": quiet} for name in QUIET_LOGGERS},
-        },
+        loggers={name: {"level": quiet} for name in QUIET_LOGGERS},
     )
 
 

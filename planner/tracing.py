@@ -132,6 +132,12 @@ class _LeafSpan(Span, ReadableSpan):
     object, so ending it builds nothing. As a context manager it records an exception that
     escapes it (type, message, stack; status ERROR) and ends."""
 
+    # ReadableSpan's fields, with the types this span keeps them in (mutable until it ends).
+    _context: SpanContext
+    _attributes: dict[str, Any]
+    _links: list[Link]
+    _events: list[Event]
+
     def __init__(
         self,
         leaves: LeafSpans,
@@ -143,15 +149,11 @@ class _LeafSpan(Span, ReadableSpan):
     ) -> None:
         # ReadableSpan.__init__ is not called: these are the fields its properties read.
         span_id = random.getrandbits(64) or 1  # as the SDK's RandomIdGenerator, never 0
-        self._own_context = SpanContext(
+        self._context = SpanContext(
             parent.trace_id, span_id, False, parent.trace_flags, parent.trace_state
         )
-        self._context = self._own_context
         self._leaves, self._name, self._kind, self._parent = leaves, name, kind, parent
-        # Mutable until the span ends; ReadableSpan reads the same objects by its own names.
-        self._values, self._link_list = attributes, list(links)
-        self._event_list: list[Event] = []
-        self._attributes, self._links, self._events = attributes, self._link_list, self._event_list
+        self._attributes, self._links, self._events = attributes, list(links), []
         self._status = _UNSET
         self._resource = leaves.resource
         self._instrumentation_scope = leaves.scope
@@ -160,28 +162,28 @@ class _LeafSpan(Span, ReadableSpan):
         self._end_time: int | None = None
 
     def get_span_context(self) -> SpanContext:
-        return self._own_context
+        return self._context
 
     def is_recording(self) -> bool:
         return self._end_time is None
 
     def set_attributes(self, attributes: Mapping[str, types.AttributeValue]) -> None:
         if self._end_time is None:
-            self._values.update(attributes)
+            self._attributes.update(attributes)
 
     def set_attribute(self, key: str, value: types.AttributeValue) -> None:
         if self._end_time is None:
-            self._values[key] = value
+            self._attributes[key] = value
 
     def add_event(
         self, name: str, attributes: types.Attributes = None, timestamp: int | None = None
     ) -> None:
         if self._end_time is None:
-            self._event_list.append(Event(name, attributes, timestamp or time.time_ns()))
+            self._events.append(Event(name, attributes, timestamp or time.time_ns()))
 
     def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
         if self._end_time is None:
-            self._link_list.append(Link(context, attributes))
+            self._links.append(Link(context, attributes))
 
     def update_name(self, name: str) -> None:
         if self._end_time is None:
