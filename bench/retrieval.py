@@ -28,7 +28,7 @@ from tools.embed import BUNDLED_MODEL, SentenceTransformerEmbedder, Vectors
 from tools.index import IndexedTool, QueryPart, RankingWeights, SearchHit, ToolIndex
 from tools.sentences import search_texts
 from tools.spec import ToolSpec
-from tools.text import keyword_text, tool_text
+from tools.text import description_clauses, keyword_text, tool_text
 
 CUTOFFS = (1, 5, 10)
 QUICK_QUERIES = 150
@@ -97,6 +97,7 @@ def build_index(
     index = ToolIndex(cache.embedder.dim, weights)
     for spec, vector in zip(tools, vectors, strict=True):
         examples = cache.embed(spec.examples)
+        clauses = cache.embed(description_clauses(spec.namespace, spec.name, spec.description))
         index.upsert(
             IndexedTool(
                 namespace=spec.namespace,
@@ -107,6 +108,7 @@ def build_index(
                 keyword_text=keyword_text(spec),
                 vector=vector,
                 example_vectors=_stack(examples, cache.embedder.dim),
+                clause_vectors=_stack(clauses, cache.embedder.dim),
             )
         )
     return index

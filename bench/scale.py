@@ -11,8 +11,9 @@ keyed by the model and the texts; later runs load them. Queries are 200 real use
 (half BFCL, half MetaTool), embedded once; what is timed is the index, the query's embedding
 excluded on both sides, plus one row per size with it (the registry's whole search).
 
-- In memory: `ToolIndex.search` as the registry calls it (dense and BM25 fused, k = 10), and
-  dense alone (`keyword=0`), which finds the exact cosine top 10.
+- In memory: `ToolIndex.search` as the registry calls it (dense and BM25 fused, with the clause
+  rows of long descriptions, k = 10), and dense alone over the tools' own vectors (`keyword=0`,
+  `clauses=0`), which finds the exact cosine top 10.
 - pgvector: the same vectors in a `vector(384)` column of the embedded Postgres with an HNSW
   index (`vector_cosine_ops`, m 16, ef_construction 64: pgvector's defaults), queried over
   asyncpg with `ORDER BY embedding <=> $1 LIMIT 10`, with ef_search 40 (the default) and 200;
@@ -54,13 +55,15 @@ from bench.search_latency import load_corpus
 from tools.embed import BUNDLED_MODEL, SentenceTransformerEmbedder, Vectors
 from tools.index import IndexedTool, RankingWeights, ToolIndex
 from tools.spec import ToolSpec
-from tools.text import keyword_text, tool_text
+from tools.text import description_clauses, keyword_text, tool_text
 
 BEGIN, END = "<!-- scale:begin -->", "<!-- scale:end -->"
 SECTION = "## Retrieval at scale"
 K = 10
 QUERIES = 200
 DIM = 384
+EXACT = RankingWeights(keyword=0.0, clauses=0.0)
+"""Cosine to each tool's vector alone: the exact top 10 of the vectors pgvector is given."""
 
 
 class Plan(msgspec.Struct, frozen=True):
@@ -102,15 +105,28 @@ def cached_vectors(embedder: SentenceTransformerEmbedder, texts: list[str], cach
     return vectors
 
 
-def build(specs: Sequence[ToolSpec], vectors: Vectors, weights: RankingWeights) -> ToolIndex:
+def clause_vectors(
+    embedder: SentenceTransformerEmbedder, specs: Sequence[ToolSpec], cache: Path
+) -> list[Vectors]:
+    """Each tool's clause vectors (none for a short description), as the registry embeds them."""
+    texts = [description_clauses(s.namespace, s.name, s.description) for s in specs]
+    flat = cached_vectors(embedder, [c for clauses in texts for c in clauses], cache)
+    ends = np.cumsum([len(clauses) for clauses in texts])
+    return [flat[end - len(clauses):end] for clauses, end in zip(texts, ends, strict=True)]
+
+
+def build(
+    specs: Sequence[ToolSpec], vectors: Vectors, clauses: Sequence[Vectors],
+    weights: RankingWeights,
+) -> ToolIndex:
     """As the registry indexes a write (tools without examples)."""
     index = ToolIndex(DIM, weights)
     empty = np.zeros((0, DIM), dtype=np.float32)
-    for spec, vector in zip(specs, vectors, strict=True):
+    for spec, vector, rows in zip(specs, vectors, clauses, strict=True):
         index.upsert(IndexedTool(
             namespace=spec.namespace, name=spec.name, version=1, description=spec.description,
             tags=frozenset(spec.tags), keyword_text=keyword_text(spec), vector=vector,
-            example_vectors=empty,
+            example_vectors=empty, clause_vectors=rows,
         ))
     return index
 
@@ -143,17 +159,17 @@ def recall(found: Sequence[Sequence[str]], exact: Sequence[Sequence[str]]) -> fl
 
 
 def in_memory(
-    specs: Sequence[ToolSpec], vectors: Vectors, queries: list[tuple[Vectors, str]],
-    embedder: SentenceTransformerEmbedder,
+    specs: Sequence[ToolSpec], vectors: Vectors, clauses: Sequence[Vectors],
+    queries: list[tuple[Vectors, str]], embedder: SentenceTransformerEmbedder,
 ) -> tuple[list[Row], list[list[str]]]:
     gc.collect()
     tracemalloc.start()
     started = time.monotonic()
-    fused = build(specs, vectors, RankingWeights())
+    fused = build(specs, vectors, clauses, RankingWeights())
     build_s = time.monotonic() - started
     memory = tracemalloc.get_traced_memory()[0] / 2**20
     tracemalloc.stop()
-    dense = build(specs, vectors, RankingWeights(keyword=0.0))
+    dense = build(specs, vectors, clauses, EXACT)
 
     def names(index: ToolIndex) -> object:
         return lambda v, t: [f"{h.namespace}/{h.name}" for h in index.search(v, t, K)]
@@ -277,6 +293,7 @@ async def _measure(
     embedder: SentenceTransformerEmbedder, cache: Path, started: float,
 ) -> tuple[list[Row], float]:
     vectors = cached_vectors(embedder, [tool_text(s) for s in specs], cache)
+    clauses = clause_vectors(embedder, specs, cache)
     query_vectors = embedder.embed_sync(query_texts)
     rows: list[Row] = []
     with embedded_postgres() as postgres:
@@ -286,20 +303,22 @@ async def _measure(
         await admin.close()
         single = [(v, t) for v, t in zip(query_vectors, query_texts, strict=True)]
         for size in plan.sizes:
-            memory_rows, exact = in_memory(specs[:size], vectors[:size], single, embedder)
+            memory_rows, exact = in_memory(
+                specs[:size], vectors[:size], clauses[:size], single, embedder
+            )
             rows += memory_rows
             rows += await pgvector(
                 url, f"one_{size}", specs[:size], vectors[:size], ["t"] * size,
                 [(v, t, "t") for v, t in single], exact,
             )
             print(f"{size:,} tools done", file=sys.stderr, flush=True)
-        rows += await many_tenants(url, plan, specs, vectors, single)
+        rows += await many_tenants(url, plan, specs, vectors, clauses, single)
     return rows, time.monotonic() - started
 
 
 async def many_tenants(
     url: str, plan: Plan, specs: Sequence[ToolSpec], vectors: Vectors,
-    queries: list[tuple[Vectors, str]],
+    clauses: Sequence[Vectors], queries: list[tuple[Vectors, str]],
 ) -> list[Row]:
     """Tenant i holds tools i*per .. (i+1)*per of the list; each query goes to a tenant drawn
     at random (the same draw for both sides)."""
@@ -311,12 +330,12 @@ async def many_tenants(
     tracemalloc.start()
     started = time.monotonic()
     fused = [build(specs[i * per:(i + 1) * per], vectors[i * per:(i + 1) * per],
-                   RankingWeights()) for i in range(count)]
+                   clauses[i * per:(i + 1) * per], RankingWeights()) for i in range(count)]
     build_s = time.monotonic() - started
     memory = tracemalloc.get_traced_memory()[0] / 2**20
     tracemalloc.stop()
     dense = [build(specs[i * per:(i + 1) * per], vectors[i * per:(i + 1) * per],
-                   RankingWeights(keyword=0.0)) for i in range(count)]
+                   clauses[i * per:(i + 1) * per], EXACT) for i in range(count)]
     calls = [(v, t) for v, t in queries]
     fused_times = []
     dense_times, exact = [], []

@@ -25,6 +25,7 @@ def _tool(name: str, vector: Vectors, namespace: str = "default") -> IndexedTool
         keyword_text=name,
         vector=_unit(vector),
         example_vectors=np.zeros((0, DIM), dtype=np.float32),
+        clause_vectors=np.zeros((0, DIM), dtype=np.float32),
     )
 
 

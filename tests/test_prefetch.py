@@ -9,35 +9,13 @@ import msgspec
 import pytest
 
 from app.database import connect_pool
-from tools.embed import SentenceTransformerEmbedder, Vectors
+from tests.embedders import CountingEmbedder
+from tools.embed import SentenceTransformerEmbedder
 from tools.errors import EmbeddingError
 from tools.registry import PREFETCHED, ToolRegistry
 from tools.spec import ToolSpec
 
 TENANT = "default"
-
-
-class CountingEmbedder:
-    """The real embedder, counting the texts it is asked for; `fail` makes it refuse."""
-
-    def __init__(self, inner: SentenceTransformerEmbedder) -> None:
-        self.inner = inner
-        self.asked: list[str] = []
-        self.fail = False
-
-    @property
-    def model_name(self) -> str:
-        return self.inner.model_name
-
-    @property
-    def dim(self) -> int:
-        return self.inner.dim
-
-    async def embed(self, texts: list[str]) -> Vectors:
-        self.asked.extend(texts)
-        if self.fail:
-            raise EmbeddingError(self.model_name, "refused on purpose")
-        return await self.inner.embed(texts)
 
 
 @pytest.fixture

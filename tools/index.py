@@ -8,6 +8,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from tools.clause_matrix import ClauseMatrix
 from tools.embed import Vectors
 from tools.keywords import KeywordIndex
 
@@ -28,6 +29,9 @@ class RankingWeights(msgspec.Struct, frozen=True, kw_only=True):
     """Share of the fused score that comes from BM25: 0 ranks by meaning alone, 1 by keywords."""
     examples: float = 0.5
     """Weight of each example request against the tool's own text in the tool's vector."""
+    clauses: float = 1.0
+    """Weight of a tool's best-matching description clause against its vector in its dense
+    score (0: clauses are not searched)."""
     sentence_floor: float = 2.0
     """A sentence of the request credits a tool only for fused relevance above this..."""
     sentence_margin: float = 2.0
@@ -45,6 +49,9 @@ class IndexedTool(msgspec.Struct, frozen=True, kw_only=True):
     """The tool text's embedding, shape (dim,)."""
     example_vectors: Vectors
     """One row per example request, shape (n, dim); n may be 0."""
+    clause_vectors: Vectors
+    """One row per clause of the description (`tools.text.description_clauses`), shape
+    (n, dim); n is 0 when the description is not cut into clauses."""
 
     @property
     def key(self) -> ToolKey:
@@ -60,7 +67,8 @@ class SearchHit(msgspec.Struct, frozen=True, kw_only=True):
     """Fused relevance, in standard deviations above the average tool searched; for a request
     searched with its sentences, plus what the tool adds for sentences no earlier hit answered."""
     dense: float
-    """Cosine similarity of the request to the tool's vector (text and examples)."""
+    """Cosine similarity of the request to the tool's vector (text and examples), averaged
+    (by `RankingWeights.clauses`) with its best clause's when the description has several."""
     keyword: float
     """BM25 relative to the best keyword match (1.0), 0 when no keyword matches."""
 
@@ -78,7 +86,10 @@ class ToolIndex:
     A tool's row is its prototype: the text's embedding plus `weights.examples` times each example
     request's, normalised. Pooling the examples this way ranked better than scoring the best
     single example next to the text (one odd example no longer decides a search), and costs one
-    row per tool. The weights are fixed for the life of the index: the rows are built with them.
+    row per tool. A tool with a long description also has a row per clause of it, built the same
+    way (the clause's embedding plus the examples'); its dense score is its row's cosine averaged
+    with its best clause's, so a request for one of several things it does is not diluted by the
+    others. The weights are fixed for the life of the index: the rows are built with them.
     """
 
     def __init__(self, dim: int, weights: RankingWeights | None = None) -> None:
@@ -90,6 +101,8 @@ class ToolIndex:
         self._matrix = np.zeros((0, dim), dtype=np.float32)
         self._live = np.zeros(0, dtype=bool)
         self._keywords = KeywordIndex()
+        self._clauses = ClauseMatrix(dim)
+        self._no_clauses = np.zeros((0, dim), dtype=np.float32)
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -100,28 +113,27 @@ class ToolIndex:
     def keys(self) -> list[ToolKey]:
         return sorted(self._slots)
 
-    def get(self, key: ToolKey) -> IndexedTool | None:
-        slot = self._slots.get(key)
-        return None if slot is None else self._tools[slot]
-
     def upsert(self, tool: IndexedTool) -> None:
         if tool.vector.shape != (self.dim,):
             raise ValueError(
                 f"vector of {tool.name!r} has shape {tool.vector.shape}, not ({self.dim},)"
             )
-        if tool.example_vectors.shape[1:] != (self.dim,):
-            raise ValueError(
-                f"example vectors of {tool.name!r} have shape {tool.example_vectors.shape}, "
-                f"not (n, {self.dim})"
-            )
+        for kind, rows in (("example", tool.example_vectors), ("clause", tool.clause_vectors)):
+            if rows.shape[1:] != (self.dim,):
+                raise ValueError(
+                    f"{kind} vectors of {tool.name!r} have shape {rows.shape}, not (n, {self.dim})"
+                )
         slot = self._slots.get(tool.key)
         if slot is None:
             slot = self._free.pop() if self._free else self._grow()
             self._slots[tool.key] = slot
-        self._tools[slot] = tool
-        self._matrix[slot] = self._prototype(tool)
+        # The clause matrix keeps the clause vectors; the tool kept here does not hold them twice.
+        self._tools[slot] = msgspec.structs.replace(tool, clause_vectors=self._no_clauses)
+        self._matrix[slot] = self._prototypes(tool.vector[None, :], tool.example_vectors)[0]
         self._live[slot] = True
         self._keywords.add(slot, tool.keyword_text)
+        if self.weights.clauses:
+            self._clauses.put(slot, self._prototypes(tool.clause_vectors, tool.example_vectors))
 
     def remove(self, key: ToolKey) -> None:
         slot = self._slots.pop(key, None)
@@ -131,6 +143,7 @@ class ToolIndex:
         self._live[slot] = False
         self._matrix[slot] = 0.0
         self._keywords.remove(slot)
+        self._clauses.drop(slot)
         self._free.append(slot)
 
     def search(
@@ -174,6 +187,10 @@ class ToolIndex:
         tool is not eligible."""
         size = len(eligible)
         dense = vectors @ self._matrix[:size].T
+        slots, best_clause = self._clauses.best(vectors)
+        if len(slots):
+            share = self.weights.clauses / (1.0 + self.weights.clauses)
+            dense[:, slots] += share * (best_clause - dense[:, slots])
         keyword = np.stack([self._keywords.scores(t, size) for t in texts])
         w = self.weights.keyword
         fused = np.stack([
@@ -183,10 +200,11 @@ class ToolIndex:
         fused[:, ~eligible] = -np.inf
         return fused, dense, keyword
 
-    def _prototype(self, tool: IndexedTool) -> Vectors:
-        vector = tool.vector + self.weights.examples * tool.example_vectors.sum(axis=0)
-        norm = float(np.linalg.norm(vector))
-        return vector / norm if norm > 0 else vector
+    def _prototypes(self, texts: Vectors, examples: Vectors) -> Vectors:
+        """Each text's vector (the tool text's, or a clause's) plus the examples', normalised."""
+        vectors = texts + self.weights.examples * examples.sum(axis=0)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.where(norms > 0, norms, 1.0)
 
     def _eligible(
         self, size: int, namespace: str | None, tags: frozenset[str]

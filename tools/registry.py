@@ -7,7 +7,7 @@ import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import asyncpg
 import msgspec
@@ -21,7 +21,7 @@ from tools.index import IndexedTool, QueryPart, RankingWeights, SearchHit, ToolI
 from tools.sentences import search_texts
 from tools.spec import ToolRecord, ToolSpec
 from tools.store import CurrentTool, NewVersion, ToolRow
-from tools.text import keyword_text, tool_text
+from tools.text import description_clauses, keyword_text, tool_text
 
 log = logging.getLogger(__name__)
 
@@ -228,13 +228,15 @@ class ToolRegistry:
     # -- keeping the indexes in step ---------------------------------------------------------
 
     async def load(self) -> int:
-        """Rebuild every tenant's index from Postgres, re-embedding what another model made."""
+        """Rebuild every tenant's index from Postgres, embedding again what another model made
+        and the clauses of rows stored before they were cut (or cut by other rules)."""
         rows = await store.load_live(self.pool)
-        stale = [r for r in rows if r.embedding_model != self.embedder.model_name]
+        model = self.embedder.model_name
+        stale = [r for r in rows if _is_stale(r, model)]
         if stale:
-            log.info("re-embedding %d tools with %s", len(stale), self.embedder.model_name)
-            rows = [r for r in rows if r.embedding_model == self.embedder.model_name]
-            rows += await self._reembed(stale)
+            log.info("embedding %d tools again with %s", len(stale), model)
+            rows = [r for r in rows if not _is_stale(r, model)]
+            rows += await self._refresh(stale)
         self._indexes.clear()
         self._change_ids.clear()
         for row in rows:
@@ -249,10 +251,10 @@ class ToolRegistry:
         for row in await store.load_change(self.pool, int(change)):
             if row.deleted:
                 self._remove(row.tenant_id, (row.namespace, row.name), row.change_id)
-            elif row.embedding_model == self.embedder.model_name:
+            elif not _is_stale(row, self.embedder.model_name):
                 self._apply(row.tenant_id, _indexed_row(row), row.change_id)
             else:
-                for fresh in await self._reembed([row]):
+                for fresh in await self._refresh([row]):
                     self._apply(row.tenant_id, _indexed_row(fresh), row.change_id)
 
     def _apply(self, tenant: str, tool: IndexedTool, change_id: int) -> None:
@@ -283,38 +285,52 @@ class ToolRegistry:
         before: dict[tuple[str, str], CurrentTool],
         progress: Progress | None,
     ) -> list[NewVersion]:
-        """Embed what changed; reuse stored vectors where the embedded text is the same."""
+        """Embed what changed; reuse stored vectors where the embedded texts are the same."""
         model = self.embedder.model_name
-        texts = [tool_text(s) for s in specs]
-        todo: list[str] = []
-        for spec, text in zip(specs, texts, strict=True):
-            old = before.get((spec.namespace, spec.name))
-            if old is None or old.embedding_model != model or old.embedding_text != text:
-                todo.append(text)
-            if old is None or old.embedding_model != model or old.spec.examples != spec.examples:
-                todo.extend(spec.examples)
-        vectors = iter(await self._embed(todo, progress))
-        prepared = []
-        for spec, text in zip(specs, texts, strict=True):
-            old = before.get((spec.namespace, spec.name))
-            fresh = old is None or old.embedding_model != model
-            vector = next(vectors) if fresh or old.embedding_text != text else old.embedding  # type: ignore[union-attr]
-            if fresh or old.spec.examples != spec.examples:  # type: ignore[union-attr]
-                examples = _stack([next(vectors) for _ in spec.examples], self.embedder.dim)
-            else:
-                examples = old.example_embeddings  # type: ignore[union-attr]
-            prepared.append(
-                NewVersion(
-                    spec=spec,
-                    version=0,
-                    embedding_model=model,
-                    embedding_text=text,
-                    keyword_text=keyword_text(spec),
-                    embedding=vector,
-                    example_embeddings=examples,
-                )
+        wanted = [_texts_of(s) for s in specs]
+        stored = [_stored(before.get((s.namespace, s.name)), model) for s in specs]
+        embedded = await self._embed_tools(wanted, stored, progress)
+        return [
+            NewVersion(
+                spec=spec,
+                version=0,
+                embedding_model=model,
+                embedding_text=texts.text,
+                keyword_text=keyword_text(spec),
+                embedding=vectors.text,
+                example_embeddings=vectors.examples,
+                clause_texts=texts.clauses,
+                clause_embeddings=vectors.clauses,
             )
-        return prepared
+            for spec, texts, vectors in zip(specs, wanted, embedded, strict=True)
+        ]
+
+    async def _embed_tools(
+        self,
+        wanted: Sequence[_Texts],
+        stored: Sequence[tuple[_Texts, _Vectors] | None],
+        progress: Progress | None,
+    ) -> list[_Vectors]:
+        """Each tool's vectors: a part (text, examples, clauses) whose texts are the ones stored
+        keeps its stored vectors; the rest are embedded, all in one pass of batches."""
+        todo = [
+            text
+            for want, old in zip(wanted, stored, strict=True)
+            for i, part in enumerate(want)
+            if old is None or old[0][i] != part
+            for text in _listed(part)
+        ]
+        fresh = iter(await self._embed(todo, progress))
+        out = []
+        for want, old in zip(wanted, stored, strict=True):
+            parts = [
+                old[1][i]
+                if old is not None and old[0][i] == part
+                else _stack([next(fresh) for _ in _listed(part)], self.embedder.dim)
+                for i, part in enumerate(want)
+            ]
+            out.append(_Vectors(parts[0].reshape(-1), parts[1], parts[2]))
+        return out
 
     async def _embed(self, texts: list[str], progress: Progress | None) -> list[Vectors]:
         out: list[Vectors] = []
@@ -324,19 +340,30 @@ class ToolRegistry:
                 progress(len(out), len(texts))
         return out
 
-    async def _reembed(self, rows: list[ToolRow]) -> list[ToolRow]:
+    async def _refresh(self, rows: list[ToolRow]) -> list[ToolRow]:
+        """Embed again what is stale in stored rows (see `_is_stale`) and store it."""
         model = self.embedder.model_name
-        todo = [r.embedding_text for r in rows] + [e for r in rows for e in r.examples]
-        vectors = iter(await self._embed(todo, None))
-        mains = [next(vectors) for _ in rows]
+        wanted = [_Texts(r.embedding_text, r.examples, _clauses_of(r)) for r in rows]
+        stored = [
+            (
+                _Texts(r.embedding_text, r.examples, r.clause_texts),
+                _Vectors(r.embedding, r.example_embeddings, r.clause_embeddings),
+            )
+            if r.embedding_model == model
+            else None
+            for r in rows
+        ]
+        embedded = await self._embed_tools(wanted, stored, None)
         fresh = [
             msgspec.structs.replace(
                 r,
                 embedding_model=model,
-                embedding=main,
-                example_embeddings=_stack([next(vectors) for _ in r.examples], self.embedder.dim),
+                embedding=vectors.text,
+                example_embeddings=vectors.examples,
+                clause_texts=texts.clauses,
+                clause_embeddings=vectors.clauses,
             )
-            for r, main in zip(rows, mains, strict=True)
+            for r, texts, vectors in zip(rows, wanted, embedded, strict=True)
         ]
         async with self.pool.acquire() as conn:
             for tenant in {r.tenant_id for r in fresh}:
@@ -344,6 +371,49 @@ class ToolRegistry:
                     conn, tenant, [r for r in fresh if r.tenant_id == tenant], model
                 )
         return fresh
+
+
+class _Texts(NamedTuple):
+    """What is embedded for one tool."""
+
+    text: str
+    examples: list[str]
+    clauses: list[str]
+
+
+class _Vectors(NamedTuple):
+    text: Vectors
+    """Shape (dim,)."""
+    examples: Vectors
+    clauses: Vectors
+
+
+def _texts_of(spec: ToolSpec) -> _Texts:
+    clauses = description_clauses(spec.namespace, spec.name, spec.description)
+    return _Texts(tool_text(spec), spec.examples, clauses)
+
+
+def _listed(part: str | Sequence[str]) -> list[str]:
+    """The texts of one part of `_Texts`: the tool text alone, or the examples or clauses."""
+    return [part] if isinstance(part, str) else list(part)
+
+
+def _stored(current: CurrentTool | None, model: str) -> tuple[_Texts, _Vectors] | None:
+    """What a tool's stored vectors were made from, when they can be reused with `model`."""
+    if current is None or current.embedding_model != model:
+        return None
+    texts = _Texts(current.embedding_text, current.spec.examples, current.clause_texts)
+    vectors = _Vectors(current.embedding, current.example_embeddings, current.clause_embeddings)
+    return texts, vectors
+
+
+def _clauses_of(row: ToolRow) -> list[str]:
+    return description_clauses(row.namespace, row.name, row.description)
+
+
+def _is_stale(row: ToolRow, model: str) -> bool:
+    """Embedded by another model, or cut into clauses by other rules (or before there were any)."""
+    return row.embedding_model != model or row.clause_texts != _clauses_of(row)
 
 
 def _key(v: NewVersion) -> tuple[str, str]:
@@ -393,6 +463,7 @@ def _indexed(v: NewVersion) -> IndexedTool:
         keyword_text=v.keyword_text,
         vector=v.embedding,
         example_vectors=v.example_embeddings,
+        clause_vectors=v.clause_embeddings,
     )
 
 
@@ -406,6 +477,7 @@ def _indexed_row(row: ToolRow) -> IndexedTool:
         keyword_text=row.keyword_text,
         vector=row.embedding,
         example_vectors=row.example_embeddings,
+        clause_vectors=row.clause_embeddings,
     )
 
 

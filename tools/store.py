@@ -34,6 +34,8 @@ class CurrentTool(msgspec.Struct, frozen=True, kw_only=True):
     embedding_text: str
     embedding: Vectors
     example_embeddings: Vectors
+    clause_texts: list[str]
+    clause_embeddings: Vectors
 
 
 class ToolRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -51,6 +53,8 @@ class ToolRow(msgspec.Struct, frozen=True, kw_only=True):
     keyword_text: str
     embedding: Vectors
     example_embeddings: Vectors
+    clause_texts: list[str]
+    clause_embeddings: Vectors
     change_id: int
     examples: list[str]
 
@@ -63,6 +67,8 @@ class NewVersion(msgspec.Struct, frozen=True, kw_only=True):
     keyword_text: str
     embedding: Vectors
     example_embeddings: Vectors
+    clause_texts: list[str]
+    clause_embeddings: Vectors
 
 
 def encode_spec(spec: ToolSpec) -> str:
@@ -78,6 +84,14 @@ def _secret_headers(raw: str | None) -> dict[str, str]:
     return {} if raw is None else dict(json.loads(raw))
 
 
+def _float32_rows(data: bytes, dim: int) -> Vectors:
+    return np.frombuffer(data, dtype="<f4").reshape(-1, dim)
+
+
+def _float32_bytes(rows: Vectors) -> bytes:
+    return rows.astype("<f4", copy=False).tobytes()
+
+
 def _examples_matrix(flat: Sequence[float], dim: int) -> Vectors:
     return np.asarray(flat, dtype=np.float32).reshape(-1, dim)
 
@@ -85,7 +99,8 @@ def _examples_matrix(flat: Sequence[float], dim: int) -> Vectors:
 _TOOL_ROW_SQL = """
     SELECT t.tenant_id, t.namespace, t.name, t.version, t.description, t.tags,
            t.deleted_at IS NOT NULL AS deleted, t.embedding_model, t.embedding_text,
-           t.keyword_text, t.embedding, t.example_embeddings, t.change_id,
+           t.keyword_text, t.embedding, t.example_embeddings, t.clause_texts,
+           t.clause_embeddings, t.change_id,
            v.spec -> 'examples' AS examples
     FROM tools t JOIN tool_versions v USING (tenant_id, namespace, name, version)
 """
@@ -106,6 +121,8 @@ def _tool_row(r: asyncpg.Record) -> ToolRow:
         keyword_text=r["keyword_text"],
         embedding=embedding,
         example_embeddings=_examples_matrix(r["example_embeddings"], len(embedding)),
+        clause_texts=list(r["clause_texts"]),
+        clause_embeddings=_float32_rows(r["clause_embeddings"], len(embedding)),
         change_id=r["change_id"],
         examples=json.loads(r["examples"] or "[]"),
     )
@@ -130,7 +147,8 @@ async def current_tools(
     rows = await conn.fetch(
         f"""SELECT t.namespace, t.name, t.version, t.deleted_at IS NOT NULL AS deleted,
                    v.spec, v.secret, v.secret_headers, v.created_at, t.embedding_model,
-                   t.embedding_text, t.embedding, t.example_embeddings
+                   t.embedding_text, t.embedding, t.example_embeddings, t.clause_texts,
+                   t.clause_embeddings
             FROM tools t JOIN tool_versions v USING (tenant_id, namespace, name, version)
             WHERE t.tenant_id = $1
               AND (t.namespace, t.name) IN (SELECT * FROM unnest($2::text[], $3::text[]))
@@ -157,6 +175,8 @@ def _current(r: asyncpg.Record) -> CurrentTool:
         embedding_text=r["embedding_text"],
         embedding=embedding,
         example_embeddings=_examples_matrix(r["example_embeddings"], len(embedding)),
+        clause_texts=list(r["clause_texts"]),
+        clause_embeddings=_float32_rows(r["clause_embeddings"], len(embedding)),
     )
 
 
@@ -225,15 +245,17 @@ async def write_versions(
     await conn.executemany(
         """INSERT INTO tools (tenant_id, namespace, name, version, description, tags,
                               embedding_model, embedding_text, keyword_text, embedding,
-                              example_embeddings, change_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                              example_embeddings, clause_texts, clause_embeddings, change_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
            ON CONFLICT (tenant_id, namespace, name) DO UPDATE SET
                version = EXCLUDED.version, description = EXCLUDED.description,
                tags = EXCLUDED.tags, deleted_at = NULL,
                embedding_model = EXCLUDED.embedding_model,
                embedding_text = EXCLUDED.embedding_text, keyword_text = EXCLUDED.keyword_text,
                embedding = EXCLUDED.embedding, example_embeddings = EXCLUDED.example_embeddings,
-               change_id = EXCLUDED.change_id, updated_at = now()""",
+               clause_texts = EXCLUDED.clause_texts,
+               clause_embeddings = EXCLUDED.clause_embeddings, change_id = EXCLUDED.change_id,
+               updated_at = now()""",
         [
             (
                 tenant,
@@ -247,6 +269,8 @@ async def write_versions(
                 v.keyword_text,
                 v.embedding,
                 v.example_embeddings.ravel().tolist(),
+                v.clause_texts,
+                _float32_bytes(v.clause_embeddings),
                 change_id,
             )
             for v in versions
@@ -271,10 +295,12 @@ async def mark_deleted(
 async def update_embeddings(
     conn: asyncpg.Connection, tenant: str, rows: Sequence[ToolRow], model: str
 ) -> None:
-    """Store embeddings recomputed with another model (no new version: the spec is unchanged)."""
+    """Store embeddings recomputed with another model, or clauses cut anew (no new version: the
+    spec is unchanged)."""
     await conn.executemany(
         """UPDATE tools SET embedding_model = $4, embedding_text = $5, keyword_text = $6,
-                            embedding = $7, example_embeddings = $8
+                            embedding = $7, example_embeddings = $8, clause_texts = $9,
+                            clause_embeddings = $10
            WHERE tenant_id = $1 AND namespace = $2 AND name = $3""",
         [
             (
@@ -286,6 +312,8 @@ async def update_embeddings(
                 r.keyword_text,
                 r.embedding,
                 r.example_embeddings.ravel().tolist(),
+                r.clause_texts,
+                _float32_bytes(r.clause_embeddings),
             )
             for r in rows
         ],
