@@ -12,7 +12,8 @@ class ClauseMatrix:
     """Rows grouped by tool, so one matrix product and one `maximum.reduceat` give every tool's
     best clause for a request. A replaced or removed tool's block is left dead in place and the
     live blocks are packed again once the dead rows outnumber them, so a write costs the size of
-    its own block (amortised), not the size of the matrix."""
+    its own block (amortised), not the size of the matrix. It grows by half, not double: it is
+    the larger of the two matrices."""
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
@@ -22,6 +23,8 @@ class ClauseMatrix:
         self._owners: list[int] = []  # the slot each block belongs to, -1 once dead
         self._block_of: dict[int, int] = {}
         self._dead_rows = 0
+        self._arrays: tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]] | None = None
+        """`_starts` and `_owners` as arrays, made on the first search after a change."""
 
     def __len__(self) -> int:
         """Live rows."""
@@ -34,10 +37,11 @@ class ClauseMatrix:
             return
         end = self._rows + len(vectors)
         if end > len(self._matrix):
-            grown = np.zeros((max(256, 2 * end), self.dim), dtype=np.float32)
+            grown = np.zeros((max(256, end + end // 2), self.dim), dtype=np.float32)
             grown[: self._rows] = self._matrix[: self._rows]
             self._matrix = grown
         self._matrix[self._rows : end] = vectors
+        self._arrays = None
         self._block_of[slot] = len(self._starts)
         self._starts.append(self._rows)
         self._owners.append(slot)
@@ -48,6 +52,7 @@ class ClauseMatrix:
         if block is None:
             return
         self._owners[block] = -1
+        self._arrays = None
         self._dead_rows += self._block_end(block) - self._starts[block]
         if self._dead_rows > len(self):
             self._pack()
@@ -55,11 +60,16 @@ class ClauseMatrix:
     def best(self, queries: Vectors) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
         """The slots that have clauses, and each query's best cosine over each one's clauses
         (shape (len(queries), len(slots)))."""
-        owners = np.array(self._owners, dtype=np.intp)
         if len(self) == 0:
-            return owners[:0], np.zeros((len(queries), 0), dtype=np.float32)
+            return np.zeros(0, dtype=np.intp), np.zeros((len(queries), 0), dtype=np.float32)
+        if self._arrays is None:
+            self._arrays = (np.array(self._starts, dtype=np.intp),
+                            np.array(self._owners, dtype=np.intp))
+        starts, owners = self._arrays
         cosines = queries @ self._matrix[: self._rows].T
-        best = np.maximum.reduceat(cosines, np.array(self._starts), axis=1)
+        best = np.maximum.reduceat(cosines, starts, axis=1)
+        if len(self) == self._rows:  # no dead blocks
+            return owners, best
         live = owners >= 0
         return owners[live], best[:, live]
 
