@@ -18,12 +18,15 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from app.database import connect_pool
 from app.main import create_app
 from app.settings import Settings
+from tests.embedders import CountingEmbedder
 from tests.loopback import LoopbackServer
 from tests.scripted_model import ScriptedModel, scripted_model
 from tests.tool_server import ToolServer, tool_server
 from tools.embed import SentenceTransformerEmbedder
+from tools.registry import ToolRegistry
 
 _counter = itertools.count()
 ADMIN_KEY = "sbk_test_admin_key_for_the_default_tenant"
@@ -74,6 +77,19 @@ async def database_url(postgres_url: str) -> AsyncIterator[str]:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+@pytest.fixture
+async def counting_registry(
+    database_url: str, embedder: SentenceTransformerEmbedder
+) -> AsyncIterator[tuple[ToolRegistry, CountingEmbedder]]:
+    """A registry on a new database whose embedder counts what it is asked to embed."""
+    pool = await connect_pool(database_url)
+    counting = CountingEmbedder(embedder)
+    try:
+        yield ToolRegistry(pool, counting), counting
+    finally:
+        await pool.close()
 
 
 class RunningApp:

@@ -4,16 +4,14 @@ scores it, and how the clause vectors are stored, reused and brought up to date.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
 
 import msgspec
 import numpy as np
 import pytest
 
-from app.database import connect_pool
 from tests.embedders import CountingEmbedder
 from tools.clause_matrix import ClauseMatrix
-from tools.embed import SentenceTransformerEmbedder, Vectors
+from tools.embed import Vectors
 from tools.index import IndexedTool, RankingWeights, ToolIndex
 from tools.registry import ToolRegistry
 from tools.spec import ToolPolicy, ToolSpec
@@ -157,18 +155,6 @@ def _trip_tool(**changes: object) -> ToolSpec:
     return msgspec.structs.replace(spec, **changes)
 
 
-@pytest.fixture
-async def counted(
-    database_url: str, embedder: SentenceTransformerEmbedder
-) -> AsyncIterator[tuple[ToolRegistry, CountingEmbedder]]:
-    pool = await connect_pool(database_url)
-    counting = CountingEmbedder(embedder)
-    try:
-        yield ToolRegistry(pool, counting), counting
-    finally:
-        await pool.close()
-
-
 async def _stored_clauses(registry: ToolRegistry) -> tuple[list[str], int]:
     row = await registry.pool.fetchrow(
         "SELECT clause_texts, length(clause_embeddings) AS n FROM tools WHERE name = $1",
@@ -179,18 +165,18 @@ async def _stored_clauses(registry: ToolRegistry) -> tuple[list[str], int]:
 
 
 async def test_a_tools_clauses_are_embedded_with_it_and_stored(
-    counted: tuple[ToolRegistry, CountingEmbedder],
+    counting_registry: tuple[ToolRegistry, CountingEmbedder],
 ) -> None:
-    registry, counting = counted
+    registry, counting = counting_registry
     await registry.create(TENANT, _trip_tool())
     assert counting.asked[2:] == TRAVEL_CLAUSES  # after its text and its example
     assert await _stored_clauses(registry) == (TRAVEL_CLAUSES, 4 * 4 * registry.embedder.dim)
 
 
 async def test_a_new_version_that_keeps_the_description_embeds_nothing_again(
-    counted: tuple[ToolRegistry, CountingEmbedder],
+    counting_registry: tuple[ToolRegistry, CountingEmbedder],
 ) -> None:
-    registry, counting = counted
+    registry, counting = counting_registry
     await registry.create(TENANT, _trip_tool())
     counting.asked.clear()
     record, created = await registry.put(TENANT, _trip_tool(policy=ToolPolicy(timeout_s=3.0)))
@@ -199,9 +185,9 @@ async def test_a_new_version_that_keeps_the_description_embeds_nothing_again(
 
 
 async def test_a_tool_stored_before_clauses_existed_gets_them_at_the_next_load(
-    counted: tuple[ToolRegistry, CountingEmbedder],
+    counting_registry: tuple[ToolRegistry, CountingEmbedder],
 ) -> None:
-    registry, counting = counted
+    registry, counting = counting_registry
     await registry.create(TENANT, _trip_tool())
     request = "touch up the colours of my holiday photo"
     [fresh] = await registry.search(TENANT, request, 1)
@@ -220,9 +206,9 @@ async def test_a_tool_stored_before_clauses_existed_gets_them_at_the_next_load(
 
 
 async def test_a_tool_embedded_by_another_model_is_embedded_again_whole_at_load(
-    counted: tuple[ToolRegistry, CountingEmbedder],
+    counting_registry: tuple[ToolRegistry, CountingEmbedder],
 ) -> None:
-    registry, counting = counted
+    registry, counting = counting_registry
     await registry.create(TENANT, _trip_tool())
     text = await registry.pool.fetchval("SELECT embedding_text FROM tools")
     await registry.pool.execute("UPDATE tools SET embedding_model = 'an-older-model'")

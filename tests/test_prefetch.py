@@ -3,14 +3,10 @@ embedding once, and prefetches nobody searches for do not pile up."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import msgspec
 import pytest
 
-from app.database import connect_pool
 from tests.embedders import CountingEmbedder
-from tools.embed import SentenceTransformerEmbedder
 from tools.errors import EmbeddingError
 from tools.registry import PREFETCHED, ToolRegistry
 from tools.spec import ToolSpec
@@ -20,21 +16,17 @@ TENANT = "default"
 
 @pytest.fixture
 async def counted(
-    database_url: str, embedder: SentenceTransformerEmbedder
-) -> AsyncIterator[tuple[ToolRegistry, CountingEmbedder]]:
-    pool = await connect_pool(database_url)
-    counting = CountingEmbedder(embedder)
-    registry = ToolRegistry(pool, counting)
+    counting_registry: tuple[ToolRegistry, CountingEmbedder],
+) -> tuple[ToolRegistry, CountingEmbedder]:
+    """One tool registered; the embedder's count starts after it."""
+    registry, counting = counting_registry
     await registry.create(TENANT, msgspec.convert({
         "name": "get_weather", "description": "Current weather for a city",
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
         "executor": {"kind": "builtin", "function": "time_now"},
     }, ToolSpec))
     counting.asked.clear()
-    try:
-        yield registry, counting
-    finally:
-        await pool.close()
+    return registry, counting
 
 
 async def test_a_prefetched_query_is_embedded_once_for_its_search(

@@ -232,11 +232,13 @@ class ToolRegistry:
         and the clauses of rows stored before they were cut (or cut by other rules)."""
         rows = await store.load_live(self.pool)
         model = self.embedder.model_name
-        stale = [r for r in rows if _is_stale(r, model)]
+        current: list[ToolRow] = []
+        stale: list[ToolRow] = []
+        for row in rows:
+            (stale if _is_stale(row, model) else current).append(row)
         if stale:
             log.info("embedding %d tools again with %s", len(stale), model)
-            rows = [r for r in rows if not _is_stale(r, model)]
-            rows += await self._refresh(stale)
+            rows = current + await self._refresh(stale)
         self._indexes.clear()
         self._change_ids.clear()
         for row in rows:
