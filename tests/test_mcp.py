@@ -238,6 +238,18 @@ async def test_a_url_the_egress_policy_refuses_is_an_invalid_field(
     assert (await app.client.get("/v1/mcp/servers")).json() == {"items": []}
 
 
+async def test_a_url_whose_host_does_not_resolve_is_an_invalid_field(app: RunningApp) -> None:
+    url = "http://mcp.example.invalid/mcp"  # .invalid never resolves (RFC 6761)
+    response = await app.client.post(
+        "/v1/mcp/servers", json={"name": "nowhere", "transport": {"kind": "http", "url": url}}
+    )
+    assert response.status_code == 422
+    [error] = response.json()["errors"]
+    assert error["pointer"] == "/transport/url"
+    assert error["message"].startswith("cannot resolve mcp.example.invalid: ")
+    assert (await app.client.get("/v1/mcp/servers")).json() == {"items": []}
+
+
 async def test_a_command_the_operator_did_not_list_is_refused_naming_the_field(
     start_app: Callable[..., Awaitable[RunningApp]], database_url: str
 ) -> None:

@@ -23,6 +23,7 @@ from tools.mcp.transport import (
     EgressRefusedMcp,
     McpTransport,
     StderrTail,
+    UnresolvableMcp,
     connected,
     describe,
     secret_values,
@@ -184,7 +185,8 @@ class McpSession:
 
     def _unreachable(self, exc: BaseException | None, when: str) -> McpUnreachable:
         cause = _first_cause(exc)
-        if isinstance(cause, EgressRefusedMcp):
+        if isinstance(cause, EgressRefusedMcp | UnresolvableMcp):
+            # The URL itself cannot be used: a fault of the request, named by its field.
             return McpUnreachable(self.target, str(cause), field="/transport/url")
         match cause:
             case MCPError(code=code) if code == CONNECTION_CLOSED:

@@ -98,6 +98,10 @@ class EgressRefusedMcp(httpx2.ConnectError):
     """The MCP server's URL is not a public address and is not on the allowlist."""
 
 
+class UnresolvableMcp(httpx2.ConnectError):
+    """The MCP server's URL names a host that does not resolve."""
+
+
 class GuardedMcpTransport(httpx2.AsyncBaseTransport):
     """The egress rule of tools/egress.py for the HTTP client the MCP library uses (httpx2)."""
 
@@ -106,7 +110,7 @@ class GuardedMcpTransport(httpx2.AsyncBaseTransport):
         self.inner = httpx2.AsyncHTTPTransport()
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        await pin_to_checked_address(self.policy, request, EgressRefusedMcp, httpx2.ConnectError)
+        await pin_to_checked_address(self.policy, request, EgressRefusedMcp, UnresolvableMcp)
         return await self.inner.handle_async_request(request)
 
     async def aclose(self) -> None:
