@@ -19,7 +19,8 @@ request and for each sentence."""
 
 
 class RankingWeights(msgspec.Struct, frozen=True, kw_only=True):
-    """How dense and keyword relevance combine into one score (tuned by bench/retrieval.py).
+    """How a request is embedded and how dense and keyword relevance combine into one score
+    (tuned by bench/retrieval.py).
 
     Both signals are standardised over the tools searched (z-scores) before they are mixed, so
     the mix does not depend on how spread out one model's cosines or one query's BM25 scores are.
@@ -32,7 +33,10 @@ class RankingWeights(msgspec.Struct, frozen=True, kw_only=True):
     clauses: float = 1.0
     """Weight of a tool's best-matching description clause against its vector in its dense
     score (0: clauses are not searched)."""
-    sentence_floor: float = 2.0
+    framing: float = 0.35
+    """Share of the request's vector taken from the request framed as a question of which tool
+    to use (`tools.request.FRAMING`); 0 embeds the request alone."""
+    sentence_floor: float = 1.5
     """A sentence of the request credits a tool only for fused relevance above this..."""
     sentence_margin: float = 2.0
     """...and only within this of the sentence's best tool (both in standard deviations)."""
@@ -67,8 +71,9 @@ class SearchHit(msgspec.Struct, frozen=True, kw_only=True):
     """Fused relevance, in standard deviations above the average tool searched; for a request
     searched with its sentences, plus what the tool adds for sentences no earlier hit answered."""
     dense: float
-    """Cosine similarity of the request to the tool's vector (text and examples), averaged
-    (by `RankingWeights.clauses`) with its best clause's when the description has several."""
+    """Cosine similarity of the request's vector (plain and framed, see `tools.request`) to the
+    tool's vector (text and examples), averaged (by `RankingWeights.clauses`) with its best
+    clause's when the description has several."""
     keyword: float
     """BM25 relative to the best keyword match (1.0), 0 when no keyword matches."""
 

@@ -17,8 +17,8 @@ from tools import store
 from tools.embed import Embedder, Vectors
 from tools.errors import ToolExists, ToolNotFound
 from tools.executors import ExecutableTool
-from tools.index import IndexedTool, QueryPart, RankingWeights, SearchHit, ToolIndex
-from tools.sentences import search_texts
+from tools.index import IndexedTool, RankingWeights, SearchHit, ToolIndex
+from tools.request import search_query, search_texts
 from tools.spec import ToolRecord, ToolSpec
 from tools.store import CurrentTool, NewVersion, ToolRow
 from tools.text import description_clauses, keyword_text, tool_text
@@ -75,22 +75,23 @@ class ToolRegistry:
             return []
         pending = self._prefetched.pop(query, None)
         if pending is None:
-            texts = search_texts(query)
+            texts = search_texts(query, self.weights.framing)
             vectors = await self.embedder.embed(texts)
         else:
             texts, future = pending
             vectors = await future
-        parts = [QueryPart(text=t, vector=v) for t, v in zip(texts[1:], vectors[1:], strict=True)]
-        return index.search(vectors[0], query, k, namespace=namespace, tags=tags, parts=parts)
+        vector, parts = search_query(texts, vectors, self.weights.framing)
+        return index.search(vector, query, k, namespace=namespace, tags=tags, parts=parts)
 
     def prefetch(self, tenant: str, query: str) -> None:
-        """Start embedding `query` (and its sentences) for a search of `tenant` that is about to
-        come (a turn's message, while the turn is written), so that search waits less. Each
-        prefetch serves one search; unused ones are dropped, oldest first, past `PREFETCHED`."""
+        """Start embedding `query` (framed too, and its sentences) for a search of `tenant`
+        that is about to come (a turn's message, while the turn is written), so that search
+        waits less. Each prefetch serves one search; unused ones are dropped, oldest first, past
+        `PREFETCHED`."""
         index = self._indexes.get(tenant)
         if index is None or len(index) == 0 or query in self._prefetched:
             return
-        texts = search_texts(query)
+        texts = search_texts(query, self.weights.framing)
         future = asyncio.ensure_future(self.embedder.embed(texts))
         future.add_done_callback(_retrieve_exception)  # a failure is raised by the search
         self._prefetched[query] = (texts, future)
