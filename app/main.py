@@ -133,6 +133,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             app.state.pool = pool
             await bootstrap_admin(pool, settings.admin_key, settings.data_dir)
             registry = ToolRegistry(pool, model)
+            await registry.framing_shift()  # measured now, not on the first search
             listener = ChangeListener(registry, dsn)
             await listener.start()
             if settings.register_builtins:

@@ -25,8 +25,9 @@ import numpy as np
 from bench._markdown import publish
 from bench.retrieval_pools import Pool, Query, apibench_pools, bfcl_pool, metatool_pools
 from tools.embed import BUNDLED_MODEL, SentenceTransformerEmbedder, Vectors
-from tools.index import IndexedTool, RankingWeights, SearchHit, ToolIndex
-from tools.request import search_query, search_texts
+from tools.framing import framed, framing_shift, shift_texts
+from tools.index import IndexedTool, QueryPart, RankingWeights, SearchHit, ToolIndex
+from tools.sentences import search_texts
 from tools.spec import ToolSpec
 from tools.text import description_clauses, keyword_text, tool_text
 
@@ -123,16 +124,22 @@ def _stack(vectors: list[Vectors], dim: int) -> Vectors:
 def ranked_names(
     index: ToolIndex, queries: Sequence[Query], cache: EmbeddingCache
 ) -> list[list[str]]:
-    """Each query searched as ToolRegistry.search does: with the request framed as well, and
-    with its sentences when it has several."""
-    framing = index.weights.framing
-    cache.embed([t for q in queries for t in search_texts(q.text, framing)])  # in batches
-    return [[hit.name for hit in _search(index, q.text, cache)] for q in queries]
+    """Each query searched as ToolRegistry.search does: moved by the framing shift, and with
+    its sentences when it has several."""
+    cache.embed([t for q in queries for t in search_texts(q.text)])  # in batches, up front
+    shift = framing_shift(np.stack(cache.embed(shift_texts())))
+    return [[hit.name for hit in _search(index, q.text, cache, shift)] for q in queries]
 
 
-def _search(index: ToolIndex, text: str, cache: EmbeddingCache) -> list[SearchHit]:
-    texts = search_texts(text, index.weights.framing)
-    vector, parts = search_query(texts, np.stack(cache.embed(texts)), index.weights.framing)
+def _search(
+    index: ToolIndex, text: str, cache: EmbeddingCache, shift: Vectors
+) -> list[SearchHit]:
+    texts = search_texts(text)
+    vectors = cache.embed(texts)
+    vector = vectors[0]
+    if index.weights.framing:
+        vector = framed(vector, shift, index.weights.framing)
+    parts = [QueryPart(text=t, vector=v) for t, v in zip(texts[1:], vectors[1:], strict=True)]
     return index.search(vector, text, max(CUTOFFS), parts=parts)
 
 

@@ -83,11 +83,15 @@ async def database_url(postgres_url: str) -> AsyncIterator[str]:
 async def counting_registry(
     database_url: str, embedder: SentenceTransformerEmbedder
 ) -> AsyncIterator[tuple[ToolRegistry, CountingEmbedder]]:
-    """A registry on a new database whose embedder counts what it is asked to embed."""
+    """A registry on a new database whose embedder counts what it is asked to embed, from
+    after the registry has measured its framing shift."""
     pool = await connect_pool(database_url)
     counting = CountingEmbedder(embedder)
+    registry = ToolRegistry(pool, counting)
+    await registry.framing_shift()
+    counting.asked.clear()
     try:
-        yield ToolRegistry(pool, counting), counting
+        yield registry, counting
     finally:
         await pool.close()
 

@@ -55,7 +55,7 @@ def test_near_twins_fill_the_top_when_the_request_is_searched_whole() -> None:
 
 def test_each_sentence_gets_its_tool_before_a_near_twin_of_another_sentences() -> None:
     hits = _index().search(REQUEST, "zzz", 3, parts=SENTENCES)
-    assert [h.name for h in hits] == ["gcd", "weather_forecast", "calculate_gcd"]
+    assert [h.name for h in hits] == ["weather_forecast", "gcd", "calculate_gcd"]
 
 
 def test_hits_found_sentence_by_sentence_come_in_order_of_score() -> None:

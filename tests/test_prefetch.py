@@ -9,12 +9,9 @@ import pytest
 from tests.embedders import CountingEmbedder
 from tools.errors import EmbeddingError
 from tools.registry import PREFETCHED, ToolRegistry
-from tools.request import FRAMING
 from tools.spec import ToolSpec
 
 TENANT = "default"
-PARIS = ["weather in Paris", FRAMING.format(request="weather in Paris")]
-"""What a search for "weather in Paris" embeds: the request, and the request framed."""
 
 
 @pytest.fixture
@@ -39,7 +36,7 @@ async def test_a_prefetched_query_is_embedded_once_for_its_search(
     registry.prefetch(TENANT, "weather in Paris")
     hits = await registry.search(TENANT, "weather in Paris", 3)
     assert [h.name for h in hits] == ["get_weather"]
-    assert counting.asked == PARIS
+    assert counting.asked == ["weather in Paris"]
 
 
 async def test_a_prefetch_serves_one_search_only(
@@ -50,7 +47,7 @@ async def test_a_prefetch_serves_one_search_only(
     first = await registry.search(TENANT, "weather in Paris", 3)
     second = await registry.search(TENANT, "weather in Paris", 3)
     assert [h.score for h in first] == [h.score for h in second]
-    assert counting.asked == PARIS + PARIS
+    assert counting.asked == ["weather in Paris", "weather in Paris"]
 
 
 async def test_unused_prefetches_are_dropped_oldest_first(
@@ -64,9 +61,7 @@ async def test_unused_prefetches_are_dropped_oldest_first(
     # The two oldest were dropped before they ran; the search for the oldest embedded it
     # itself, and the newest search used its prefetch.
     kept = [f"request {i}" for i in range(2, PREFETCHED + 2)]
-    asked = [r for r in counting.asked if not r.startswith("A user asks: ")]
-    assert sorted(asked) == sorted(["request 0", *kept])
-    assert len(counting.asked) == 2 * len(asked)
+    assert sorted(counting.asked) == sorted(["request 0", *kept])
 
 
 async def test_a_prefetch_for_a_tenant_without_tools_embeds_nothing(
@@ -87,7 +82,7 @@ async def test_a_failed_prefetch_is_raised_by_its_search(
     with pytest.raises(EmbeddingError) as raised:
         await registry.search(TENANT, "weather in Paris", 3)
     assert str(raised.value) == "embedding model 'all-MiniLM-L6-v2': refused on purpose"
-    assert counting.asked == PARIS
+    assert counting.asked == ["weather in Paris"]
 
 
 async def test_a_prefetch_embeds_a_requests_sentences_with_it(
@@ -98,5 +93,5 @@ async def test_a_prefetch_embeds_a_requests_sentences_with_it(
     registry.prefetch(TENANT, request)
     hits = await registry.search(TENANT, request, 3)
     assert [h.name for h in hits] == ["get_weather"]
-    assert counting.asked == [request, FRAMING.format(request=request),
-                              "Tell me the weather in Paris", "convert ten miles to kilometres"]
+    assert counting.asked == [request, "Tell me the weather in Paris",
+                              "convert ten miles to kilometres"]

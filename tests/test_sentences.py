@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tools.sentences import MAX_SENTENCES, split_request
+from tools.sentences import MAX_SENTENCES, search_texts, split_request
 
 
 def test_a_request_splits_at_sentence_ends_and_line_breaks() -> None:
@@ -44,3 +44,14 @@ def test_at_most_max_sentences_are_kept() -> None:
     text = " ".join(f"Do task number {i} now." for i in range(MAX_SENTENCES + 3))
     assert split_request(text) == [f"Do task number {i} now" for i in range(MAX_SENTENCES)]
 
+
+def test_a_request_of_one_sentence_is_searched_alone() -> None:
+    assert search_texts("Find the GCD of 12 and 18. Thanks!") == [
+        "Find the GCD of 12 and 18. Thanks!"
+    ]
+
+
+def test_a_request_of_several_sentences_is_searched_whole_and_by_sentence() -> None:
+    text = "Find the GCD of 12 and 18. What is the weather in Paris?"
+    sentences = ["Find the GCD of 12 and 18", "What is the weather in Paris?"]
+    assert search_texts(text) == [text, *sentences]

@@ -33,10 +33,11 @@ class RankingWeights(msgspec.Struct, frozen=True, kw_only=True):
     clauses: float = 1.0
     """Weight of a tool's best-matching description clause against its vector in its dense
     score (0: clauses are not searched)."""
-    framing: float = 0.35
-    """Share of the request's vector taken from the request framed as a question of which tool
-    to use (`tools.request.FRAMING`); 0 embeds the request alone."""
-    sentence_floor: float = 1.5
+    framing: float = 0.4
+    """Weight of the framing shift added to a request's vector before it is normalised: the
+    average move of a request's embedding when it is framed as a question of which tool to
+    use (`tools.framing`). 0 searches with the request's own embedding."""
+    sentence_floor: float = 2.0
     """A sentence of the request credits a tool only for fused relevance above this..."""
     sentence_margin: float = 2.0
     """...and only within this of the sentence's best tool (both in standard deviations)."""
@@ -71,9 +72,9 @@ class SearchHit(msgspec.Struct, frozen=True, kw_only=True):
     """Fused relevance, in standard deviations above the average tool searched; for a request
     searched with its sentences, plus what the tool adds for sentences no earlier hit answered."""
     dense: float
-    """Cosine similarity of the request's vector (plain and framed, see `tools.request`) to the
-    tool's vector (text and examples), averaged (by `RankingWeights.clauses`) with its best
-    clause's when the description has several."""
+    """Cosine similarity of the request's vector (moved by the framing shift, see
+    `tools.framing`) to the tool's vector (text and examples), averaged (by
+    `RankingWeights.clauses`) with its best clause's when the description has several."""
     keyword: float
     """BM25 relative to the best keyword match (1.0), 0 when no keyword matches."""
 

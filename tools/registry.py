@@ -17,8 +17,9 @@ from tools import store
 from tools.embed import Embedder, Vectors
 from tools.errors import ToolExists, ToolNotFound
 from tools.executors import ExecutableTool
-from tools.index import IndexedTool, RankingWeights, SearchHit, ToolIndex
-from tools.request import search_query, search_texts
+from tools.framing import framed, framing_shift, shift_texts
+from tools.index import IndexedTool, QueryPart, RankingWeights, SearchHit, ToolIndex
+from tools.sentences import search_texts
 from tools.spec import ToolRecord, ToolSpec
 from tools.store import CurrentTool, NewVersion, ToolRow
 from tools.text import description_clauses, keyword_text, tool_text
@@ -58,6 +59,8 @@ class ToolRegistry:
         self._prefetched: OrderedDict[str, tuple[list[str], asyncio.Future[Vectors]]] = (
             OrderedDict()
         )
+        self._shift: Vectors | None = None
+        self._shift_lock = asyncio.Lock()
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -75,23 +78,33 @@ class ToolRegistry:
             return []
         pending = self._prefetched.pop(query, None)
         if pending is None:
-            texts = search_texts(query, self.weights.framing)
+            texts = search_texts(query)
             vectors = await self.embedder.embed(texts)
         else:
             texts, future = pending
             vectors = await future
-        vector, parts = search_query(texts, vectors, self.weights.framing)
+        vector = vectors[0]
+        if self.weights.framing:
+            vector = framed(vector, await self.framing_shift(), self.weights.framing)
+        parts = [QueryPart(text=t, vector=v) for t, v in zip(texts[1:], vectors[1:], strict=True)]
         return index.search(vector, query, k, namespace=namespace, tags=tags, parts=parts)
 
+    async def framing_shift(self) -> Vectors:
+        """The embedder's framing shift (tools/framing.py), measured on the first call. The
+        service calls this at start-up, so the first search does not wait for it."""
+        async with self._shift_lock:
+            if self._shift is None:
+                self._shift = framing_shift(await self.embedder.embed(shift_texts()))
+        return self._shift
+
     def prefetch(self, tenant: str, query: str) -> None:
-        """Start embedding `query` (framed too, and its sentences) for a search of `tenant`
-        that is about to come (a turn's message, while the turn is written), so that search
-        waits less. Each prefetch serves one search; unused ones are dropped, oldest first, past
-        `PREFETCHED`."""
+        """Start embedding `query` (and its sentences) for a search of `tenant` that is about to
+        come (a turn's message, while the turn is written), so that search waits less. Each
+        prefetch serves one search; unused ones are dropped, oldest first, past `PREFETCHED`."""
         index = self._indexes.get(tenant)
         if index is None or len(index) == 0 or query in self._prefetched:
             return
-        texts = search_texts(query, self.weights.framing)
+        texts = search_texts(query)
         future = asyncio.ensure_future(self.embedder.embed(texts))
         future.add_done_callback(_retrieve_exception)  # a failure is raised by the search
         self._prefetched[query] = (texts, future)

@@ -28,3 +28,12 @@ def split_request(text: str) -> list[str]:
             sentences.append(sentence)
     return sentences[:MAX_SENTENCES]
 
+
+def search_texts(request: str) -> list[str]:
+    """What to embed for a search: the request, then its sentences when it has two or more.
+
+    A request that asks for several things ranks the tool for each behind near-twins of the
+    tool for another when embedded whole; its sentences, embedded alone, find each one.
+    """
+    sentences = split_request(request)
+    return [request, *sentences] if len(sentences) > 1 else [request]
