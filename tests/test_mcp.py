@@ -238,6 +238,30 @@ async def test_a_url_the_egress_policy_refuses_is_an_invalid_field(
     assert (await app.client.get("/v1/mcp/servers")).json() == {"items": []}
 
 
+async def test_a_refresh_the_egress_policy_now_refuses_is_a_bad_gateway_not_a_field(
+    start_app: Callable[..., Awaitable[RunningApp]],
+    database_url: str,
+    http_server: tuple[str, subprocess.Popen[str]],
+) -> None:
+    url, _ = http_server
+    allowed = await start_app(database_url)  # loopback allowed
+    await register(allowed.client, "inside", {"kind": "http", "url": url})
+    strict = await start_app(database_url, egress_allowlist="")
+    response = await strict.client.post("/v1/mcp/servers/inside/refresh")
+    assert response.status_code == 502
+    body = response.json()
+    reason = (
+        "refused to call 127.0.0.1: 127.0.0.1 resolves to 127.0.0.1, a loopback address; tools "
+        "may call public addresses only, unless EGRESS_ALLOWLIST names the host, address or "
+        "network"
+    )
+    assert body["type"] == "/problems/mcp-unreachable"
+    assert body["detail"] == f"MCP server at {url}: {reason}"
+    assert "errors" not in body
+    server = (await strict.client.get("/v1/mcp/servers/inside")).json()["server"]
+    assert (server["refresh_status"], server["refresh_error"]) == ("failed", body["detail"])
+
+
 async def test_a_url_whose_host_does_not_resolve_is_an_invalid_field(app: RunningApp) -> None:
     url = "http://mcp.example.invalid/mcp"  # .invalid never resolves (RFC 6761)
     response = await app.client.post(

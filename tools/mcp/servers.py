@@ -124,6 +124,11 @@ class McpServers:
                 result = await self._refresh(tenant, name)
             except McpError as exc:
                 await store.record_refresh(self.pool, tenant, name, str(exc))
+                if isinstance(exc, McpUnreachable) and exc.field is not None:
+                    # The registered URL or command cannot be used (the egress policy or the
+                    # command list changed, or the host stopped resolving): the server is out
+                    # of reach, not a field of this request, which has no body.
+                    raise McpUnreachable(exc.target, exc.reason) from exc
                 raise
             await store.record_refresh(self.pool, tenant, name, None)
         return msgspec.structs.replace(result, server=await self._record(tenant, name))
