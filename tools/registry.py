@@ -92,6 +92,8 @@ class ToolRegistry:
     async def framing_shift(self) -> Vectors:
         """The embedder's framing shift (tools/framing.py), measured on the first call. The
         service calls this at start-up, so the first search does not wait for it."""
+        if self._shift is not None:  # every search asks; only the first measures
+            return self._shift
         async with self._shift_lock:
             if self._shift is None:
                 self._shift = framing_shift(await self.embedder.embed(shift_texts()))
