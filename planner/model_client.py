@@ -11,7 +11,6 @@ from typing import Any, Literal, Protocol, TypeVar
 import httpx
 import msgspec
 
-from planner._backoff import RetrySchedule, parse_retry_after
 from planner._sse import iter_sse_data
 from planner.errors import ModelResponseError, ModelUnavailable
 from planner.messages import (
@@ -26,6 +25,7 @@ from planner.messages import (
     ToolChoiceFunction,
     Usage,
 )
+from tools.retry import RetryPolicy, RetrySchedule, parse_retry_after, retryable_status
 
 __all__ = [
     "ChatCompletionPayload",
@@ -51,21 +51,6 @@ class ModelBackend(msgspec.Struct, frozen=True, kw_only=True):
     max_completion_tokens: int | None = None
     seed: int | None = None
     enable_thinking: bool | None = None
-
-
-class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
-    """How hard to try: connect errors, timeouts, 429 and 5xx are retried within these bounds,
-    after a jittered exponential pause or the server's `Retry-After`.
-
-    `deadline_s` bounds the retrying (no new attempt starts after it); `request_timeout_s` bounds
-    each attempt's wait for the server (for a stream: the silence between chunks).
-    """
-
-    attempts: int = 4
-    base_delay_s: float = 0.25
-    max_delay_s: float = 2.0
-    deadline_s: float = 30.0
-    request_timeout_s: float = 120.0
 
 
 class ChatModel(Protocol):
@@ -179,7 +164,7 @@ class ModelClient:
         if response.is_success:
             return
         said = _server_message(response.content)
-        if status == 429 or status >= 500:
+        if retryable_status(status):
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             raise _Retryable(f"HTTP {status}", said, retry_after)
         raise ModelResponseError(self.url, f"HTTP {status}: {said}{_STATUS_HINTS.get(status, '')}")

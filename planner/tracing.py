@@ -12,10 +12,9 @@ import contextlib
 import json
 import os
 import random
-import re
 import time
 import traceback
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -40,11 +39,11 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.util import types
 
 from planner.messages import ChatMessage, ModelReply, ModelRequest
+from tools.redaction import Redactor
 
 CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 _CAPTURE_ON = {"true", "1", "yes", "span_only", "span_and_event"}
 AGENT_NAME = "switchboard"
-REDACTED = "[redacted]"
 
 
 def capture_from_env(environ: Mapping[str, str] | None = None) -> bool:
@@ -56,34 +55,6 @@ class TraceOptions(msgspec.Struct, frozen=True, kw_only=True):
     capture_content: bool = False
     max_content_chars: int = 8192
     provider_name: str = "sglang"
-
-
-_CREDENTIAL_HEADER = re.compile(r"auth|key|token|secret|cookie|password|signature|session", re.I)
-
-
-def header_credentials(headers: Mapping[str, str]) -> list[str]:
-    """The values of headers that carry credentials (Authorization, X-Api-Key, Cookie ...),
-    and the credential alone of a `Scheme credential` value such as `Bearer abc`."""
-    found: list[str] = []
-    for name, value in headers.items():
-        if _CREDENTIAL_HEADER.search(name):
-            found.append(value)
-            _scheme, _, credential = value.partition(" ")
-            if credential.strip():
-                found.append(credential.strip())
-    return found
-
-
-class Redactor:
-    """Replaces known secrets (tool signing secrets, API keys) wherever they would appear."""
-
-    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, REDACTED)
-        return text
 
 
 class LeafSpans:

@@ -14,10 +14,9 @@ from planner.model_client import ChatModel
 from planner.plan import Plan
 from planner.prompt import REPLAN_ENTRY, SEARCH_TOOLS_ENTRY, tool_entry
 from planner.store import FinishedCall, StartedCall
-from planner.tracing import Redactor, header_credentials
 from planner.turn_store import TurnStore
 from tools.executors import ExecutableTool
-from tools.spec import HttpExecutor
+from tools.redaction import Redactor
 
 EventSink = Callable[[TurnEvent], Awaitable[None]]
 Mode = Literal["auto", "plan"]
@@ -76,14 +75,10 @@ class TurnState:
         self._redactor_for = -1
 
     def redactor(self) -> Redactor:
-        """Secrets this turn knows of: its tools' signing secrets and credential headers, and
-        the model's API key (rebuilt only when the candidates change)."""
+        """Secrets this turn knows of: its tools' (`ExecutableTool.secrets`) and the model's API
+        key (rebuilt only when the candidates change)."""
         if self._redactor is None or self._redactor_for != len(self.tools):
-            secrets: list[str | None] = []
-            for tool in self.tools.values():
-                secrets += tool.secrets()
-                if isinstance(tool.record.executor, HttpExecutor):
-                    secrets += header_credentials(tool.record.executor.headers)
+            secrets = [s for tool in self.tools.values() for s in tool.secrets()]
             self._redactor = Redactor([*secrets, self.model.backend.api_key])
             self._redactor_for = len(self.tools)
         return self._redactor

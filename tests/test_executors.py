@@ -449,6 +449,20 @@ async def test_secret_never_appears_in_error_text(runner: ToolRunner, server: To
     )
 
 
+async def test_a_credential_in_a_plain_header_never_appears_in_error_text(
+    runner: ToolRunner, server: ToolServer
+) -> None:
+    server.routes["/echo"] = answer(Reply(401, b"token tk-5550123 is expired", "text/plain"))
+    tool = http_tool(server, "/echo", headers={"Authorization": "Bearer tk-5550123"})
+
+    outcome = await runner.execute_call(tool, {})
+
+    assert outcome.error == (
+        f"POST {server.url}/echo answered HTTP 401 (check the arguments against the tool's "
+        "parameters): token [redacted] is expired"
+    )
+
+
 async def test_times_are_utc_and_ordered(runner: ToolRunner, server: ToolServer) -> None:
     server.routes["/weather"] = answer(Reply())
 

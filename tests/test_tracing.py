@@ -21,10 +21,11 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import NonRecordingSpan, SpanContext, StatusCode, TraceFlags
 
 from app.span_store import PostgresSpanProcessor
-from planner.tracing import LeafSpans, Redactor, TurnTracer, header_credentials
+from planner.tracing import LeafSpans, TurnTracer
 from tests.loopback import serving
 from tests.scripted_model import ScriptedFailure, ScriptedModel, ScriptedReply
 from tests.tool_server import ToolServer, http_tool
+from tools.redaction import Redactor
 
 SECRET = "s3cr3t-signing-key"
 API_KEY = "k3y-for-task-b-only"
@@ -396,13 +397,3 @@ def test_a_leaf_follows_its_parents_sampling_and_needs_a_parent() -> None:
         pass
     (alone,) = exporter.get_finished_spans()
     assert alone.parent is None and alone.name == "retrieval"
-
-
-def test_credential_headers_are_secrets_and_other_headers_are_not() -> None:
-    headers = {"Accept": "application/json", "Authorization": "Bearer abc12345",
-               "X-Api-Key": "k-987654", "Cookie": "session=s-1234"}
-    assert header_credentials(headers) == [
-        "Bearer abc12345", "abc12345", "k-987654", "session=s-1234"]
-    redact = Redactor(header_credentials(headers))
-    assert redact("got abc12345 and k-987654 as application/json") == (
-        "got [redacted] and [redacted] as application/json")

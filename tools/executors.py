@@ -16,13 +16,14 @@ import msgspec
 from jsonschema import Draft202012Validator
 from referencing.exceptions import Unresolvable
 
-from tools.backoff import backoff_delay
 from tools.builtins import BuiltinFunction, BuiltinFunctions, default_builtins
 from tools.egress import EgressRefused
 from tools.errors import McpCallFailed, McpServerNotFound, McpUnreachable
 from tools.http_request import build_request, misplacement, public_url
 from tools.mcp.results import tool_output
 from tools.mcp.sessions import McpSessions
+from tools.redaction import Redactor, header_credentials
+from tools.retry import backoff_delay, retryable_status
 from tools.spec import (
     BuiltinExecutor,
     ClientExecutor,
@@ -60,9 +61,13 @@ class ExecutableTool(msgspec.Struct, frozen=True, kw_only=True):
     secret_headers: dict[str, str] = {}
 
     def secrets(self) -> list[str]:
-        """What must never reach the model, the store or a trace."""
+        """What must never reach the model, the store or a trace: the signing secret, the
+        write-only headers, and credentials in the executor's plain headers."""
         found = [self.secret] if self.secret else []
-        return found + [v for v in self.secret_headers.values() if v]
+        found += [v for v in self.secret_headers.values() if v]
+        if isinstance(self.record.executor, HttpExecutor):
+            found += header_credentials(self.record.executor.headers)
+        return found
 
 
 class CallOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -349,16 +354,14 @@ def _not_json(head: bytes, content_type: str | None, target: str, status: str) -
 
 def _status_fault(status: int, head: bytes, target: str) -> _Fault:
     body = head.decode(errors="replace")[:_ERROR_BODY_CHARS]
+    retryable = retryable_status(status)
     hint = ""
-    if status == 429 or status >= 500:
+    if retryable:
         hint = " (the tool's server is failing or busy)"
     elif 400 <= status < 500:
         hint = " (check the arguments against the tool's parameters)"
-    return _Fault(
-        "http_status",
-        f"{target} answered HTTP {status}{hint}: {body}",
-        retryable=status == 429 or status >= 500,
-    )
+    return _Fault("http_status", f"{target} answered HTTP {status}{hint}: {body}",
+                  retryable=retryable)
 
 
 def _unreachable(url: str, exc: httpx.TransportError) -> _Fault:
@@ -457,19 +460,12 @@ def _outcome(
         case _Fault(error_type=error_type, message=message):
             return CallOutcome(
                 ok=False,
-                error=_redact(message, secrets),
+                error=Redactor(secrets)(message),  # a server may echo even its secret
                 error_type=error_type,
                 started_at=started_at,
                 finished_at=finished_at,
                 attempts=attempts,
             )
-
-
-def _redact(text: str, secrets: list[str]) -> str:
-    # A tool's server may echo anything, even the secret it shares with us.
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, "[redacted]")
-    return text
 
 
 def _target(record: ToolRecord) -> str:

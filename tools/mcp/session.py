@@ -28,6 +28,7 @@ from tools.mcp.transport import (
     describe,
     secret_values,
 )
+from tools.redaction import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class McpSession:
     ) -> None:
         self.transport = transport
         self.target = describe(transport)
+        self._redact = Redactor(secret_values(transport))
         self._egress = egress
         self._on_tools_changed = on_tools_changed
         self._stderr = StderrTail()
@@ -207,10 +209,6 @@ class McpSession:
         text = self._stderr.text()
         return f"; it wrote to stderr: {text}" if text else ""
 
-    def _redact(self, text: str) -> str:
-        for value in secret_values(self.transport):
-            text = text.replace(value, "[redacted]")
-        return text
 
 
 def _first_cause(exc: BaseException | None) -> BaseException | None:

@@ -85,13 +85,13 @@ def describe(transport: McpTransport) -> str:
 
 
 def secret_values(transport: McpTransport) -> list[str]:
-    """Values that must not appear in anything written out, longest first."""
+    """Values that must not appear in anything written out: every environment value and
+    header the transport was given (all write-only)."""
     match transport:
         case StdioTransport(env=env):
-            values = list(env.values())
+            return list(env.values())
         case HttpTransport(headers=headers):
-            values = list(headers.values())
-    return sorted({v for v in values if v}, key=len, reverse=True)
+            return list(headers.values())
 
 
 class EgressRefusedMcp(httpx2.ConnectError):

@@ -1,15 +1,27 @@
-"""Retry pacing: jittered exponential backoff bounded by an attempt count and a deadline."""
+"""Retrying: which failures are worth another attempt, and how long to pause before it
+(jittered exponential backoff, bounded by an attempt count and a deadline). Tool calls and
+model calls both follow these rules."""
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-from tools.backoff import backoff_delay
+import msgspec
 
-if TYPE_CHECKING:
-    from planner.model_client import RetryPolicy
+
+def retryable_status(status: int) -> bool:
+    """Whether an HTTP status says the server is failing or busy (429 or any 5xx), so that the
+    same request may succeed later; other errors would fail again."""
+    return status == 429 or status >= 500
+
+
+def backoff_delay(retry: int, base_s: float, max_s: float) -> float:
+    """The pause before retry number `retry` (1-based): half fixed, half random, so that
+    callers failing together do not come back together."""
+    ceiling = min(max_s, base_s * 2 ** (retry - 1))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -21,6 +33,21 @@ def parse_retry_after(value: str | None) -> float | None:
     except ValueError:
         return None
     return max(seconds, 0.0)
+
+
+class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """How hard to try: connect errors, timeouts, 429 and 5xx are retried within these bounds,
+    after a jittered exponential pause or the server's `Retry-After`.
+
+    `deadline_s` bounds the retrying (no new attempt starts after it); `request_timeout_s` bounds
+    each attempt's wait for the server (for a stream: the silence between chunks).
+    """
+
+    attempts: int = 4
+    base_delay_s: float = 0.25
+    max_delay_s: float = 2.0
+    deadline_s: float = 30.0
+    request_timeout_s: float = 120.0
 
 
 class RetrySchedule:
