@@ -14,7 +14,7 @@ message (the embedder is loaded, and the per-turn table would show its time if i
 LangGraph's agent (bench/_langgraph_agent.py) gets a BaseChatModel that follows the same script,
 a ToolNode of four no-op tools and `AsyncPostgresSaver` on the same embedded Postgres.
 Without persistence, Switchboard's engine keeps its turns in a `MemoryTurnStore`
-(planner/memory_store.py; its registry and span writes stay on Postgres, neither is on a step's
+(tests/memory_store.py; its registry and span writes stay on Postgres, neither is on a step's
 path) and LangGraph's agent runs without a checkpointer.
 
 A step is the time from one model call to the next: the model call (instant), one tool call,
@@ -75,9 +75,9 @@ from bench._overhead_report import (
 )
 from bench.search_latency import TimedEmbedder
 from planner.engine import EngineSettings, TurnEngine, TurnRequest
-from planner.memory_store import MemoryTurnStore
 from planner.tracing import CAPTURE_ENV, TurnTracer
 from planner.turn_store import PostgresTurnStore, TurnStore
+from tests.memory_store import MemoryTurnStore
 from tools.builtins import BuiltinFunctions
 from tools.embed import SentenceTransformerEmbedder
 from tools.executors import ToolRunner

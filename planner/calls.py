@@ -34,7 +34,8 @@ from planner.results import WaitsFor
 from planner.store import FinishedCall, StartedCall
 from planner.tracing import TurnTracer
 from planner.turn import TurnState
-from tools.executors import CallOutcome, ExecutableTool, ToolRunner
+from tools.executors import ExecutableTool, ToolRunner
+from tools.outcome import CallOutcome
 from tools.spec import ClientExecutor, HttpExecutor, McpExecutor
 
 log = logging.getLogger(__name__)
@@ -297,9 +298,8 @@ class CallRunner:
         started = _now()
         added = await self.search(turn, query)
         found = [{"name": n, "description": turn.tools[n].record.description} for n in added]
-        outcome = CallOutcome(
-            ok=True, result={"found": found}, started_at=started, finished_at=_now()
-        )
+        outcome = CallOutcome(result={"found": found}, started_at=started, finished_at=_now(),
+                              attempts=1)
         await self._record(turn, call, outcome, None)
 
     async def _execute(self, turn: TurnState, call: Call) -> CallOutcome | None:
@@ -371,13 +371,7 @@ class CallRunner:
                     position=saved.position, begun=True)
         match saved.decision:
             case None:  # it had finished before the turn paused
-                outcome = CallOutcome(
-                    ok=saved.status == "succeeded", result=saved.result, error=saved.error,
-                    error_type=saved.error_type, started_at=saved.started_at,
-                    finished_at=saved.finished_at or saved.started_at,
-                    attempts=saved.attempts, truncated=saved.truncated,
-                )
-                turn.observations[call.id] = _observed(call, outcome)
+                turn.observations[call.id] = _observed(call, saved)
             case pauses.Approved(arguments=edited):
                 if edited is not None:
                     await turn.store.edit_arguments(turn.id, call.id, edited)
@@ -388,9 +382,9 @@ class CallRunner:
                 await self._refuse(turn, call, f"a person rejected this call{because}; it was "
                                    "not made", "rejected")
             case pauses.ClientOutput(output=output, error=None):
-                await self._record(turn, call, _answered(saved, ok=True, result=output), None)
+                await self._record(turn, call, _answered(saved, result=output), None)
             case pauses.ClientOutput(error=error):
-                await self._record(turn, call, _answered(saved, ok=False, error=error,
+                await self._record(turn, call, _answered(saved, error=error,
                                                          error_type="client_error"), None)
             case pauses.Expired(waited_s=waited):
                 approval = saved.status == "awaiting_approval"
@@ -405,14 +399,7 @@ class CallRunner:
     ) -> None:
         """A call that is not made; it still gets a record, a span and an observation."""
         now = _now()
-        outcome = CallOutcome(
-            ok=False,
-            error=error,
-            error_type=error_type,
-            started_at=now,
-            finished_at=now,
-            attempts=0,
-        )
+        outcome = CallOutcome(error=error, error_type=error_type, started_at=now, finished_at=now)
         with self._span(turn, call, None) as span:
             self._trace_outcome(turn, call, span, outcome)
             await self._record(turn, call, outcome, None)
@@ -473,41 +460,19 @@ class CallRunner:
         tool: ExecutableTool | None,
     ) -> None:
         await self._begin(turn, call, tool)
-        finished = FinishedCall(
-            id=call.id,
-            ok=outcome.ok,
-            result=outcome.result,
-            error=outcome.error,
-            error_type=outcome.error_type,
-            attempts=outcome.attempts,
-            truncated=outcome.truncated,
-            started_at=outcome.started_at,
-            finished_at=outcome.finished_at,
-        )
+        ended = msgspec.structs.asdict(outcome)
+        finished = FinishedCall(id=call.id, **ended)
         batch = self._batches.get(turn.id)
         if batch is not None:
             batch.finish(finished)  # written with the batch's other ends, or its messages
         else:
             await turn.store.finish_tool_calls(turn.id, [finished])
-        record = ToolCallRecord(
-            id=call.id,
-            name=call.name,
-            arguments=call.arguments,
-            result=outcome.result,
-            error=outcome.error,
-            error_type=outcome.error_type,
-            started_at=outcome.started_at,
-            finished_at=outcome.finished_at,
-            attempts=outcome.attempts,
-            truncated=outcome.truncated,
-            step=call.step,
-            position=call.position,
-            depends_on=call.depends_on,
-        )
+        record = ToolCallRecord(id=call.id, name=call.name, arguments=call.arguments,
+                                step=call.step, position=call.position,
+                                depends_on=call.depends_on, **ended)
         turn.calls.append(record)
         turn.calls.sort(key=lambda r: (r.step, r.position))
-        duration = (outcome.finished_at - outcome.started_at).total_seconds() * 1000
-        await turn.emit(ToolCallFinished(call=record, duration_ms=round(duration, 3)))
+        await turn.emit(ToolCallFinished(call=record, duration_ms=outcome.duration_ms))
         turn.observations[call.id] = _observed(call, outcome)
 
 
@@ -517,7 +482,7 @@ def _observed(call: Call, outcome: CallOutcome) -> ChatMessage:
 
 def _answered(saved: pauses.SavedCall, **outcome: Any) -> CallOutcome:
     """A client tool's call, ended by the output (or error) its frontend posted."""
-    return CallOutcome(started_at=saved.started_at, finished_at=_now(), **outcome)
+    return CallOutcome(started_at=saved.started_at, finished_at=_now(), attempts=1, **outcome)
 
 
 def _running_row(call: Call, tool: ExecutableTool | None) -> StartedCall:

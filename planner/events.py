@@ -9,6 +9,7 @@ import msgspec
 
 from planner.messages import Usage
 from planner.plan import PlanStep
+from tools.outcome import CallOutcome
 
 
 class RetrievedTool(msgspec.Struct, frozen=True):
@@ -19,19 +20,13 @@ class RetrievedTool(msgspec.Struct, frozen=True):
     tools than a turn offers)."""
 
 
-class ToolCallRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """One tool call of a turn, as the API reports it."""
+class ToolCallRecord(CallOutcome, frozen=True, kw_only=True):
+    """One tool call of a turn, as the API reports it: which call, and how it ended (nothing
+    yet while it runs or waits)."""
 
     id: str
     name: str
     arguments: Any
-    result: Any = None
-    error: str | None = None
-    error_type: str | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    attempts: int = 0
-    truncated: bool = False
     step: int = 0
     position: int = 0
     depends_on: list[str] = []

@@ -19,7 +19,15 @@ from planner._db import Db, jsonb_text
 from planner.errors import CallNotWaiting, TurnNotFound, TurnNotPaused
 from planner.events import PendingCall
 from planner.messages import Usage
-from planner.results import PAUSED_STATUSES, WaitsFor, pending_call, waiting_calls
+from planner.results import (
+    OUTCOME_COLUMNS,
+    PAUSED_STATUSES,
+    WaitsFor,
+    outcome_fields,
+    pending_call,
+    waiting_calls,
+)
+from tools.outcome import CallOutcome
 
 CALL_STATUS: dict[WaitsFor, str] = {"approval": "awaiting_approval", "output": "awaiting_output"}
 
@@ -47,8 +55,8 @@ Decision = Approved | Rejected | ClientOutput | Expired
 _decision = msgspec.json.Decoder(Decision)
 
 
-class SavedCall(msgspec.Struct, frozen=True, kw_only=True):
-    """One call of the step a turn paused in, as stored."""
+class SavedCall(CallOutcome, frozen=True, kw_only=True):
+    """One call of the step a turn paused in, as stored: how it ended, if it has."""
 
     id: str
     name: str
@@ -57,13 +65,6 @@ class SavedCall(msgspec.Struct, frozen=True, kw_only=True):
     position: int
     arguments: Any
     status: str
-    result: Any
-    error: str | None
-    error_type: str | None
-    attempts: int
-    truncated: bool
-    started_at: datetime
-    finished_at: datetime | None
     decision: Decision | None
 
 
@@ -213,10 +214,9 @@ async def load(db: Db, tenant: str, turn_id: str) -> SavedTurn:
     if row is None:
         raise TurnNotFound(turn_id)
     calls = await db.fetch(
-        """SELECT id, name, namespace, version, position, arguments::text, raw_arguments, status,
-                  result::text, error, error_type, attempts, truncated, started_at, finished_at,
-                  decision::text
-           FROM tool_calls WHERE turn_id = $1 AND step = $2 ORDER BY position""",
+        f"""SELECT id, name, namespace, version, position, arguments::text, raw_arguments, status,
+                   decision::text, {OUTCOME_COLUMNS}
+            FROM tool_calls WHERE turn_id = $1 AND step = $2 ORDER BY position""",
         turn_id, row["step"],
     )
     return SavedTurn(
@@ -237,10 +237,8 @@ def _saved_call(row: asyncpg.Record) -> SavedCall:
         arguments=msgspec.json.decode(row["arguments"]) if row["arguments"] else
         row["raw_arguments"],
         status=row["status"],
-        result=msgspec.json.decode(row["result"]) if row["result"] else None,
-        error=row["error"], error_type=row["error_type"], attempts=row["attempts"],
-        truncated=row["truncated"], started_at=row["started_at"], finished_at=row["finished_at"],
         decision=_decision.decode(row["decision"]) if row["decision"] else None,
+        **outcome_fields(row),
     )
 
 

@@ -105,12 +105,25 @@ async def turn_result(db: Db, tenant: str, turn_id: str) -> TurnResult | None:
     )
 
 
+OUTCOME_COLUMNS = "result::text, error, error_type, started_at, finished_at, attempts, truncated"
+"""A call row's columns that read back as its `CallOutcome` (`outcome_fields`)."""
+
+
+def outcome_fields(row: asyncpg.Record) -> dict[str, Any]:
+    """The `CallOutcome` fields of a call row selected with OUTCOME_COLUMNS."""
+    return {
+        "result": msgspec.json.decode(row["result"]) if row["result"] else None,
+        "error": row["error"], "error_type": row["error_type"],
+        "started_at": row["started_at"], "finished_at": row["finished_at"],
+        "attempts": row["attempts"], "truncated": row["truncated"],
+    }
+
+
 async def call_records(db: Db, turn_id: str) -> list[ToolCallRecord]:
     """The turn's calls as the API reports them, in step and call order."""
     rows = await db.fetch(
-        """SELECT id, name, arguments::text, result::text, error, error_type, started_at,
-                  finished_at, attempts, truncated, step, position, depends_on
-           FROM tool_calls WHERE turn_id = $1 ORDER BY step, position""",
+        f"""SELECT id, name, arguments::text, step, position, depends_on, {OUTCOME_COLUMNS}
+            FROM tool_calls WHERE turn_id = $1 ORDER BY step, position""",
         turn_id,
     )
     return [_call_record(r) for r in rows]
@@ -120,8 +133,6 @@ def _call_record(row: asyncpg.Record) -> ToolCallRecord:
     return ToolCallRecord(
         id=row["id"], name=row["name"],
         arguments=msgspec.json.decode(row["arguments"]) if row["arguments"] else None,
-        result=msgspec.json.decode(row["result"]) if row["result"] else None,
-        error=row["error"], error_type=row["error_type"], started_at=row["started_at"],
-        finished_at=row["finished_at"], attempts=row["attempts"], truncated=row["truncated"],
         step=row["step"], position=row["position"], depends_on=list(row["depends_on"]),
+        **outcome_fields(row),
     )

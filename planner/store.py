@@ -13,6 +13,7 @@ from planner._db import Db, jsonb_text, new_id
 from planner.errors import ConversationNotFound, TurnConflict
 from planner.messages import AssistantToolCall, ChatMessage, Usage
 from planner.results import waiting_calls
+from tools.outcome import CallOutcome
 from tools.storable import clean_text
 
 _tool_calls = msgspec.json.Decoder(list[AssistantToolCall])
@@ -292,18 +293,10 @@ class StartedCall(msgspec.Struct, frozen=True, kw_only=True):
     idempotent); a call that will not be made (unknown tool, built-in search) has none."""
 
 
-class FinishedCall(msgspec.Struct, frozen=True, kw_only=True):
-    """How a tool call ended."""
+class FinishedCall(CallOutcome, frozen=True, kw_only=True):
+    """How a tool call ended, to be written to its row."""
 
     id: str
-    ok: bool
-    result: Any
-    error: str | None
-    error_type: str | None
-    attempts: int
-    truncated: bool
-    started_at: datetime
-    finished_at: datetime
 
 
 _MESSAGE_COLUMNS = """tenant_id, conversation_id, turn_id, role, content, reasoning, tool_calls,
@@ -339,9 +332,7 @@ def _started_rows(calls: list[StartedCall]) -> str:
 
 def _finished_rows(calls: list[FinishedCall]) -> str:
     return jsonb_text([
-        {"id": c.id, "status": "succeeded" if c.ok else "failed", "result": c.result,
-         "error": c.error, "error_type": c.error_type, "attempts": c.attempts,
-         "truncated": c.truncated, "started_at": c.started_at, "finished_at": c.finished_at}
+        {"status": "succeeded" if c.ok else "failed", **msgspec.structs.asdict(c)}
         for c in calls
     ])
 

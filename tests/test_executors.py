@@ -19,7 +19,8 @@ import pytest
 
 from tests.loopback import serving
 from tools.builtins import BuiltinFunctions, default_builtins
-from tools.executors import Backoff, CallOutcome, ExecutableTool, ToolRunner
+from tools.executors import Backoff, ExecutableTool, ToolRunner
+from tools.outcome import CallOutcome
 from tools.spec import (
     ArgumentMap,
     BuiltinExecutor,

@@ -16,11 +16,11 @@ import pytest
 from app.database import connect_pool, init_connection, progress_pool
 from planner.calls import COALESCE_S
 from planner.engine import EngineSettings, TurnEngine, TurnRequest
-from planner.memory_store import MemoryTurnStore
 from planner.messages import ChatMessage
 from planner.model_client import ChatModel, ModelBackend, ModelClient
 from planner.store import FinishedCall, StartedCall
 from planner.turn_store import PostgresTurnStore
+from tests.memory_store import MemoryTurnStore
 from tests.scripted_model import ScriptedModel, ScriptedReply
 from tools.builtins import BuiltinFunctions, builtin_specs, default_builtins
 from tools.embed import SentenceTransformerEmbedder

@@ -18,11 +18,11 @@ from app.database import connect_pool
 from planner.engine import EngineSettings, TurnEngine, TurnRequest
 from planner.errors import ConversationNotFound, StoreUnsupported, TurnConflict
 from planner.events import ToolCallRecord
-from planner.memory_store import MemoryTurnStore
 from planner.messages import ChatMessage
 from planner.model_client import ModelBackend, ModelClient
 from planner.pauses import Approved
 from planner.turn_store import PostgresTurnStore, TurnStore
+from tests.memory_store import MemoryTurnStore
 from tests.scripted_model import ScriptedFailure, ScriptedModel, ScriptedReply
 from tools.builtins import builtin_specs, default_builtins
 from tools.embed import SentenceTransformerEmbedder

@@ -22,6 +22,7 @@ from tools.errors import McpCallFailed, McpServerNotFound, McpUnreachable
 from tools.http_request import build_request, misplacement, public_url
 from tools.mcp.results import tool_output
 from tools.mcp.sessions import McpSessions
+from tools.outcome import CallOutcome
 from tools.redaction import Redactor, header_credentials
 from tools.retry import backoff_delay, retryable_status
 from tools.spec import (
@@ -68,20 +69,6 @@ class ExecutableTool(msgspec.Struct, frozen=True, kw_only=True):
         if isinstance(self.record.executor, HttpExecutor):
             found += header_credentials(self.record.executor.headers)
         return found
-
-
-class CallOutcome(msgspec.Struct, frozen=True, kw_only=True):
-    """What one call produced. `error` is written for the model; `attempts` counts the times
-    the tool was actually invoked (0 when the call was refused before running)."""
-
-    ok: bool
-    result: Any = None
-    error: str | None = None
-    error_type: str | None = None
-    started_at: datetime
-    finished_at: datetime
-    attempts: int = 1
-    truncated: bool = False
 
 
 class Backoff(msgspec.Struct, frozen=True, kw_only=True):
@@ -449,23 +436,12 @@ def _outcome(
     finished_at = _now()
     match result:
         case _Output(value=value, truncated=truncated):
-            return CallOutcome(
-                ok=True,
-                result=value,
-                started_at=started_at,
-                finished_at=finished_at,
-                attempts=attempts,
-                truncated=truncated,
-            )
+            return CallOutcome(result=value, truncated=truncated, started_at=started_at,
+                               finished_at=finished_at, attempts=attempts)
         case _Fault(error_type=error_type, message=message):
-            return CallOutcome(
-                ok=False,
-                error=Redactor(secrets)(message),  # a server may echo even its secret
-                error_type=error_type,
-                started_at=started_at,
-                finished_at=finished_at,
-                attempts=attempts,
-            )
+            # A tool's server may echo anything, even the secret it shares with us.
+            return CallOutcome(error=Redactor(secrets)(message), error_type=error_type,
+                               started_at=started_at, finished_at=finished_at, attempts=attempts)
 
 
 def _target(record: ToolRecord) -> str:

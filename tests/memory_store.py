@@ -1,4 +1,5 @@
-"""A `TurnStore` that keeps conversations, turns, messages and tool calls in this process."""
+"""A second `TurnStore`, in this process's memory: the seam's contract checked against another
+implementation (tests/test_turn_store.py), and turns without persistence (bench/overhead.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from planner.pauses import Decision, SavedTurn, Waiting
 from planner.results import PAUSED_STATUSES, TurnRow, WaitsFor
 from planner.store import Conversation, FinishedCall, StartedCall, StoredMessage, exchanges
 from planner.turn_store import TurnJson, TurnStore
+from tools.outcome import CallOutcome
 from tools.storable import clean_text
 
 _ACTIVE = ("running", *PAUSED_STATUSES)
@@ -37,21 +39,13 @@ class _Call(msgspec.Struct, kw_only=True):
     started: StartedCall
     arguments: Any
     status: str = "running"
-    result: Any = None
-    error: str | None = None
-    error_type: str | None = None
-    attempts: int = 0
-    truncated: bool = False
-    started_at: datetime
-    finished_at: datetime | None = None
+    outcome: CallOutcome
 
     def record(self) -> ToolCallRecord:
         c = self.started
         return ToolCallRecord(
-            id=c.id, name=c.name, arguments=self.arguments, result=self.result,
-            error=self.error, error_type=self.error_type, started_at=self.started_at,
-            finished_at=self.finished_at, attempts=self.attempts, truncated=self.truncated,
-            step=c.step, position=c.position, depends_on=list(c.depends_on),
+            id=c.id, name=c.name, arguments=self.arguments, step=c.step, position=c.position,
+            depends_on=list(c.depends_on), **msgspec.structs.asdict(self.outcome),
         )
 
 
@@ -166,7 +160,8 @@ class MemoryTurnStore(TurnStore):
         for c in calls:
             arguments = None if c.arguments is None else _json(c.arguments)
             started = msgspec.structs.replace(c, raw_arguments=clean_text(c.raw_arguments) or "")
-            turn.calls[c.id] = _Call(started=started, arguments=arguments, started_at=now)
+            turn.calls[c.id] = _Call(started=started, arguments=arguments,
+                                     outcome=CallOutcome(started_at=now))
 
     async def finish_tool_calls(self, turn_id: str, calls: list[FinishedCall]) -> None:
         for call in calls:
@@ -174,10 +169,11 @@ class MemoryTurnStore(TurnStore):
             if found is None:
                 continue
             found.status = "succeeded" if call.ok else "failed"
-            found.result = None if call.result is None else _json(call.result)
-            found.error, found.error_type = clean_text(call.error), call.error_type
-            found.attempts, found.truncated = call.attempts, call.truncated
-            found.started_at, found.finished_at = call.started_at, call.finished_at
+            ended = msgspec.structs.asdict(call)
+            del ended["id"]
+            ended["error"] = clean_text(call.error)
+            ended["result"] = None if call.result is None else _json(call.result)
+            found.outcome = CallOutcome(**ended)
 
     async def finish_and_observe(
         self, tenant: str, conversation_id: str, turn_id: str, calls: list[FinishedCall],
