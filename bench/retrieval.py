@@ -26,7 +26,14 @@ from bench._markdown import publish
 from bench.retrieval_pools import Pool, Query, apibench_pools, bfcl_pool, metatool_pools
 from tools.embed import BUNDLED_MODEL, SentenceTransformerEmbedder, Vectors
 from tools.framing import framed, framing_shift, shift_texts
-from tools.index import IndexedTool, QueryPart, RankingWeights, SearchHit, ToolIndex
+from tools.index import (
+    IndexedTool,
+    QueryPart,
+    RankingWeights,
+    SearchData,
+    SearchHit,
+    ToolIndex,
+)
 from tools.sentences import search_texts
 from tools.spec import ToolSpec
 from tools.text import description_clauses, keyword_text, tool_text
@@ -98,7 +105,8 @@ def build_index(
     index = ToolIndex(cache.embedder.dim, weights)
     for spec, vector in zip(tools, vectors, strict=True):
         examples = cache.embed(spec.examples)
-        clauses = cache.embed(description_clauses(spec.namespace, spec.name, spec.description))
+        clause_texts = description_clauses(spec.namespace, spec.name, spec.description)
+        clauses = cache.embed(clause_texts)
         index.upsert(
             IndexedTool(
                 namespace=spec.namespace,
@@ -106,10 +114,16 @@ def build_index(
                 version=1,
                 description=spec.description,
                 tags=frozenset(spec.tags),
-                keyword_text=keyword_text(spec),
-                vector=vector,
-                example_vectors=_stack(examples, cache.embedder.dim),
-                clause_vectors=_stack(clauses, cache.embedder.dim),
+                search=SearchData(
+                    model=cache.embedder.model_name,
+                    text=tool_text(spec),
+                    vector=vector,
+                    examples=list(spec.examples),
+                    example_vectors=_stack(examples, cache.embedder.dim),
+                    clauses=clause_texts,
+                    clause_vectors=_stack(clauses, cache.embedder.dim),
+                    keywords=keyword_text(spec),
+                ),
             )
         )
     return index

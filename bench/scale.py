@@ -53,7 +53,7 @@ from bench._markdown import publish
 from bench._stack import embedded_postgres, fresh_database
 from bench.search_latency import load_corpus
 from tools.embed import BUNDLED_MODEL, SentenceTransformerEmbedder, Vectors
-from tools.index import IndexedTool, RankingWeights, ToolIndex
+from tools.index import IndexedTool, RankingWeights, SearchData, ToolIndex
 from tools.spec import ToolSpec
 from tools.text import description_clauses, keyword_text, tool_text
 
@@ -125,8 +125,11 @@ def build(
     for spec, vector, rows in zip(specs, vectors, clauses, strict=True):
         index.upsert(IndexedTool(
             namespace=spec.namespace, name=spec.name, version=1, description=spec.description,
-            tags=frozenset(spec.tags), keyword_text=keyword_text(spec), vector=vector,
-            example_vectors=empty, clause_vectors=rows,
+            tags=frozenset(spec.tags), search=SearchData(
+                model="scale", text=tool_text(spec), vector=vector, examples=[],
+                example_vectors=empty, clauses=description_clauses(
+                    spec.namespace, spec.name, spec.description),
+                clause_vectors=rows, keywords=keyword_text(spec)),
         ))
     return index
 

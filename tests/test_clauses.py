@@ -12,7 +12,7 @@ import pytest
 from tests.embedders import CountingEmbedder
 from tools.clause_matrix import ClauseMatrix
 from tools.embed import Vectors
-from tools.index import IndexedTool, RankingWeights, ToolIndex
+from tools.index import IndexedTool, RankingWeights, SearchData, ToolIndex
 from tools.registry import ToolRegistry
 from tools.spec import ToolPolicy, ToolSpec
 from tools.text import description_clauses
@@ -107,10 +107,11 @@ def _tool(name: str, vector: Vectors, clauses: list[Vectors]) -> IndexedTool:
         version=1,
         description=name,
         tags=frozenset(),
-        keyword_text=name,
-        vector=(vector / np.linalg.norm(vector)).astype(np.float32),
-        example_vectors=np.zeros((0, DIM), dtype=np.float32),
-        clause_vectors=np.array(clauses, dtype=np.float32).reshape(-1, DIM),
+        search=SearchData(
+            model="test", text=name, vector=(vector / np.linalg.norm(vector)).astype(np.float32),
+            examples=[], example_vectors=np.zeros((0, DIM), dtype=np.float32),
+            clauses=[f"clause {i}" for i in range(len(clauses))],
+            clause_vectors=np.array(clauses, dtype=np.float32).reshape(-1, DIM), keywords=name),
     )
 
 

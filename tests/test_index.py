@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tools.embed import Vectors
-from tools.index import IndexedTool, QueryPart, ToolIndex
+from tools.index import IndexedTool, QueryPart, SearchData, ToolIndex
 
 DIM = 4
 GCD, WEATHER, OTHER_A, OTHER_B = np.eye(DIM, dtype=np.float32)
@@ -22,10 +22,9 @@ def _tool(name: str, vector: Vectors, namespace: str = "default") -> IndexedTool
         version=1,
         description=name,
         tags=frozenset(),
-        keyword_text=name,
-        vector=_unit(vector),
-        example_vectors=np.zeros((0, DIM), dtype=np.float32),
-        clause_vectors=np.zeros((0, DIM), dtype=np.float32),
+        search=SearchData(model="test", text=name, vector=_unit(vector), examples=[],
+                          example_vectors=np.zeros((0, DIM), dtype=np.float32), clauses=[],
+                          clause_vectors=np.zeros((0, DIM), dtype=np.float32), keywords=name),
     )
 
 

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import asyncpg
+import numpy as np
 import pytest
 
 from app.migrate import MigrationError, discover, migrate
@@ -76,3 +77,34 @@ def test_every_table_carries_a_tenant_id() -> None:
         if name == "tenants":
             continue
         assert "tenant_id" in block.split(");")[0], f"table {name} has no tenant_id"
+
+
+async def test_example_vectors_stored_as_a_real_array_read_back_the_same_as_bytes(
+    database_url: str,
+) -> None:
+    """0009 turns each tool's example vectors from real[] into float32 bytes, little-endian, the
+    encoding of clause vectors: the same values, in the same order."""
+    examples = np.array([[0.5, -1.25, 3.0e-8], [1.0e30, 0.0, -7.75]], dtype=np.float32)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await migrate(conn, discover()[:8])
+        await conn.execute(
+            """INSERT INTO tool_versions (tenant_id, namespace, name, version, spec)
+               VALUES ('default', 'default', 'with_examples', 1, '{"examples": ["a", "b"]}'),
+                      ('default', 'default', 'without', 1, '{}')""")
+        await conn.execute(
+            """INSERT INTO tools (tenant_id, namespace, name, version, description,
+                                  embedding_model, embedding_text, keyword_text, embedding,
+                                  example_embeddings, change_id)
+               VALUES ('default', 'default', 'with_examples', 1, 'd', 'm', 't', 'k',
+                       '[1,0,0]', $1, 1),
+                      ('default', 'default', 'without', 1, 'd', 'm', 't', 'k', '[1,0,0]', '{}', 2)
+            """, examples.ravel().tolist())
+        await migrate(conn)
+        rows = {r["name"]: r["example_embeddings"] for r in await conn.fetch(
+            "SELECT name, example_embeddings FROM tools")}
+    finally:
+        await conn.close()
+    assert np.array_equal(np.frombuffer(rows["with_examples"], dtype="<f4").reshape(-1, 3),
+                          examples)
+    assert rows["without"] == b""

@@ -43,20 +43,45 @@ class RankingWeights(msgspec.Struct, frozen=True, kw_only=True):
     """...and only within this of the sentence's best tool (both in standard deviations)."""
 
 
+class SearchData(msgspec.Struct, frozen=True, kw_only=True):
+    """What a tool is found by, as it is stored with the tool: the texts embedded, the model
+    that embedded them, their vectors, and the text keyword search matches.
+
+    Each part of the texts has its vectors: `text` (the tool's name, namespace, description
+    and parameters, `tools.text.tool_text`) has `vector`, shape (dim,); each example request
+    a row of `example_vectors`, shape (n, dim); each clause of a long description
+    (`tools.text.description_clauses`) a row of `clause_vectors`, shape (m, dim)."""
+
+    model: str
+    text: str
+    vector: Vectors
+    examples: list[str]
+    example_vectors: Vectors
+    clauses: list[str]
+    clause_vectors: Vectors
+    keywords: str
+    """What BM25 matches (`tools.text.keyword_text`)."""
+
+    def parts(self) -> list[tuple[list[str], Vectors]]:
+        """Each part's texts and their vectors, one row a text: the tool text, the examples,
+        the clauses."""
+        return [([self.text], self.vector[None, :]),
+                (self.examples, self.example_vectors), (self.clauses, self.clause_vectors)]
+
+    def with_vectors(self, vectors: Sequence[Vectors]) -> SearchData:
+        """The same texts with these vectors, in the order of `parts`."""
+        text, examples, clauses = vectors
+        return msgspec.structs.replace(self, vector=text.reshape(-1), example_vectors=examples,
+                                       clause_vectors=clauses)
+
+
 class IndexedTool(msgspec.Struct, frozen=True, kw_only=True):
     namespace: str
     name: str
     version: int
     description: str
     tags: frozenset[str]
-    keyword_text: str
-    vector: Vectors
-    """The tool text's embedding, shape (dim,)."""
-    example_vectors: Vectors
-    """One row per example request, shape (n, dim); n may be 0."""
-    clause_vectors: Vectors
-    """One row per clause of the description (`tools.text.description_clauses`), shape
-    (n, dim); n is 0 when the description is not cut into clauses."""
+    search: SearchData
 
     @property
     def key(self) -> ToolKey:
@@ -108,7 +133,11 @@ class ToolIndex:
         self._live = np.zeros(0, dtype=bool)
         self._keywords = KeywordIndex()
         self._clauses = ClauseMatrix(dim)
-        self._no_clauses = np.zeros((0, dim), dtype=np.float32)
+        rows = np.zeros((0, dim), dtype=np.float32)
+        self._searched = SearchData(model="", text="", vector=np.zeros(0, dtype=np.float32),
+                                    examples=[], example_vectors=rows, clauses=[],
+                                    clause_vectors=rows, keywords="")
+        """What a kept tool holds of its search data: nothing (it is in the matrices)."""
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -120,11 +149,12 @@ class ToolIndex:
         return sorted(self._slots)
 
     def upsert(self, tool: IndexedTool) -> None:
-        if tool.vector.shape != (self.dim,):
+        search = tool.search
+        if search.vector.shape != (self.dim,):
             raise ValueError(
-                f"vector of {tool.name!r} has shape {tool.vector.shape}, not ({self.dim},)"
+                f"vector of {tool.name!r} has shape {search.vector.shape}, not ({self.dim},)"
             )
-        for kind, rows in (("example", tool.example_vectors), ("clause", tool.clause_vectors)):
+        for kind, rows in (("example", search.example_vectors), ("clause", search.clause_vectors)):
             if rows.shape[1:] != (self.dim,):
                 raise ValueError(
                     f"{kind} vectors of {tool.name!r} have shape {rows.shape}, not (n, {self.dim})"
@@ -133,13 +163,14 @@ class ToolIndex:
         if slot is None:
             slot = self._free.pop() if self._free else self._grow()
             self._slots[tool.key] = slot
-        # The clause matrix keeps the clause vectors; the tool kept here does not hold them twice.
-        self._tools[slot] = msgspec.structs.replace(tool, clause_vectors=self._no_clauses)
-        self._matrix[slot] = self._prototypes(tool.vector[None, :], tool.example_vectors)[0]
+        # The matrices hold what search needs; the tool kept here is what a hit reports.
+        self._tools[slot] = msgspec.structs.replace(tool, search=self._searched)
+        self._matrix[slot] = self._prototypes(search.vector[None, :], search.example_vectors)[0]
         self._live[slot] = True
-        self._keywords.add(slot, tool.keyword_text)
+        self._keywords.add(slot, search.keywords)
         if self.weights.clauses:
-            self._clauses.put(slot, self._prototypes(tool.clause_vectors, tool.example_vectors))
+            self._clauses.put(slot, self._prototypes(search.clause_vectors,
+                                                     search.example_vectors))
 
     def remove(self, key: ToolKey) -> None:
         slot = self._slots.pop(key, None)

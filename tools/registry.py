@@ -7,7 +7,7 @@ import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import asyncpg
 import msgspec
@@ -18,7 +18,14 @@ from tools.embed import Embedder, Vectors
 from tools.errors import ToolExists, ToolNotFound
 from tools.executors import ExecutableTool
 from tools.framing import framed, framing_shift, shift_texts
-from tools.index import IndexedTool, QueryPart, RankingWeights, SearchHit, ToolIndex
+from tools.index import (
+    IndexedTool,
+    QueryPart,
+    RankingWeights,
+    SearchData,
+    SearchHit,
+    ToolIndex,
+)
 from tools.sentences import search_texts
 from tools.spec import ToolRecord, ToolSpec
 from tools.store import CurrentTool, NewVersion, ToolRow
@@ -258,7 +265,7 @@ class ToolRegistry:
         self._indexes.clear()
         self._change_ids.clear()
         for row in rows:
-            self._apply(row.tenant_id, _indexed_row(row), row.change_id)
+            self._apply(row.tenant_id, row.tool, row.change_id)
         return len(rows)
 
     async def apply_change(self, payload: str) -> None:
@@ -268,12 +275,12 @@ class ToolRegistry:
             return
         for row in await store.load_change(self.pool, int(change)):
             if row.deleted:
-                self._remove(row.tenant_id, (row.namespace, row.name), row.change_id)
+                self._remove(row.tenant_id, row.tool.key, row.change_id)
             elif not _is_stale(row, self.embedder.model_name):
-                self._apply(row.tenant_id, _indexed_row(row), row.change_id)
+                self._apply(row.tenant_id, row.tool, row.change_id)
             else:
                 for fresh in await self._refresh([row]):
-                    self._apply(row.tenant_id, _indexed_row(fresh), row.change_id)
+                    self._apply(row.tenant_id, fresh.tool, row.change_id)
 
     def _apply(self, tenant: str, tool: IndexedTool, change_id: int) -> None:
         if not self._is_newer(tenant, tool.key, change_id):
@@ -304,51 +311,52 @@ class ToolRegistry:
         progress: Progress | None,
     ) -> list[NewVersion]:
         """Embed what changed; reuse stored vectors where the embedded texts are the same."""
-        model = self.embedder.model_name
-        wanted = [_texts_of(s) for s in specs]
-        stored = [_stored(before.get((s.namespace, s.name)), model) for s in specs]
-        embedded = await self._embed_tools(wanted, stored, progress)
-        return [
-            NewVersion(
-                spec=spec,
-                version=0,
-                embedding_model=model,
-                embedding_text=texts.text,
-                keyword_text=keyword_text(spec),
-                embedding=vectors.text,
-                example_embeddings=vectors.examples,
-                clause_texts=texts.clauses,
-                clause_embeddings=vectors.clauses,
-            )
-            for spec, texts, vectors in zip(specs, wanted, embedded, strict=True)
-        ]
+        wanted = [self._search_texts(s) for s in specs]
+        current = [before.get((s.namespace, s.name)) for s in specs]
+        stored = [None if c is None else c.search for c in current]
+        made = await self._embed_parts(wanted, stored, progress)
+        return [NewVersion(spec=spec, version=0, search=search)
+                for spec, search in zip(specs, made, strict=True)]
 
-    async def _embed_tools(
+    def _search_texts(self, spec: ToolSpec) -> SearchData:
+        """What a spec is found by, its vectors not made yet."""
+        clauses = description_clauses(spec.namespace, spec.name, spec.description)
+        none = np.zeros((0, self.embedder.dim), dtype=np.float32)
+        return SearchData(model=self.embedder.model_name, text=tool_text(spec),
+                          vector=none.reshape(-1), examples=list(spec.examples),
+                          example_vectors=none, clauses=clauses, clause_vectors=none,
+                          keywords=keyword_text(spec))
+
+    async def _embed_parts(
         self,
-        wanted: Sequence[_Texts],
-        stored: Sequence[tuple[_Texts, _Vectors] | None],
+        wanted: Sequence[SearchData],
+        stored: Sequence[SearchData | None],
         progress: Progress | None,
-    ) -> list[_Vectors]:
-        """Each tool's vectors: a part (text, examples, clauses) whose texts are the ones stored
-        keeps its stored vectors; the rest are embedded, all in one pass of batches."""
+    ) -> list[SearchData]:
+        """Each tool's search data with its vectors: a part (text, examples, clauses) whose
+        texts are the ones stored, by the same model, keeps its stored vectors; the rest are
+        embedded, all in one pass of batches."""
+        reusable = [
+            [] if old is None or old.model != want.model else old.parts()
+            for want, old in zip(wanted, stored, strict=True)
+        ]
         todo = [
             text
-            for want, old in zip(wanted, stored, strict=True)
-            for i, part in enumerate(want)
-            if old is None or old[0][i] != part
-            for text in _listed(part)
+            for want, old in zip(wanted, reusable, strict=True)
+            for i, (texts, _) in enumerate(want.parts())
+            if not old or old[i][0] != texts
+            for text in texts
         ]
         fresh = iter(await self._embed(todo, progress))
-        out = []
-        for want, old in zip(wanted, stored, strict=True):
-            parts = [
-                old[1][i]
-                if old is not None and old[0][i] == part
-                else _stack([next(fresh) for _ in _listed(part)], self.embedder.dim)
-                for i, part in enumerate(want)
-            ]
-            out.append(_Vectors(parts[0].reshape(-1), parts[1], parts[2]))
-        return out
+        dim = self.embedder.dim
+        return [
+            want.with_vectors([
+                old[i][1] if old and old[i][0] == texts
+                else _stack([next(fresh) for _ in texts], dim)
+                for i, (texts, _) in enumerate(want.parts())
+            ])
+            for want, old in zip(wanted, reusable, strict=True)
+        ]
 
     async def _embed(self, texts: list[str], progress: Progress | None) -> list[Vectors]:
         out: list[Vectors] = []
@@ -361,77 +369,26 @@ class ToolRegistry:
     async def _refresh(self, rows: list[ToolRow]) -> list[ToolRow]:
         """Embed again what is stale in stored rows (see `_is_stale`) and store it."""
         model = self.embedder.model_name
-        wanted = [_Texts(r.embedding_text, r.examples, _clauses_of(r)) for r in rows]
-        stored = [
-            (
-                _Texts(r.embedding_text, r.examples, r.clause_texts),
-                _Vectors(r.embedding, r.example_embeddings, r.clause_embeddings),
-            )
-            if r.embedding_model == model
-            else None
-            for r in rows
-        ]
-        embedded = await self._embed_tools(wanted, stored, None)
+        wanted = [msgspec.structs.replace(r.tool.search, model=model, clauses=_clauses_of(r))
+                  for r in rows]
+        made = await self._embed_parts(wanted, [r.tool.search for r in rows], None)
         fresh = [
-            msgspec.structs.replace(
-                r,
-                embedding_model=model,
-                embedding=vectors.text,
-                example_embeddings=vectors.examples,
-                clause_texts=texts.clauses,
-                clause_embeddings=vectors.clauses,
-            )
-            for r, texts, vectors in zip(rows, wanted, embedded, strict=True)
+            msgspec.structs.replace(r, tool=msgspec.structs.replace(r.tool, search=search))
+            for r, search in zip(rows, made, strict=True)
         ]
         async with self.pool.acquire() as conn:
             for tenant in {r.tenant_id for r in fresh}:
-                await store.update_embeddings(
-                    conn, tenant, [r for r in fresh if r.tenant_id == tenant], model
-                )
+                await store.update_search(conn, tenant, [r for r in fresh if r.tenant_id == tenant])
         return fresh
 
 
-class _Texts(NamedTuple):
-    """What is embedded for one tool."""
-
-    text: str
-    examples: list[str]
-    clauses: list[str]
-
-
-class _Vectors(NamedTuple):
-    text: Vectors
-    """Shape (dim,)."""
-    examples: Vectors
-    clauses: Vectors
-
-
-def _texts_of(spec: ToolSpec) -> _Texts:
-    clauses = description_clauses(spec.namespace, spec.name, spec.description)
-    return _Texts(tool_text(spec), spec.examples, clauses)
-
-
-def _listed(part: str | Sequence[str]) -> list[str]:
-    """The texts of one part of `_Texts`: the tool text alone, or the examples or clauses."""
-    return [part] if isinstance(part, str) else list(part)
-
-
-def _stored(current: CurrentTool | None, model: str) -> tuple[_Texts, _Vectors] | None:
-    """What a tool's stored vectors were made from, when they can be reused with `model`."""
-    if current is None or current.embedding_model != model:
-        return None
-    texts = _Texts(current.embedding_text, current.spec.examples, current.clause_texts)
-    vectors = _Vectors(current.embedding, current.example_embeddings, current.clause_embeddings)
-    return texts, vectors
-
-
 def _clauses_of(row: ToolRow) -> list[str]:
-    return description_clauses(row.namespace, row.name, row.description)
+    return description_clauses(row.tool.namespace, row.tool.name, row.tool.description)
 
 
 def _is_stale(row: ToolRow, model: str) -> bool:
     """Embedded by another model, or cut into clauses by other rules (or before there were any)."""
-    return row.embedding_model != model or row.clause_texts != _clauses_of(row)
+    return row.tool.search.model != model or row.tool.search.clauses != _clauses_of(row)
 
 
 def _key(v: NewVersion) -> tuple[str, str]:
@@ -472,31 +429,9 @@ def _stack(vectors: list[Vectors], dim: int) -> Vectors:
 
 
 def _indexed(v: NewVersion) -> IndexedTool:
-    return IndexedTool(
-        namespace=v.spec.namespace,
-        name=v.spec.name,
-        version=v.version,
-        description=v.spec.description,
-        tags=frozenset(v.spec.tags),
-        keyword_text=v.keyword_text,
-        vector=v.embedding,
-        example_vectors=v.example_embeddings,
-        clause_vectors=v.clause_embeddings,
-    )
-
-
-def _indexed_row(row: ToolRow) -> IndexedTool:
-    return IndexedTool(
-        namespace=row.namespace,
-        name=row.name,
-        version=row.version,
-        description=row.description,
-        tags=frozenset(row.tags),
-        keyword_text=row.keyword_text,
-        vector=row.embedding,
-        example_vectors=row.example_embeddings,
-        clause_vectors=row.clause_embeddings,
-    )
+    spec = v.spec
+    return IndexedTool(namespace=spec.namespace, name=spec.name, version=v.version,
+                       description=spec.description, tags=frozenset(spec.tags), search=v.search)
 
 
 def _retrieve_exception(future: asyncio.Future[Vectors]) -> None:

@@ -6,6 +6,7 @@ import base64
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -13,6 +14,7 @@ import numpy as np
 
 from tools.embed import Vectors
 from tools.errors import FieldError, SpecInvalid
+from tools.index import IndexedTool, SearchData
 from tools.spec import ToolRecord, ToolSpec
 
 CHANNEL = "switchboard_tools"
@@ -20,7 +22,7 @@ _spec_decoder = msgspec.json.Decoder(ToolSpec)
 
 
 class CurrentTool(msgspec.Struct, frozen=True, kw_only=True):
-    """A tool's current row: its live (or deleted) version and what its search data came from."""
+    """A tool's current row: its live (or deleted) version and its search data."""
 
     namespace: str
     name: str
@@ -30,45 +32,22 @@ class CurrentTool(msgspec.Struct, frozen=True, kw_only=True):
     secret: str | None
     secret_headers: dict[str, str]
     created_at: datetime
-    embedding_model: str
-    embedding_text: str
-    embedding: Vectors
-    example_embeddings: Vectors
-    clause_texts: list[str]
-    clause_embeddings: Vectors
+    search: SearchData
 
 
 class ToolRow(msgspec.Struct, frozen=True, kw_only=True):
-    """What the search index needs of one tool."""
+    """A tool as the search indexes load it, with the change that last wrote it."""
 
     tenant_id: str
-    namespace: str
-    name: str
-    version: int
-    description: str
-    tags: list[str]
     deleted: bool
-    embedding_model: str
-    embedding_text: str
-    keyword_text: str
-    embedding: Vectors
-    example_embeddings: Vectors
-    clause_texts: list[str]
-    clause_embeddings: Vectors
     change_id: int
-    examples: list[str]
+    tool: IndexedTool
 
 
 class NewVersion(msgspec.Struct, frozen=True, kw_only=True):
     spec: ToolSpec
     version: int
-    embedding_model: str
-    embedding_text: str
-    keyword_text: str
-    embedding: Vectors
-    example_embeddings: Vectors
-    clause_texts: list[str]
-    clause_embeddings: Vectors
+    search: SearchData
 
 
 def encode_spec(spec: ToolSpec) -> str:
@@ -84,48 +63,55 @@ def _secret_headers(raw: str | None) -> dict[str, str]:
     return {} if raw is None else dict(json.loads(raw))
 
 
-def _float32_rows(data: bytes, dim: int) -> Vectors:
-    return np.frombuffer(data, dtype="<f4").reshape(-1, dim)
-
-
-def _float32_bytes(rows: Vectors) -> bytes:
+def _matrix_bytes(rows: Vectors) -> bytes:
+    """A matrix as its column stores it: float32 rows, little-endian, one after another. Raw
+    bytes decode into numpy at once, where a real[] would become n x dim Python floats first."""
     return rows.astype("<f4", copy=False).tobytes()
 
 
-def _examples_matrix(flat: Sequence[float], dim: int) -> Vectors:
-    return np.asarray(flat, dtype=np.float32).reshape(-1, dim)
+def _matrix(data: bytes, dim: int) -> Vectors:
+    return np.frombuffer(data, dtype="<f4").reshape(-1, dim)
 
 
-_TOOL_ROW_SQL = """
+_SEARCH_COLUMNS = """t.embedding_model, t.embedding_text, t.embedding, t.example_embeddings,
+                     t.clause_texts, t.clause_embeddings, t.keyword_text,
+                     v.spec -> 'examples' AS examples"""
+
+
+def _search_data(r: asyncpg.Record) -> SearchData:
+    """A row's search data, selected with _SEARCH_COLUMNS."""
+    vector = r["embedding"]
+    return SearchData(
+        model=r["embedding_model"],
+        text=r["embedding_text"],
+        vector=vector,
+        examples=json.loads(r["examples"] or "[]"),
+        example_vectors=_matrix(r["example_embeddings"], len(vector)),
+        clauses=list(r["clause_texts"]),
+        clause_vectors=_matrix(r["clause_embeddings"], len(vector)),
+        keywords=r["keyword_text"],
+    )
+
+
+def _search_values(search: SearchData) -> tuple[Any, ...]:
+    """The search data as the values of its columns, in the order of _SEARCH_COLUMNS."""
+    return (search.model, search.text, search.vector, _matrix_bytes(search.example_vectors),
+            search.clauses, _matrix_bytes(search.clause_vectors), search.keywords)
+
+
+_TOOL_ROW_SQL = f"""
     SELECT t.tenant_id, t.namespace, t.name, t.version, t.description, t.tags,
-           t.deleted_at IS NOT NULL AS deleted, t.embedding_model, t.embedding_text,
-           t.keyword_text, t.embedding, t.example_embeddings, t.clause_texts,
-           t.clause_embeddings, t.change_id,
-           v.spec -> 'examples' AS examples
+           t.deleted_at IS NOT NULL AS deleted, t.change_id, {_SEARCH_COLUMNS}
     FROM tools t JOIN tool_versions v USING (tenant_id, namespace, name, version)
 """
 
 
 def _tool_row(r: asyncpg.Record) -> ToolRow:
-    embedding = r["embedding"]
-    return ToolRow(
-        tenant_id=r["tenant_id"],
-        namespace=r["namespace"],
-        name=r["name"],
-        version=r["version"],
-        description=r["description"],
-        tags=list(r["tags"]),
-        deleted=r["deleted"],
-        embedding_model=r["embedding_model"],
-        embedding_text=r["embedding_text"],
-        keyword_text=r["keyword_text"],
-        embedding=embedding,
-        example_embeddings=_examples_matrix(r["example_embeddings"], len(embedding)),
-        clause_texts=list(r["clause_texts"]),
-        clause_embeddings=_float32_rows(r["clause_embeddings"], len(embedding)),
-        change_id=r["change_id"],
-        examples=json.loads(r["examples"] or "[]"),
-    )
+    tool = IndexedTool(namespace=r["namespace"], name=r["name"], version=r["version"],
+                       description=r["description"], tags=frozenset(r["tags"]),
+                       search=_search_data(r))
+    return ToolRow(tenant_id=r["tenant_id"], deleted=r["deleted"], change_id=r["change_id"],
+                   tool=tool)
 
 
 async def load_live(conn: asyncpg.Connection | asyncpg.Pool) -> list[ToolRow]:
@@ -146,9 +132,7 @@ async def current_tools(
         return {}
     rows = await conn.fetch(
         f"""SELECT t.namespace, t.name, t.version, t.deleted_at IS NOT NULL AS deleted,
-                   v.spec, v.secret, v.secret_headers, v.created_at, t.embedding_model,
-                   t.embedding_text, t.embedding, t.example_embeddings, t.clause_texts,
-                   t.clause_embeddings
+                   v.spec, v.secret, v.secret_headers, v.created_at, {_SEARCH_COLUMNS}
             FROM tools t JOIN tool_versions v USING (tenant_id, namespace, name, version)
             WHERE t.tenant_id = $1
               AND (t.namespace, t.name) IN (SELECT * FROM unnest($2::text[], $3::text[]))
@@ -161,7 +145,6 @@ async def current_tools(
 
 
 def _current(r: asyncpg.Record) -> CurrentTool:
-    embedding = r["embedding"]
     return CurrentTool(
         namespace=r["namespace"],
         name=r["name"],
@@ -171,12 +154,7 @@ def _current(r: asyncpg.Record) -> CurrentTool:
         secret=r["secret"],
         secret_headers=_secret_headers(r["secret_headers"]),
         created_at=r["created_at"],
-        embedding_model=r["embedding_model"],
-        embedding_text=r["embedding_text"],
-        embedding=embedding,
-        example_embeddings=_examples_matrix(r["example_embeddings"], len(embedding)),
-        clause_texts=list(r["clause_texts"]),
-        clause_embeddings=_float32_rows(r["clause_embeddings"], len(embedding)),
+        search=_search_data(r),
     )
 
 
@@ -243,36 +221,22 @@ async def write_versions(
         ],
     )
     await conn.executemany(
-        """INSERT INTO tools (tenant_id, namespace, name, version, description, tags,
-                              embedding_model, embedding_text, keyword_text, embedding,
-                              example_embeddings, clause_texts, clause_embeddings, change_id)
+        """INSERT INTO tools (tenant_id, namespace, name, version, description, tags, change_id,
+                              embedding_model, embedding_text, embedding, example_embeddings,
+                              clause_texts, clause_embeddings, keyword_text)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
            ON CONFLICT (tenant_id, namespace, name) DO UPDATE SET
                version = EXCLUDED.version, description = EXCLUDED.description,
-               tags = EXCLUDED.tags, deleted_at = NULL,
+               tags = EXCLUDED.tags, deleted_at = NULL, change_id = EXCLUDED.change_id,
                embedding_model = EXCLUDED.embedding_model,
-               embedding_text = EXCLUDED.embedding_text, keyword_text = EXCLUDED.keyword_text,
-               embedding = EXCLUDED.embedding, example_embeddings = EXCLUDED.example_embeddings,
+               embedding_text = EXCLUDED.embedding_text, embedding = EXCLUDED.embedding,
+               example_embeddings = EXCLUDED.example_embeddings,
                clause_texts = EXCLUDED.clause_texts,
-               clause_embeddings = EXCLUDED.clause_embeddings, change_id = EXCLUDED.change_id,
-               updated_at = now()""",
+               clause_embeddings = EXCLUDED.clause_embeddings,
+               keyword_text = EXCLUDED.keyword_text, updated_at = now()""",
         [
-            (
-                tenant,
-                v.spec.namespace,
-                v.spec.name,
-                v.version,
-                v.spec.description,
-                v.spec.tags,
-                v.embedding_model,
-                v.embedding_text,
-                v.keyword_text,
-                v.embedding,
-                v.example_embeddings.ravel().tolist(),
-                v.clause_texts,
-                _float32_bytes(v.clause_embeddings),
-                change_id,
-            )
+            (tenant, v.spec.namespace, v.spec.name, v.version, v.spec.description, v.spec.tags,
+             change_id, *_search_values(v.search))
             for v in versions
         ],
     )
@@ -292,31 +256,15 @@ async def mark_deleted(
     return bool(status == "UPDATE 1")
 
 
-async def update_embeddings(
-    conn: asyncpg.Connection, tenant: str, rows: Sequence[ToolRow], model: str
-) -> None:
-    """Store embeddings recomputed with another model, or clauses cut anew (no new version: the
-    spec is unchanged)."""
+async def update_search(conn: asyncpg.Connection, tenant: str, rows: Sequence[ToolRow]) -> None:
+    """Store search data made again (another model, clauses cut anew) for unchanged specs: no
+    new version."""
     await conn.executemany(
-        """UPDATE tools SET embedding_model = $4, embedding_text = $5, keyword_text = $6,
-                            embedding = $7, example_embeddings = $8, clause_texts = $9,
-                            clause_embeddings = $10
+        """UPDATE tools SET embedding_model = $4, embedding_text = $5, embedding = $6,
+                            example_embeddings = $7, clause_texts = $8, clause_embeddings = $9,
+                            keyword_text = $10
            WHERE tenant_id = $1 AND namespace = $2 AND name = $3""",
-        [
-            (
-                tenant,
-                r.namespace,
-                r.name,
-                model,
-                r.embedding_text,
-                r.keyword_text,
-                r.embedding,
-                r.example_embeddings.ravel().tolist(),
-                r.clause_texts,
-                _float32_bytes(r.clause_embeddings),
-            )
-            for r in rows
-        ],
+        [(tenant, r.tool.namespace, r.tool.name, *_search_values(r.tool.search)) for r in rows],
     )
 
 
