@@ -10,7 +10,7 @@ import hashlib
 import logging
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +21,8 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+
+from app.errors import KeyNotFound
 
 log = logging.getLogger(__name__)
 
@@ -68,69 +70,82 @@ def generate_key() -> tuple[str, str]:
     return key_id, f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
 
 
-async def create_key(db: asyncpg.Pool | asyncpg.Connection, tenant: str, role: str,
-                     name: str = "", key: str | None = None) -> NewKey:
-    """Store a key (a new random one unless `key` is given), creating the tenant if new."""
-    key_id, generated = generate_key()
-    whole = key or generated
-    await db.execute("INSERT INTO tenants (id) VALUES ($1) ON CONFLICT DO NOTHING", tenant)
-    await db.execute(
-        """INSERT INTO api_keys (tenant_id, id, key_hash, role, name) VALUES ($1, $2, $3, $4, $5)
-           ON CONFLICT (key_hash) DO UPDATE SET revoked_at = NULL, role = EXCLUDED.role,
-                                                tenant_id = EXCLUDED.tenant_id""",
-        tenant, key_id, hash_key(whole), role, name,
-    )
-    return NewKey(id=key_id, key=whole, tenant=tenant, role=role)
+Welcome = Callable[[str], Awaitable[None]]
+"""Called with the tenant of every key created over the API (a new tenant gets its tools)."""
 
 
-async def find_key(db: asyncpg.Pool, key: str) -> ApiKey | None:
-    row = await db.fetchrow(
-        """SELECT id, tenant_id, role, name, created_at FROM api_keys
-           WHERE key_hash = $1 AND revoked_at IS NULL""",
-        hash_key(key),
-    )
-    if row is None:
-        return None
-    return ApiKey(id=row["id"], tenant=row["tenant_id"], role=row["role"], name=row["name"],
-                  created_at=row["created_at"])
+class ApiKeys:
+    """The keys in Postgres: only each key's SHA-256 is stored."""
 
+    def __init__(self, db: asyncpg.Pool | asyncpg.Connection, welcome: Welcome | None = None
+                 ) -> None:
+        self.db, self.welcome = db, welcome
 
-async def list_keys(db: asyncpg.Pool, tenant: str) -> list[ApiKey]:
-    rows = await db.fetch(
-        """SELECT id, tenant_id, role, name, created_at, revoked_at FROM api_keys
-           WHERE tenant_id = $1 ORDER BY created_at, id""",
-        tenant,
-    )
-    return [ApiKey(id=r["id"], tenant=r["tenant_id"], role=r["role"], name=r["name"],
-                   created_at=r["created_at"], revoked_at=r["revoked_at"]) for r in rows]
+    async def create(self, tenant: str, role: str, name: str = "", key: str | None = None
+                     ) -> NewKey:
+        """Store a key (a new random one unless `key` is given), creating the tenant if new."""
+        key_id, generated = generate_key()
+        whole = key or generated
+        await self.db.execute("INSERT INTO tenants (id) VALUES ($1) ON CONFLICT DO NOTHING",
+                              tenant)
+        await self.db.execute(
+            """INSERT INTO api_keys (tenant_id, id, key_hash, role, name)
+               VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (key_hash) DO UPDATE SET revoked_at = NULL, role = EXCLUDED.role,
+                                                    tenant_id = EXCLUDED.tenant_id""",
+            tenant, key_id, hash_key(whole), role, name,
+        )
+        if self.welcome is not None:
+            await self.welcome(tenant)
+        return NewKey(id=key_id, key=whole, tenant=tenant, role=role)
 
+    async def find(self, key: str) -> ApiKey | None:
+        row = await self.db.fetchrow(
+            """SELECT id, tenant_id, role, name, created_at FROM api_keys
+               WHERE key_hash = $1 AND revoked_at IS NULL""",
+            hash_key(key),
+        )
+        if row is None:
+            return None
+        return ApiKey(id=row["id"], tenant=row["tenant_id"], role=row["role"], name=row["name"],
+                      created_at=row["created_at"])
 
-async def revoke_key(db: asyncpg.Pool, tenant: str, key_id: str) -> bool:
-    status = await db.execute(
-        """UPDATE api_keys SET revoked_at = now()
-           WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL""",
-        tenant, key_id,
-    )
-    return bool(status == "UPDATE 1")
+    async def of_tenant(self, tenant: str) -> list[ApiKey]:
+        rows = await self.db.fetch(
+            """SELECT id, tenant_id, role, name, created_at, revoked_at FROM api_keys
+               WHERE tenant_id = $1 ORDER BY created_at, id""",
+            tenant,
+        )
+        return [ApiKey(id=r["id"], tenant=r["tenant_id"], role=r["role"], name=r["name"],
+                       created_at=r["created_at"], revoked_at=r["revoked_at"]) for r in rows]
 
+    async def revoke(self, tenant: str, key_id: str) -> None:
+        status = await self.db.execute(
+            """UPDATE api_keys SET revoked_at = now()
+               WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL""",
+            tenant, key_id,
+        )
+        if status != "UPDATE 1":
+            raise KeyNotFound(f"key {key_id!r} not found or already revoked")
 
-async def bootstrap_admin(db: asyncpg.Pool, admin_key: str | None, data_dir: Path) -> str | None:
-    """ADMIN_KEY becomes an admin key of the default tenant; without it, the first start makes
-    one, prints it once and writes it to DATA_DIR/admin.key (readable by this user only)."""
-    if admin_key:
-        await create_key(db, "default", "admin", "ADMIN_KEY", key=admin_key)
-        return None
-    if await db.fetchval("SELECT count(*) FROM api_keys WHERE role = 'admin'"):
-        return None
-    made = await create_key(db, "default", "admin", "first start")
-    path = data_dir / "admin.key"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(made.key + "\n")
-    print(f"switchboard: created the admin key (shown once; also in {path}): {made.key}",
-          flush=True)
-    return made.key
+    async def bootstrap_admin(self, admin_key: str | None, data_dir: Path) -> str | None:
+        """ADMIN_KEY becomes an admin key of the default tenant; without it, the first start
+        makes one, prints it once and writes it to DATA_DIR/admin.key (readable by this user
+        only)."""
+        if admin_key:
+            await self.create("default", "admin", "ADMIN_KEY", key=admin_key)
+            return None
+        if await self.db.fetchval("SELECT count(*) FROM api_keys WHERE role = 'admin'"):
+            return None
+        made = await self.create("default", "admin", "first start")
+        path = data_dir / "admin.key"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(made.key + "\n")
+        print(f"switchboard: created the admin key (shown once; also in {path}): {made.key}",
+              flush=True)
+        return made.key
 
 
 class KeyAuthentication(AbstractAuthenticationMiddleware):
@@ -145,7 +160,8 @@ class KeyAuthentication(AbstractAuthenticationMiddleware):
                 "missing API key: send Authorization: Bearer <key> (an admin creates keys with "
                 "POST /v1/keys)"
             )
-        found = await find_key(connection.app.state.pool, key.strip())
+        api_keys: ApiKeys = connection.app.state.api_keys
+        found = await api_keys.find(key.strip())
         if found is None:
             raise NotAuthorizedException("unknown or revoked API key")
         return AuthenticationResult(user=found, auth=found)

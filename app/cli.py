@@ -11,7 +11,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from app.settings import Settings, SettingsError, load_settings
+from app.errors import SettingsError
+from app.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from tools.openapi_import import ImportedTools
@@ -193,12 +194,12 @@ async def _with_registry(
 
 
 def _create_key(settings: Settings, args: argparse.Namespace) -> int:
-    from app.auth import create_key
+    from app.auth import ApiKeys
     from app.database import database
 
     async def create() -> str:
         async with database(settings.database_url, settings.data_dir) as (_dsn, pool):
-            made = await create_key(pool, args.tenant, args.role, args.name)
+            made = await ApiKeys(pool).create(args.tenant, args.role, args.name)
         return f"{made.key}\t(id {made.id}, tenant {made.tenant}, role {made.role})"
 
     print(asyncio.run(create()))

@@ -12,13 +12,10 @@ from typing import Any
 import asyncpg
 import numpy as np
 
+from app.errors import DatabaseError
 from app.migrate import migrate
 
 log = logging.getLogger(__name__)
-
-
-class DatabaseError(RuntimeError):
-    """The database could not be started or reached; the message names which one."""
 
 
 def start_embedded(data_dir: Path) -> Any:

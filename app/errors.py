@@ -1,21 +1,62 @@
-"""Errors of the HTTP layer that are not errors of `tools` or `planner`.
+"""Errors of the service itself, not of `tools` or `planner`; app/problems.py says how each reads
+to a client.
 
-    LookupError
-    └── KeyNotFound     no live API key by that id in the caller's tenant (404)
-    ValueError
-    └── RequestFieldInvalid   a request field asks for what the route cannot do (422)
+    AppError
+    ├── SettingsError            an environment variable holds a value that cannot be used
+    ├── DatabaseError            the database could not be started or reached (503)
+    ├── MigrationError           a migration file is malformed, was changed, or failed
+    ├── NotFound                 (404)
+    │   ├── KeyNotFound          no live API key by that id in the caller's tenant
+    │   └── TraceNotFound        no trace by that id (or for that turn) for this tenant
+    ├── RequestFieldInvalid      a request field asks for what the route cannot do (422)
+    └── IdempotencyConflict      an Idempotency-Key reused with another request (422), or
+                                 whose first request still runs (409)
 """
 
 from __future__ import annotations
 
+from typing import Literal
 
-class KeyNotFound(LookupError):
+
+class AppError(Exception):
+    """Base of every error raised by `app`."""
+
+
+class SettingsError(AppError, ValueError):
+    """An environment variable holds a value that cannot be used; start-up stops."""
+
+
+class DatabaseError(AppError, RuntimeError):
+    """The database could not be started or reached; the message names which one."""
+
+
+class MigrationError(AppError, RuntimeError):
+    """A migration file is malformed, was changed after it was applied, or failed."""
+
+
+class NotFound(AppError, LookupError):
+    """What the request names does not exist for the caller's tenant."""
+
+
+class KeyNotFound(NotFound):
     """No live key by that id in this tenant."""
 
 
-class RequestFieldInvalid(ValueError):
+class TraceNotFound(NotFound):
+    """No trace by that id (or for that turn) for this tenant."""
+
+
+class RequestFieldInvalid(AppError, ValueError):
     """A well-formed request field whose meaning the route would lose, or cannot honour."""
 
     def __init__(self, pointer: str, message: str) -> None:
         self.pointer, self.message = pointer, message
         super().__init__(f"{pointer}: {message}")
+
+
+class IdempotencyConflict(AppError):
+    """The key was used before with another request, or its first request is still running."""
+
+    def __init__(self, status: Literal[409, 422], message: str) -> None:
+        self.status, self.message = status, message
+        super().__init__(message)

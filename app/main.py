@@ -15,6 +15,7 @@ import httpx
 import msgspec
 from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
 from litestar.logging.config import LoggingConfig
 from litestar.middleware import DefineMiddleware
 from litestar.middleware.rate_limit import RateLimitConfig
@@ -22,9 +23,10 @@ from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
-from app.auth import PUBLIC_PATHS, KeyAuthentication, bootstrap_admin, key_of
+from app.auth import PUBLIC_PATHS, ApiKeys, KeyAuthentication, Welcome, key_of
 from app.database import database, progress_pool
-from app.problems import EXCEPTION_HANDLERS, refuse_nul
+from app.idempotency import IdempotencyKeys
+from app.problems import EXCEPTION_HANDLERS, refuse_nul, turn_problem
 from app.routes.chat_completions import create_chat_completion
 from app.routes.conversations import ConversationController, TurnController
 from app.routes.keys import KeyController
@@ -33,11 +35,13 @@ from app.routes.tools import ToolController
 from app.routes.traces import TraceController
 from app.routes.viewer import VIEWER_ROUTES
 from app.settings import Settings, load_settings, model_backends
+from app.span_store import TraceReads
 from app.telemetry import Telemetry, build_telemetry
-from planner.engine import EngineSettings, TurnEngine
+from planner.conversations import Conversations
+from planner.engine import TurnEngine
 from planner.model_client import ChatModel, ModelClient
+from planner.store import PostgresTurnStore
 from planner.supervisor import TurnSupervisor
-from planner.turn_store import PostgresTurnStore
 from tools.builtins import builtin_specs, default_builtins
 from tools.egress import EgressPolicy, GuardedTransport
 from tools.embed import Embedder, SentenceTransformerEmbedder
@@ -87,30 +91,14 @@ async def health(request: Request[Any, Any, Any]) -> Response[Health]:
 
 
 @get("/v1/models", tags=["service"], summary="The configured model backends")
-async def list_models(request: Request[Any, Any, Any]) -> ModelList:
-    engine: TurnEngine = request.app.state.engine
+async def list_models(
+    request: Request[Any, Any, Any], conversations: NamedDependency[Conversations]
+) -> ModelList:
     created: int = request.app.state.started_at
-    return ModelList(
-        [
-            ModelInfo(id=name, created=created, model=client.backend.model,
-                      base_url=client.backend.base_url)
-            for name, client in engine.models.items()
-        ]
-    )
-
-
-def engine_settings(settings: Settings) -> EngineSettings:
-    return EngineSettings(
-        candidate_k=settings.candidate_k,
-        max_steps=settings.max_steps,
-        max_replans=settings.max_replans,
-        max_parallel_calls=settings.max_parallel_calls,
-        max_plan_steps=settings.max_plan_steps,
-        history_token_budget=settings.history_token_budget,
-        turn_lease_s=settings.turn_lease_s,
-        approval_timeout_s=settings.approval_timeout_s,
-        client_tool_timeout_s=settings.client_tool_timeout_s,
-    )
+    return ModelList([
+        ModelInfo(id=b.name, created=created, model=b.model, base_url=b.base_url)
+        for b in conversations.backends()
+    ])
 
 
 def create_app(settings: Settings | None = None, *, embedder: Embedder | None = None) -> Litestar:
@@ -131,35 +119,39 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             http_client(_guarded(settings)) as tool_http,
         ):
             app.state.pool = pool
-            await bootstrap_admin(pool, settings.admin_key, settings.data_dir)
+            await ApiKeys(pool).bootstrap_admin(settings.admin_key, settings.data_dir)
             registry = ToolRegistry(pool, model)
             await registry.framing_shift()  # measured now, not on the first search
             listener = ChangeListener(registry, dsn)
             await listener.start()
             if settings.register_builtins:
                 await _register_builtins(pool, registry)
-            app.state.register_builtins = settings.register_builtins
             mcp_servers = McpServers(
                 pool, registry, EgressPolicy.parse(settings.egress_allowlist),
                 stdio_commands=settings.mcp_commands,
                 connect_timeout_s=settings.mcp_connect_timeout_s,
             )
-            app.state.mcp_servers = mcp_servers
             runner = ToolRunner(tool_http, default_builtins(),
                                 max_output_bytes=settings.max_output_bytes,
                                 mcp=mcp_servers.sessions)
-            engine = TurnEngine(pool, registry, runner, _models(settings, http),
-                                default_model="default", settings=engine_settings(settings),
-                                owner=owner, tracer=telemetry.tracer,
-                                store=PostgresTurnStore(pool, progress))
-            supervisor = TurnSupervisor(pool, owner, settings.turn_lease_s,
+            store = PostgresTurnStore(pool, progress)
+            engine = TurnEngine(store, registry, runner, _models(settings, http),
+                                default_model="default", settings=settings.engine, owner=owner,
+                                problem_of=turn_problem, tracer=telemetry.tracer)
+            supervisor = TurnSupervisor(store, owner, settings.engine.turn_lease_s,
                                         resume=engine.resume_turn, running=engine.running)
             await supervisor.start()
             telemetry.store.start(pool)
-            app.state.registry = registry
-            app.state.tool_http = tool_http  # also fetches OpenAPI documents named by URL
-            app.state.supervisor = supervisor
-            app.state.engine = engine
+            conversations = Conversations(engine, supervisor, store)
+            app.state.update({
+                "registry": registry,
+                "tool_http": tool_http,  # also fetches OpenAPI documents named by URL
+                "servers": mcp_servers,
+                "conversations": conversations,
+                "idempotency": IdempotencyKeys(pool, conversations),
+                "api_keys": ApiKeys(pool, _welcome(settings, registry)),
+                "traces": TraceReads(pool),
+            })
             log.info(
                 "ready: %d tools indexed", sum(registry.index_size(t) for t in registry.tenants())
             )
@@ -176,6 +168,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         route_handlers=[health, list_models, ToolController, ConversationController,
                         TraceController, KeyController, TurnController, create_chat_completion,
                         McpServerController, *VIEWER_ROUTES],
+        dependencies={name: _from_state(name) for name in DEPENDENCIES},
         middleware=_middleware(settings),
         request_max_body_size=settings.max_body_bytes,
         before_request=refuse_nul,
@@ -195,6 +188,29 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         ),
         debug=False,
     )
+
+
+DEPENDENCIES = ("registry", "conversations", "servers", "idempotency", "api_keys", "traces")
+"""What routes are given by name: each is made once, when the app starts, and kept in its
+state."""
+
+
+def _from_state(name: str) -> Provide:
+    def provide(state: State) -> Any:
+        return state[name]
+
+    return Provide(provide, sync_to_thread=False)
+
+
+def _welcome(settings: Settings, registry: ToolRegistry) -> Welcome | None:
+    """A tenant that gets a key over the API gets the builtin tools at once."""
+    if not settings.register_builtins:
+        return None
+
+    async def welcome(tenant: str) -> None:
+        await registry.write(tenant, builtin_specs())
+
+    return welcome
 
 
 async def _register_builtins(pool: asyncpg.Pool, registry: ToolRegistry) -> None:

@@ -10,15 +10,12 @@ import asyncpg
 import msgspec
 
 import migrations
+from app.errors import MigrationError
 
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 _FILE = re.compile(r"^(?P<number>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
 # Any fixed number works; it only has to be the same in every process that migrates.
 _LOCK_ID = 0x5357_4244  # "SWBD"
-
-
-class MigrationError(RuntimeError):
-    """A migration file is malformed, changed after it was applied, or failed to apply."""
 
 
 class Migration(msgspec.Struct, frozen=True):

@@ -29,9 +29,8 @@ from planner.events import (
     TurnStarted,
 )
 from planner.messages import ChatMessage, Usage
-from planner.results import PAUSED_STATUSES
-from planner.turn import TurnRequest
-from tools.errors import FieldError
+from planner.records import TurnRequest
+from planner.statuses import PAUSED_STATUSES
 
 CONVERSATION_HEADER = "X-Switchboard-Conversation"
 _encoder = msgspec.json.Encoder()
@@ -435,10 +434,10 @@ def _usage(usage: Usage) -> UsageOut:
                     prompt_tokens_details=cached)
 
 
-def openai_error(problem: Problem, errors: list[FieldError] | None = None) -> OpenAIError:
+def openai_error(problem: Problem) -> OpenAIError:
     """A problem as OpenAI clients read an error: `type` by status, `code` the problem's slug,
     `param` the first field named (`messages.2.content`)."""
-    status = problem.status
+    status, errors = problem.status, problem.errors
     kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     param = errors[0].pointer.lstrip("/").replace("/", ".") if errors else ""
     return OpenAIError(message=problem.detail, type=kind, param=param or None,
@@ -457,11 +456,9 @@ def with_error_member(handlers: Mapping[type[Exception] | int, Handler]
 def _adding_error_member(handler: Handler) -> Handler:
     def handle(request: Request[Any, Any, Any], exc: Any) -> Response[Any]:
         response = handler(request, exc)
-        body = msgspec.to_builtins(response.content)
-        found = Problem(type=body["type"], title=body["title"], status=body["status"],
-                        detail=body["detail"])
-        errors = msgspec.convert(body.get("errors", []), list[FieldError])
-        body["error"] = msgspec.to_builtins(openai_error(found, errors))
+        found: Problem = response.content
+        body = msgspec.to_builtins(found)
+        body["error"] = msgspec.to_builtins(openai_error(found))
         # A conflict means a turn of this conversation still runs; retrying at once would only
         # meet it again, and whether to send the message later is the user's call.
         retry = {"x-should-retry": "false"} if response.status_code == 409 else {}

@@ -1,19 +1,36 @@
-"""RFC 9457 problem details: the one place where errors become HTTP responses."""
+"""RFC 9457 problem details: the one place where errors become HTTP responses, and where a
+failed turn's error becomes the problem it keeps."""
 
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 from typing import Any
 
 import asyncpg
-import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from app.database import DatabaseError
-from app.errors import KeyNotFound, RequestFieldInvalid
-from app.span_store import TraceNotFound
-from planner.errors import PlannerError
+from app.errors import (
+    DatabaseError,
+    IdempotencyConflict,
+    NotFound,
+    RequestFieldInvalid,
+)
+from planner.errors import (
+    CallNotWaiting,
+    ConversationNotFound,
+    DecisionInvalid,
+    ModelResponseError,
+    ModelUnavailable,
+    PlannerError,
+    StoreUnsupported,
+    TurnConflict,
+    TurnNotFound,
+    TurnNotPaused,
+    UnknownModel,
+)
+from planner.events import Problem
 from tools.errors import (
     DocumentInvalid,
     DocumentUnreachable,
@@ -34,14 +51,73 @@ from tools.validation import explain, pointer
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 
+_PLANNER: dict[type[PlannerError], tuple[int, str, str]] = {
+    ModelUnavailable: (503, "model-unavailable", "Model unavailable"),
+    ModelResponseError: (502, "model-error", "Bad response from the model"),
+    ConversationNotFound: (404, "not-found", "Not found"),
+    TurnNotFound: (404, "not-found", "Not found"),
+    UnknownModel: (422, "invalid-request", "Unknown model backend"),
+    TurnConflict: (409, "turn-in-progress", "A turn is already running"),
+    TurnNotPaused: (409, "turn-not-paused", "The turn waits on nothing"),
+    CallNotWaiting: (409, "call-not-waiting", "The call waits on nothing"),
+    DecisionInvalid: (422, "invalid-request", "Request body is invalid"),
+    StoreUnsupported: (501, "store-unsupported", "Not supported by this turn store"),
+}
+"""Each planner error's status, problem type and title."""
+_STATUS_SLUGS = {401: "unauthorized", 403: "forbidden", 404: "not-found",
+                 405: "method-not-allowed", 409: "conflict", 413: "too-large",
+                 422: "invalid-request", 429: "rate-limited"}
 
-class Problem(msgspec.Struct, omit_defaults=True, kw_only=True):
-    type: str
-    title: str
-    status: int
-    detail: str
-    instance: str | None = None
-    errors: list[FieldError] = []
+
+def planner_detail(exc: PlannerError) -> str:
+    """The error's message with what a client does next, where that is another route."""
+    match exc:
+        case ConversationNotFound():
+            return f"{exc}; create one with POST /v1/conversations"
+        case UnknownModel():
+            return f"{exc} (GET /v1/models lists them)"
+        case TurnConflict(turn_id=turn_id, waiting=waiting) if exc.turn_status != "running" \
+                and waiting:
+            return (f"{exc}; answer those (POST /v1/turns/{turn_id}/approvals or "
+                    f"/v1/turns/{turn_id}/outputs) and the turn goes on")
+        case CallNotWaiting(turn_id=turn_id, waits_for=waits_for) if waits_for is not None:
+            route = "outputs" if waits_for == "output" else "approvals"
+            return f"{exc}; POST /v1/turns/{turn_id}/{route} instead"
+    return str(exc)
+
+
+def planner_problem(exc: PlannerError) -> Problem:
+    status, slug, title = _PLANNER.get(type(exc), (500, "turn-failed", "Turn failed"))
+    if isinstance(exc, CallNotWaiting) and not exc.exists:
+        status = 404
+    errors = exc.errors if isinstance(exc, DecisionInvalid) else []
+    return Problem(type=f"/problems/{slug}", title=title, status=status,
+                   detail=planner_detail(exc), errors=errors)
+
+
+def database_unavailable(exc: Exception) -> Problem:
+    """A lost or refused database connection, on a route or in a turn: a 503, to retry."""
+    return Problem(type="/problems/database-unavailable", title="Database unavailable",
+                   status=503, detail=f"{type(exc).__name__}: {exc}")
+
+
+def turn_problem(exc: Exception) -> Problem:
+    """What a failed turn keeps of the error that ended it (the engine's `problem_of`)."""
+    if isinstance(exc, PlannerError):
+        return planner_problem(exc)
+    if isinstance(exc, asyncpg.PostgresError | OSError):
+        return database_unavailable(exc)
+    return Problem(type="/problems/turn-failed", title="Turn failed", status=500,
+                   detail=f"{type(exc).__name__}: {exc}")
+
+
+def respond(
+    request: Request[Any, Any, Any], found: Problem, headers: dict[str, str] | None = None
+) -> Response[Problem]:
+    """The problem as the response to `request`."""
+    body = Problem(type=found.type, title=found.title, status=found.status, detail=found.detail,
+                   instance=request.url.path, errors=found.errors)
+    return Response(body, status_code=found.status, media_type=PROBLEM_JSON, headers=headers)
 
 
 def problem(
@@ -52,15 +128,8 @@ def problem(
     detail: str,
     errors: list[FieldError] | None = None,
 ) -> Response[Problem]:
-    body = Problem(
-        type=f"/problems/{slug}",
-        title=title,
-        status=status,
-        detail=detail,
-        instance=request.url.path,
-        errors=errors or [],
-    )
-    return Response(body, status_code=status, media_type=PROBLEM_JSON)
+    return respond(request, Problem(type=f"/problems/{slug}", title=title, status=status,
+                                    detail=detail, errors=errors or []))
 
 
 async def refuse_nul(request: Request[Any, Any, Any]) -> None:
@@ -107,9 +176,7 @@ def on_document_unreachable(
                    [FieldError("/url", str(exc))])
 
 
-def on_not_found(
-    request: Request[Any, Any, Any], exc: ToolNotFound | McpServerNotFound
-) -> Response[Problem]:
+def on_not_found(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     return problem(request, 404, "not-found", "Not found", str(exc))
 
 
@@ -156,30 +223,24 @@ def _field_error(item: dict[str, Any]) -> FieldError:
 
 
 def on_planner(request: Request[Any, Any, Any], exc: PlannerError) -> Response[Problem]:
-    return problem(request, exc.status, exc.slug, exc.title, str(exc), exc.errors)
+    return respond(request, planner_problem(exc))
 
 
-def on_lookup(request: Request[Any, Any, Any], exc: LookupError) -> Response[Problem]:
-    return problem(request, 404, "not-found", "Not found", str(exc))
+def on_idempotency(
+    request: Request[Any, Any, Any], exc: IdempotencyConflict
+) -> Response[Problem]:
+    return problem(request, exc.status, _STATUS_SLUGS[exc.status], _title(exc.status),
+                   exc.message)
 
 
 def on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
-    slug = {401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
-            409: "conflict", 413: "too-large", 422: "invalid-request", 429: "rate-limited"}.get(
-        exc.status_code, "http-error"
-    )
+    slug = _STATUS_SLUGS.get(exc.status_code, "http-error")
     return problem(request, exc.status_code, slug, _title(exc.status_code), str(exc.detail))
 
 
 def on_database(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     log.error("database error on %s: %s", request.url.path, exc)
-    return problem(
-        request,
-        503,
-        "database-unavailable",
-        "Database unavailable",
-        f"the database could not complete the request ({type(exc).__name__}: {exc}); retry later",
-    )
+    return respond(request, database_unavailable(exc))
 
 
 def on_embedding(request: Request[Any, Any, Any], exc: EmbeddingError) -> Response[Problem]:
@@ -199,8 +260,6 @@ def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[P
 
 
 def _title(status: int) -> str:
-    from http import HTTPStatus
-
     try:
         return HTTPStatus(status).phrase
     except ValueError:
@@ -221,8 +280,8 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     McpCallFailed: on_mcp_server_fault,
     EmbeddingError: on_embedding,
     PlannerError: on_planner,
-    TraceNotFound: on_lookup,
-    KeyNotFound: on_lookup,
+    NotFound: on_not_found,
+    IdempotencyConflict: on_idempotency,
     ValidationException: on_validation,
     HTTPException: on_http,
     # Lost or refused connections; other Postgres errors are bugs, reported as 500 below.

@@ -5,17 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
+from app.errors import SettingsError
+from planner.engine import EngineSettings
 from planner.model_client import ModelBackend
 
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
-
-
-class SettingsError(ValueError):
-    """An environment variable holds a value that cannot be used."""
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -34,18 +32,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     model_api_key: str | None = None
     model_backends: str = ""
     """JSON list of further backends: [{"name", "base_url", "model", "api_key", ...}]."""
-    candidate_k: int = 8
-    max_steps: int = 8
-    max_replans: int = 2
-    max_parallel_calls: int = 16
-    max_plan_steps: int = 16
+    engine: EngineSettings = EngineSettings()
+    """The turn engine's limits: CANDIDATE_K, MAX_STEPS, MAX_REPLANS, MAX_PARALLEL_CALLS,
+    MAX_PLAN_STEPS, HISTORY_TOKEN_BUDGET, TURN_LEASE_S, APPROVAL_TIMEOUT_S,
+    CLIENT_TOOL_TIMEOUT_S."""
     max_output_bytes: int = 65_536
-    history_token_budget: int = 8000
-    turn_lease_s: float = 30.0
-    approval_timeout_s: float = 86_400.0
-    """How long a call that needs approval waits; then it counts as rejected."""
-    client_tool_timeout_s: float = 600.0
-    """How long a client tool's call waits for its output; then it fails with a timeout."""
     durable_steps: bool = False
     """Whether each step of a turn waits for Postgres to flush it to disk. Off: a turn's start,
     pause and end wait, and so does a step that calls a tool not marked idempotent; the other
@@ -76,7 +67,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return Path(self.data_dir_path)
 
 
-# name in the environment -> (field, what a valid value looks like)
+# name in the environment -> (field, or engine.field, and what a valid value looks like)
 _ENV: dict[str, tuple[str, str]] = {
     "DATABASE_URL": ("database_url", "a postgresql:// URL"),
     "MODEL_URL": ("model_url", "the model server's base URL including /v1"),
@@ -90,16 +81,16 @@ _ENV: dict[str, tuple[str, str]] = {
     "MODEL_NAME": ("model_name", "the model name the server expects (SGLang: any, or served name)"),
     "MODEL_API_KEY": ("model_api_key", "a bearer token for the model server"),
     "MODEL_BACKENDS": ("model_backends", 'a JSON list like [{"name": "big", "base_url": "..."}]'),
-    "CANDIDATE_K": ("candidate_k", "a positive integer"),
-    "MAX_STEPS": ("max_steps", "a positive integer"),
-    "MAX_REPLANS": ("max_replans", "a non-negative integer"),
-    "MAX_PARALLEL_CALLS": ("max_parallel_calls", "a positive integer"),
-    "MAX_PLAN_STEPS": ("max_plan_steps", "a positive integer"),
+    "CANDIDATE_K": ("engine.candidate_k", "a positive integer"),
+    "MAX_STEPS": ("engine.max_steps", "a positive integer"),
+    "MAX_REPLANS": ("engine.max_replans", "a non-negative integer"),
+    "MAX_PARALLEL_CALLS": ("engine.max_parallel_calls", "a positive integer"),
+    "MAX_PLAN_STEPS": ("engine.max_plan_steps", "a positive integer"),
     "MAX_OUTPUT_BYTES": ("max_output_bytes", "a positive integer (bytes of tool output kept)"),
-    "HISTORY_TOKEN_BUDGET": ("history_token_budget", "a positive integer"),
-    "TURN_LEASE_S": ("turn_lease_s", "seconds, a positive number"),
-    "APPROVAL_TIMEOUT_S": ("approval_timeout_s", "seconds, a positive number"),
-    "CLIENT_TOOL_TIMEOUT_S": ("client_tool_timeout_s", "seconds, a positive number"),
+    "HISTORY_TOKEN_BUDGET": ("engine.history_token_budget", "a positive integer"),
+    "TURN_LEASE_S": ("engine.turn_lease_s", "seconds, a positive number"),
+    "APPROVAL_TIMEOUT_S": ("engine.approval_timeout_s", "seconds, a positive number"),
+    "CLIENT_TOOL_TIMEOUT_S": ("engine.client_tool_timeout_s", "seconds, a positive number"),
     "DURABLE_STEPS": ("durable_steps", "true or false"),
     "REGISTER_BUILTINS": ("register_builtins", "true or false"),
     "TRACING": ("tracing", "true or false"),
@@ -115,7 +106,11 @@ _ENV: dict[str, tuple[str, str]] = {
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Parse the environment once; an unusable value names the variable and what it expects."""
     env = os.environ if environ is None else environ
-    raw = {field: env[name] for name, (field, _) in _ENV.items() if env.get(name, "") != ""}
+    raw: dict[str, Any] = {"engine": {}}
+    for name, (path, _) in _ENV.items():
+        if env.get(name, "") != "":
+            *parents, field = path.split(".")
+            (raw[parents[0]] if parents else raw)[field] = env[name]
     if "log_level" in raw:
         raw["log_level"] = raw["log_level"].upper()
     try:
@@ -128,7 +123,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                 "MAX_PARALLEL_CALLS", "MAX_PLAN_STEPS", "MAX_OUTPUT_BYTES",
                 "MCP_CONNECT_TIMEOUT_S")
     for name in positive:
-        value = getattr(settings, _ENV[name][0])
+        value = _value(settings, _ENV[name][0])
         if value <= 0:
             raise SettingsError(f"{name}={value}: expected {_ENV[name][1]}")
     model_backends(settings)
@@ -155,6 +150,13 @@ def model_backends(settings: Settings) -> list[ModelBackend]:
     if len(set(names)) != len(names):
         raise SettingsError(f"MODEL_BACKENDS: backend names must be unique, got {names}")
     return [default, *more]
+
+
+def _value(settings: Settings, path: str) -> Any:
+    found: Any = settings
+    for field in path.split("."):
+        found = getattr(found, field)
+    return found
 
 
 def _explain(exc: msgspec.ValidationError) -> str:

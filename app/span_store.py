@@ -18,12 +18,10 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import format_span_id, format_trace_id
 
+from app.errors import TraceNotFound
+
 log = logging.getLogger(__name__)
 TENANT_ATTRIBUTE = "switchboard.tenant"
-
-
-class TraceNotFound(LookupError):
-    """No trace by that id (or for that turn) for this tenant."""
 
 
 class SpanStoreStats(msgspec.Struct, kw_only=True):
@@ -197,7 +195,26 @@ class TraceFilter(msgspec.Struct, frozen=True, kw_only=True):
     until: datetime | None = None
 
 
-async def get_trace(db: asyncpg.Pool, tenant: str, trace_id: str) -> Trace | None:
+class TraceReads:
+    """The stored spans as the trace routes and the viewer read them."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def get(self, tenant: str, trace_id: str) -> Trace:
+        found = await _get_trace(self.pool, tenant, trace_id)
+        if found is None:
+            raise TraceNotFound(f"trace {trace_id!r} not found (spans are stored a moment after "
+                                "a turn ends; list traces with GET /v1/traces)")
+        return found
+
+    async def find(self, tenant: str, where: TraceFilter, *, limit: int,
+                   after: tuple[int, str] | None) -> list[TraceSummary]:
+        """Finished turns' traces, newest first, keyset-paged by (start, trace id)."""
+        return await _list_traces(self.pool, tenant, where, limit=limit, after=after)
+
+
+async def _get_trace(db: asyncpg.Pool, tenant: str, trace_id: str) -> Trace | None:
     rows = await db.fetch(
         """SELECT span_id, parent_span_id, name, kind, start_ns, end_ns, status_code,
                   status_message, attributes::text, events::text, links::text
@@ -218,11 +235,10 @@ async def get_trace(db: asyncpg.Pool, tenant: str, trace_id: str) -> Trace | Non
     ])
 
 
-async def list_traces(
+async def _list_traces(
     db: asyncpg.Pool, tenant: str, where: TraceFilter, *, limit: int,
     after: tuple[int, str] | None,
 ) -> list[TraceSummary]:
-    """Finished turns' traces, newest first, keyset-paged by (start, trace id)."""
     rows = await db.fetch(
         """SELECT r.trace_id, r.turn_id, r.conversation_id, r.name, r.status_code, r.start_ns,
                   (r.end_ns - r.start_ns) / 1e6 AS duration_ms,

@@ -18,7 +18,7 @@ import httpx
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from app.auth import find_key
+from app.auth import ApiKeys
 from app.main import create_app
 from app.settings import Settings
 from tests.loopback import LoopbackServer
@@ -63,7 +63,7 @@ async def main(requests: int) -> None:
                 lookups = []
                 for _ in range(requests):
                     start = time.perf_counter()
-                    assert await find_key(pool, KEY) is not None
+                    assert await ApiKeys(pool).find(KEY) is not None
                     lookups.append((time.perf_counter() - start) * 1000)
             await app.stop()
         finally:

@@ -59,6 +59,7 @@ import msgspec
 import psutil
 
 from app.database import connect_pool, progress_pool, start_embedded
+from app.problems import turn_problem
 from app.telemetry import Telemetry, build_telemetry
 from app.tenancy import DEFAULT_TENANT
 from bench._instant_model import FINAL_ANSWER, TOOL_NAMES, InstantModel, StepClock
@@ -75,8 +76,9 @@ from bench._overhead_report import (
 )
 from bench.search_latency import TimedEmbedder
 from planner.engine import EngineSettings, TurnEngine, TurnRequest
+from planner.store import PostgresTurnStore
 from planner.tracing import CAPTURE_ENV, TurnTracer
-from planner.turn_store import PostgresTurnStore, TurnStore
+from planner.turn_store import TurnStore
 from tests.memory_store import MemoryTurnStore
 from tools.builtins import BuiltinFunctions
 from tools.embed import SentenceTransformerEmbedder
@@ -218,12 +220,11 @@ async def switchboard_engines(
                     "durable-steps": lambda: PostgresTurnStore(pool),
                     "memory": MemoryTurnStore,
                 }
-                engine = TurnEngine(pool, registry, runner,
+                engine = TurnEngine(stores[storage](), registry, runner,
                                     {"default": InstantModel(clock, STEPS)},
                                     default_model="default", settings=EngineSettings(),
-                                    owner=uuid.uuid4().hex,
-                                    tracer=TurnTracer() if traced is None else traced.tracer,
-                                    store=stores[storage]())
+                                    owner=uuid.uuid4().hex, problem_of=turn_problem,
+                                    tracer=TurnTracer() if traced is None else traced.tracer)
                 return SwitchboardTurns(engine, clock, embedder, postgres, traced)
 
             yield way

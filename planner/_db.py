@@ -1,5 +1,5 @@
-"""What every SQL module of the planner shares: the connection type and how values become
-jsonb text and ids."""
+"""What every SQL module of the planner shares: the connection type, the pools a store writes
+through, and how values become jsonb text and ids."""
 
 from __future__ import annotations
 
@@ -12,6 +12,15 @@ import msgspec
 from tools.storable import clean_json
 
 Db: TypeAlias = asyncpg.Pool | asyncpg.Connection
+
+
+class PostgresTables:
+    """The service's tables, reached through `pool`, whose commits wait for the WAL flush, and
+    `progress`, whose commits need not (the same pool unless another is given)."""
+
+    def __init__(self, pool: asyncpg.Pool, progress: asyncpg.Pool | None = None) -> None:
+        self.pool = pool
+        self.progress = progress if progress is not None else pool
 
 
 def jsonb_text(value: Any) -> str:

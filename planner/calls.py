@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import msgspec
 from opentelemetry.trace import Span
 
-from planner import pauses
+from planner.call_batch import CallBatch
 from planner.events import (
     ActionRequired,
     ApprovalRequired,
@@ -30,15 +29,21 @@ from planner.events import (
 from planner.messages import AssistantToolCall, ChatMessage, FunctionCall, ModelReply
 from planner.plan import Plan, PlanStep, resolve
 from planner.prompt import SEARCH_TOOLS
-from planner.results import WaitsFor
-from planner.store import FinishedCall, StartedCall
+from planner.records import (
+    Approved,
+    ClientOutput,
+    Expired,
+    FinishedCall,
+    Rejected,
+    SavedCall,
+    StartedCall,
+)
+from planner.statuses import WaitsFor
 from planner.tracing import TurnTracer
 from planner.turn import TurnState
 from tools.executors import ExecutableTool, ToolRunner
 from tools.outcome import CallOutcome
 from tools.spec import ClientExecutor, HttpExecutor, McpExecutor
-
-log = logging.getLogger(__name__)
 
 Search = Callable[[TurnState, str], Awaitable[list[str]]]
 """Retrieve more candidates for a turn; returns the function names it added."""
@@ -59,67 +64,6 @@ class Call(msgspec.Struct, frozen=True, kw_only=True):
     """Its running row is already written (with the reply that asked for it)."""
     approved: bool = False
     """A person approved it: it runs even though its tool requires approval."""
-
-
-COALESCE_S = 0.05
-"""How long a call's end waits to be written with the ends of its batch's other calls."""
-
-EndsWriter = Callable[[list[FinishedCall]], Awaitable[None]]
-
-
-class _Batch:
-    """The calls of one reply or plan. Their ends are written together when they come close:
-    an end waits up to COALESCE_S for others, and those still unwritten when the whole batch is
-    done go with its tool messages, so parallel calls cost one write, not one each."""
-
-    def __init__(self, size: int, write: EndsWriter) -> None:
-        self.remaining = size
-        self.unwritten: list[FinishedCall] = []
-        self._write = write
-        self._timer: asyncio.Task[None] | None = None
-        self._writes: list[asyncio.Task[None]] = []
-
-    def finish(self, call: FinishedCall) -> None:
-        self.remaining -= 1
-        self.unwritten.append(call)
-        if self.remaining > 0 and self._timer is None:
-            self._timer = asyncio.create_task(self._write_soon())
-            self._writes.append(self._timer)
-
-    async def _write_soon(self) -> None:
-        await asyncio.sleep(COALESCE_S)
-        ends, self.unwritten, self._timer = self.unwritten, [], None
-        await self._write(ends)
-
-    def cancel(self) -> None:
-        """Stop a write still waiting; its ends stay in `unwritten`."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def abandon(self) -> None:
-        """The batch failed: stop the write still waiting. A write already under way finishes
-        on its own; if it fails too, that is logged (the turn reports the batch's own fault)."""
-        self.cancel()
-        for write in self._writes:
-            write.add_done_callback(_log_failed_write)
-
-    async def close(self) -> list[FinishedCall]:
-        """The ends not written yet, once the writes already under way are done (their
-        failure is raised here)."""
-        self.cancel()
-        if self._writes:
-            await asyncio.wait(self._writes)
-        failed = [t.exception() for t in self._writes if not t.cancelled() and t.exception()]
-        if failed and failed[0] is not None:
-            raise failed[0]
-        return self.unwritten
-
-
-def _log_failed_write(write: asyncio.Task[None]) -> None:
-    if not write.cancelled() and (fault := write.exception()) is not None:
-        log.warning("writing the ends of a failed step's calls failed too: %s: %s",
-                    type(fault).__name__, fault)
 
 
 def assistant_message(reply: ModelReply) -> ChatMessage:
@@ -143,7 +87,7 @@ class CallRunner:
         self.runner, self.search, self.tracer = runner, search, tracer
         self.max_parallel = max_parallel
         self.waits = waits
-        self._batches: dict[str, _Batch] = {}
+        self._batches: dict[str, CallBatch] = {}
 
     async def run_reply(self, turn: TurnState, reply: ModelReply) -> None:
         """All calls of one model reply run at the same time.
@@ -219,7 +163,7 @@ class CallRunner:
     ) -> None:
         """Run one batch of calls; results go back to the model in call order, whatever order
         they finished in."""
-        batch = _Batch(len(call_ids), functools.partial(turn.store.finish_tool_calls, turn.id))
+        batch = CallBatch(len(call_ids), functools.partial(turn.store.finish_tool_calls, turn.id))
         self._batches[turn.id] = batch
         try:
             await asyncio.gather(*jobs)
@@ -360,33 +304,33 @@ class CallRunner:
         else:
             await turn.emit(ActionRequired(turn_id=turn.id, call=pending))
 
-    async def settle(self, turn: TurnState, calls: list[pauses.SavedCall]) -> None:
+    async def settle(self, turn: TurnState, calls: list[SavedCall]) -> None:
         """Finish the step a turn paused in, now every waiting call has its answer: run what
         was approved, record the rest, and send the step's results to the model in order."""
         await asyncio.gather(*(self._settle(turn, c) for c in calls))
         await turn.add_all([turn.observations.pop(c.id) for c in calls])
 
-    async def _settle(self, turn: TurnState, saved: pauses.SavedCall) -> None:
+    async def _settle(self, turn: TurnState, saved: SavedCall) -> None:
         call = Call(id=saved.id, name=saved.name, arguments=saved.arguments, step=turn.step,
                     position=saved.position, begun=True)
         match saved.decision:
             case None:  # it had finished before the turn paused
                 turn.observations[call.id] = _observed(call, saved)
-            case pauses.Approved(arguments=edited):
+            case Approved(arguments=edited):
                 if edited is not None:
                     await turn.store.edit_arguments(turn.id, call.id, edited)
                     call = msgspec.structs.replace(call, arguments=edited)
                 await self._execute(turn, msgspec.structs.replace(call, approved=True))
-            case pauses.Rejected(reason=reason):
+            case Rejected(reason=reason):
                 because = f": {reason}" if reason else ""
                 await self._refuse(turn, call, f"a person rejected this call{because}; it was "
                                    "not made", "rejected")
-            case pauses.ClientOutput(output=output, error=None):
+            case ClientOutput(output=output, error=None):
                 await self._record(turn, call, _answered(saved, result=output), None)
-            case pauses.ClientOutput(error=error):
+            case ClientOutput(error=error):
                 await self._record(turn, call, _answered(saved, error=error,
                                                          error_type="client_error"), None)
-            case pauses.Expired(waited_s=waited):
+            case Expired(waited_s=waited):
                 approval = saved.status == "awaiting_approval"
                 error = (f"no one approved this call within {waited:.0f} s; it was not made"
                          if approval else
@@ -480,7 +424,7 @@ def _observed(call: Call, outcome: CallOutcome) -> ChatMessage:
     return ChatMessage(role="tool", tool_call_id=call.id, content=observation(outcome))
 
 
-def _answered(saved: pauses.SavedCall, **outcome: Any) -> CallOutcome:
+def _answered(saved: SavedCall, **outcome: Any) -> CallOutcome:
     """A client tool's call, ended by the output (or error) its frontend posted."""
     return CallOutcome(started_at=saved.started_at, finished_at=_now(), attempts=1, **outcome)
 

@@ -15,7 +15,6 @@ import asyncpg
 import msgspec
 from opentelemetry.trace import Span, format_span_id, format_trace_id
 
-from planner import pauses
 from planner.calls import CallRunner, WaitLimits
 from planner.errors import CallNotWaiting, DecisionInvalid, PlannerError, UnknownModel
 from planner.events import (
@@ -51,9 +50,19 @@ from planner.prompt import (
     fit_history,
     system_prompt,
 )
+from planner.records import (
+    Approved,
+    Candidate,
+    ClientOutput,
+    Decision,
+    SavedTurn,
+    TurnRequest,
+    Waiting,
+)
+from planner.statuses import TurnStatus
 from planner.tracing import TurnTracer, mark_error
-from planner.turn import EventSink, TurnRequest, TurnState, ignore
-from planner.turn_store import PostgresTurnStore, TurnStore
+from planner.turn import EventSink, TurnState, ignore
+from planner.turn_store import TurnStore
 from tools.errors import FieldError
 from tools.executors import ToolRunner
 from tools.registry import ToolRegistry
@@ -76,16 +85,19 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True):
     client_tool_timeout_s: float = 600.0
 
 
+ProblemOf = Callable[[Exception], Problem]
+"""How the error that ended a turn reads to its clients (the service's app/problems.py)."""
+
+
 class TurnEngine:
     def __init__(
-        self, pool: asyncpg.Pool, registry: ToolRegistry, runner: ToolRunner,
+        self, store: TurnStore, registry: ToolRegistry, runner: ToolRunner,
         models: dict[str, ChatModel], *, default_model: str, settings: EngineSettings,
-        owner: str, tracer: TurnTracer | None = None, store: TurnStore | None = None,
+        owner: str, problem_of: ProblemOf, tracer: TurnTracer | None = None,
     ) -> None:
-        self.pool, self.registry = pool, registry
-        self.store = store if store is not None else PostgresTurnStore(pool)
-        """Where turns are written as they run: by default the tables on `pool`, which the
-        service's routes read."""
+        self.store, self.registry = store, registry
+        """`store` is where turns are written as they run."""
+        self.problem_of = problem_of
         self.models, self.default_model = models, default_model
         self.settings, self.owner = settings, owner
         self.running: set[str] = set()
@@ -119,10 +131,8 @@ class TurnEngine:
         if self._ranks(tenant):
             # The message is the turn's first search: it is embedded while the turn is written.
             self.registry.prefetch(tenant, request.message)
-        return await self.store.begin_turn(
-            tenant, conversation_id, mode=request.mode, model=model.backend.name,
-            request=msgspec.to_builtins(request), owner=self.owner, message=request.message,
-        )
+        return await self.store.begin_turn(tenant, conversation_id, request,
+                                           model=model.backend.name, owner=self.owner)
 
     async def run_turn(
         self, tenant: str, conversation_id: str, turn_id: str, request: TurnRequest,
@@ -139,10 +149,8 @@ class TurnEngine:
         """Take up a turn whose waiting calls all have answers (`decide` returned none left,
         or their deadlines passed): finish its paused step and go on to its end."""
         saved = await self.store.load_paused(tenant, turn_id)
-        request = msgspec.convert(saved.request, TurnRequest)
-        turn = self._turn_state(tenant, saved.conversation_id, turn_id, request, emit)
-        turn.usage, turn.step = saved.usage, saved.step
-        turn.plans = msgspec.convert(saved.plans, list[Plan])
+        turn = self._turn_state(tenant, saved.conversation_id, turn_id, saved.request, emit)
+        turn.usage, turn.step, turn.plans = saved.usage, saved.step, list(saved.plans)
         await emit(TurnResumed(turn_id=turn_id, conversation_id=saved.conversation_id))
 
         async def resume(turn: TurnState) -> str | None:
@@ -152,18 +160,18 @@ class TurnEngine:
 
         return await self._traced(turn, resume, saved.traceparent)
 
-    async def decide(self, tenant: str, turn_id: str, call_id: str, decision: pauses.Decision
+    async def decide(self, tenant: str, turn_id: str, call_id: str, decision: Decision
                      ) -> list[PendingCall]:
         """Record a person's decision or a client tool's output for a waiting call. Edited
         arguments must fit the tool's schema. Returns the calls still waiting; when none are
         left, the turn is this replica's to resume (`resume_turn`)."""
         waiting = await self.store.waiting_call(tenant, turn_id, call_id)
         _check_answer_kind(turn_id, waiting.call, decision)
-        if isinstance(decision, pauses.Approved) and decision.arguments is not None:
+        if isinstance(decision, Approved) and decision.arguments is not None:
             await self._check_edited(tenant, turn_id, waiting, decision.arguments)
         return await self.store.decide(tenant, turn_id, call_id, decision, self.owner)
 
-    async def _check_edited(self, tenant: str, turn_id: str, waiting: pauses.Waiting,
+    async def _check_edited(self, tenant: str, turn_id: str, waiting: Waiting,
                             arguments: dict[str, Any]) -> None:
         if waiting.namespace is None or waiting.version is None:
             return
@@ -245,14 +253,14 @@ class TurnEngine:
             trace_id = turn.traceparent.split("-")[1]
             await self.store.set_turn_trace(turn.id, trace_id, turn.traceparent)
 
-    async def _restore(self, turn: TurnState, saved: pauses.SavedTurn) -> None:
+    async def _restore(self, turn: TurnState, saved: SavedTurn) -> None:
         """A taken-up turn's candidates (the versions it was using), messages and finished
         calls, as they were when it paused."""
-        keys = [(ns, name, version) for _, ns, name, version in saved.candidates]
+        keys = [(c.namespace, c.name, c.version) for c in saved.candidates]
         found = await self.registry.executables_at(turn.tenant, keys)
-        for function, ns, name, _ in saved.candidates:
-            if (ns, name) in found:
-                turn.tools[function] = found[(ns, name)]
+        for c in saved.candidates:
+            if (c.namespace, c.name) in found:
+                turn.tools[c.function] = found[(c.namespace, c.name)]
         turn.messages = await self._history(turn)
         settled = {c.id for c in saved.calls if c.decision is not None}
         turn.calls = [c for c in await self.store.call_records(turn.id)
@@ -295,7 +303,8 @@ class TurnEngine:
                 added.append(name)
         await turn.emit(ToolsRetrieved(tools=retrieved))
         await self.store.set_turn_json(turn.id, "candidates", [
-            [function, t.record.namespace, t.record.name, t.record.version]
+            Candidate(function=function, namespace=t.record.namespace, name=t.record.name,
+                      version=t.record.version)
             for function, t in turn.tools.items()
         ])
         return added
@@ -349,7 +358,7 @@ class TurnEngine:
             return None
         await turn.emit(PlanCreated(plan=attempt, steps=plan.steps))
         turn.plans.append(plan)
-        await self.store.set_turn_json(turn.id, "plans", msgspec.to_builtins(turn.plans))
+        await self.store.set_turn_json(turn.id, "plans", turn.plans)
         return plan
 
     async def _ask(self, turn: TurnState, system: str, tool_choice: str, phase: str) -> ModelReply:
@@ -403,11 +412,10 @@ class TurnEngine:
         return [*fitted, *(m.chat() for m in stored if m.turn_id == turn.id)]
 
     async def _fail(self, turn: TurnState, exc: Exception) -> TurnResult:
-        problem = problem_of(exc)
+        problem = self.problem_of(exc)
         log.warning("turn %s failed: %s", turn.id, exc)
         result = _result(turn, "failed", None, problem)
-        await self.store.finish_turn(turn.id, status="failed", answer=None,
-                                     error=msgspec.to_builtins(problem), usage=turn.usage)
+        await self.store.fail_turn(turn.id, error=problem, usage=turn.usage)
         await turn.emit(TurnFailed(turn=result))
         return result
 
@@ -421,14 +429,12 @@ def _traceparent(span: Span) -> str | None:
             f"{int(context.trace_flags):02x}")
 
 
-def _check_answer_kind(turn_id: str, call: PendingCall, decision: pauses.Decision) -> None:
+def _check_answer_kind(turn_id: str, call: PendingCall, decision: Decision) -> None:
     wants_output = call.waits_for == "output"
-    if isinstance(decision, pauses.ClientOutput) != wants_output:
-        route = "outputs" if wants_output else "approvals"
+    if isinstance(decision, ClientOutput) != wants_output:
         raise CallNotWaiting(
-            turn_id, call.id,
-            f"waits for {'its client output' if wants_output else 'approval'}; "
-            f"POST /v1/turns/{turn_id}/{route} instead",
+            turn_id, call.id, f"waits for {'its client output' if wants_output else 'approval'}",
+            waits_for=call.waits_for,
         )
 
 
@@ -442,7 +448,7 @@ def _function_name(turn: TurnState, key: tuple[str, str]) -> str:
 
 
 def _result(
-    turn: TurnState, status: str, answer: str | None, error: Problem | None = None, *,
+    turn: TurnState, status: TurnStatus, answer: str | None, error: Problem | None = None, *,
     reasoning: str | None = None,
 ) -> TurnResult:
     return TurnResult(
@@ -456,23 +462,3 @@ def _result(
         pending=list(turn.pending),
     )
 
-
-def problem_of(exc: Exception) -> Problem:
-    """How a failed turn reads as a problem detail."""
-    if isinstance(exc, PlannerError):
-        return Problem(
-            type=f"/problems/{exc.slug}", title=exc.title, status=exc.status, detail=str(exc)
-        )
-    if isinstance(exc, asyncpg.PostgresError | OSError):
-        return Problem(
-            type="/problems/database-unavailable",
-            title="Database unavailable",
-            status=503,
-            detail=f"{type(exc).__name__}: {exc}",
-        )
-    return Problem(
-        type="/problems/turn-failed",
-        title="Turn failed",
-        status=500,
-        detail=f"{type(exc).__name__}: {exc}",
-    )

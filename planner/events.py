@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
 from planner.messages import Usage
 from planner.plan import PlanStep
+from planner.statuses import TurnStatus, WaitsFor
+from tools.errors import FieldError
 from tools.outcome import CallOutcome
 
 
@@ -43,11 +45,16 @@ def answer_message(content: str, reasoning: str | None) -> AssistantMessage:
     return AssistantMessage(content, reasoning=reasoning or msgspec.UNSET)
 
 
-class Problem(msgspec.Struct, frozen=True, kw_only=True):
+class Problem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """An RFC 9457 problem detail: how an error reads to a client, and what a failed turn keeps
+    of the error that ended it. `errors` names each bad field of a request."""
+
     type: str
     title: str
     status: int
     detail: str
+    instance: str | None = None
+    errors: list[FieldError] = []
 
 
 class TurnStarted(msgspec.Struct, frozen=True, kw_only=True, tag="turn.started", tag_field="type"):
@@ -110,7 +117,7 @@ class PendingCall(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     name: str
     arguments: Any
-    waits_for: Literal["approval", "output"]
+    waits_for: WaitsFor
     deadline: datetime
 
 
@@ -133,7 +140,7 @@ class ActionRequired(
 class TurnResult(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     conversation_id: str
-    status: str
+    status: TurnStatus
     message: AssistantMessage | None
     tool_calls: list[ToolCallRecord]
     usage: Usage

@@ -71,6 +71,21 @@ class ModelReply(msgspec.Struct, frozen=True, kw_only=True):
     model: str
 
 
+class FunctionSpec(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    """A JSON Schema whose root is an object."""
+
+
+class ToolEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """A tool the model may call, in the OpenAI wire shape; the same entry encodes to the same
+    bytes, so an unchanged tool block keeps the model server's prefix cache."""
+
+    type: Literal["function"] = "function"
+    function: FunctionSpec
+
+
 class ToolChoiceFunction(msgspec.Struct, frozen=True):
     name: str
 
@@ -82,8 +97,7 @@ class ModelRequest(msgspec.Struct, frozen=True, kw_only=True):
     """What the engine asks of the model; the client adds backend defaults and wire details."""
 
     messages: list[ChatMessage]
-    tools: list[dict[str, Any]] = []
-    """OpenAI tool entries: {"type": "function", "function": {name, description, parameters}}."""
+    tools: list[ToolEntry] = []
     tool_choice: ToolChoice | None = None
     response_format: dict[str, Any] | None = None
     """{"type": "json_schema", "json_schema": {"name", "schema", "strict"}} for plans."""

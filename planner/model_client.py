@@ -23,6 +23,7 @@ from planner.messages import (
     ToolCallRequest,
     ToolChoice,
     ToolChoiceFunction,
+    ToolEntry,
     Usage,
 )
 from tools.retry import RetryPolicy, RetrySchedule, parse_retry_after, retryable_status
@@ -256,7 +257,7 @@ class ChatCompletionPayload(msgspec.Struct, frozen=True, kw_only=True, omit_defa
     model: str
     messages: list[ChatMessage]
     separate_reasoning: bool
-    tools: list[dict[str, Any]] | None = None
+    tools: list[ToolEntry] | None = None
     tool_choice: Literal["auto", "required", "none"] | _NamedToolChoice | None = None
     response_format: dict[str, Any] | None = None
     chat_template_kwargs: dict[str, Any] | None = None

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from planner.messages import ChatMessage
+from planner.messages import ChatMessage, FunctionSpec, ToolEntry
 
 SYSTEM_AUTO = (
     "You are an assistant that completes the user's request by calling tools.\n"
@@ -27,41 +27,33 @@ INSTRUCTIONS_HEADING = "\n\nInstructions from the application:\n"
 
 SEARCH_TOOLS = "search_tools"
 REPLAN = "replan"
-SEARCH_TOOLS_ENTRY: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": SEARCH_TOOLS,
-        "description": "Find more tools by describing what you need; the found tools become "
-        "callable in your next step.",
-        "parameters": {
-            "type": "object",
-            "properties": {"query": {"type": "string", "description": "What the tool should do."}},
-            "required": ["query"],
-        },
+SEARCH_TOOLS_ENTRY = ToolEntry(function=FunctionSpec(
+    name=SEARCH_TOOLS,
+    description="Find more tools by describing what you need; the found tools become callable "
+    "in your next step.",
+    parameters={
+        "type": "object",
+        "properties": {"query": {"type": "string", "description": "What the tool should do."}},
+        "required": ["query"],
     },
-}
-REPLAN_ENTRY: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": REPLAN,
-        "description": "Ask for a new plan because the results show the last one was wrong.",
-        "parameters": {
-            "type": "object",
-            "properties": {"reason": {"type": "string", "description": "What went wrong."}},
-            "required": ["reason"],
-        },
+))
+REPLAN_ENTRY = ToolEntry(function=FunctionSpec(
+    name=REPLAN,
+    description="Ask for a new plan because the results show the last one was wrong.",
+    parameters={
+        "type": "object",
+        "properties": {"reason": {"type": "string", "description": "What went wrong."}},
+        "required": ["reason"],
     },
-}
+))
 
 _CHARS_PER_TOKEN = 4
 SHORTENED = "…[shortened]"
 
 
-def tool_entry(name: str, description: str, parameters: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "function",
-        "function": {"name": name, "description": description, "parameters": parameters},
-    }
+def tool_entry(name: str, description: str, parameters: dict[str, Any]) -> ToolEntry:
+    return ToolEntry(function=FunctionSpec(name=name, description=description,
+                                           parameters=parameters))
 
 
 def system_prompt(base: str, instructions: str | None) -> str:

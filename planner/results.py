@@ -1,112 +1,144 @@
-"""How turns read back: a turn's row, its result with its calls, and the calls a paused turn
-waits on; rebuilt from what was written while the turn ran."""
+"""How turns read back from Postgres: a conversation with its turns and messages, a turn's row,
+its result with its calls, and the calls a paused turn waits on; rebuilt from what was written
+while the turn ran."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import asyncpg
 import msgspec
 
-from planner._db import Db
+from planner._db import Db, PostgresTables
+from planner.errors import ConversationNotFound
 from planner.events import PendingCall, Problem, ToolCallRecord, TurnResult, answer_message
-from planner.messages import Usage
+from planner.messages import AssistantToolCall, Usage
+from planner.records import Conversation, StoredMessage, TurnRow
+from planner.statuses import PAUSED_SQL, PAUSED_STATUSES, WAITING_SQL, waits_for
 
-WaitsFor = Literal["approval", "output"]
-PAUSED_STATUSES = ("awaiting_approval", "requires_action")
-"""A turn in one of these waits on a person's approval or a client tool's output."""
+_tool_calls = msgspec.json.Decoder(list[AssistantToolCall])
 
-
-class TurnRow(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
-    conversation_id: str
-    status: str
-    mode: str
-    model: str
-    answer: str | None
-    error: dict[str, Any] | None
-    usage: dict[str, Any]
-    started_at: datetime
-    finished_at: datetime | None
-
-
+OUTCOME_COLUMNS = "result::text, error, error_type, started_at, finished_at, attempts, truncated"
+"""A call row's columns that read back as its `CallOutcome` (`outcome_fields`)."""
 _TURN_SQL = """SELECT id, conversation_id, status, mode, model, answer, error::text,
-                     usage::text, started_at, finished_at FROM turns"""
+                      usage::text, started_at, finished_at FROM turns"""
+_WAITING = f"""SELECT id, name, arguments::text, raw_arguments, status, deadline FROM tool_calls
+               WHERE turn_id = $1 AND status IN {WAITING_SQL} AND decision IS NULL
+               ORDER BY step, position"""
 
 
-async def get_turn(db: Db, tenant: str, turn_id: str) -> TurnRow | None:
-    row = await db.fetchrow(_TURN_SQL + " WHERE tenant_id = $1 AND id = $2", tenant, turn_id)
-    return None if row is None else _turn(row)
+class TurnReads(PostgresTables):
+    """The reads of `PostgresTurnStore`: what the engine takes up again and what the routes
+    report."""
 
+    async def get_conversation(self, tenant: str, conversation_id: str) -> Conversation:
+        row = await self.pool.fetchrow(
+            "SELECT id, metadata, created_at FROM conversations WHERE tenant_id = $1 AND id = $2",
+            tenant, conversation_id,
+        )
+        if row is None:
+            raise ConversationNotFound(conversation_id)
+        return conversation_of(row)
 
-async def list_turns(db: Db, tenant: str, conversation_id: str) -> list[TurnRow]:
-    rows = await db.fetch(
-        _TURN_SQL + " WHERE tenant_id = $1 AND conversation_id = $2 ORDER BY started_at, id",
-        tenant,
-        conversation_id,
-    )
-    return [_turn(r) for r in rows]
+    async def list_messages(self, tenant: str, conversation_id: str) -> list[StoredMessage]:
+        """Every message of the conversation, in the order written."""
+        rows = await self.pool.fetch(
+            """SELECT id, turn_id, role, content, reasoning, tool_calls::text, tool_call_id,
+                      created_at
+               FROM messages WHERE tenant_id = $1 AND conversation_id = $2 ORDER BY id""",
+            tenant, conversation_id,
+        )
+        return [
+            StoredMessage(
+                id=r["id"], turn_id=r["turn_id"], role=r["role"], content=r["content"],
+                reasoning=r["reasoning"], tool_call_id=r["tool_call_id"],
+                tool_calls=_tool_calls.decode(r["tool_calls"]) if r["tool_calls"] else None,
+                created_at=r["created_at"],
+            )
+            for r in rows
+        ]
 
+    async def get_turn(self, tenant: str, turn_id: str) -> TurnRow | None:
+        """The turn as it stands: status, answer, error, usage."""
+        row = await self.pool.fetchrow(_TURN_SQL + " WHERE tenant_id = $1 AND id = $2", tenant,
+                                       turn_id)
+        return None if row is None else _turn(row)
 
-def _turn(row: asyncpg.Record) -> TurnRow:
-    return TurnRow(
-        id=row["id"],
-        conversation_id=row["conversation_id"],
-        status=row["status"],
-        mode=row["mode"],
-        model=row["model"],
-        answer=row["answer"],
-        error=msgspec.json.decode(row["error"]) if row["error"] else None,
-        usage=msgspec.json.decode(row["usage"]),
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-    )
+    async def list_turns(self, tenant: str, conversation_id: str) -> list[TurnRow]:
+        rows = await self.pool.fetch(
+            _TURN_SQL + " WHERE tenant_id = $1 AND conversation_id = $2 ORDER BY started_at, id",
+            tenant, conversation_id,
+        )
+        return [_turn(r) for r in rows]
 
+    async def turn_result(self, tenant: str, turn_id: str) -> TurnResult | None:
+        """A turn as the API reports it."""
+        row = await self.pool.fetchrow(
+            """SELECT conversation_id, status, answer, error::text, usage::text,
+                      (SELECT m.reasoning FROM messages m
+                       WHERE m.conversation_id = t.conversation_id AND m.turn_id = t.id
+                         AND m.role = 'assistant'
+                       ORDER BY m.id DESC LIMIT 1) AS reasoning
+               FROM turns t WHERE tenant_id = $1 AND id = $2""",
+            tenant, turn_id,
+        )
+        if row is None:
+            return None
+        paused = row["status"] in PAUSED_STATUSES
+        answer = row["answer"]
+        return TurnResult(
+            id=turn_id, conversation_id=row["conversation_id"], status=row["status"],
+            pending=await self.waiting_calls(turn_id) if paused else [],
+            message=None if answer is None else answer_message(answer, row["reasoning"]),
+            tool_calls=await self.call_records(turn_id),
+            usage=msgspec.json.decode(row["usage"] or "{}", type=Usage),
+            error=msgspec.json.decode(row["error"], type=Problem) if row["error"] else None,
+        )
 
-_WAITING = """SELECT id, name, arguments::text, raw_arguments, status, deadline FROM tool_calls
-              WHERE turn_id = $1 AND status IN ('awaiting_approval', 'awaiting_output')
-                AND decision IS NULL ORDER BY step, position"""
+    async def call_records(self, turn_id: str) -> list[ToolCallRecord]:
+        """The turn's calls as the API reports them, in step and call order."""
+        rows = await self.pool.fetch(
+            f"""SELECT id, name, arguments::text, step, position, depends_on, {OUTCOME_COLUMNS}
+                FROM tool_calls WHERE turn_id = $1 ORDER BY step, position""",
+            turn_id,
+        )
+        return [_call_record(r) for r in rows]
+
+    async def waiting_calls(self, turn_id: str) -> list[PendingCall]:
+        """The calls of a turn still without an answer, in the order they were asked for."""
+        return await waiting_calls(self.pool, turn_id)
+
+    async def paused_turn(self, tenant: str, conversation_id: str) -> str | None:
+        """The conversation's paused turn, if it has one."""
+        value = await self.pool.fetchval(
+            f"""SELECT id FROM turns WHERE tenant_id = $1 AND conversation_id = $2
+                AND status IN {PAUSED_SQL}""",
+            tenant, conversation_id,
+        )
+        return None if value is None else str(value)
+
+    async def turn_trace_id(self, tenant: str, turn_id: str) -> str | None:
+        """The turn's trace id; None when the turn is unknown or was not traced."""
+        value = await self.pool.fetchval(
+            "SELECT trace_id FROM turns WHERE tenant_id = $1 AND id = $2", tenant, turn_id
+        )
+        return None if value is None else str(value)
 
 
 async def waiting_calls(db: Db, turn_id: str) -> list[PendingCall]:
-    """The calls of a turn still without an answer, in the order they were asked for."""
+    """As `TurnReads.waiting_calls`, on a connection (inside a transaction)."""
     return [pending_call(r) for r in await db.fetch(_WAITING, turn_id)]
 
 
 def pending_call(row: asyncpg.Record) -> PendingCall:
-    waits: WaitsFor = "approval" if row["status"] == "awaiting_approval" else "output"
     arguments = msgspec.json.decode(row["arguments"]) if row["arguments"] else row["raw_arguments"]
-    return PendingCall(id=row["id"], name=row["name"], arguments=arguments, waits_for=waits,
-                       deadline=row["deadline"])
+    return PendingCall(id=row["id"], name=row["name"], arguments=arguments,
+                       waits_for=waits_for(row["status"]), deadline=row["deadline"])
 
 
-async def turn_result(db: Db, tenant: str, turn_id: str) -> TurnResult | None:
-    """A turn as the API reports it, rebuilt from what was written while it ran."""
-    row = await db.fetchrow(
-        """SELECT conversation_id, status, answer, error::text, usage::text,
-                  (SELECT m.reasoning FROM messages m
-                   WHERE m.conversation_id = t.conversation_id AND m.turn_id = t.id
-                     AND m.role = 'assistant'
-                   ORDER BY m.id DESC LIMIT 1) AS reasoning
-           FROM turns t WHERE tenant_id = $1 AND id = $2""",
-        tenant, turn_id,
-    )
-    if row is None:
-        return None
-    paused = row["status"] in PAUSED_STATUSES
-    return TurnResult(
-        id=turn_id, conversation_id=row["conversation_id"], status=row["status"],
-        pending=await waiting_calls(db, turn_id) if paused else [],
-        message=None if row["answer"] is None else answer_message(row["answer"], row["reasoning"]),
-        tool_calls=await call_records(db, turn_id),
-        usage=msgspec.json.decode(row["usage"] or "{}", type=Usage),
-        error=msgspec.json.decode(row["error"], type=Problem) if row["error"] else None,
-    )
-
-
-OUTCOME_COLUMNS = "result::text, error, error_type, started_at, finished_at, attempts, truncated"
-"""A call row's columns that read back as its `CallOutcome` (`outcome_fields`)."""
+def conversation_of(row: asyncpg.Record) -> Conversation:
+    return Conversation(id=row["id"], metadata=msgspec.json.decode(row["metadata"]),
+                        created_at=row["created_at"])
 
 
 def outcome_fields(row: asyncpg.Record) -> dict[str, Any]:
@@ -119,14 +151,14 @@ def outcome_fields(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-async def call_records(db: Db, turn_id: str) -> list[ToolCallRecord]:
-    """The turn's calls as the API reports them, in step and call order."""
-    rows = await db.fetch(
-        f"""SELECT id, name, arguments::text, step, position, depends_on, {OUTCOME_COLUMNS}
-            FROM tool_calls WHERE turn_id = $1 ORDER BY step, position""",
-        turn_id,
+def _turn(row: asyncpg.Record) -> TurnRow:
+    return TurnRow(
+        id=row["id"], conversation_id=row["conversation_id"], status=row["status"],
+        mode=row["mode"], model=row["model"], answer=row["answer"],
+        error=msgspec.json.decode(row["error"]) if row["error"] else None,
+        usage=msgspec.json.decode(row["usage"]), started_at=row["started_at"],
+        finished_at=row["finished_at"],
     )
-    return [_call_record(r) for r in rows]
 
 
 def _call_record(row: asyncpg.Record) -> ToolCallRecord:

@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from planner import pauses, store
 from planner.events import TurnCompleted, TurnEvent, TurnFailed, TurnPaused
+from planner.store import PostgresTurnStore
 from planner.turn import EventSink
 
 Resume = Callable[[str, str], Coroutine[Any, Any, Any]]
@@ -30,10 +30,10 @@ class TurnSupervisor:
     """
 
     def __init__(
-        self, pool: asyncpg.Pool, owner: str, lease_s: float, resume: Resume | None = None,
-        running: Collection[str] = frozenset(),
+        self, store: PostgresTurnStore, owner: str, lease_s: float,
+        resume: Resume | None = None, running: Collection[str] = frozenset(),
     ) -> None:
-        self.pool, self.owner, self.lease_s = pool, owner, lease_s
+        self.store, self.owner, self.lease_s = store, owner, lease_s
         self.resume = resume
         self.running = running
         """The ids of the turns being run here now (the engine's live set): only their leases
@@ -42,7 +42,7 @@ class TurnSupervisor:
         self._loop_task: asyncio.Task[None] | None = None
 
     async def start(self) -> list[str]:
-        interrupted = await store.interrupt_abandoned(self.pool, self.lease_s)
+        interrupted = await self.store.interrupt_abandoned(self.lease_s)
         if interrupted:
             log.warning("marked %d abandoned turns interrupted: %s", len(interrupted), interrupted)
         await self.take_up_overdue()
@@ -82,14 +82,14 @@ class TurnSupervisor:
         if self._loop_task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
-        await store.interrupt_abandoned(self.pool, self.lease_s, owner=self.owner)
+        await self.store.interrupt_abandoned(self.lease_s, owner=self.owner)
 
     async def _renew(self) -> None:
         while True:
             await asyncio.sleep(self.lease_s / 3)
             try:
-                await store.heartbeat(self.pool, self.owner, set(self.running))
-                await store.interrupt_abandoned(self.pool, self.lease_s)
+                await self.store.heartbeat(self.owner, set(self.running))
+                await self.store.interrupt_abandoned(self.lease_s)
                 await self.take_up_overdue()
             except (asyncpg.PostgresError, OSError) as exc:
                 log.warning("could not renew turn leases: %s", exc)
@@ -98,7 +98,7 @@ class TurnSupervisor:
         """Paused turns whose waiting calls are past their deadlines go on without them."""
         if self.resume is None:
             return []
-        taken = await pauses.expire_overdue(self.pool, self.owner)
+        taken = await self.store.expire_overdue(self.owner)
         for tenant, turn_id in taken:
             log.info("turn %s goes on: its waiting calls ran out of time", turn_id)
             self.spawn(self.resume(tenant, turn_id))

@@ -3,38 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
 
-import msgspec
 from opentelemetry.trace import SpanContext
 
 from planner.events import PendingCall, ToolCallRecord, TurnEvent
-from planner.messages import ChatMessage, Usage
+from planner.messages import ChatMessage, ToolEntry, Usage
 from planner.model_client import ChatModel
 from planner.plan import Plan
 from planner.prompt import REPLAN_ENTRY, SEARCH_TOOLS_ENTRY, tool_entry
-from planner.store import FinishedCall, StartedCall
+from planner.records import FinishedCall, StartedCall, TurnRequest
+from planner.statuses import PausedStatus
 from planner.turn_store import TurnStore
 from tools.executors import ExecutableTool
 from tools.redaction import Redactor
 
 EventSink = Callable[[TurnEvent], Awaitable[None]]
-Mode = Literal["auto", "plan"]
 
 
 async def ignore(_event: TurnEvent) -> None:
     return None
-
-
-class TurnRequest(msgspec.Struct, frozen=True, kw_only=True):
-    message: str
-    mode: Mode = "auto"
-    stream: bool = False
-    model: str | None = None
-    max_steps: int | None = None
-    instructions: str | None = None
-    """The application's own instructions for this turn (a chat frontend's system prompt);
-    they follow Switchboard's system prompt, whose rules they cannot lift."""
 
 
 class TurnState:
@@ -84,7 +71,7 @@ class TurnState:
         return self._redactor
 
     @property
-    def entries(self) -> list[dict[str, Any]]:
+    def entries(self) -> list[ToolEntry]:
         """The tool block: the same bytes for the same candidates; new ones are appended."""
         extra = [REPLAN_ENTRY] if self.request.mode == "plan" else []
         found = [
@@ -93,7 +80,7 @@ class TurnState:
         return [SEARCH_TOOLS_ENTRY, *extra, *found]
 
     @property
-    def paused_status(self) -> str:
+    def paused_status(self) -> PausedStatus:
         """The status of the turn while it waits: approval comes first when it waits on both."""
         if any(p.waits_for == "approval" for p in self.pending):
             return "awaiting_approval"

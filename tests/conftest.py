@@ -21,6 +21,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from app.database import connect_pool
 from app.main import create_app
 from app.settings import Settings
+from planner.engine import EngineSettings
 from tests.embedders import CountingEmbedder
 from tests.loopback import LoopbackServer
 from tests.scripted_model import ScriptedModel, scripted_model
@@ -126,7 +127,9 @@ def settings_for(tmp_path: Path) -> Callable[[str], Settings]:
         # Tool servers in tests listen on loopback, which tools may reach only when allowed.
         values: dict[str, Any] = {"register_builtins": False, "admin_key": ADMIN_KEY,
                                   "egress_allowlist": "127.0.0.0/8", **overrides}
-        return Settings(database_url=url, data_dir_path=str(tmp_path), **values)
+        engine = {k: values.pop(k) for k in list(values) if k in EngineSettings.__struct_fields__}
+        return Settings(database_url=url, data_dir_path=str(tmp_path),
+                        engine=EngineSettings(**engine), **values)
 
     return make
 

@@ -11,16 +11,26 @@ import msgspec
 
 from planner._db import jsonb_text, new_id
 from planner.errors import ConversationNotFound, StoreUnsupported, TurnConflict
-from planner.events import PendingCall, ToolCallRecord
+from planner.events import PendingCall, Problem, ToolCallRecord
 from planner.messages import AssistantToolCall, ChatMessage, Usage
-from planner.pauses import Decision, SavedTurn, Waiting
-from planner.results import PAUSED_STATUSES, TurnRow, WaitsFor
-from planner.store import Conversation, FinishedCall, StartedCall, StoredMessage, exchanges
-from planner.turn_store import TurnJson, TurnStore
+from planner.records import (
+    Conversation,
+    Decision,
+    FinishedCall,
+    SavedTurn,
+    StartedCall,
+    StoredMessage,
+    TurnJson,
+    TurnRequest,
+    TurnRow,
+    Waiting,
+)
+from planner.statuses import ACTIVE_STATUSES, PausedStatus, TurnStatus, WaitsFor
+from planner.store import exchanges
+from planner.turn_store import TurnStore
 from tools.outcome import CallOutcome
 from tools.storable import clean_text
 
-_ACTIVE = ("running", *PAUSED_STATUSES)
 _NO_PAUSES = ("keeps no paused turns (a pause must outlive the process, so any replica can "
               "take the turn up)")
 _tool_calls = msgspec.json.Decoder(list[AssistantToolCall])
@@ -53,7 +63,7 @@ class _Turn(msgspec.Struct, kw_only=True):
     tenant: str
     id: str
     conversation_id: str
-    status: str
+    status: TurnStatus
     mode: str
     model: str
     request: Any
@@ -122,16 +132,16 @@ class MemoryTurnStore(TurnStore):
         return record.id
 
     async def begin_turn(
-        self, tenant: str, conversation_id: str, *, mode: str, model: str,
-        request: dict[str, Any], owner: str, message: str,
+        self, tenant: str, conversation_id: str, request: TurnRequest, *, model: str, owner: str,
     ) -> str:
         conversation = self._conversation(tenant, conversation_id)
-        active = next((t for t in conversation.turns if t.status in _ACTIVE), None)
+        active = next((t for t in conversation.turns if t.status in ACTIVE_STATUSES), None)
         if active is not None:
             raise TurnConflict(conversation_id, active.id, active.status)
-        turn = self._new_turn(conversation, status="running", mode=mode, model=model,
+        turn = self._new_turn(conversation, status="running", mode=request.mode, model=model,
                               request=request, owner=owner)
-        self._append(conversation, turn.id, [ChatMessage(role="user", content=message)], None)
+        user = ChatMessage(role="user", content=request.message)
+        self._append(conversation, turn.id, [user], None)
         return turn.id
 
     async def list_messages(self, tenant: str, conversation_id: str) -> list[StoredMessage]:
@@ -197,13 +207,13 @@ class MemoryTurnStore(TurnStore):
     ) -> None:
         answer = ChatMessage(role="assistant", content=reply.content)
         await self.add_messages(tenant, conversation_id, turn_id, [answer], reasoning)
-        await self.finish_turn(turn_id, status="completed", answer=reply.content, error=None,
-                               usage=usage)
+        self._end(turn_id, "completed", reply.content, None, usage)
 
-    async def finish_turn(
-        self, turn_id: str, *, status: str, answer: str | None, error: dict[str, Any] | None,
-        usage: Usage,
-    ) -> None:
+    async def fail_turn(self, turn_id: str, *, error: Problem, usage: Usage) -> None:
+        self._end(turn_id, "failed", None, error, usage)
+
+    def _end(self, turn_id: str, status: TurnStatus, answer: str | None, error: Problem | None,
+             usage: Usage) -> None:
         turn = self._turns[turn_id]
         turn.status, turn.answer, turn.finished_at = status, clean_text(answer), _now()
         turn.error, turn.usage = (_json(error) if error else None), _json(usage)
@@ -225,7 +235,7 @@ class MemoryTurnStore(TurnStore):
         raise StoreUnsupported(self.name, f"wait for {what} of call {call_id!r}", turn_id,
                                _NO_PAUSES)
 
-    async def pause_turn(self, turn_id: str, status: str, usage: Usage) -> None:
+    async def pause_turn(self, turn_id: str, status: PausedStatus, usage: Usage) -> None:
         raise StoreUnsupported(self.name, f"pause as {status}", turn_id, _NO_PAUSES)
 
     async def waiting_call(self, tenant: str, turn_id: str, call_id: str) -> Waiting:
@@ -251,8 +261,8 @@ class MemoryTurnStore(TurnStore):
             raise ConversationNotFound(conversation_id)
         return conversation
 
-    def _new_turn(self, conversation: _Conversation, *, status: str, mode: str, model: str,
-                  request: dict[str, Any], owner: str) -> _Turn:
+    def _new_turn(self, conversation: _Conversation, *, status: TurnStatus, mode: str,
+                  model: str, request: TurnRequest | dict[str, Any], owner: str) -> _Turn:
         turn = _Turn(tenant=conversation.tenant, id=new_id("turn"),
                      conversation_id=conversation.record.id, status=status, mode=mode,
                      model=model, request=_json(request), owner=owner, started_at=_now())

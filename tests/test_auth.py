@@ -14,7 +14,7 @@ import asyncpg
 import httpx
 import pytest
 
-from app.auth import create_key
+from app.auth import ApiKeys
 from tests.scripted_model import ScriptedReply, scripted_model
 from tests.test_mcp import SERVER_SCRIPT as MCP_SERVER
 from tools.builtins import builtin_specs
@@ -248,7 +248,7 @@ async def test_every_tenant_has_the_builtin_tools(
     await (await start_app(database_url)).stop()
     pool = await asyncpg.connect(database_url)
     try:
-        early = await create_key(pool, "early", "viewer")
+        early = await ApiKeys(pool).create("early", "viewer")
     finally:
         await pool.close()
     app = await start_app(database_url, register_builtins=True)

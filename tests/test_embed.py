@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from app.settings import SettingsError, load_settings
+from app.errors import SettingsError
+from app.settings import load_settings
 from tools import embed
 from tools.embed import SentenceTransformerEmbedder
 from tools.errors import EmbeddingError

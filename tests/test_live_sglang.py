@@ -20,6 +20,7 @@ from planner.messages import (
     ToolChoiceFunction,
 )
 from planner.model_client import ModelBackend, ModelClient
+from tests.test_model_client import WEATHER_TOOL
 
 pytestmark = [
     pytest.mark.live,
@@ -28,19 +29,6 @@ pytestmark = [
         reason="live SGLang suite: set SGLANG_URL (e.g. http://localhost:30000/v1) to run it",
     ),
 ]
-
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather for a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "description": "City name"}},
-            "required": ["city"],
-        },
-    },
-}
 
 
 @pytest.fixture

@@ -6,10 +6,13 @@ import asyncio
 from pathlib import Path
 
 import asyncpg
+import msgspec
 import numpy as np
 import pytest
 
-from app.migrate import MigrationError, discover, migrate
+from app.errors import MigrationError
+from app.migrate import discover, migrate
+from planner.records import Candidate
 
 
 async def test_migrations_apply_once_and_record_checksums(database_url: str) -> None:
@@ -108,3 +111,30 @@ async def test_example_vectors_stored_as_a_real_array_read_back_the_same_as_byte
     assert np.array_equal(np.frombuffer(rows["with_examples"], dtype="<f4").reshape(-1, 3),
                           examples)
     assert rows["without"] == b""
+
+
+async def test_a_turns_candidates_stored_as_arrays_read_back_as_objects(database_url: str) -> None:
+    """0010 turns each candidate [function, namespace, name, version] into an object, so a turn
+    paused before it is taken up with the tool versions it was using."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await migrate(conn, discover()[:9])
+        await conn.execute(
+            """INSERT INTO conversations (tenant_id, id) VALUES ('default', 'c1');
+               INSERT INTO turns (tenant_id, id, conversation_id, status, mode, model, request,
+                                  owner, candidates)
+               VALUES ('default', 't1', 'c1', 'completed', 'auto', 'default', '{}', 'r',
+                       '[["calculate", "builtin", "calculate", 2],
+                         ["default_lookup", "default", "lookup", 7]]'),
+                      ('default', 't2', 'c1', 'completed', 'auto', 'default', '{}', 'r', '[]')""")
+        await migrate(conn)
+        rows = {r["id"]: msgspec.json.decode(r["candidates"], type=list[Candidate])
+                for r in await conn.fetch("SELECT id, candidates::text FROM turns")}
+    finally:
+        await conn.close()
+    assert rows == {
+        "t1": [Candidate(function="calculate", namespace="builtin", name="calculate", version=2),
+               Candidate(function="default_lookup", namespace="default", name="lookup",
+                         version=7)],
+        "t2": [],
+    }

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 
 import httpx
+import msgspec
 import pytest
 
 from planner.errors import ModelResponseError, ModelUnavailable
@@ -16,10 +17,12 @@ from planner.messages import (
     ChatMessage,
     ContentDelta,
     Delta,
+    FunctionSpec,
     ModelRequest,
     ReasoningDelta,
     ToolCallRequest,
     ToolChoiceFunction,
+    ToolEntry,
     Usage,
 )
 from planner.model_client import ModelBackend, ModelClient, RetryPolicy
@@ -36,18 +39,15 @@ FAST = RetryPolicy(
     attempts=4, base_delay_s=0.01, max_delay_s=0.02, deadline_s=5.0, request_timeout_s=5.0
 )
 HELLO = ModelRequest(messages=[ChatMessage(role="user", content="What's the weather in Paris?")])
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather for a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
+WEATHER_TOOL = ToolEntry(function=FunctionSpec(
+    name="get_weather",
+    description="Current weather for a city",
+    parameters={
+        "type": "object",
+        "properties": {"city": {"type": "string", "description": "City name"}},
+        "required": ["city"],
     },
-}
+))
 UNAVAILABLE_TAIL = "; check that SGLang is running there (MODEL_URL) and retry"
 
 
@@ -357,7 +357,7 @@ async def test_the_payload_carries_tools_choice_reasoning_and_format(
             "model": "qwen3",
             "messages": [{"role": "user", "content": "What's the weather in Paris?"}],
             "separate_reasoning": True,
-            "tools": [WEATHER_TOOL],
+            "tools": [msgspec.to_builtins(WEATHER_TOOL)],
             "tool_choice": {"function": {"name": "get_weather"}, "type": "function"},
             "response_format": response_format,
             "chat_template_kwargs": {"enable_thinking": True},

@@ -14,12 +14,13 @@ import httpx
 import pytest
 
 from app.database import connect_pool, init_connection, progress_pool
-from planner.calls import COALESCE_S
+from app.problems import turn_problem
+from planner.call_batch import COALESCE_S
 from planner.engine import EngineSettings, TurnEngine, TurnRequest
 from planner.messages import ChatMessage
 from planner.model_client import ChatModel, ModelBackend, ModelClient
-from planner.store import FinishedCall, StartedCall
-from planner.turn_store import PostgresTurnStore
+from planner.records import FinishedCall, StartedCall
+from planner.store import PostgresTurnStore
 from tests.memory_store import MemoryTurnStore
 from tests.scripted_model import ScriptedModel, ScriptedReply
 from tools.builtins import BuiltinFunctions, builtin_specs, default_builtins
@@ -107,9 +108,9 @@ async def _turn(pool: asyncpg.Pool, progress: LoggedPool, embedder: SentenceTran
         }
         assert progress.pool is not None
         runner = ToolRunner(http, functions or default_builtins())
-        engine = TurnEngine(pool, registry, runner, models, default_model="default",
-                            settings=EngineSettings(), owner="test-replica",
-                            store=PostgresTurnStore(pool, progress.pool))
+        engine = TurnEngine(PostgresTurnStore(pool, progress.pool), registry, runner, models,
+                            default_model="default", settings=EngineSettings(),
+                            owner="test-replica", problem_of=turn_problem)
         conversation = await engine.open_conversation(TENANT, {}, [])
         model.push(*replies, ScriptedReply(content="Done."))
         asked = TurnRequest(message="work out six times seven", mode=mode)
@@ -255,9 +256,9 @@ async def _napping_engine(
     registry = ToolRegistry(pool, embedder)
     await registry.write(TENANT, [*builtin_specs(), NAP])
     models: dict[str, ChatModel] = {"default": ModelClient(ModelBackend(base_url=model.url), http)}
-    return TurnEngine(pool, registry, ToolRunner(http, functions), models,
+    return TurnEngine(store, registry, ToolRunner(http, functions), models,
                       default_model="default", settings=EngineSettings(), owner="test-replica",
-                      store=store)
+                      problem_of=turn_problem)
 
 
 async def test_a_failed_write_of_an_early_call_end_fails_the_turn_with_the_fault(
@@ -315,6 +316,6 @@ async def test_a_write_of_ends_under_way_when_its_step_fails_is_seen_through_and
             await asyncio.sleep(5 * COALESCE_S)
     assert result.error is not None
     assert result.error.detail == "OSError: connection to the database was lost (running row)"
-    logged = [r.getMessage() for r in caplog.records if r.name == "planner.calls"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "planner.call_batch"]
     assert logged == ["writing the ends of a failed step's calls failed too: OSError: "
                       "connection to the database was lost (ends)"]

@@ -115,7 +115,7 @@ async def test_a_turn_written_but_never_run_runs_out_of_lease_and_the_conversati
     a turn is marked interrupted instead of blocking its conversation for good."""
     async with scripted_model(ScriptedReply(content="Still here.")) as model:
         app = await start_app(database_url, model_url=model.url, turn_lease_s=0.6)
-        engine: TurnEngine = app.server.server.config.app.state.engine
+        engine: TurnEngine = app.server.server.config.app.state.conversations.engine
         conversation = (await app.client.post("/v1/conversations", json={})).json()["id"]
         stranded = await engine.start_turn("default", conversation, TurnRequest(message="hi"))
 

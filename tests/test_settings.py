@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from app.errors import SettingsError
 from app.main import QUIET_LOGGERS, create_app
-from app.settings import Settings, SettingsError, load_settings
+from app.settings import Settings, load_settings
 
 
 def test_defaults_when_the_environment_is_empty() -> None:

@@ -15,13 +15,15 @@ import msgspec
 import pytest
 
 from app.database import connect_pool
+from app.problems import turn_problem
 from planner.engine import EngineSettings, TurnEngine, TurnRequest
 from planner.errors import ConversationNotFound, StoreUnsupported, TurnConflict
 from planner.events import ToolCallRecord
 from planner.messages import ChatMessage
 from planner.model_client import ModelBackend, ModelClient
-from planner.pauses import Approved
-from planner.turn_store import PostgresTurnStore, TurnStore
+from planner.records import Approved
+from planner.store import PostgresTurnStore
+from planner.turn_store import TurnStore
 from tests.memory_store import MemoryTurnStore
 from tests.scripted_model import ScriptedFailure, ScriptedModel, ScriptedReply
 from tools.builtins import builtin_specs, default_builtins
@@ -56,9 +58,9 @@ async def _engine(pool: asyncpg.Pool, embedder: SentenceTransformerEmbedder,
     registry = ToolRegistry(pool, embedder)
     await registry.write(TENANT, [*builtin_specs(), NEEDS_APPROVAL])
     models = {"default": ModelClient(ModelBackend(base_url=model.url), http)}
-    return TurnEngine(pool, registry, ToolRunner(http, default_builtins()), models,
+    return TurnEngine(store, registry, ToolRunner(http, default_builtins()), models,
                       default_model="default", settings=EngineSettings(), owner="test-replica",
-                      store=store)
+                      problem_of=turn_problem)
 
 
 @pytest.fixture

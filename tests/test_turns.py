@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from planner.prompt import INSTRUCTIONS_HEADING, SYSTEM_AUTO
 from tests.scripted_model import ScriptedFailure, ScriptedModel, ScriptedReply
 from tests.tool_server import ToolServer, http_tool
 
@@ -73,6 +74,19 @@ async def turn(
 
 def tool_messages(request: dict[str, Any]) -> list[dict[str, Any]]:
     return [json.loads(m["content"]) for m in request["messages"] if m["role"] == "tool"]
+
+
+async def test_a_turns_instructions_follow_the_system_prompt_and_are_not_history(
+    chat: httpx.AsyncClient, model: ScriptedModel
+) -> None:
+    model.push(ScriptedReply(content="Hi."), ScriptedReply(content="Hello again."))
+    conversation = await new_conversation(chat)
+    first = await turn(chat, conversation, "hello", instructions="Answer in one word.")
+    assert first.status_code == 200, first.text
+    await turn(chat, conversation, "hello again")
+
+    system = [m["content"] for r in model.requests for m in r["messages"] if m["role"] == "system"]
+    assert system == [f"{SYSTEM_AUTO}{INSTRUCTIONS_HEADING}Answer in one word.", SYSTEM_AUTO]
 
 
 async def test_calls_in_one_reply_run_at_the_same_time(

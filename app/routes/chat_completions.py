@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Request, Response, post
+from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from litestar.response import ServerSentEvent
 
-from app import idempotency
 from app.auth import require
 from app.errors import RequestFieldInvalid
-from app.idempotency import Claim
+from app.idempotency import Claim, IdempotencyKeys
 from app.openai_wire import (
     CONVERSATION_HEADER,
     ChatAsk,
@@ -26,14 +25,12 @@ from app.openai_wire import (
     stream_chunks,
     with_error_member,
 )
-from app.problems import EXCEPTION_HANDLERS
+from app.problems import EXCEPTION_HANDLERS, planner_detail
 from app.tenancy import tenant_of
-from app.turns import answer_call, launch_turn
-from planner import pauses, results
-from planner.engine import TurnEngine
+from planner.conversations import Conversations, Ran
 from planner.errors import UnknownModel
-from planner.events import TurnEvent, TurnResult
-from planner.supervisor import TurnSupervisor
+from planner.events import TurnResult
+from planner.records import ClientOutput
 
 
 @post(
@@ -45,76 +42,71 @@ from planner.supervisor import TurnSupervisor
     exception_handlers=with_error_member(EXCEPTION_HANDLERS),
 )
 async def create_chat_completion(
-    request: Request[Any, Any, Any], data: JSONBody[ChatCompletionIn]
+    request: Request[Any, Any, Any], conversations: NamedDependency[Conversations],
+    idempotency: NamedDependency[IdempotencyKeys], data: JSONBody[ChatCompletionIn],
 ) -> Response[Any]:
-    engine: TurnEngine = request.app.state.engine
-    supervisor: TurnSupervisor = request.app.state.supervisor
     ask = read_request(data, request.headers.get(CONVERSATION_HEADER))
-    _check_model(engine, data.model)
+    _check_model(conversations, data.model)
     frame = Frame(model=data.model, created=int(time.time()))
-    tenant = tenant_of(request)
+    tenant, path = tenant_of(request), request.url.path
 
     async def run(claim: Claim | None) -> Response[Any]:
+        on_started = idempotency.tie_to_turn(claim)
         if ask.outputs:
-            return await _send_outputs(engine, supervisor, claim, tenant, ask, frame,
-                                       request.url.path)
-        conversation_id = await _conversation(engine, tenant, ask)
-        ran = await launch_turn(engine, supervisor, claim, tenant, conversation_id, ask.turn)
+            turn_id = await _waiting_turn(conversations, tenant, ask)
+            await on_started(turn_id)
+            ran = await _send_outputs(conversations, tenant, turn_id, ask)
+            conversation_id = ask.conversation_id
+        else:
+            conversation_id = await _conversation(conversations, tenant, ask)
+            ran = await conversations.launch(tenant, conversation_id, ask.turn, on_started)
         if isinstance(ran, TurnResult):
-            return respond(ran, frame, request.url.path)
+            return respond(ran, frame, path)
         return ServerSentEvent(stream_chunks(ran, frame, ask.include_usage),
-                               headers={CONVERSATION_HEADER: conversation_id})
+                               headers={CONVERSATION_HEADER: str(conversation_id)})
 
     return await idempotency.guarded(request, "POST chat/completions", run,
-                                     lambda result: respond(result, frame, request.url.path))
+                                     lambda result: respond(result, frame, path))
 
 
-def _check_model(engine: TurnEngine, model: str) -> None:
+def _check_model(conversations: Conversations, model: str) -> None:
     try:
-        engine.model_for(model)
+        conversations.backend(model)
     except UnknownModel as exc:
-        raise RequestFieldInvalid("/model", str(exc)) from exc
+        raise RequestFieldInvalid("/model", planner_detail(exc)) from exc
 
 
-async def _conversation(engine: TurnEngine, tenant: str, ask: ChatAsk) -> str:
+async def _conversation(conversations: Conversations, tenant: str, ask: ChatAsk) -> str:
     """The conversation to continue, or a new one holding the request's earlier messages."""
     if ask.conversation_id is not None:
         return ask.conversation_id
-    return await engine.open_conversation(tenant, ask.metadata, ask.history, ask.turn.model)
+    return await conversations.open(tenant, ask.metadata, ask.history, ask.turn.model)
 
 
 async def _send_outputs(
-    engine: TurnEngine, supervisor: TurnSupervisor, claim: Claim | None, tenant: str,
-    ask: ChatAsk, frame: Frame, path: str,
-) -> Response[Any]:
+    conversations: Conversations, tenant: str, turn_id: str, ask: ChatAsk
+) -> Ran:
     """The results of client tools go to the paused turn that waits on them; once none is
     missing, the turn goes on and its answer is this request's."""
-    assert ask.conversation_id is not None  # read_request asks for it with tool results
-    turn_id = await _waiting_turn(engine, tenant, ask)
-    await idempotency.record_turn(engine.pool, claim, turn_id)
-    ran: TurnResult | AsyncIterator[TurnEvent] | None = None
+    ran: Ran | None = None
     for output in ask.outputs:
-        decision = pauses.ClientOutput(output=_decoded(output.content))
-        ran = await answer_call(engine, supervisor, tenant, turn_id, output.call_id, decision,
-                                ask.turn.stream)
+        decision = ClientOutput(output=_decoded(output.content))
+        ran = await conversations.answer(tenant, turn_id, output.call_id, decision,
+                                         ask.turn.stream)
     if ran is None:  # it still waits, on a person's approval say
-        ran = await results.turn_result(engine.pool, tenant, turn_id)
-        assert ran is not None
-    if isinstance(ran, TurnResult):
-        return respond(ran, frame, path)
-    return ServerSentEvent(stream_chunks(ran, frame, ask.include_usage),
-                           headers={CONVERSATION_HEADER: ask.conversation_id})
+        return await conversations.turn(tenant, turn_id)
+    return ran
 
 
-async def _waiting_turn(engine: TurnEngine, tenant: str, ask: ChatAsk) -> str:
+async def _waiting_turn(conversations: Conversations, tenant: str, ask: ChatAsk) -> str:
     """The paused turn of the conversation, checked to wait on every call answered, so a
     wrong id changes nothing."""
-    assert ask.conversation_id is not None
-    turn_id = await pauses.paused_turn(engine.pool, tenant, ask.conversation_id)
+    assert ask.conversation_id is not None  # read_request asks for it with tool results
+    turn_id = await conversations.paused_turn(tenant, ask.conversation_id)
     if turn_id is None:
         raise RequestFieldInvalid("/messages", f"conversation {ask.conversation_id!r} has no "
                                   "turn waiting on client tools; send a user message instead")
-    waiting = {p.id for p in await results.waiting_calls(engine.pool, turn_id)}
+    waiting = {p.id for p in await conversations.waiting_calls(turn_id)}
     for output in ask.outputs:
         if output.call_id not in waiting:
             raise RequestFieldInvalid(

@@ -6,15 +6,16 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, delete, get, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
-from app.auth import ApiKey, NewKey, create_key, list_keys, require, revoke_key
-from app.errors import KeyNotFound
+from app.auth import ApiKey, ApiKeys, NewKey, require
 from app.tenancy import DEFAULT_TENANT, tenant_of
-from tools.builtins import builtin_specs
 from tools.errors import FieldError, SpecInvalid
 from tools.spec import NAME_PATTERN
+
+Keys = NamedDependency[ApiKeys]
 
 
 class KeyRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -34,23 +35,23 @@ class KeyController(Controller):
     guards = [require("keys:admin")]
 
     @post("/", status_code=HTTP_201_CREATED, summary="Create an API key (shown once)")
-    async def create(self, request: Request[Any, Any, Any], data: JSONBody[KeyRequest]) -> NewKey:
+    async def create(
+        self, request: Request[Any, Any, Any], api_keys: Keys, data: JSONBody[KeyRequest]
+    ) -> NewKey:
         caller = tenant_of(request)
         tenant = data.tenant or caller
         if tenant != caller and caller != DEFAULT_TENANT:
             raise SpecInvalid([FieldError(
                 "/tenant", f"an admin of tenant {caller!r} can only create keys for {caller!r}"
             )])
-        made = await create_key(request.app.state.pool, tenant, data.role, data.name)
-        if request.app.state.register_builtins:  # a new tenant gets the builtin tools at once
-            await request.app.state.registry.write(tenant, builtin_specs())
-        return made
+        return await api_keys.create(tenant, data.role, data.name)
 
     @get("/", summary="This tenant's keys (never their secrets)")
-    async def list(self, request: Request[Any, Any, Any]) -> KeyList:
-        return KeyList(await list_keys(request.app.state.pool, tenant_of(request)))
+    async def list(self, request: Request[Any, Any, Any], api_keys: Keys) -> KeyList:
+        return KeyList(await api_keys.of_tenant(tenant_of(request)))
 
     @delete("/{key_id:str}", status_code=HTTP_204_NO_CONTENT, summary="Revoke a key")
-    async def revoke(self, request: Request[Any, Any, Any], key_id: FromPath[str]) -> None:
-        if not await revoke_key(request.app.state.pool, tenant_of(request), key_id):
-            raise KeyNotFound(f"key {key_id!r} not found or already revoked")
+    async def revoke(
+        self, request: Request[Any, Any, Any], api_keys: Keys, key_id: FromPath[str]
+    ) -> None:
+        await api_keys.revoke(tenant_of(request), key_id)

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, delete, get, post
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
@@ -22,15 +22,9 @@ class McpServerPage(msgspec.Struct, frozen=True):
     items: list[McpServerRecord]
 
 
-async def provide_servers(request: Request[Any, Any, Any]) -> McpServers:
-    servers: McpServers = request.app.state.mcp_servers
-    return servers
-
-
 class McpServerController(Controller):
     path = "/v1/mcp/servers"
     tags = ["mcp"]
-    dependencies = {"servers": Provide(provide_servers)}
     guards = [require("tools:read")]
 
     @post("/", status_code=HTTP_201_CREATED, summary="Register an MCP server and import its tools",

@@ -6,13 +6,12 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
-from app import idempotency
 from app.auth import require
-from app.idempotency import Claim
+from app.idempotency import IdempotencyKeys
 from app.tenancy import tenant_of
 from tools.errors import FieldError, SpecInvalid
 from tools.index import SearchHit
@@ -23,6 +22,7 @@ from tools.spec import DEFAULT_NAMESPACE, NAME_PATTERN, ToolRecord, ToolSpec
 from tools.validation import parse_specs, schema_errors
 
 Registry = NamedDependency[ToolRegistry]
+Idempotency = NamedDependency[IdempotencyKeys]
 WRITE = require("tools:write")
 MAX_PAGE = 500
 MAX_VERSION = 2**31 - 1  # versions are Postgres integers
@@ -95,27 +95,18 @@ def checked(spec: ToolSpec) -> ToolSpec:
     return spec
 
 
-async def provide_registry(request: Request[Any, Any, Any]) -> ToolRegistry:
-    registry: ToolRegistry = request.app.state.registry
-    return registry
-
-
 class ToolController(Controller):
     path = "/v1/tools"
     tags = ["tools"]
-    dependencies = {"registry": Provide(provide_registry)}
     guards = [require("tools:read")]
 
     @post("/", status_code=HTTP_201_CREATED, summary="Register a tool", guards=[WRITE])
     async def create_tool(
-        self, request: Request[Any, Any, Any], registry: Registry, data: JSONBody[ToolSpec]
+        self, request: Request[Any, Any, Any], registry: Registry, idempotency: Idempotency,
+        data: JSONBody[ToolSpec],
     ) -> Response[ToolRecord]:
-        async def create(claim: Claim | None) -> Response[ToolRecord]:
-            record = await registry.create(tenant_of(request), checked(data))
-            await idempotency.record(registry.pool, claim, HTTP_201_CREATED, record)
-            return Response(record, status_code=HTTP_201_CREATED)
-
-        return await idempotency.guarded(request, "POST /v1/tools", create)
+        return await idempotency.once(request, "POST /v1/tools", HTTP_201_CREATED,
+                                      lambda: registry.create(tenant_of(request), checked(data)))
 
     @post(
         "/bulk",
@@ -124,18 +115,17 @@ class ToolController(Controller):
         guards=[WRITE],
     )
     async def bulk_tools(
-        self, request: Request[Any, Any, Any], registry: Registry, data: JSONBody[BulkRequest]
+        self, request: Request[Any, Any, Any], registry: Registry, idempotency: Idempotency,
+        data: JSONBody[BulkRequest],
     ) -> Response[BulkResult]:
         """All or nothing: every tool is written and searchable, or the 422 lists each bad item."""
 
-        async def write(claim: Claim | None) -> Response[BulkResult]:
+        async def write() -> BulkResult:
             specs = parse_specs(data.tools, prefix=("tools",))
             result = await registry.write(tenant_of(request), specs)
-            body = BulkResult(result.created, result.updated, result.unchanged)
-            await idempotency.record(registry.pool, claim, HTTP_200_OK, body)
-            return Response(body)
+            return BulkResult(result.created, result.updated, result.unchanged)
 
-        return await idempotency.guarded(request, "POST /v1/tools/bulk", write)
+        return await idempotency.once(request, "POST /v1/tools/bulk", HTTP_200_OK, write)
 
     @post(
         "/import/openapi",

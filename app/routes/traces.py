@@ -9,20 +9,17 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, get
+from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 
 from app.auth import require
-from app.span_store import (
-    Trace,
-    TraceFilter,
-    TraceNotFound,
-    TraceSummary,
-    get_trace,
-    list_traces,
-)
+from app.errors import TraceNotFound
+from app.span_store import Trace, TraceFilter, TraceReads, TraceSummary
 from app.tenancy import tenant_of
-from planner import store
+from planner.conversations import Conversations
 from tools.errors import FieldError, SpecInvalid
+
+Traces = NamedDependency[TraceReads]
 
 
 class TraceList(msgspec.Struct, frozen=True):
@@ -63,14 +60,6 @@ def _check_moments(**moments: datetime | None) -> None:
             )])
 
 
-async def _trace(request: Request[Any, Any, Any], trace_id: str) -> Trace:
-    found = await get_trace(request.app.state.engine.pool, tenant_of(request), trace_id)
-    if found is None:
-        raise TraceNotFound(f"trace {trace_id!r} not found (spans are stored a moment after a "
-                            "turn ends; list traces with GET /v1/traces)")
-    return found
-
-
 class TraceController(Controller):
     path = "/v1"
     tags = ["traces"]
@@ -80,6 +69,7 @@ class TraceController(Controller):
     async def list_traces(
         self,
         request: Request[Any, Any, Any],
+        traces: Traces,
         conversation_id: Annotated[str | None, QueryParameter()] = None,
         tool: Annotated[str | None, QueryParameter(description="A tool the turn called.")] = None,
         status: Annotated[Literal["ok", "error"] | None, QueryParameter()] = None,
@@ -94,19 +84,23 @@ class TraceController(Controller):
         where = TraceFilter(conversation_id=conversation_id, tool=tool, status=status,
                             min_duration_ms=min_duration_ms, max_duration_ms=max_duration_ms,
                             since=since, until=until)
-        found = await list_traces(request.app.state.engine.pool, tenant_of(request), where,
-                                  limit=limit + 1, after=_after(cursor))
+        found = await traces.find(tenant_of(request), where, limit=limit + 1,
+                                  after=_after(cursor))
         more = len(found) > limit
         return TraceList(found[:limit], _cursor(found[limit - 1]) if more else None)
 
     @get("/traces/{trace_id:str}", summary="A trace's spans with their timing")
-    async def get_trace(self, request: Request[Any, Any, Any], trace_id: FromPath[str]) -> Trace:
-        return await _trace(request, trace_id)
+    async def get_trace(
+        self, request: Request[Any, Any, Any], traces: Traces, trace_id: FromPath[str]
+    ) -> Trace:
+        return await traces.get(tenant_of(request), trace_id)
 
     @get("/turns/{turn_id:str}/trace", summary="The trace of one turn")
-    async def turn_trace(self, request: Request[Any, Any, Any], turn_id: FromPath[str]) -> Trace:
-        trace_id = await store.turn_trace_id(request.app.state.engine.pool, tenant_of(request),
-                                             turn_id)
+    async def turn_trace(
+        self, request: Request[Any, Any, Any], traces: Traces,
+        conversations: NamedDependency[Conversations], turn_id: FromPath[str],
+    ) -> Trace:
+        trace_id = await conversations.trace_id(tenant_of(request), turn_id)
         if trace_id is None:
             raise TraceNotFound(f"turn {turn_id!r} not found, or it was not traced")
-        return await _trace(request, trace_id)
+        return await traces.get(tenant_of(request), trace_id)

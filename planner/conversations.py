@@ -1,0 +1,125 @@
+"""Conversations as the chat routes use them: open and read them, run a turn, answer a paused
+turn's waiting calls. Each is one call here; turns run under the supervisor, so a client that
+goes away never cuts one short."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from planner.engine import TurnEngine
+from planner.errors import TurnNotFound
+from planner.events import PendingCall, TurnEvent, TurnResult
+from planner.messages import ChatMessage
+from planner.model_client import ModelBackend
+from planner.records import Conversation, Decision, StoredMessage, TurnRequest, TurnRow
+from planner.store import PostgresTurnStore
+from planner.supervisor import TurnSupervisor
+from planner.turn import EventSink, ignore
+
+OnStarted = Callable[[str], Awaitable[None]]
+"""Told the id of a turn once it is written, before it runs (to tie a request to it)."""
+Ran = TurnResult | AsyncIterator[TurnEvent]
+"""A finished turn, or (streamed) its events as they happen."""
+
+
+async def _nothing(_turn_id: str) -> None:
+    return None
+
+
+class Conversations:
+    def __init__(
+        self, engine: TurnEngine, supervisor: TurnSupervisor, store: PostgresTurnStore
+    ) -> None:
+        self.engine, self.supervisor, self.store = engine, supervisor, store
+
+    async def create(self, tenant: str, metadata: dict[str, Any]) -> Conversation:
+        return await self.store.create_conversation(tenant, metadata)
+
+    async def get(self, tenant: str, conversation_id: str) -> tuple[Conversation, list[TurnRow]]:
+        """The conversation and its turns, oldest first."""
+        found = await self.store.get_conversation(tenant, conversation_id)
+        return found, await self.store.list_turns(tenant, conversation_id)
+
+    async def messages(self, tenant: str, conversation_id: str) -> list[StoredMessage]:
+        await self.store.get_conversation(tenant, conversation_id)
+        return await self.store.list_messages(tenant, conversation_id)
+
+    async def turn(self, tenant: str, turn_id: str) -> TurnResult:
+        """A turn as it stands (or ended)."""
+        result = await self.find_turn(tenant, turn_id)
+        if result is None:
+            raise TurnNotFound(turn_id)
+        return result
+
+    async def find_turn(self, tenant: str, turn_id: str) -> TurnResult | None:
+        return await self.store.turn_result(tenant, turn_id)
+
+    async def trace_id(self, tenant: str, turn_id: str) -> str | None:
+        """The turn's trace id; None when the turn is unknown or was not traced."""
+        return await self.store.turn_trace_id(tenant, turn_id)
+
+    async def paused_turn(self, tenant: str, conversation_id: str) -> str | None:
+        return await self.store.paused_turn(tenant, conversation_id)
+
+    async def waiting_calls(self, turn_id: str) -> list[PendingCall]:
+        return await self.store.waiting_calls(turn_id)
+
+    async def launch(
+        self, tenant: str, conversation_id: str, request: TurnRequest,
+        on_started: OnStarted = _nothing,
+    ) -> Ran:
+        """Start a turn and run it: its result, or (`request.stream`) its events."""
+        engine = self.engine
+        turn_id = await engine.start_turn(tenant, conversation_id, request)
+        await on_started(turn_id)
+        if not request.stream:
+            run = engine.run_turn(tenant, conversation_id, turn_id, request)
+            return await self.supervisor.outcome(run)
+        return self.supervisor.follow(
+            lambda emit: engine.run_turn(tenant, conversation_id, turn_id, request, emit)
+        )
+
+    async def answer(
+        self, tenant: str, turn_id: str, call_id: str, decision: Decision, stream: bool
+    ) -> Ran | None:
+        """Record the answer for a waiting call; None while other calls still wait, else the
+        rest of the turn, as with `launch`. The answer and taking the turn up are one
+        supervisor task, so a client that goes away between them cannot leave the turn owned
+        but not running."""
+        decided: asyncio.Future[list[PendingCall]] = asyncio.get_running_loop().create_future()
+
+        async def go_on(emit: EventSink) -> TurnResult | None:
+            try:
+                waiting = await self.engine.decide(tenant, turn_id, call_id, decision)
+            except Exception as exc:  # the caller gets it from `decided`
+                decided.set_exception(exc)
+                return None
+            decided.set_result(waiting)
+            return None if waiting else await self.engine.resume_turn(tenant, turn_id, emit)
+
+        if not stream:
+            task = self.supervisor.spawn(go_on(ignore))
+            if await asyncio.shield(decided):
+                return None
+            result: TurnResult = await asyncio.shield(task)
+            return result
+        events = self.supervisor.follow(go_on)
+        return None if await asyncio.shield(decided) else events
+
+    async def open(
+        self, tenant: str, metadata: dict[str, Any], history: list[ChatMessage],
+        model: str | None,
+    ) -> str:
+        """A new conversation that already holds `history` (user and assistant messages a
+        client had before), written together: both or neither."""
+        return await self.engine.open_conversation(tenant, metadata, history, model)
+
+    def backends(self) -> list[ModelBackend]:
+        """The configured model backends, by name."""
+        return [model.backend for model in self.engine.models.values()]
+
+    def backend(self, name: str | None) -> ModelBackend:
+        """The backend a turn asking for `name` runs on; UnknownModel when none is."""
+        return self.engine.model_for(name).backend
