@@ -150,10 +150,15 @@ class Choice(msgspec.Struct, frozen=True, kw_only=True):
     logprobs: None = None
 
 
-class ChatCompletion(msgspec.Struct, frozen=True, kw_only=True):
+class _Completion(msgspec.Struct, frozen=True, kw_only=True):
+    """What a completion and each of its chunks repeat: the turn's id, when, which model."""
+
     id: str
     created: int
     model: str
+
+
+class ChatCompletion(_Completion, frozen=True, kw_only=True):
     choices: list[Choice]
     usage: UsageOut
     switchboard: Extension
@@ -174,10 +179,7 @@ class ChunkChoice(msgspec.Struct, frozen=True, kw_only=True):
     logprobs: None = None
 
 
-class ChatCompletionChunk(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
-    created: int
-    model: str
+class ChatCompletionChunk(_Completion, frozen=True, kw_only=True):
     choices: list[ChunkChoice]
     usage: UsageOut | UnsetType = UNSET
     switchboard: Extension | UnsetType = UNSET

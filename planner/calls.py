@@ -370,15 +370,7 @@ class CallRunner:
 
     def _trace_outcome(self, turn: TurnState, call: Call, span: Span, outcome: CallOutcome) -> None:
         turn.span_contexts[call.id] = span.get_span_context()
-        self.tracer.tool_result(
-            span,
-            ok=outcome.ok,
-            result=outcome.result,
-            error=outcome.error,
-            error_type=outcome.error_type,
-            attempts=outcome.attempts,
-            redact=turn.redactor(),
-        )
+        self.tracer.tool_result(span, outcome, turn.redactor())
 
     @staticmethod
     def _started(turn: TurnState, call: Call) -> StartedCall:

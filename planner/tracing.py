@@ -39,6 +39,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.util import types
 
 from planner.messages import ChatMessage, ModelReply, ModelRequest
+from tools.outcome import CallOutcome
 from tools.redaction import Redactor
 
 CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
@@ -339,24 +340,15 @@ class TurnTracer:
         links_ = [Link(c) for c in links]
         return self._leaf(f"execute_tool {name}", attributes=attributes, links=links_)
 
-    def tool_result(
-        self,
-        span: Span,
-        *,
-        ok: bool,
-        result: Any,
-        error: str | None,
-        error_type: str | None,
-        attempts: int,
-        redact: Redactor,
-    ) -> None:
+    def tool_result(self, span: Span, outcome: CallOutcome, redact: Redactor) -> None:
         if not span.is_recording():
             return
-        span.set_attribute("switchboard.tool.attempts", attempts)
-        if not ok:
-            mark_error(span, error_type or "tool_error", redact(error or ""))
+        span.set_attribute("switchboard.tool.attempts", outcome.attempts)
+        if not outcome.ok:
+            mark_error(span, outcome.error_type or "tool_error", redact(outcome.error or ""))
         if self.options.capture_content:
-            body = result if ok else {"error": error, "error_type": error_type}
+            body = (outcome.result if outcome.ok
+                    else {"error": outcome.error, "error_type": outcome.error_type})
             span.set_attribute("gen_ai.tool.call.result", self._cut(redact(_json(body))))
 
     def _leaf(self, name: str, *, kind: SpanKind = SpanKind.INTERNAL,

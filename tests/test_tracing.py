@@ -25,6 +25,7 @@ from planner.tracing import LeafSpans, TurnTracer
 from tests.loopback import serving
 from tests.scripted_model import ScriptedFailure, ScriptedModel, ScriptedReply
 from tests.tool_server import ToolServer, http_tool
+from tools.outcome import CallOutcome
 from tools.redaction import Redactor
 
 SECRET = "s3cr3t-signing-key"
@@ -363,8 +364,8 @@ def test_leaf_spans_are_children_of_the_turn_and_record_errors() -> None:
     with tracer.turn(tenant="t1", conversation_id="c", turn_id="u", mode="auto", model="m") as root:
         with tracer.tool(tenant="t1", name="f", call_id="1", kind="function", step=1,
                          depends_on=[], links=[], arguments={}, redact=redact) as span:
-            tracer.tool_result(span, ok=False, result=None, error="boom", error_type="tool_error",
-                               attempts=2, redact=redact)
+            failed = CallOutcome(error="boom", error_type="tool_error", attempts=2)
+            tracer.tool_result(span, failed, redact)
         with pytest.raises(RuntimeError), tracer.retrieval(tenant="t1", query="q", k=3):
             raise RuntimeError("index gone")
     tool, retrieval, turn = exporter.get_finished_spans()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -12,8 +11,8 @@ import asyncpg
 import msgspec
 import numpy as np
 
+from tools.cursors import decode_cursor, encode_cursor
 from tools.embed import Vectors
-from tools.errors import FieldError, SpecInvalid
 from tools.index import IndexedTool, SearchData
 from tools.spec import ToolRecord, ToolSpec
 
@@ -330,21 +329,6 @@ class Page(msgspec.Struct, frozen=True):
     next_cursor: str | None
 
 
-def encode_cursor(namespace: str, name: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([namespace, name]).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[str, str]:
-    try:
-        namespace, name = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return str(namespace), str(name)
-    except (ValueError, TypeError) as exc:
-        raise SpecInvalid(
-            [FieldError("", "not a cursor this service issued: pass next_cursor unchanged",
-                        parameter="query parameter 'cursor'")]
-        ) from exc
-
-
 async def list_current(
     conn: asyncpg.Connection | asyncpg.Pool,
     tenant: str,
@@ -354,7 +338,7 @@ async def list_current(
     cursor: str | None,
     limit: int,
 ) -> Page:
-    after = decode_cursor(cursor) if cursor else ("", "")
+    after = decode_cursor(cursor, tuple[str, str]) if cursor else ("", "")
     rows = await conn.fetch(
         _RECORD_SQL
         + """ JOIN tools t USING (tenant_id, namespace, name, version)
@@ -371,5 +355,6 @@ async def list_current(
         limit + 1,
     )
     items = [_record(r) for r in rows[:limit]]
-    more = len(rows) > limit
-    return Page(items, encode_cursor(items[-1].namespace, items[-1].name) if more else None)
+    if len(rows) <= limit:
+        return Page(items, None)
+    return Page(items, encode_cursor((items[-1].namespace, items[-1].name)))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -17,6 +15,7 @@ from app.errors import TraceNotFound
 from app.span_store import Trace, TraceFilter, TraceReads, TraceSummary
 from app.tenancy import tenant_of
 from planner.conversations import Conversations
+from tools.cursors import decode_cursor, encode_cursor
 from tools.errors import FieldError, SpecInvalid
 
 Traces = NamedDependency[TraceReads]
@@ -25,22 +24,6 @@ Traces = NamedDependency[TraceReads]
 class TraceList(msgspec.Struct, frozen=True):
     traces: list[TraceSummary]
     next_cursor: str | None
-
-
-def _cursor(summary: TraceSummary) -> str:
-    raw = json.dumps([summary.start_time_unix_nano, summary.trace_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _after(cursor: str | None) -> tuple[int, str] | None:
-    if not cursor:
-        return None
-    try:
-        start, trace_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return int(start), str(trace_id)
-    except (ValueError, TypeError) as exc:
-        raise SpecInvalid([FieldError("", "not a cursor this service issued: pass next_cursor "
-                                      "unchanged", parameter="query parameter 'cursor'")]) from exc
 
 
 # Span times are nanoseconds in a signed 64-bit integer: that reaches into the year 2262.
@@ -85,9 +68,11 @@ class TraceController(Controller):
                             min_duration_ms=min_duration_ms, max_duration_ms=max_duration_ms,
                             since=since, until=until)
         found = await traces.find(tenant_of(request), where, limit=limit + 1,
-                                  after=_after(cursor))
-        more = len(found) > limit
-        return TraceList(found[:limit], _cursor(found[limit - 1]) if more else None)
+                                  after=decode_cursor(cursor, tuple[int, str]) if cursor else None)
+        if len(found) <= limit:
+            return TraceList(found, None)
+        last = found[limit - 1]
+        return TraceList(found[:limit], encode_cursor((last.start_time_unix_nano, last.trace_id)))
 
     @get("/traces/{trace_id:str}", summary="A trace's spans with their timing")
     async def get_trace(
