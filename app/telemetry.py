@@ -13,7 +13,8 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from app.span_store import PostgresSpanProcessor
-from planner.tracing import LeafSpans, TraceOptions, TurnTracer, capture_from_env
+from planner.leaf_spans import LeafSpans
+from planner.tracing import TraceOptions, TurnTracer, capture_from_env
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,8 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import NonRecordingSpan, SpanContext, StatusCode, TraceFlags
 
 from app.span_store import PostgresSpanProcessor
-from planner.tracing import LeafSpans, TurnTracer
+from planner.leaf_spans import LeafSpans
+from planner.tracing import TurnTracer
 from tests.loopback import serving
 from tests.scripted_model import ScriptedFailure, ScriptedModel, ScriptedReply
 from tests.tool_server import ToolServer, http_tool
