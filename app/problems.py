@@ -176,14 +176,22 @@ def on_document_unreachable(
                    [FieldError("/url", str(exc))])
 
 
-def on_not_found(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
-    return problem(request, 404, "not-found", "Not found", str(exc))
+_KNOWN: dict[type[Exception], tuple[int, str, str]] = {
+    ToolNotFound: (404, "not-found", "Not found"),
+    McpServerNotFound: (404, "not-found", "Not found"),
+    NotFound: (404, "not-found", "Not found"),
+    ToolExists: (409, "conflict", "Already exists"),
+    McpServerExists: (409, "conflict", "Already exists"),
+    McpListingInvalid: (502, "mcp-server-error", "MCP server error"),
+    McpCallFailed: (502, "mcp-server-error", "MCP server error"),
+}
+"""Errors whose message is the whole detail: their status, problem type and title."""
 
 
-def on_exists(
-    request: Request[Any, Any, Any], exc: ToolExists | McpServerExists
-) -> Response[Problem]:
-    return problem(request, 409, "conflict", "Already exists", str(exc))
+def on_known(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    kind = next(k for k in type(exc).__mro__ if k in _KNOWN)
+    status, slug, title = _KNOWN[kind]
+    return problem(request, status, slug, title, str(exc))
 
 
 def on_mcp_unreachable(request: Request[Any, Any, Any], exc: McpUnreachable) -> Response[Problem]:
@@ -193,12 +201,6 @@ def on_mcp_unreachable(request: Request[Any, Any, Any], exc: McpUnreachable) -> 
         return problem(request, 422, "invalid-request", "Request body is invalid", str(exc),
                        [error])
     return problem(request, 502, "mcp-unreachable", "MCP server unreachable", str(exc))
-
-
-def on_mcp_server_fault(
-    request: Request[Any, Any, Any], exc: McpListingInvalid | McpCallFailed
-) -> Response[Problem]:
-    return problem(request, 502, "mcp-server-error", "MCP server error", str(exc))
 
 
 def on_validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Problem]:
@@ -267,20 +269,14 @@ def _title(status: int) -> str:
 
 
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
+    **dict.fromkeys(_KNOWN, on_known),
     SpecInvalid: on_spec_invalid,
     RequestFieldInvalid: on_request_field,
-    ToolNotFound: on_not_found,
-    ToolExists: on_exists,
     DocumentInvalid: on_document_invalid,
     DocumentUnreachable: on_document_unreachable,
-    McpServerNotFound: on_not_found,
-    McpServerExists: on_exists,
     McpUnreachable: on_mcp_unreachable,
-    McpListingInvalid: on_mcp_server_fault,
-    McpCallFailed: on_mcp_server_fault,
     EmbeddingError: on_embedding,
     PlannerError: on_planner,
-    NotFound: on_not_found,
     IdempotencyConflict: on_idempotency,
     ValidationException: on_validation,
     HTTPException: on_http,
