@@ -51,7 +51,14 @@ from tools.validation import explain, pointer
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 
-_PLANNER: dict[type[PlannerError], tuple[int, str, str]] = {
+_PROBLEMS: dict[type[Exception], tuple[int, str, str]] = {
+    ToolNotFound: (404, "not-found", "Not found"),
+    McpServerNotFound: (404, "not-found", "Not found"),
+    NotFound: (404, "not-found", "Not found"),
+    ToolExists: (409, "conflict", "Already exists"),
+    McpServerExists: (409, "conflict", "Already exists"),
+    McpListingInvalid: (502, "mcp-server-error", "MCP server error"),
+    McpCallFailed: (502, "mcp-server-error", "MCP server error"),
     ModelUnavailable: (503, "model-unavailable", "Model unavailable"),
     ModelResponseError: (502, "model-error", "Bad response from the model"),
     ConversationNotFound: (404, "not-found", "Not found"),
@@ -63,7 +70,8 @@ _PLANNER: dict[type[PlannerError], tuple[int, str, str]] = {
     DecisionInvalid: (422, "invalid-request", "Request body is invalid"),
     StoreUnsupported: (501, "store-unsupported", "Not supported by this turn store"),
 }
-"""Each planner error's status, problem type and title."""
+"""Each error's status, problem type and title, where its message is the whole detail (planner
+errors may add a route to it: `planner_detail`)."""
 _STATUS_SLUGS = {401: "unauthorized", 403: "forbidden", 404: "not-found",
                  405: "method-not-allowed", 409: "conflict", 413: "too-large",
                  422: "invalid-request", 429: "rate-limited"}
@@ -87,7 +95,7 @@ def planner_detail(exc: PlannerError) -> str:
 
 
 def planner_problem(exc: PlannerError) -> Problem:
-    status, slug, title = _PLANNER.get(type(exc), (500, "turn-failed", "Turn failed"))
+    status, slug, title = _kind(exc) or (500, "turn-failed", "Turn failed")
     if isinstance(exc, CallNotWaiting) and not exc.exists:
         status = 404
     errors = exc.errors if isinstance(exc, DecisionInvalid) else []
@@ -176,21 +184,12 @@ def on_document_unreachable(
                    [FieldError("/url", str(exc))])
 
 
-_KNOWN: dict[type[Exception], tuple[int, str, str]] = {
-    ToolNotFound: (404, "not-found", "Not found"),
-    McpServerNotFound: (404, "not-found", "Not found"),
-    NotFound: (404, "not-found", "Not found"),
-    ToolExists: (409, "conflict", "Already exists"),
-    McpServerExists: (409, "conflict", "Already exists"),
-    McpListingInvalid: (502, "mcp-server-error", "MCP server error"),
-    McpCallFailed: (502, "mcp-server-error", "MCP server error"),
-}
-"""Errors whose message is the whole detail: their status, problem type and title."""
+def _kind(exc: Exception) -> tuple[int, str, str] | None:
+    return next((_PROBLEMS[k] for k in type(exc).__mro__ if k in _PROBLEMS), None)
 
 
 def on_known(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
-    kind = next(k for k in type(exc).__mro__ if k in _KNOWN)
-    status, slug, title = _KNOWN[kind]
+    status, slug, title = _kind(exc) or (500, "internal-error", "Internal error")
     return problem(request, status, slug, title, str(exc))
 
 
@@ -269,7 +268,7 @@ def _title(status: int) -> str:
 
 
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
-    **dict.fromkeys(_KNOWN, on_known),
+    **{kind: on_known for kind in _PROBLEMS if not issubclass(kind, PlannerError)},
     SpecInvalid: on_spec_invalid,
     RequestFieldInvalid: on_request_field,
     DocumentInvalid: on_document_invalid,
