@@ -223,6 +223,10 @@ class CallRunner:
                 "invalid_arguments",
             )
             return
+        except RecursionError:
+            await self._refuse(turn, call, "arguments are nested too deeply to read; send a "
+                               "flatter JSON object", "invalid_arguments")
+            return
         parsed = msgspec.structs.replace(call, arguments=arguments)
         if call.name == SEARCH_TOOLS:
             await self._search_tools(turn, parsed)
@@ -376,7 +380,7 @@ class CallRunner:
     def _started(turn: TurnState, call: Call) -> StartedCall:
         """The running row of a reply's call, its arguments parsed if they are JSON."""
         arguments: Any = None
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, RecursionError):
             arguments = json.loads(call.arguments or "{}")
         return _row(call, turn.tools.get(call.name), call.arguments, arguments)
 

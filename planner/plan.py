@@ -91,7 +91,7 @@ def parse_plan(raw: str, known_tools: set[str], max_steps: int) -> Plan:
     if len(set(ids)) != len(ids):
         raise PlanProblem(f"step ids must be unique, got {ids}")
     for step_id in ids:
-        if not _STEP_ID.match(step_id):
+        if not _STEP_ID.fullmatch(step_id):
             # A backend that does not enforce the schema may send any id, and a reference to it
             # would then pass as a plain string argument.
             raise PlanProblem(f"step id {step_id!r} is not of the form s1, s2, ... (s and up to "
@@ -120,7 +120,7 @@ def parse_plan(raw: str, known_tools: set[str], max_steps: int) -> Plan:
 def references(value: Any) -> set[str]:
     """Step ids referred to anywhere inside an argument value."""
     if isinstance(value, str):
-        match = REFERENCE.match(value)
+        match = REFERENCE.fullmatch(value)
         return {match["step"]} if match else set()
     if isinstance(value, dict):
         return set().union(*(references(v) for v in value.values())) if value else set()
@@ -151,7 +151,7 @@ def topological_order(plan: Plan) -> list[str]:
 def resolve(value: Any, outputs: dict[str, Any]) -> Any:
     """The argument value with each reference replaced by the referred step's output."""
     if isinstance(value, str):
-        match = REFERENCE.match(value)
+        match = REFERENCE.fullmatch(value)
         if not match:
             return value
         return _lookup(outputs[match["step"]], match["step"], match["path"])

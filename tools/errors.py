@@ -8,6 +8,7 @@ ToolsError
 ├── DocumentInvalid      an OpenAPI document cannot be made into tools (422)
 ├── DocumentUnreachable  an OpenAPI document could not be fetched from its URL (422)
 ├── EmbeddingError       the embedding model failed to load or encode
+├── SearchBusy           too many searches wait on the embedder; retry after a moment (503)
 └── McpError             an MCP server as a tool source
     ├── McpServerNotFound    no MCP server by that name (404)
     ├── McpServerExists      the name (and so the namespace) is taken (409)
@@ -39,10 +40,13 @@ class SpecInvalid(ToolsError):
     def __init__(self, errors: list[FieldError]) -> None:
         self.errors = errors
         first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        if first.parameter is not None:  # a query or path parameter, not a spec's field
+            super().__init__(f"{first.parameter}: {first.message}{more}")
+            return
         where = (
             f"item {first.index} at {first.pointer}" if first.index is not None else first.pointer
         )
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         super().__init__(f"invalid tool spec: {where or '/'}: {first.message}{more}")
 
 
@@ -94,6 +98,15 @@ class EmbeddingError(ToolsError):
     def __init__(self, model: str, message: str) -> None:
         self.model = model
         super().__init__(f"embedding model {model!r}: {message}")
+
+
+class SearchBusy(ToolsError):
+    def __init__(self, waiting: int, retry_after_s: int) -> None:
+        self.waiting, self.retry_after_s = waiting, retry_after_s
+        super().__init__(
+            f"{waiting} searches are waiting for the embedding model, as many as this replica "
+            f"queues; retry in {retry_after_s} s"
+        )
 
 
 class McpError(ToolsError):

@@ -7,19 +7,22 @@ import asyncio
 import contextlib
 import functools
 import inspect
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import httpx
 import msgspec
-from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from jsonschema.protocols import Validator
 from referencing.exceptions import Unresolvable
 
 from tools.builtins import BuiltinFunction, BuiltinFunctions, default_builtins
 from tools.egress import EgressRefused
 from tools.errors import McpCallFailed, McpServerNotFound, McpUnreachable
 from tools.http_request import build_request, misplacement, public_url
+from tools.json_schema import ArgumentValidator, RegexInvalid
 from tools.mcp.results import tool_output
 from tools.mcp.sessions import McpSessions
 from tools.outcome import CallOutcome
@@ -33,6 +36,8 @@ from tools.spec import (
     ToolRecord,
 )
 from tools.validation import pointer
+
+log = logging.getLogger(__name__)
 
 # The error types the runner itself reports; callers may record others (a refused call, say).
 ErrorType = Literal[
@@ -114,7 +119,7 @@ class ToolRunner:
         self._builtins = builtins if builtins is not None else default_builtins()
         self._max_output_bytes = max_output_bytes
         self._backoff = backoff or Backoff()
-        self._validators: dict[_ToolKey, Draft202012Validator] = {}
+        self._validators: dict[_ToolKey, Validator] = {}
         self._semaphores: dict[_ToolKey, asyncio.Semaphore] = {}
 
     def argument_problem(self, tool: ExecutableTool, arguments: Any) -> str | None:
@@ -187,6 +192,10 @@ class ToolRunner:
                     "(the tool's timeout) and was abandoned",
                     retryable=True,
                 )
+            except Exception as exc:  # whatever else breaks is this call's failure, not the turn's
+                log.exception("calling %s failed unexpectedly", _target(record))
+                return _Fault("tool_error", f"{_target(record)} could not be called: "
+                                            f"{type(exc).__name__}: {exc}")
 
     def _slot(self, record: ToolRecord) -> contextlib.AbstractAsyncContextManager[Any]:
         limit = record.policy.max_concurrency
@@ -197,13 +206,13 @@ class ToolRunner:
             self._semaphores[key] = asyncio.Semaphore(limit)
         return self._semaphores[key]
 
-    def _validator(self, record: ToolRecord) -> Draft202012Validator:
+    def _validator(self, record: ToolRecord) -> Validator:
         key = (record.namespace, record.name, record.version)
         cached = self._validators.get(key)
         # Records carry no tenant, so two tenants' same-named tools share a key: the schema
         # comparison keeps one from being checked against the other's parameters.
         if cached is None or cached.schema != record.parameters:
-            cached = self._validators[key] = Draft202012Validator(record.parameters)
+            cached = self._validators[key] = ArgumentValidator(record.parameters)
         return cached
 
     # --- builtin --------------------------------------------------------------------------
@@ -354,6 +363,9 @@ def _status_fault(status: int, head: bytes, target: str) -> _Fault:
 def _unreachable(url: str, exc: httpx.TransportError) -> _Fault:
     if isinstance(exc, EgressRefused):
         return _Fault("egress_refused", str(exc))
+    if isinstance(exc, httpx.LocalProtocolError):  # never sent: nothing to retry
+        return _Fault("tool_error", f"the request to {public_url(url)} could not be sent "
+                                    f"({exc}); the tool's owner must fix its headers")
     what = (
         "could not connect to" if isinstance(exc, httpx.ConnectError) else "lost the connection to"
     )
@@ -369,7 +381,7 @@ def _unreachable(url: str, exc: httpx.TransportError) -> _Fault:
 
 
 def _argument_problem(
-    record: ToolRecord, validator: Draft202012Validator, arguments: Any
+    record: ToolRecord, validator: Validator, arguments: Any
 ) -> _Fault | None:
     if not isinstance(arguments, dict):
         return _Fault(
@@ -384,6 +396,14 @@ def _argument_problem(
             "tool_error",
             f"tool {record.name!r} cannot be called: its parameters schema has a $ref that "
             f"does not resolve ({exc}); the tool's owner must fix the schema",
+        )
+    except (RecursionError, RegexInvalid, SchemaError) as exc:
+        # Registration refuses such schemas; one stored before those checks still only fails
+        # its own calls.
+        return _Fault(
+            "tool_error",
+            f"tool {record.name!r} cannot be called: its parameters schema cannot be checked "
+            f"({type(exc).__name__}: {exc}); the tool's owner must fix the schema",
         )
     if not errors:
         return None

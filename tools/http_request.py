@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import urllib.parse
 from typing import Any
 
@@ -99,9 +100,29 @@ def _body(where: ArgumentMap, given: dict[str, Any]) -> bytes | None:
     return msgspec.json.encode({k: given[k] for k in where.body if k in given})
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""RFC 9110's token: what a header's name may be made of."""
+
+
+def header_problems(name: str, value: str | None = None) -> list[str]:
+    """Why a header cannot be sent as given (its name, then its value); none when it can."""
+    found = []
+    if not _HEADER_NAME.fullmatch(name):
+        found.append(f"{name!r} is not a header name: use letters, digits and !#$%&'*+-.^_`|~ "
+                     "only, no spaces")
+    if value is not None and not _header_text(value):
+        found.append("a header value holds ASCII text on one line only (no line breaks, "
+                     "control characters or non-ASCII characters)")
+    return found
+
+
+def _header_text(value: str) -> bool:
+    return value.isascii() and all(c == "\t" or " " <= c <= "~" for c in value)
+
+
 def _header_value(name: str, value: Any) -> str:
     text = _text(value)
-    if not text.isascii() or any(c in text for c in "\r\n\0"):
+    if not _header_text(text):
         raise BadArgument(
             f"/{name}: goes in an HTTP header, which holds ASCII text on one line only"
         )

@@ -3,6 +3,7 @@ registry in one all-or-nothing write."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import msgspec
 import yaml
 
 from tools.errors import DocumentInvalid, DocumentUnreachable, ImportFormatError
+from tools.json_schema import MAX_NESTING, nesting
 from tools.openapi import ImportOptions, Skipped, is_openapi, tools_from_openapi
 from tools.registry import Progress, ToolRegistry
 
@@ -40,8 +42,14 @@ async def import_openapi(
     """Write a tool for every selected operation, or nothing: raises `DocumentInvalid` (with
     the pointer into the document) or `SpecInvalid` (a filter that matches nothing)."""
     source = document_url or "the document"
+    depth = nesting(document)
+    if depth > MAX_NESTING:
+        raise DocumentInvalid("", f"is nested {depth} levels deep; at most {MAX_NESTING} are "
+                                  "allowed", source)
     try:
-        converted = tools_from_openapi(document, options, document_url=document_url)
+        # A large document takes a while to convert: off the event loop.
+        converted = await asyncio.to_thread(
+            tools_from_openapi, document, options, document_url=document_url)
     except DocumentInvalid as exc:
         raise exc.of(source) from None
     result = await registry.write(tenant, converted.specs, progress=progress)
@@ -74,21 +82,26 @@ async def fetch_document(http: httpx.AsyncClient, url: str, max_bytes: int) -> A
                     )
     except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL: not a URL httpx can send
         raise DocumentUnreachable(url, str(exc) or type(exc).__name__) from exc
-    return parse_document(bytes(body).decode("utf-8", errors="replace"), url)
+    return await asyncio.to_thread(
+        parse_document, bytes(body).decode("utf-8", errors="replace"), url)
 
 
 def parse_document(text: str, source: str) -> Any:
     """JSON, or else YAML (a superset of JSON that OpenAPI documents are often written in)."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    try:
-        loaded = yaml.load(text, Loader=_Loader)  # a SafeLoader: builds plain data only
-    except yaml.YAMLError as exc:
-        raise DocumentInvalid("", f"neither JSON nor YAML: {exc}", source) from exc
-    # Through JSON: YAML's integer keys (response codes) become the strings JSON would have.
-    return json.loads(json.dumps(loaded, default=str))
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            pass
+        try:
+            loaded = yaml.load(text, Loader=_Loader)  # a SafeLoader: builds plain data only
+        except yaml.YAMLError as exc:
+            raise DocumentInvalid("", f"neither JSON nor YAML: {exc}", source) from exc
+        # Through JSON: YAML's integer keys (response codes) become the strings JSON would have.
+        return json.loads(json.dumps(loaded, default=str))
+    except RecursionError:
+        raise DocumentInvalid("", f"is nested too deeply to read; at most {MAX_NESTING} levels "
+                                  "are allowed", source) from None
 
 
 def read_openapi_file(path: Path) -> Any | None:

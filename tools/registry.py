@@ -26,6 +26,7 @@ from tools.index import (
     SearchHit,
     ToolIndex,
 )
+from tools.search_queue import SearchQueue
 from tools.sentences import search_texts
 from tools.spec import ToolRecord, ToolSpec
 from tools.store import CurrentTool, NewVersion, ToolRow
@@ -55,10 +56,12 @@ class ToolRegistry:
     """Writes go to Postgres first; each replica's in-memory indexes follow every change."""
 
     def __init__(
-        self, pool: asyncpg.Pool, embedder: Embedder, *, weights: RankingWeights | None = None
+        self, pool: asyncpg.Pool, embedder: Embedder, *, weights: RankingWeights | None = None,
+        queue: SearchQueue | None = None,
     ) -> None:
         self.pool = pool
         self.embedder = embedder
+        self.queue = queue or SearchQueue()
         self.weights = weights or RankingWeights()
         self.origin = uuid.uuid4().hex  # tells this replica's own notifications apart
         self._indexes: dict[str, ToolIndex] = {}
@@ -79,10 +82,19 @@ class ToolRegistry:
         *,
         namespace: str | None = None,
         tags: Sequence[str] = (),
+        bounded: bool = False,
     ) -> list[SearchHit]:
+        """The k best tools for `query`. A `bounded` search (one a client sent) is turned away
+        with SearchBusy when the embedder already has its queue's worth waiting."""
         index = self._indexes.get(tenant)
         if index is None or len(index) == 0:
             return []
+        with self.queue.admitted(bounded=bounded):
+            return await self._search(index, query, k, namespace, tags)
+
+    async def _search(
+        self, index: ToolIndex, query: str, k: int, namespace: str | None, tags: Sequence[str]
+    ) -> list[SearchHit]:
         pending = self._prefetched.pop(query, None)
         if pending is None:
             texts = search_texts(query)
@@ -310,8 +322,9 @@ class ToolRegistry:
         before: dict[tuple[str, str], CurrentTool],
         progress: Progress | None,
     ) -> list[NewVersion]:
-        """Embed what changed; reuse stored vectors where the embedded texts are the same."""
-        wanted = [self._search_texts(s) for s in specs]
+        """Embed what changed; reuse stored vectors where the embedded texts are the same. The
+        texts are made off the event loop (thousands of specs take a while)."""
+        wanted = await asyncio.to_thread(lambda: [self._search_texts(s) for s in specs])
         current = [before.get((s.namespace, s.name)) for s in specs]
         stored = [None if c is None else c.search for c in current]
         made = await self._embed_parts(wanted, stored, progress)

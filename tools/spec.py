@@ -8,8 +8,19 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+FULL_MATCH_GUARD = r"(?!\n)"
+
+
+def full_match(pattern: str) -> str:
+    """A `^...$` pattern that holds for the whole string in Python too, where `$` also matches
+    before a final line break ("tool\n"). JSON Schema (ECMA-262) reads it as before; the API
+    document shows it without the guard."""
+    return pattern + FULL_MATCH_GUARD
+
+
 # A tool name must be a valid function name for OpenAI-style APIs; namespaces and tags follow suit.
-NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+NAME_PATTERN = full_match(r"^[A-Za-z0-9_-]{1,64}$")
+URL_PATTERN = full_match(r"^https?://\S+$")
 _INVALID_NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 DEFAULT_NAMESPACE = "default"
 
@@ -20,6 +31,9 @@ Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Description = Annotated[str, msgspec.Meta(min_length=1, max_length=8192)]
 Example = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+MAX_EXAMPLES = 100
+"""Example requests per tool: each is embedded, and a hundred say all a tool needs."""
+MAX_TAGS = 64
 
 
 def function_name(text: str) -> str:
@@ -55,7 +69,7 @@ class HttpExecutor(msgspec.Struct, tag="http", tag_field="kind", frozen=True, kw
     """Call the tool over HTTP: by default the arguments are the JSON body (the query string
     for GET); `arguments` spreads them over path, query, headers and body instead."""
 
-    url: Annotated[str, msgspec.Meta(pattern=r"^https?://\S+$", description="http(s) URL")]
+    url: Annotated[str, msgspec.Meta(pattern=URL_PATTERN, description="http(s) URL")]
     method: HttpMethod = "POST"
     headers: dict[str, str] = {}
     arguments: ArgumentMap | msgspec.UnsetType = msgspec.UNSET
@@ -102,8 +116,8 @@ class ToolSpec(msgspec.Struct, frozen=True, kw_only=True):
     description: Description
     parameters: dict[str, Any] = msgspec.field(default_factory=empty_object_schema)
     output_schema: dict[str, Any] | None = None
-    tags: list[Tag] = []
-    examples: list[Example] = []
+    tags: Annotated[list[Tag], msgspec.Meta(max_length=MAX_TAGS)] = []
+    examples: Annotated[list[Example], msgspec.Meta(max_length=MAX_EXAMPLES)] = []
     executor: Executor | None = None
     policy: ToolPolicy = ToolPolicy()
 

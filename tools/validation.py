@@ -10,7 +10,9 @@ import msgspec
 from jsonschema import Draft202012Validator
 
 from tools.errors import FieldError, SpecInvalid
-from tools.spec import NAME_PATTERN, ArgumentMap, HttpExecutor, ToolSpec
+from tools.http_request import header_problems
+from tools.json_schema import problems
+from tools.spec import FULL_MATCH_GUARD, NAME_PATTERN, ArgumentMap, HttpExecutor, ToolSpec
 from tools.storable import nul_escape_at
 
 _META = Draft202012Validator(Draft202012Validator.META_SCHEMA)
@@ -71,10 +73,17 @@ def parse_specs(items: Iterable[Any], *, prefix: Sequence[str | int] = ()) -> li
 def schema_errors(
     spec: ToolSpec, *, prefix: Sequence[str | int] = (), index: int | None = None
 ) -> Iterable[FieldError]:
-    """Check `parameters` and `output_schema` against the JSON Schema 2020-12 meta-schema."""
+    """What the types alone cannot check: `parameters` and `output_schema` against the JSON
+    Schema 2020-12 meta-schema and against what calls can be checked with
+    (`tools.json_schema.problems`), the executor's headers, and its argument map."""
     for field, schema in (("parameters", spec.parameters), ("output_schema", spec.output_schema)):
         if schema is None:
             continue
+        found = problems(schema)
+        for path, message in found:
+            yield FieldError(pointer(*prefix, field, *path), message, index=index)
+        if found:
+            continue  # fix these first: the meta-schema check may not even finish on them
         for err in sorted(_META.iter_errors(schema), key=lambda e: list(map(str, e.absolute_path))):
             yield FieldError(
                 pointer(*prefix, field, *err.absolute_path),
@@ -89,7 +98,14 @@ def schema_errors(
             index=index,
         )
     executor = spec.executor
-    if isinstance(executor, HttpExecutor) and isinstance(executor.arguments, ArgumentMap):
+    if not isinstance(executor, HttpExecutor):
+        return
+    for field, headers in (("headers", executor.headers),
+                           ("secret_headers", spec.secret_headers)):
+        for name, value in headers.items():
+            for message in header_problems(name, value):
+                yield FieldError(pointer(*prefix, "executor", field, name), message, index=index)
+    if isinstance(executor.arguments, ArgumentMap):
         at = (*prefix, "executor", "arguments")
         for where, message in _argument_map_problems(executor.url, executor.arguments, spec):
             yield FieldError(pointer(*at, *where), message, index=index)
@@ -112,6 +128,9 @@ def _argument_map_problems(
         located.append((("body_argument",), where.body_argument))
     for at, name in located:
         key = at[0]
+        if key == "header":
+            yield from ((at, f"argument {name!r} goes in a header: {m}")
+                        for m in header_problems(name))
         if name in seen:
             yield at, f"argument {name!r} is placed twice; each argument goes to one place"
         seen.add(name)
@@ -128,14 +147,19 @@ def _argument_map_problems(
         yield ("body_argument",), "give body properties or one body argument, not both"
 
 
+_FULL_MATCH_SHOWN = FULL_MATCH_GUARD.replace("\\", "\\\\")
+"""`tools.spec.full_match`'s guard as msgspec prints a pattern in its messages."""
 _HINTS = {
-    NAME_PATTERN: "use 1-64 letters, digits, '_' or '-' (e.g. math_factorial)",
+    NAME_PATTERN.removesuffix(FULL_MATCH_GUARD):
+        "use 1-64 letters, digits, '_' or '-' (e.g. math_factorial)",
     "Invalid value": "executor.kind must be one of: http, builtin",
 }
 
 
 def explain(message: str) -> str:
-    """msgspec's message plus how to fix it, where the message alone does not say."""
+    """msgspec's message plus how to fix it, where the message alone does not say. A pattern
+    is shown as people write it, without the guard that makes Python match it whole."""
+    message = message.replace(_FULL_MATCH_SHOWN, "")
     for needle, hint in _HINTS.items():
         if needle in message:
             return f"{message}: {hint}"

@@ -31,7 +31,7 @@ def function_names(mcp_names: Iterable[str]) -> dict[str, str]:
     their order, so a refresh gives a tool the same name again.
     """
     names = sorted(set(mcp_names))
-    kept = {n for n in names if _VALID_NAME.match(n)}
+    kept = {n for n in names if _VALID_NAME.fullmatch(n)}
     cleaned = {n: function_name(n) or "_" for n in names if n not in kept}
     clashes = Counter(cleaned.values())
     out = {n: n for n in kept}

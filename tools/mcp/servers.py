@@ -181,7 +181,7 @@ class McpServers:
             raise McpUnreachable(
                 session.target, f"did not list its tools within {self.connect_timeout_s:g} s"
             ) from None
-        return tool_specs(name, tools)
+        return await asyncio.to_thread(tool_specs, name, tools)  # checks: off the event loop
 
     async def _imported(self, tenant: str, name: str) -> set[str]:
         """Names of the live tools this server's listing put in its namespace."""

@@ -16,7 +16,9 @@ from mcp.client.streamable_http import streamable_http_client
 
 from tools.egress import EgressPolicy, pin_to_checked_address
 from tools.errors import FieldError, SpecInvalid
-from tools.http_request import public_url
+from tools.http_request import header_problems, public_url
+from tools.spec import URL_PATTERN
+from tools.validation import pointer
 
 _STDERR_TAIL_BYTES = 2000
 # Connecting and each request are bounded elsewhere; reads of a long-lived event stream are not.
@@ -35,7 +37,7 @@ class StdioTransport(msgspec.Struct, tag="stdio", tag_field="kind", frozen=True,
 class HttpTransport(msgspec.Struct, tag="http", tag_field="kind", frozen=True, kw_only=True):
     """Speak MCP over Streamable HTTP at `url`."""
 
-    url: Annotated[str, msgspec.Meta(pattern=r"^https?://\S+$", description="http(s) URL")]
+    url: Annotated[str, msgspec.Meta(pattern=URL_PATTERN, description="http(s) URL")]
     # Write-only: sent with every request; the values are never returned or logged.
     headers: dict[str, str] = {}
 
@@ -58,12 +60,19 @@ McpTransportView = StdioTransportView | HttpTransportView
 
 
 def check(transport: McpTransport) -> None:
-    """Raise `SpecInvalid` for what the type alone cannot catch: a URL that does not parse."""
-    if isinstance(transport, HttpTransport):
-        try:
-            httpx2.URL(transport.url)
-        except httpx2.InvalidURL as exc:
-            raise SpecInvalid([FieldError("/transport/url", f"not a usable URL: {exc}")]) from exc
+    """Raise `SpecInvalid` for what the type alone cannot catch: a URL that does not parse,
+    headers that cannot be sent."""
+    if not isinstance(transport, HttpTransport):
+        return
+    errors = [FieldError(pointer("transport", "headers", name), message)
+              for name, value in transport.headers.items()
+              for message in header_problems(name, value)]
+    try:
+        httpx2.URL(transport.url)
+    except httpx2.InvalidURL as exc:
+        errors.insert(0, FieldError("/transport/url", f"not a usable URL: {exc}"))
+    if errors:
+        raise SpecInvalid(errors)
 
 
 def public_view(transport: McpTransport) -> McpTransportView:
