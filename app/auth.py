@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -74,12 +75,21 @@ Welcome = Callable[[str], Awaitable[None]]
 """Called with the tenant of every key created over the API (a new tenant gets its tools)."""
 
 
+KEY_CACHE_S = 5.0
+"""How long a replica trusts a key it looked up (or found unknown) before asking Postgres
+again: a revocation takes this long to reach the other replicas (the revoking one forgets at
+once). Every request is authenticated, so without it a burst of requests queued for the
+database's connections behind their own key lookups."""
+_CACHED_KEYS = 10_000
+
+
 class ApiKeys:
     """The keys in Postgres: only each key's SHA-256 is stored."""
 
     def __init__(self, db: asyncpg.Pool | asyncpg.Connection, welcome: Welcome | None = None
                  ) -> None:
         self.db, self.welcome = db, welcome
+        self._found: dict[str, tuple[float, ApiKey | None]] = {}
 
     async def create(self, tenant: str, role: str, name: str = "", key: str | None = None
                      ) -> NewKey:
@@ -95,20 +105,29 @@ class ApiKeys:
                                                     tenant_id = EXCLUDED.tenant_id""",
             tenant, key_id, hash_key(whole), role, name,
         )
+        self._found.pop(hash_key(whole), None)
         if self.welcome is not None:
             await self.welcome(tenant)
         return NewKey(id=key_id, key=whole, tenant=tenant, role=role)
 
     async def find(self, key: str) -> ApiKey | None:
+        """The live key, or None; looked up at most every KEY_CACHE_S per replica."""
+        digest, now = hash_key(key), time.monotonic()
+        cached = self._found.get(digest)
+        if cached is not None and cached[0] > now:
+            return cached[1]
         row = await self.db.fetchrow(
             """SELECT id, tenant_id, role, name, created_at FROM api_keys
                WHERE key_hash = $1 AND revoked_at IS NULL""",
-            hash_key(key),
+            digest,
         )
-        if row is None:
-            return None
-        return ApiKey(id=row["id"], tenant=row["tenant_id"], role=row["role"], name=row["name"],
-                      created_at=row["created_at"])
+        found = None if row is None else ApiKey(
+            id=row["id"], tenant=row["tenant_id"], role=row["role"], name=row["name"],
+            created_at=row["created_at"])
+        if len(self._found) >= _CACHED_KEYS:
+            self._found.clear()
+        self._found[digest] = (now + KEY_CACHE_S, found)
+        return found
 
     async def of_tenant(self, tenant: str) -> list[ApiKey]:
         rows = await self.db.fetch(
@@ -119,14 +138,16 @@ class ApiKeys:
         return [ApiKey(id=r["id"], tenant=r["tenant_id"], role=r["role"], name=r["name"],
                        created_at=r["created_at"], revoked_at=r["revoked_at"]) for r in rows]
 
-    async def revoke(self, tenant: str, key_id: str) -> None:
+    async def revoke(self, tenant: str | None, key_id: str) -> None:
+        """Revoke a key of `tenant`, or of any tenant when it is None."""
         status = await self.db.execute(
             """UPDATE api_keys SET revoked_at = now()
-               WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL""",
+               WHERE ($1::text IS NULL OR tenant_id = $1) AND id = $2 AND revoked_at IS NULL""",
             tenant, key_id,
         )
         if status != "UPDATE 1":
             raise KeyNotFound(f"key {key_id!r} not found or already revoked")
+        self._found.clear()  # this replica forgets at once; the others within KEY_CACHE_S
 
     async def bootstrap_admin(self, admin_key: str | None, data_dir: Path) -> str | None:
         """ADMIN_KEY becomes an admin key of the default tenant; without it, the first start

@@ -104,6 +104,18 @@ async def progress_pool(url: str, *, enabled: bool = True,
 
 
 @contextlib.asynccontextmanager
+async def one_connection(url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool of one connection, for a check that must not wait behind requests (`/health`);
+    the pool reconnects it when it breaks."""
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=1, reset=_keep_session)
+    assert pool is not None
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@contextlib.asynccontextmanager
 async def database(url: str | None, data_dir: Path) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
     """The pool for `url`, or for an embedded server started here and stopped on exit."""
     server: Any = None if url else start_embedded(data_dir)

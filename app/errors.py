@@ -51,7 +51,7 @@ class RequestFieldInvalid(AppError, ValueError):
 
     def __init__(self, pointer: str, message: str) -> None:
         self.pointer, self.message = pointer, message
-        super().__init__(f"{pointer}: {message}")
+        super().__init__(f"{pointer or '/'}: {message}")
 
 
 class IdempotencyConflict(AppError):

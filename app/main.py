@@ -3,6 +3,7 @@ the turn engine."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -23,10 +24,14 @@ from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
+from app.allow import AllowHeaders
 from app.auth import PUBLIC_PATHS, ApiKeys, KeyAuthentication, Welcome, key_of
-from app.database import database, progress_pool
+from app.database import database, one_connection, progress_pool
+from app.guard import guard_request
 from app.idempotency import IdempotencyKeys
-from app.problems import EXCEPTION_HANDLERS, refuse_nul, turn_problem
+from app.logs import keep_lines_whole
+from app.openapi import finish_document
+from app.problems import EXCEPTION_HANDLERS, turn_problem
 from app.routes.chat_completions import create_chat_completion
 from app.routes.conversations import ConversationController, TurnController
 from app.routes.keys import KeyController
@@ -49,6 +54,7 @@ from tools.executors import ToolRunner
 from tools.http_client import http_client
 from tools.mcp.servers import McpServers
 from tools.registry import ToolRegistry
+from tools.search_queue import SearchQueue
 from tools.sync import ChangeListener
 
 log = logging.getLogger("switchboard")
@@ -77,11 +83,17 @@ class ModelList(msgspec.Struct, frozen=True):
     object: str = "list"
 
 
+HEALTH_TIMEOUT_S = 2.0
+
+
 @get("/health", tags=["service"], summary="Ready when it answers 200")
 async def health(request: Request[Any, Any, Any]) -> Response[Health]:
+    """Asks Postgres on a connection of its own, so a pool busy with requests cannot hold the
+    answer up."""
     registry: ToolRegistry = request.app.state.registry
     try:
-        await registry.pool.fetchval("SELECT 1")
+        async with asyncio.timeout(HEALTH_TIMEOUT_S):
+            await request.app.state.health_pool.fetchval("SELECT 1")
     except Exception as exc:  # any failure to reach the database means "not ready"
         log.warning("health check: database unreachable: %s", exc)
         body = Health("unavailable", f"unreachable: {type(exc).__name__}", 0)
@@ -108,19 +120,21 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        keep_lines_whole()
         model = embedder or SentenceTransformerEmbedder(
             settings.embedding_model, runtime=settings.embedding_runtime
         )
         owner = uuid.uuid4().hex
         async with (
             database(settings.database_url, settings.data_dir) as (dsn, pool),
+            one_connection(dsn) as health_pool,
             progress_pool(dsn, enabled=not settings.durable_steps) as progress,
             http_client(trust_env=True) as http,
             http_client(_guarded(settings)) as tool_http,
         ):
-            app.state.pool = pool
+            app.state.pool, app.state.health_pool = pool, health_pool
             await ApiKeys(pool).bootstrap_admin(settings.admin_key, settings.data_dir)
-            registry = ToolRegistry(pool, model)
+            registry = ToolRegistry(pool, model, queue=SearchQueue(settings.search_max_wait_s))
             await registry.framing_shift()  # measured now, not on the first search
             listener = ChangeListener(registry, dsn)
             await listener.start()
@@ -164,14 +178,16 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 await telemetry.store.stop()
                 telemetry.shutdown()
 
-    return Litestar(
+    allow = AllowHeaders()
+    app = Litestar(
         route_handlers=[health, list_models, ToolController, ConversationController,
                         TraceController, KeyController, TurnController, create_chat_completion,
                         McpServerController, *VIEWER_ROUTES],
         dependencies={name: _from_state(name) for name in DEPENDENCIES},
         middleware=_middleware(settings),
         request_max_body_size=settings.max_body_bytes,
-        before_request=refuse_nul,
+        before_request=guard_request,
+        before_send=[allow.before_send],
         plugins=_plugins(telemetry),
         logging_config=_logging(settings),
         lifespan=[lifespan],
@@ -188,6 +204,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         ),
         debug=False,
     )
+    allow.learn(app)
+    finish_document(app)
+    return app
 
 
 DEPENDENCIES = ("registry", "conversations", "servers", "idempotency", "api_keys", "traces")

@@ -41,11 +41,11 @@ from tools.errors import (
     McpServerExists,
     McpServerNotFound,
     McpUnreachable,
+    SearchBusy,
     SpecInvalid,
     ToolExists,
     ToolNotFound,
 )
-from tools.storable import nul_escape_at
 from tools.validation import explain, pointer
 
 log = logging.getLogger(__name__)
@@ -140,18 +140,6 @@ def problem(
                                     detail=detail, errors=errors or []))
 
 
-async def refuse_nul(request: Request[Any, Any, Any]) -> None:
-    """Postgres cannot store NUL characters: refuse them in any JSON body, saying where."""
-    if request.method not in ("POST", "PUT", "PATCH"):
-        return
-    at = nul_escape_at(await request.body())
-    if at is not None:
-        raise SpecInvalid([FieldError(
-            "", f"the body holds a NUL character (\\u0000) at byte {at}; strings may not "
-            "contain it"
-        )])
-
-
 def on_spec_invalid(request: Request[Any, Any, Any], exc: SpecInvalid) -> Response[Problem]:
     # A bad query parameter is a bad request (400); a body that parses but does not fit is
     # unprocessable (422).
@@ -235,13 +223,22 @@ def on_idempotency(
 
 
 def on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
+    """Litestar's own errors, keeping their headers (a 405's Allow, a 429's Retry-After)."""
     slug = _STATUS_SLUGS.get(exc.status_code, "http-error")
-    return problem(request, exc.status_code, slug, _title(exc.status_code), str(exc.detail))
+    found = Problem(type=f"/problems/{slug}", title=_title(exc.status_code),
+                    status=exc.status_code, detail=str(exc.detail))
+    return respond(request, found, headers=dict(exc.headers or {}))
 
 
 def on_database(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     log.error("database error on %s: %s", request.url.path, exc)
     return respond(request, database_unavailable(exc))
+
+
+def on_search_busy(request: Request[Any, Any, Any], exc: SearchBusy) -> Response[Problem]:
+    found = Problem(type="/problems/search-busy", title="Search busy", status=503,
+                    detail=str(exc))
+    return respond(request, found, headers={"Retry-After": str(exc.retry_after_s)})
 
 
 def on_embedding(request: Request[Any, Any, Any], exc: EmbeddingError) -> Response[Problem]:
@@ -275,6 +272,7 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     DocumentUnreachable: on_document_unreachable,
     McpUnreachable: on_mcp_unreachable,
     EmbeddingError: on_embedding,
+    SearchBusy: on_search_busy,
     PlannerError: on_planner,
     IdempotencyConflict: on_idempotency,
     ValidationException: on_validation,

@@ -27,6 +27,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 8000
     data_dir_path: str = "data"
     search_k: int = 10
+    search_max_wait_s: float = 0.25
+    """How long a search request may expect to wait for the embedding model behind others;
+    past it, it gets a 503 with Retry-After (turns' own searches always wait)."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     model_name: str = "default"
     model_api_key: str | None = None
@@ -77,6 +80,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "PORT": ("port", "a TCP port number between 1 and 65535"),
     "DATA_DIR": ("data_dir_path", "a directory path"),
     "SEARCH_K": ("search_k", "a positive integer"),
+    "SEARCH_MAX_WAIT_S": ("search_max_wait_s", "seconds, a positive number"),
     "LOG_LEVEL": ("log_level", "DEBUG, INFO, WARNING or ERROR"),
     "MODEL_NAME": ("model_name", "the model name the server expects (SGLang: any, or served name)"),
     "MODEL_API_KEY": ("model_api_key", "a bearer token for the model server"),
@@ -119,8 +123,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(_explain(exc)) from exc
     if not 0 < settings.port < 65536:
         raise SettingsError(f"PORT={settings.port} is out of range: expected {_ENV['PORT'][1]}")
-    positive = ("SEARCH_K", "CANDIDATE_K", "MAX_STEPS", "HISTORY_TOKEN_BUDGET", "TURN_LEASE_S",
-                "MAX_PARALLEL_CALLS", "MAX_PLAN_STEPS", "MAX_OUTPUT_BYTES",
+    positive = ("SEARCH_K", "SEARCH_MAX_WAIT_S", "CANDIDATE_K", "MAX_STEPS", "HISTORY_TOKEN_BUDGET",
+                "TURN_LEASE_S", "MAX_PARALLEL_CALLS", "MAX_PLAN_STEPS", "MAX_OUTPUT_BYTES",
                 "MCP_CONNECT_TIMEOUT_S")
     for name in positive:
         value = _value(settings, _ENV[name][0])

@@ -7,10 +7,10 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
-from app.auth import ApiKey, ApiKeys, NewKey, require
+from app.auth import ApiKey, ApiKeys, NewKey, Role, require
 from app.tenancy import DEFAULT_TENANT, tenant_of
 from tools.errors import FieldError, SpecInvalid
 from tools.spec import NAME_PATTERN
@@ -19,7 +19,7 @@ Keys = NamedDependency[ApiKeys]
 
 
 class KeyRequest(msgspec.Struct, frozen=True, kw_only=True):
-    role: Annotated[str, msgspec.Meta(pattern="^(admin|developer|chat|viewer)$")]
+    role: Role
     tenant: Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)] | None = None
     """Defaults to the caller's tenant; only the default tenant's admins may name another."""
     name: Annotated[str, msgspec.Meta(max_length=200)] = ""
@@ -38,20 +38,34 @@ class KeyController(Controller):
     async def create(
         self, request: Request[Any, Any, Any], api_keys: Keys, data: JSONBody[KeyRequest]
     ) -> NewKey:
-        caller = tenant_of(request)
-        tenant = data.tenant or caller
-        if tenant != caller and caller != DEFAULT_TENANT:
-            raise SpecInvalid([FieldError(
-                "/tenant", f"an admin of tenant {caller!r} can only create keys for {caller!r}"
-            )])
+        tenant = _managed(tenant_of(request), data.tenant, "create keys for",
+                          FieldError("/tenant", ""))
         return await api_keys.create(tenant, data.role, data.name)
 
-    @get("/", summary="This tenant's keys (never their secrets)")
-    async def list(self, request: Request[Any, Any, Any], api_keys: Keys) -> KeyList:
-        return KeyList(await api_keys.of_tenant(tenant_of(request)))
+    @get("/", summary="A tenant's keys (never their secrets): the caller's, by default")
+    async def list(
+        self, request: Request[Any, Any, Any], api_keys: Keys,
+        tenant: Annotated[str | None, QueryParameter(pattern=NAME_PATTERN)] = None,
+    ) -> KeyList:
+        where = FieldError("", "", parameter="query parameter 'tenant'")
+        listed = _managed(tenant_of(request), tenant, "list the keys of", where)
+        return KeyList(await api_keys.of_tenant(listed))
 
     @delete("/{key_id:str}", status_code=HTTP_204_NO_CONTENT, summary="Revoke a key")
     async def revoke(
         self, request: Request[Any, Any, Any], api_keys: Keys, key_id: FromPath[str]
     ) -> None:
-        await api_keys.revoke(tenant_of(request), key_id)
+        """A key of the caller's tenant; the default tenant's admins may revoke any key, as they
+        may create one for any tenant."""
+        caller = tenant_of(request)
+        await api_keys.revoke(None if caller == DEFAULT_TENANT else caller, key_id)
+
+
+def _managed(caller: str, wanted: str | None, doing: str, where: FieldError) -> str:
+    """The tenant whose keys a request manages: the caller's own, or, for the default
+    tenant's admins, any tenant they name."""
+    tenant = wanted or caller
+    if tenant != caller and caller != DEFAULT_TENANT:
+        message = f"an admin of tenant {caller!r} can only {doing} {caller!r}"
+        raise SpecInvalid([msgspec.structs.replace(where, message=message)])
+    return tenant

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 import msgspec
@@ -18,7 +19,7 @@ from tools.index import SearchHit
 from tools.openapi import ImportOptions
 from tools.openapi_import import ImportedTools, fetch_document, import_openapi
 from tools.registry import ToolRegistry
-from tools.spec import DEFAULT_NAMESPACE, NAME_PATTERN, ToolRecord, ToolSpec
+from tools.spec import DEFAULT_NAMESPACE, NAME_PATTERN, URL_PATTERN, ToolRecord, ToolSpec
 from tools.validation import parse_specs, schema_errors
 
 Registry = NamedDependency[ToolRegistry]
@@ -45,7 +46,7 @@ class BulkResult(msgspec.Struct, frozen=True):
     unchanged: int
 
 
-HttpUrl = Annotated[str, msgspec.Meta(pattern=r"^https?://\S+$", description="http(s) URL")]
+HttpUrl = Annotated[str, msgspec.Meta(pattern=URL_PATTERN, description="http(s) URL")]
 
 
 class OpenApiImport(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -87,9 +88,10 @@ class SearchResults(msgspec.Struct, frozen=True):
     results: list[SearchHit]
 
 
-def checked(spec: ToolSpec) -> ToolSpec:
-    """The spec after the checks the type alone cannot make (JSON Schema meta-schema)."""
-    errors = list(schema_errors(spec))
+async def checked(spec: ToolSpec) -> ToolSpec:
+    """The spec after the checks the type alone cannot make (`schema_errors`), run off the
+    event loop: a large schema takes a while to check."""
+    errors = await asyncio.to_thread(lambda: list(schema_errors(spec)))
     if errors:
         raise SpecInvalid(errors)
     return spec
@@ -105,8 +107,10 @@ class ToolController(Controller):
         self, request: Request[Any, Any, Any], registry: Registry, idempotency: Idempotency,
         data: JSONBody[ToolSpec],
     ) -> Response[ToolRecord]:
-        return await idempotency.once(request, "POST /v1/tools", HTTP_201_CREATED,
-                                      lambda: registry.create(tenant_of(request), checked(data)))
+        async def create() -> ToolRecord:
+            return await registry.create(tenant_of(request), await checked(data))
+
+        return await idempotency.once(request, "POST /v1/tools", HTTP_201_CREATED, create)
 
     @post(
         "/bulk",
@@ -121,7 +125,7 @@ class ToolController(Controller):
         """All or nothing: every tool is written and searchable, or the 422 lists each bad item."""
 
         async def write() -> BulkResult:
-            specs = parse_specs(data.tools, prefix=("tools",))
+            specs = await asyncio.to_thread(parse_specs, data.tools, prefix=("tools",))
             result = await registry.write(tenant_of(request), specs)
             return BulkResult(result.created, result.updated, result.unchanged)
 
@@ -181,7 +185,8 @@ class ToolController(Controller):
         ] = None,
     ) -> SearchResults:
         k = k or request.app.state.settings.search_k
-        hits = await registry.search(tenant_of(request), q, k, namespace=namespace, tags=tag or ())
+        hits = await registry.search(tenant_of(request), q, k, namespace=namespace, tags=tag or (),
+                                     bounded=True)
         return SearchResults(hits)
 
     @get("/{name:str}", summary="Get a tool's live version")
@@ -213,7 +218,7 @@ class ToolController(Controller):
         ]
         if mismatches:
             raise SpecInvalid(mismatches)
-        record, created = await registry.put(tenant_of(request), checked(data))
+        record, created = await registry.put(tenant_of(request), await checked(data))
         return Response(record, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
 
     @delete(

@@ -1,0 +1,201 @@
+"""The API document as the routes generate it, finished with what the generator cannot know,
+so that the document and the code agree in both directions:
+
+- the problem responses (`application/problem+json`) each operation can give;
+- both answers of a turn: the finished turn as JSON, or its events as `text/event-stream`;
+- `201` where a PUT creates; the OpenAI-compatible route's completion and chunks;
+- links from what an operation creates to the operations that read, change or delete it (not
+  to a tool's versions, which outlive the tool by design);
+- patterns as JSON Schema reads them (without the guard that makes Python match them whole).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import msgspec
+from litestar import Litestar
+from litestar._openapi.plugin import OpenAPIPlugin
+from litestar.handlers import HTTPRouteHandler
+from litestar.routes import HTTPRoute
+
+from app.openai_wire import ChatCompletion, ChatCompletionChunk
+from app.problems import PROBLEM_JSON
+from tools.spec import FULL_MATCH_GUARD
+
+_REF = "#/components/schemas/{name}"
+_PROBLEM = {"$ref": _REF.format(name="Problem")}
+_METHODS = ("get", "put", "post", "delete", "patch")
+_EVENT = {"type": "object", "required": ["data"], "properties": {
+    "event": {"type": "string"}, "id": {"type": "string"}, "data": {"type": "string"}}}
+"""One server-sent event: its type (`turn.started` ...), its number, its JSON as text."""
+_TURN_ROUTES = ("/v1/conversations/{conversation_id}/turns", "/v1/turns/{turn_id}/approvals",
+                "/v1/turns/{turn_id}/outputs")
+_DESCRIBED = {
+    400: "A query or path parameter is invalid", 401: "No API key, or an unknown one",
+    403: "The key's role may not do this", 404: "Nothing by that name or id",
+    405: "The path does not take this method", 409: "A conflict with what exists or runs",
+    413: "The body is larger than MAX_BODY_BYTES", 422: "The body is invalid",
+    429: "Too many requests from this key", 502: "An upstream server failed",
+    503: "A dependency (the database, the model server, the embedder) is busy or down",
+}
+_LINKS: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {
+    ("/v1/tools", "post", "201"): {
+        "GetTool": {"operationId": "V1ToolsNameGetTool",
+                    "parameters": {"name": "$response.body#/name",
+                                   "namespace": "$response.body#/namespace"}},
+        "DeleteTool": {"operationId": "V1ToolsNameDeleteTool",
+                       "parameters": {"name": "$response.body#/name",
+                                      "namespace": "$response.body#/namespace"}},
+    },
+    ("/v1/conversations", "post", "201"): {
+        "GetConversation": {"operationId": "V1ConversationsConversationIdGetConversation",
+                            "parameters": {"conversation_id": "$response.body#/id"}},
+        "ListMessages": {"operationId": "V1ConversationsConversationIdMessagesListMessages",
+                         "parameters": {"conversation_id": "$response.body#/id"}},
+        "CreateTurn": {"operationId": "V1ConversationsConversationIdTurnsCreateTurn",
+                       "parameters": {"conversation_id": "$response.body#/id"}},
+    },
+    ("/v1/conversations/{conversation_id}/turns", "post", "200"): {
+        "GetTurn": {"operationId": "V1TurnsTurnIdGetTurn",
+                    "parameters": {"turn_id": "$response.body#/id"}},
+        "GetTurnTrace": {"operationId": "V1TurnsTurnIdTraceTurnTrace",
+                         "parameters": {"turn_id": "$response.body#/id"}},
+        "Approve": {"operationId": "V1TurnsTurnIdApprovalsDecideApproval",
+                    "parameters": {"turn_id": "$response.body#/id"}},
+        "SendOutput": {"operationId": "V1TurnsTurnIdOutputsSendOutput",
+                       "parameters": {"turn_id": "$response.body#/id"}},
+    },
+    ("/v1/keys", "post", "201"): {
+        "RevokeKey": {"operationId": "V1KeysKeyIdRevoke",
+                      "parameters": {"key_id": "$response.body#/id"}},
+    },
+    ("/v1/mcp/servers", "post", "201"): {
+        "GetServer": {"operationId": "V1McpServersNameGetServer",
+                      "parameters": {"name": "$response.body#/server/name"}},
+        "RefreshServer": {"operationId": "V1McpServersNameRefreshRefreshServer",
+                          "parameters": {"name": "$response.body#/server/name"}},
+        "DeleteServer": {"operationId": "V1McpServersNameDeleteServer",
+                         "parameters": {"name": "$response.body#/server/name"}},
+    },
+}
+
+
+def finish_document(app: Litestar) -> None:
+    """Complete the app's generated document in place (it is built once, here)."""
+    document = app.plugins.get(OpenAPIPlugin).provide_openapi_schema()
+    _query_parameters(app, document)
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    _add_schemas(schemas, [ChatCompletion, ChatCompletionChunk])
+    _plain_patterns(document)
+    for path, item in document["paths"].items():
+        for method in _METHODS:
+            if method in item:
+                _problem_responses(path, method, item[method])
+    for path in _TURN_ROUTES:
+        _turn_answers(document["paths"][path]["post"]["responses"], "TurnResult",
+                      waits="conversations" not in path)
+    _turn_answers(document["paths"]["/v1/chat/completions"]["post"]["responses"],
+                  "ChatCompletion", waits=False)
+    put = document["paths"]["/v1/tools/{name}"]["put"]["responses"]
+    put["201"] = {**copy.deepcopy(put["200"]), "description": "Created: no tool had the name"}
+    for (path, method, status), links in _LINKS.items():
+        document["paths"][path][method]["responses"][status]["links"] = links
+
+
+_CONSTRAINTS = {"gt": "exclusiveMinimum", "ge": "minimum", "lt": "exclusiveMaximum",
+                "le": "maximum", "min_length": "minLength", "max_length": "maxLength",
+                "pattern": "pattern"}
+
+
+def _query_parameters(app: Litestar, document: dict[str, Any]) -> None:
+    """An optional query parameter is absent, never null; and its constraints (which the
+    generator drops from an optional one, though they are enforced) are stated."""
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            for method in handler.http_methods:
+                operation = document["paths"].get(route.path_format, {}).get(method.lower())
+                if operation is not None:
+                    _from_signature(handler, operation)
+
+
+def _from_signature(handler: HTTPRouteHandler, operation: dict[str, Any]) -> None:
+    fields = handler.parsed_fn_signature.parameters
+    data = fields.get("data")
+    if data is not None and data.is_optional and "requestBody" in operation:
+        operation["requestBody"]["required"] = False
+    for parameter in operation.get("parameters", []):
+        if parameter.get("in") != "query" or parameter["name"] not in fields:
+            continue
+        schema = parameter["schema"]
+        variants = [v for v in schema.pop("oneOf", []) if v.get("type") != "null"]
+        if len(variants) == 1:
+            schema.update(variants[0])
+        if isinstance(schema.get("type"), list):
+            schema["type"] = [t for t in schema["type"] if t != "null"]
+        if isinstance(schema.get("enum"), list):
+            schema["enum"] = [v for v in schema["enum"] if v is not None]
+        definition = fields[parameter["name"]].kwarg_definition
+        for ours, theirs in _CONSTRAINTS.items():
+            value = getattr(definition, ours, None)
+            if value is not None:
+                schema[theirs] = value
+
+
+def _add_schemas(schemas: dict[str, Any], types: list[type]) -> None:
+    """Components for types no route returns by annotation; those already there are kept."""
+    _, found = msgspec.json.schema_components(types, ref_template=_REF)
+    for name, schema in found.items():
+        schemas.setdefault(name, schema)
+
+
+def _plain_patterns(node: Any) -> None:
+    if isinstance(node, dict):
+        pattern = node.get("pattern")
+        if isinstance(pattern, str):
+            node["pattern"] = pattern.replace(FULL_MATCH_GUARD, "")
+        for value in node.values():
+            _plain_patterns(value)
+    elif isinstance(node, list):
+        for value in node:
+            _plain_patterns(value)
+
+
+def _problem_responses(path: str, method: str, operation: dict[str, Any]) -> None:
+    if not path.startswith("/v1/"):
+        return
+    statuses = {400, 401, 403, 405, 429, 503}
+    if "{" in path:
+        statuses.add(404)
+    if "requestBody" in operation:
+        statuses |= {413, 422}
+    if method != "get":
+        statuses.add(409)
+    if path.startswith(("/v1/mcp", "/v1/chat", "/v1/conversations", "/v1/turns")):
+        statuses.add(502)
+    responses = operation.setdefault("responses", {})
+    for status in sorted(statuses):
+        responses[str(status)] = {
+            "description": _DESCRIBED[status],
+            "content": {PROBLEM_JSON: {"schema": _PROBLEM}},
+        }
+
+
+def _turn_answers(responses: dict[str, Any], schema: str, *, waits: bool) -> None:
+    """200: the finished turn as JSON, or with `stream: true` its events; the answer to one of
+    several calls a paused turn `waits` on is 202."""
+    body = {"$ref": _REF.format(name=schema)}
+    responses["200"] = {
+        "description": "The finished (or paused) turn; with `stream: true`, its events as "
+                       "they happen",
+        "content": {"application/json": {"schema": body},
+                    "text/event-stream": {"schema": _EVENT}},
+    }
+    if waits:
+        responses["202"] = {
+            "description": "Recorded; the turn still waits on other calls",
+            "content": {"application/json": {"schema": body}},
+        }
