@@ -28,11 +28,13 @@ ENV HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 \
     HOST=0.0.0.0 \
     PORT=8000 \
+    LIVENESS_PORT=8001 \
     DATA_DIR=/data
 
-EXPOSE 8000
+EXPOSE 8000 8001
 
+# /live answers from a thread of its own, so a busy service is not taken for a dead one.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '8000') + '/health', timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('LIVENESS_PORT', '8001') + '/live', timeout=4)"]
 
 CMD ["python", "-m", "app", "serve"]

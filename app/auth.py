@@ -6,6 +6,7 @@ itself is shown once, when it is created.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -90,6 +91,8 @@ class ApiKeys:
                  ) -> None:
         self.db, self.welcome = db, welcome
         self._found: dict[str, tuple[float, ApiKey | None]] = {}
+        self._pending: dict[str, asyncio.Future[ApiKey | None]] = {}
+        self._generation = 0
 
     async def create(self, tenant: str, role: str, name: str = "", key: str | None = None
                      ) -> NewKey:
@@ -105,17 +108,26 @@ class ApiKeys:
                                                     tenant_id = EXCLUDED.tenant_id""",
             tenant, key_id, hash_key(whole), role, name,
         )
-        self._found.pop(hash_key(whole), None)
+        self._forget()
         if self.welcome is not None:
             await self.welcome(tenant)
         return NewKey(id=key_id, key=whole, tenant=tenant, role=role)
 
     async def find(self, key: str) -> ApiKey | None:
-        """The live key, or None; looked up at most every KEY_CACHE_S per replica."""
-        digest, now = hash_key(key), time.monotonic()
+        """The live key, or None; looked up at most every KEY_CACHE_S per replica, and once for
+        all the requests that present it meanwhile (a burst of a thousand asks Postgres once)."""
+        digest = hash_key(key)
         cached = self._found.get(digest)
-        if cached is not None and cached[0] > now:
+        if cached is not None and cached[0] > time.monotonic():
             return cached[1]
+        pending = self._pending.get(digest)
+        if pending is None:
+            pending = asyncio.ensure_future(self._look_up(digest, self._generation))
+            self._pending[digest] = pending
+            pending.add_done_callback(lambda done: self._settled(digest, done))
+        return await asyncio.shield(pending)
+
+    async def _look_up(self, digest: str, generation: int) -> ApiKey | None:
         row = await self.db.fetchrow(
             """SELECT id, tenant_id, role, name, created_at FROM api_keys
                WHERE key_hash = $1 AND revoked_at IS NULL""",
@@ -124,10 +136,23 @@ class ApiKeys:
         found = None if row is None else ApiKey(
             id=row["id"], tenant=row["tenant_id"], role=row["role"], name=row["name"],
             created_at=row["created_at"])
-        if len(self._found) >= _CACHED_KEYS:
-            self._found.clear()
-        self._found[digest] = (now + KEY_CACHE_S, found)
+        if generation == self._generation:  # no key was created or revoked meanwhile
+            if len(self._found) >= _CACHED_KEYS:
+                self._found.clear()
+            self._found[digest] = (time.monotonic() + KEY_CACHE_S, found)
         return found
+
+    def _settled(self, digest: str, done: asyncio.Future[ApiKey | None]) -> None:
+        if self._pending.get(digest) is done:
+            del self._pending[digest]
+        if not done.cancelled():
+            done.exception()  # raised to every waiter; marked seen if all of them went away
+
+    def _forget(self) -> None:
+        """Drop what this replica knows of keys, and what lookups under way would add."""
+        self._found.clear()
+        self._pending.clear()
+        self._generation += 1
 
     async def of_tenant(self, tenant: str) -> list[ApiKey]:
         rows = await self.db.fetch(
@@ -147,7 +172,7 @@ class ApiKeys:
         )
         if status != "UPDATE 1":
             raise KeyNotFound(f"key {key_id!r} not found or already revoked")
-        self._found.clear()  # this replica forgets at once; the others within KEY_CACHE_S
+        self._forget()  # this replica forgets at once; the others within KEY_CACHE_S
 
     async def bootstrap_admin(self, admin_key: str | None, data_dir: Path) -> str | None:
         """ADMIN_KEY becomes an admin key of the default tenant; without it, the first start
@@ -189,10 +214,13 @@ class KeyAuthentication(AbstractAuthenticationMiddleware):
 
 
 def require(permission: Permission) -> Callable[[ASGIConnection[Any, Any, Any, Any],
-                                                 BaseRouteHandler], None]:
-    """A route guard: the request's key must have a role that grants `permission`."""
+                                                 BaseRouteHandler], Awaitable[None]]:
+    """A route guard: the request's key must have a role that grants `permission`. (A
+    coroutine, though it never waits: Litestar runs a plain function guard in a worker thread,
+    a thread hop on every request.)"""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+                    ) -> None:
         key: ApiKey = connection.auth
         if permission not in PERMISSIONS[key.role]:
             allowed = sorted(r for r, p in PERMISSIONS.items() if permission in p)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 import uuid
@@ -29,6 +30,7 @@ from app.auth import PUBLIC_PATHS, ApiKeys, KeyAuthentication, Welcome, key_of
 from app.database import database, one_connection, progress_pool
 from app.guard import guard_request
 from app.idempotency import IdempotencyKeys
+from app.liveness import liveness
 from app.logs import keep_lines_whole
 from app.openapi import finish_document
 from app.problems import EXCEPTION_HANDLERS, turn_problem
@@ -113,6 +115,23 @@ async def list_models(
     ])
 
 
+def _freeze_start_up() -> None:
+    """Leave what start-up made (the embedding model, modules, the loaded registry) out of the
+    garbage collector's full passes: each scans every tracked object while holding the GIL, and
+    with the model loaded that stopped the service, `/live`'s thread too, for up to 0.4 s
+    (bench/BENCHMARKS.md, "Liveness under load")."""
+    gc.collect()
+    gc.freeze()
+
+
+def _liveness(settings: Settings) -> contextlib.AbstractAsyncContextManager[object]:
+    """`GET /live` on LIVENESS_PORT from the start of the lifespan (so a slow start-up is
+    live too), when the port is set."""
+    if settings.liveness_port is None:
+        return contextlib.nullcontext()
+    return liveness(settings.host, settings.liveness_port, settings.liveness_max_lag_s)
+
+
 def create_app(settings: Settings | None = None, *, embedder: Embedder | None = None) -> Litestar:
     """The app; `embedder` lets several apps in one process share a loaded model."""
     settings = settings or load_settings()
@@ -126,6 +145,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         )
         owner = uuid.uuid4().hex
         async with (
+            _liveness(settings),
             database(settings.database_url, settings.data_dir) as (dsn, pool),
             one_connection(dsn) as health_pool,
             progress_pool(dsn, enabled=not settings.durable_steps) as progress,
@@ -169,9 +189,11 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             log.info(
                 "ready: %d tools indexed", sum(registry.index_size(t) for t in registry.tenants())
             )
+            _freeze_start_up()
             try:
                 yield
             finally:
+                gc.unfreeze()
                 await supervisor.stop()
                 await mcp_servers.close()
                 await listener.stop()

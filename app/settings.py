@@ -25,6 +25,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Where the embedding transformer runs: ONNX Runtime when it can ("auto"), or one of them."""
     host: str = "127.0.0.1"
     port: int = 8000
+    liveness_port: int | None = None
+    """Where `GET /live` answers from a thread of its own (app/liveness.py); unset: nowhere."""
+    liveness_max_lag_s: float = 10.0
+    """How long the event loop may go without running before `/live` answers 503."""
     data_dir_path: str = "data"
     search_k: int = 10
     search_max_wait_s: float = 0.25
@@ -78,6 +82,8 @@ _ENV: dict[str, tuple[str, str]] = {
     "EMBEDDING_RUNTIME": ("embedding_runtime", "auto, onnx or torch"),
     "HOST": ("host", "an interface address such as 127.0.0.1 or 0.0.0.0"),
     "PORT": ("port", "a TCP port number between 1 and 65535"),
+    "LIVENESS_PORT": ("liveness_port", "a TCP port number between 1 and 65535, not PORT"),
+    "LIVENESS_MAX_LAG_S": ("liveness_max_lag_s", "seconds, a positive number"),
     "DATA_DIR": ("data_dir_path", "a directory path"),
     "SEARCH_K": ("search_k", "a positive integer"),
     "SEARCH_MAX_WAIT_S": ("search_max_wait_s", "seconds, a positive number"),
@@ -123,9 +129,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(_explain(exc)) from exc
     if not 0 < settings.port < 65536:
         raise SettingsError(f"PORT={settings.port} is out of range: expected {_ENV['PORT'][1]}")
-    positive = ("SEARCH_K", "SEARCH_MAX_WAIT_S", "CANDIDATE_K", "MAX_STEPS", "HISTORY_TOKEN_BUDGET",
-                "TURN_LEASE_S", "MAX_PARALLEL_CALLS", "MAX_PLAN_STEPS", "MAX_OUTPUT_BYTES",
-                "MCP_CONNECT_TIMEOUT_S")
+    if settings.liveness_port is not None and (
+        not 0 < settings.liveness_port < 65536 or settings.liveness_port == settings.port
+    ):
+        raise SettingsError(f"LIVENESS_PORT={settings.liveness_port}: expected "
+                            f"{_ENV['LIVENESS_PORT'][1]}")
+    positive = ("SEARCH_K", "SEARCH_MAX_WAIT_S", "LIVENESS_MAX_LAG_S", "CANDIDATE_K",
+                "MAX_STEPS", "HISTORY_TOKEN_BUDGET", "TURN_LEASE_S", "MAX_PARALLEL_CALLS",
+                "MAX_PLAN_STEPS", "MAX_OUTPUT_BYTES", "MCP_CONNECT_TIMEOUT_S")
     for name in positive:
         value = _value(settings, _ENV[name][0])
         if value <= 0:

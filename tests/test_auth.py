@@ -8,7 +8,7 @@ import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import httpx
@@ -259,3 +259,47 @@ async def test_every_tenant_has_the_builtin_tools(
             assert sorted(t["name"] for t in listed["items"]) == builtins
             found = (await client.get("/v1/tools/search", params={"q": "convert miles to km"}))
             assert found.json()["results"][0]["name"] == "convert_units"
+
+
+class CountingDb:
+    """A real pool that counts the key lookups sent through it."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool, self.lookups = pool, 0
+
+    async def fetchrow(self, *args: Any) -> Any:
+        self.lookups += 1
+        return await self.pool.fetchrow(*args)
+
+    async def execute(self, *args: Any) -> Any:
+        return await self.pool.execute(*args)
+
+
+async def test_a_burst_presenting_one_key_looks_it_up_once_and_a_revoke_is_seen_at_once(
+    start_app: Callable[..., Any], database_url: str
+) -> None:
+    await (await start_app(database_url)).stop()  # the tables
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    db = CountingDb(pool)
+    keys = ApiKeys(cast(asyncpg.Pool, db))
+    try:
+        made = await keys.create("acme", "viewer")
+        found = await asyncio.gather(*(keys.find(made.key) for _ in range(200)))
+        assert {(k.id, k.tenant) for k in found if k is not None} == {(made.id, "acme")}
+        assert None not in found
+        assert db.lookups == 1
+        await keys.find(made.key)
+        assert db.lookups == 1  # cached
+        await keys.revoke("acme", made.id)
+        gone = await asyncio.gather(*(keys.find(made.key) for _ in range(50)))
+        assert gone == [None] * 50
+        assert db.lookups == 2
+        unknown = await asyncio.gather(*(keys.find("sb_no-such-key") for _ in range(50)))
+        assert unknown == [None] * 50
+        assert db.lookups == 3
+    finally:
+        await pool.close()
+    # The database gone: every request waiting on the lookup gets its error, none a None.
+    failed = await asyncio.gather(*(keys.find("sb_another-key") for _ in range(5)),
+                                  return_exceptions=True)
+    assert all(isinstance(f, asyncpg.InterfaceError) for f in failed), failed

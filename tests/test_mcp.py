@@ -8,7 +8,6 @@ import hashlib
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -19,6 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import RunningApp
+from tests.loopback import free_port
 from tests.scripted_model import ScriptedModel, ScriptedReply
 from tests.test_turns import new_conversation, tool_messages, turn
 
@@ -97,12 +97,6 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"never happened: {what}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- registering ---------------------------------------------------------------------------

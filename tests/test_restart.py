@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -18,15 +17,10 @@ import httpx
 from planner.engine import TurnEngine
 from planner.turn import TurnRequest
 from tests.conftest import ADMIN_KEY, AUTH
+from tests.loopback import free_port
 from tests.scripted_model import ScriptedHang, ScriptedReply, scripted_model
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 120) -> None:

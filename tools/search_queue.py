@@ -27,13 +27,19 @@ class SearchQueue:
     def expected_wait_s(self) -> float:
         return self.waiting * self.service_s
 
+    def check(self) -> None:
+        """Raise SearchBusy, saying when to come back, when a search a client sent now would
+        wait past the bound."""
+        if self.waiting and self.expected_wait_s() > self.max_wait_s:
+            raise SearchBusy(self.waiting, max(1, math.ceil(self.expected_wait_s())))
+
     @contextlib.contextmanager
     def admitted(self, *, bounded: bool) -> Iterator[None]:
         """Count a search while it runs; a `bounded` one that would wait too long raises
         SearchBusy, saying when to come back."""
         ahead = self.waiting
-        if bounded and ahead and self.expected_wait_s() > self.max_wait_s:
-            raise SearchBusy(ahead, max(1, math.ceil(self.expected_wait_s())))
+        if bounded:
+            self.check()
         self.waiting += 1
         started = time.monotonic()
         try:

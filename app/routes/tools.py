@@ -6,10 +6,11 @@ import asyncio
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, Response, delete, get, post, put
+from litestar import Controller, Litestar, Request, Response, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from app.auth import require
 from app.idempotency import IdempotencyKeys
@@ -97,6 +98,18 @@ async def checked(spec: ToolSpec) -> ToolSpec:
     return spec
 
 
+def _shed_when_busy(app: ASGIApp) -> ASGIApp:
+    """Turn a search away before its guards run or its query is parsed when the embedder's queue
+    is past its bound: under a flood, refusing is most of the work, so it is done as early as the
+    tenant is known (bench/BENCHMARKS.md, "Liveness under load")."""
+
+    async def shed(scope: Scope, receive: Receive, send: Send) -> None:
+        Litestar.from_scope(scope).state.registry.queue.check()
+        await app(scope, receive, send)
+
+    return shed
+
+
 class ToolController(Controller):
     path = "/v1/tools"
     tags = ["tools"]
@@ -170,7 +183,8 @@ class ToolController(Controller):
         )
         return ToolPage(page.items, page.next_cursor)
 
-    @get("/search", summary="Find tools by meaning and keywords")
+    @get("/search", summary="Find tools by meaning and keywords",
+         middleware=[_shed_when_busy])
     async def search_tools(
         self,
         request: Request[Any, Any, Any],
