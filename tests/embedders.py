@@ -1,6 +1,8 @@
-"""An embedder for tests: the real one, counting what it is asked to embed."""
+"""Embedders for tests: the real one, counting what it is asked to embed, or slowed down."""
 
 from __future__ import annotations
+
+import asyncio
 
 from tools.embed import SentenceTransformerEmbedder, Vectors
 from tools.errors import EmbeddingError
@@ -27,3 +29,20 @@ class CountingEmbedder:
         if self.fail:
             raise EmbeddingError(self.model_name, "refused on purpose")
         return await self.inner.embed(texts)
+
+
+class SerialSlowEmbedder(CountingEmbedder):
+    """The real embedder behind a lock, each call taking at least `delay_s` once `slow` is
+    set: an embedder that serves one request at a time, as the CPU one does, only slower."""
+
+    def __init__(self, inner: SentenceTransformerEmbedder, delay_s: float) -> None:
+        super().__init__(inner)
+        self.delay_s = delay_s
+        self.lock = asyncio.Lock()
+        self.slow = False
+
+    async def embed(self, texts: list[str]) -> Vectors:
+        async with self.lock:
+            if self.slow:
+                await asyncio.sleep(self.delay_s)
+            return await super().embed(texts)

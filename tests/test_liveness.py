@@ -15,9 +15,10 @@ import pytest
 from app.errors import SettingsError
 from app.settings import load_settings
 from tests.conftest import serve
+from tests.embedders import SerialSlowEmbedder
 from tests.loopback import free_port
 from tests.tool_server import http_tool
-from tools.embed import SentenceTransformerEmbedder, Vectors
+from tools.embed import SentenceTransformerEmbedder
 
 
 def ask_live(port: int, path: str = "/live") -> httpx.Response:
@@ -73,31 +74,6 @@ def test_liveness_is_off_unless_its_port_is_set_and_the_port_must_differ() -> No
             load_settings({"LIVENESS_PORT": bad})
     with pytest.raises(SettingsError, match=r"^LIVENESS_MAX_LAG_S=0.0: expected"):
         load_settings({"LIVENESS_MAX_LAG_S": "0"})
-
-
-class SerialSlowEmbedder:
-    """The real embedder behind a lock, each call taking at least `delay_s`: an embedder that
-    serves one request at a time, as the CPU one does, only slower."""
-
-    def __init__(self, inner: SentenceTransformerEmbedder, delay_s: float) -> None:
-        self.inner = inner
-        self.delay_s = delay_s
-        self.lock = asyncio.Lock()
-        self.slow = False
-
-    @property
-    def model_name(self) -> str:
-        return self.inner.model_name
-
-    @property
-    def dim(self) -> int:
-        return self.inner.dim
-
-    async def embed(self, texts: list[str]) -> Vectors:
-        async with self.lock:
-            if self.slow:
-                await asyncio.sleep(self.delay_s)
-            return await self.inner.embed(texts)
 
 
 async def test_searches_past_the_queue_bound_get_503_with_retry_after_and_the_rest_answer(
