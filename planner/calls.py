@@ -40,7 +40,7 @@ from planner.records import (
 )
 from planner.statuses import WaitsFor
 from planner.tracing import TurnTracer
-from planner.turn import TurnState
+from planner.turn import StandIn, TurnState
 from tools.executors import ExecutableTool, ToolRunner
 from tools.outcome import CallOutcome
 from tools.spec import ClientExecutor, HttpExecutor, McpExecutor
@@ -261,7 +261,8 @@ class CallRunner:
                 "unknown_tool",
             )
             return None
-        waits_for = self._waits_for(tool, call)
+        stand_in = turn.stand_in if turn.stand_in and turn.stand_in.answers(tool) else None
+        waits_for = None if stand_in else self._waits_for(tool, call)
         if waits_for is not None:
             await self._wait(turn, call, tool, waits_for)
             return None
@@ -276,10 +277,25 @@ class CallRunner:
                     depends_on=call.depends_on,
                 )
             )
-            outcome = await self.runner.execute_call(tool, call.arguments)
+            if stand_in is None:
+                outcome = await self.runner.execute_call(tool, call.arguments)
+            else:
+                span.set_attribute("switchboard.tool.answered_by", stand_in.label)
+                outcome = self._stood_in(stand_in, tool, call.arguments)
             self._trace_outcome(turn, call, span, outcome)
             await self._record(turn, call, outcome, tool)
         return outcome
+
+    def _stood_in(self, stand_in: StandIn, tool: ExecutableTool, arguments: Any) -> CallOutcome:
+        """The stand-in's answer, once the arguments fit the tool's schema as a real call's
+        must."""
+        started = _now()
+        problem = self.runner.argument_problem(tool, arguments)
+        if problem is not None:
+            return CallOutcome(error=problem, error_type="invalid_arguments", started_at=started,
+                               finished_at=_now(), attempts=0)
+        return CallOutcome(result=stand_in.answer(tool), started_at=started, finished_at=_now(),
+                           attempts=1)
 
     @staticmethod
     def _waits_for(tool: ExecutableTool, call: Call) -> WaitsFor | None:

@@ -16,7 +16,7 @@ from planner.model_client import ModelBackend
 from planner.records import Conversation, Decision, StoredMessage, TurnRequest, TurnRow
 from planner.store import PostgresTurnStore
 from planner.supervisor import TurnSupervisor
-from planner.turn import EventSink, ignore
+from planner.turn import EventSink, StandIn, ignore
 
 OnStarted = Callable[[str], Awaitable[None]]
 """Told the id of a turn once it is written, before it runs (to tie a request to it)."""
@@ -34,8 +34,11 @@ class Conversations:
     ) -> None:
         self.engine, self.supervisor, self.store = engine, supervisor, store
 
-    async def create(self, tenant: str, metadata: dict[str, Any]) -> Conversation:
-        return await self.store.create_conversation(tenant, metadata)
+    async def create(
+        self, tenant: str, metadata: dict[str, Any], *, eval_run: str | None = None
+    ) -> Conversation:
+        """A new conversation; one an eval run holds is tagged with it."""
+        return await self.store.create_conversation(tenant, metadata, eval_run=eval_run)
 
     async def get(self, tenant: str, conversation_id: str) -> tuple[Conversation, list[TurnRow]]:
         """The conversation and its turns, oldest first."""
@@ -80,6 +83,17 @@ class Conversations:
         return self.supervisor.follow(
             lambda emit: engine.run_turn(tenant, conversation_id, turn_id, request, emit)
         )
+
+    async def run(
+        self, tenant: str, conversation_id: str, request: TurnRequest, *,
+        emit: EventSink = ignore, stand_in: StandIn | None = None,
+    ) -> TurnResult:
+        """Start a turn and run it to its end under the supervisor, telling `emit` each event;
+        `stand_in` answers the calls it takes in place of their tools."""
+        engine = self.engine
+        turn_id = await engine.start_turn(tenant, conversation_id, request)
+        return await self.supervisor.outcome(
+            engine.run_turn(tenant, conversation_id, turn_id, request, emit, stand_in))
 
     async def answer(
         self, tenant: str, turn_id: str, call_id: str, decision: Decision, stream: bool

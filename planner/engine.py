@@ -61,7 +61,7 @@ from planner.records import (
 )
 from planner.statuses import TurnStatus
 from planner.tracing import TurnTracer, mark_error
-from planner.turn import EventSink, TurnState, ignore
+from planner.turn import EventSink, StandIn, TurnState, ignore
 from planner.turn_store import TurnStore
 from tools.errors import FieldError
 from tools.executors import ToolRunner
@@ -128,7 +128,7 @@ class TurnEngine:
     async def start_turn(self, tenant: str, conversation_id: str, request: TurnRequest) -> str:
         """Write the running turn and its user message; raises TurnConflict if one runs."""
         model = self.model_for(request.model)
-        if self._ranks(tenant):
+        if self._ranks(tenant, request.candidate_k):
             # The message is the turn's first search: it is embedded while the turn is written.
             self.registry.prefetch(tenant, request.message)
         return await self.store.begin_turn(tenant, conversation_id, request,
@@ -136,10 +136,12 @@ class TurnEngine:
 
     async def run_turn(
         self, tenant: str, conversation_id: str, turn_id: str, request: TurnRequest,
-        emit: EventSink = ignore,
+        emit: EventSink = ignore, stand_in: StandIn | None = None,
     ) -> TurnResult:
-        """Run a started turn to its end; failures are recorded and reported, never raised."""
+        """Run a started turn to its end; failures are recorded and reported, never raised.
+        `stand_in` answers the calls it takes in place of their tools (eval runs)."""
         turn = self._turn_state(tenant, conversation_id, turn_id, request, emit)
+        turn.stand_in = stand_in
         await emit(TurnStarted(turn_id=turn_id, conversation_id=conversation_id,
                                mode=request.mode, model=turn.model.backend.name))
         return await self._traced(turn, self._run, None)
@@ -273,16 +275,16 @@ class TurnEngine:
         await turn.emit(TurnPaused(turn=result))
         return result
 
-    def _ranks(self, tenant: str) -> bool:
+    def _ranks(self, tenant: str, k: int | None = None) -> bool:
         """Whether retrieval has to choose: a tenant with no more tools than a turn offers gets
         all of them, and ranking them (embedding the query) would change nothing offered."""
-        return self.registry.index_size(tenant) > self.settings.candidate_k
+        return self.registry.index_size(tenant) > (k or self.settings.candidate_k)
 
     async def _retrieve(self, turn: TurnState, query: str) -> list[str]:
         """Add the best matches for `query` to the turn's candidates; returns names added."""
-        k = self.settings.candidate_k
+        k = turn.request.candidate_k or self.settings.candidate_k
         with self.tracer.retrieval(tenant=turn.tenant, query=query, k=k) as span:
-            if self._ranks(turn.tenant):
+            if self._ranks(turn.tenant, k):
                 hits = await self.registry.search(turn.tenant, query, k)
                 retrieved = [RetrievedTool(h.name, h.namespace, h.score) for h in hits]
                 span.set_attribute("switchboard.retrieval.scores", [h.score for h in hits])
@@ -379,7 +381,8 @@ class TurnEngine:
         request = ModelRequest(
             messages=[ChatMessage(role="system", content=prompt), *turn.messages],
             tools=turn.entries, tool_choice=tool_choice,  # type: ignore[arg-type]
-            response_format=response_format,
+            response_format=response_format, temperature=turn.request.temperature,
+            enable_thinking=turn.request.thinking,
         )
 
         async def on_delta(delta: Delta) -> None:

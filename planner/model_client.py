@@ -6,7 +6,7 @@ import asyncio
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager, suppress
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 import httpx
 import msgspec
@@ -40,6 +40,22 @@ __all__ = [
 OnDelta = Callable[[Delta], Awaitable[None]]
 
 
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+
+
+class Price(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What a backend's tokens cost, per million: fresh input, cached input, output."""
+
+    input: NonNegative
+    output: NonNegative
+    cached_input: NonNegative | None = None
+    """Unset: cached input costs as much as fresh."""
+
+    @property
+    def cached_input_or_input(self) -> float:
+        return self.input if self.cached_input is None else self.cached_input
+
+
 class ModelBackend(msgspec.Struct, frozen=True, kw_only=True):
     """Where the model is served, and the sampling a request gets unless it says otherwise."""
 
@@ -52,6 +68,8 @@ class ModelBackend(msgspec.Struct, frozen=True, kw_only=True):
     max_completion_tokens: int | None = None
     seed: int | None = None
     enable_thinking: bool | None = None
+    price: Price | None = None
+    """For eval runs' cost; unset: their cost is not known."""
 
 
 class ChatModel(Protocol):

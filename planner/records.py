@@ -27,6 +27,12 @@ class TurnRequest(msgspec.Struct, frozen=True, kw_only=True):
     stream: bool = False
     model: str | None = None
     max_steps: Annotated[int, msgspec.Meta(ge=1, le=64)] | None = None
+    candidate_k: Annotated[int, msgspec.Meta(ge=1, le=64)] | None = None
+    """How many tools retrieval offers; unset: CANDIDATE_K."""
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
+    """Sampling temperature; unset: the backend's."""
+    thinking: bool | None = None
+    """Whether a reasoning model thinks before answering; unset: the backend's default."""
     instructions: str | None = None
     """The application's own instructions for this turn (a chat frontend's system prompt);
     they follow Switchboard's system prompt, whose rules they cannot lift."""

@@ -62,8 +62,10 @@ class PostgresTurnStore(TurnReads, PauseQueries):
     Postgres itself in between can lose them, and then the turn is marked interrupted.
     """
 
-    async def create_conversation(self, tenant: str, metadata: dict[str, Any]) -> Conversation:
-        return await _create_conversation(self.pool, tenant, metadata)
+    async def create_conversation(
+        self, tenant: str, metadata: dict[str, Any], *, eval_run: str | None = None
+    ) -> Conversation:
+        return await _create_conversation(self.pool, tenant, metadata, eval_run)
 
     async def open_conversation(
         self, tenant: str, metadata: dict[str, Any], history: list[ChatMessage], *,
@@ -250,11 +252,13 @@ def exchanges(history: list[ChatMessage]) -> list[list[ChatMessage]]:
     return found
 
 
-async def _create_conversation(db: Db, tenant: str, metadata: dict[str, Any]) -> Conversation:
+async def _create_conversation(
+    db: Db, tenant: str, metadata: dict[str, Any], eval_run: str | None = None
+) -> Conversation:
     row = await db.fetchrow(
-        """INSERT INTO conversations (tenant_id, id, metadata) VALUES ($1, $2, $3::jsonb)
-           RETURNING id, metadata, created_at""",
-        tenant, new_id("conv"), jsonb_text(metadata),
+        """INSERT INTO conversations (tenant_id, id, metadata, eval_run)
+           VALUES ($1, $2, $3::jsonb, $4) RETURNING id, metadata, created_at""",
+        tenant, new_id("conv"), jsonb_text(metadata), eval_run,
     )
     return conversation_of(row)
 

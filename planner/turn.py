@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from opentelemetry.trace import SpanContext
 
@@ -24,6 +25,23 @@ async def ignore(_event: TurnEvent) -> None:
     return None
 
 
+class StandIn(Protocol):
+    """Answers some of a turn's calls in place of their tools (an eval run's recorded results):
+    the call is checked against the tool's schema, traced and stored as any other, but the
+    tool is never reached."""
+
+    label: str
+    """How the trace names who answered: `mocked`, `live`."""
+
+    def answers(self, tool: ExecutableTool) -> bool:
+        """Whether a call of `tool` is answered here."""
+        ...
+
+    def answer(self, tool: ExecutableTool) -> Any:
+        """The result a call of `tool` returns."""
+        ...
+
+
 class TurnState:
     """What one running turn holds: its candidate tools, its messages so far, its calls."""
 
@@ -37,10 +55,12 @@ class TurnState:
         model: ChatModel,
         emit: EventSink,
         max_steps: int,
+        stand_in: StandIn | None = None,
     ) -> None:
         self.store, self.tenant = store, tenant
         self.conversation_id, self.id = conversation_id, turn_id
         self.request, self.model, self.emit, self.max_steps = request, model, emit, max_steps
+        self.stand_in = stand_in
         self.tools: dict[str, ExecutableTool] = {}
         """Candidates by function name, in the order they were found (the tool block's order)."""
         self.messages: list[ChatMessage] = []

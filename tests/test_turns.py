@@ -89,6 +89,26 @@ async def test_a_turns_instructions_follow_the_system_prompt_and_are_not_history
     assert system == [f"{SYSTEM_AUTO}{INSTRUCTIONS_HEADING}Answer in one word.", SYSTEM_AUTO]
 
 
+async def test_a_turn_sets_its_candidate_count_temperature_and_thinking(
+    chat: httpx.AsyncClient, model: ScriptedModel
+) -> None:
+    model.push(ScriptedReply(content="Sunny."), ScriptedReply(content="Sunny."))
+    conversation = await new_conversation(chat)
+    asked = await turn(chat, conversation, "weather in Oslo", candidate_k=2, temperature=0.3,
+                       thinking=False)
+    assert asked.status_code == 200, asked.text
+    await turn(chat, conversation, "weather in Oslo")
+
+    tuned, default = model.requests
+    offered = [t["function"]["name"] for t in tuned["tools"]
+               if t["function"]["name"] != "search_tools"]
+    assert len(offered) == 2 and "get_weather" in offered
+    assert (tuned["temperature"], tuned["chat_template_kwargs"]) == (
+        0.3, {"enable_thinking": False})
+    assert len(default["tools"]) == 6  # search_tools and all five: CANDIDATE_K is 8
+    assert "temperature" not in default and "chat_template_kwargs" not in default
+
+
 async def test_calls_in_one_reply_run_at_the_same_time(
     chat: httpx.AsyncClient, model: ScriptedModel, tools: ToolServer
 ) -> None:
