@@ -30,15 +30,18 @@ log = logging.getLogger(__name__)
 
 Role = Literal["admin", "developer", "chat", "viewer"]
 Permission = Literal[
-    "keys:admin", "tools:read", "tools:write", "chat:read", "chat:write", "traces:read"
+    "keys:admin", "tools:read", "tools:write", "chat:read", "chat:write", "traces:read",
+    "evals:read", "evals:write",
 ]
 PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset(
-        {"keys:admin", "tools:read", "tools:write", "chat:read", "chat:write", "traces:read"}
+        {"keys:admin", "tools:read", "tools:write", "chat:read", "chat:write", "traces:read",
+         "evals:read", "evals:write"}
     ),
-    "developer": frozenset({"tools:read", "tools:write", "traces:read"}),
+    "developer": frozenset({"tools:read", "tools:write", "traces:read", "evals:read",
+                            "evals:write"}),
     "chat": frozenset({"chat:read", "chat:write", "tools:read"}),
-    "viewer": frozenset({"traces:read", "tools:read", "chat:read"}),
+    "viewer": frozenset({"traces:read", "tools:read", "chat:read", "evals:read"}),
 }
 PUBLIC_PATHS = ["^/health$", "^/docs", "^/viewer", "^/problems"]
 KEY_PREFIX = "sbk_"

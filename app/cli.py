@@ -1,5 +1,5 @@
 """The `switchboard` command: `serve` runs the service, `tools import FILE` registers tools
-(from specs or an OpenAPI document)."""
+(from specs or an OpenAPI document), `evals ...` imports, reports and compares eval runs."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from app.errors import SettingsError
+from app.evals_cli import add_commands as add_evals_commands
 from app.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     imp.add_argument("--tenant", default="default")
     imp.set_defaults(run=_import)
+    add_evals_commands(commands)
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
         required=True, metavar="ACTION"
     )

@@ -36,6 +36,7 @@ from app.openapi import finish_document
 from app.problems import EXCEPTION_HANDLERS, turn_problem
 from app.routes.chat_completions import create_chat_completion
 from app.routes.conversations import ConversationController, TurnController
+from app.routes.evals import EvalController
 from app.routes.keys import KeyController
 from app.routes.mcp import McpServerController
 from app.routes.tools import ToolController
@@ -46,6 +47,9 @@ from app.span_store import TraceReads
 from app.telemetry import Telemetry, build_telemetry
 from planner.conversations import Conversations
 from planner.engine import TurnEngine
+from planner.evals.runner import EvalRunner
+from planner.evals.service import Evals
+from planner.evals.store import EvalStore
 from planner.model_client import ChatModel, ModelClient
 from planner.store import PostgresTurnStore
 from planner.supervisor import TurnSupervisor
@@ -177,6 +181,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             await supervisor.start()
             telemetry.store.start(pool)
             conversations = Conversations(engine, supervisor, store)
+            eval_runner = EvalRunner(EvalStore(pool), conversations, registry, owner=owner,
+                                     lease_s=settings.engine.turn_lease_s)
+            await eval_runner.start()
             app.state.update({
                 "registry": registry,
                 "tool_http": tool_http,  # also fetches OpenAPI documents named by URL
@@ -185,6 +192,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 "idempotency": IdempotencyKeys(pool, conversations),
                 "api_keys": ApiKeys(pool, _welcome(settings, registry)),
                 "traces": TraceReads(pool),
+                "evals": Evals(eval_runner.store, eval_runner, conversations),
             })
             log.info(
                 "ready: %d tools indexed", sum(registry.index_size(t) for t in registry.tenants())
@@ -194,6 +202,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 yield
             finally:
                 gc.unfreeze()
+                await eval_runner.stop()
                 await supervisor.stop()
                 await mcp_servers.close()
                 await listener.stop()
@@ -204,7 +213,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app = Litestar(
         route_handlers=[health, list_models, ToolController, ConversationController,
                         TraceController, KeyController, TurnController, create_chat_completion,
-                        McpServerController, *VIEWER_ROUTES],
+                        McpServerController, EvalController, *VIEWER_ROUTES],
         dependencies={name: _from_state(name) for name in DEPENDENCIES},
         middleware=_middleware(settings),
         request_max_body_size=settings.max_body_bytes,
@@ -231,7 +240,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     return app
 
 
-DEPENDENCIES = ("registry", "conversations", "servers", "idempotency", "api_keys", "traces")
+DEPENDENCIES = ("registry", "conversations", "servers", "idempotency", "api_keys", "traces",
+                "evals")
 """What routes are given by name: each is made once, when the app starts, and kept in its
 state."""
 

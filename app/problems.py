@@ -30,6 +30,13 @@ from planner.errors import (
     TurnNotPaused,
     UnknownModel,
 )
+from planner.evals.errors import (
+    EvalConfigUnknown,
+    EvalInvalid,
+    EvalRunNotFound,
+    EvalSetExists,
+    EvalSetNotFound,
+)
 from planner.events import Problem
 from tools.errors import (
     DocumentInvalid,
@@ -69,6 +76,11 @@ _PROBLEMS: dict[type[Exception], tuple[int, str, str]] = {
     CallNotWaiting: (409, "call-not-waiting", "The call waits on nothing"),
     DecisionInvalid: (422, "invalid-request", "Request body is invalid"),
     StoreUnsupported: (501, "store-unsupported", "Not supported by this turn store"),
+    EvalInvalid: (422, "invalid-request", "Request body is invalid"),
+    EvalSetNotFound: (404, "not-found", "Not found"),
+    EvalRunNotFound: (404, "not-found", "Not found"),
+    EvalSetExists: (409, "conflict", "Already exists"),
+    EvalConfigUnknown: (400, "invalid-request", "Request is invalid"),
 }
 """Each error's status, problem type and title, where its message is the whole detail (planner
 errors may add a route to it: `planner_detail`)."""
@@ -98,7 +110,9 @@ def planner_problem(exc: PlannerError) -> Problem:
     status, slug, title = _kind(exc) or (500, "turn-failed", "Turn failed")
     if isinstance(exc, CallNotWaiting) and not exc.exists:
         status = 404
-    errors = exc.errors if isinstance(exc, DecisionInvalid) else []
+    errors = exc.errors if isinstance(exc, DecisionInvalid | EvalInvalid) else []
+    if isinstance(exc, EvalConfigUnknown):
+        errors = [FieldError("", str(exc), parameter="query parameter 'config'")]
     return Problem(type=f"/problems/{slug}", title=title, status=status,
                    detail=planner_detail(exc), errors=errors)
 

@@ -249,6 +249,9 @@ async def _list_traces(
            FROM spans r
            WHERE r.tenant_id = $1 AND r.parent_span_id IS NULL AND r.turn_id IS NOT NULL
              AND ($2::text IS NULL OR r.conversation_id = $2)
+             -- An eval run's turns are listed only when their conversation is asked for.
+             AND ($2::text IS NOT NULL OR NOT EXISTS (SELECT 1 FROM conversations v
+                  WHERE v.id = r.conversation_id AND v.eval_run IS NOT NULL))
              AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM spans c
                   WHERE c.trace_id = r.trace_id AND c.tool_name = $3))
              AND ($4::text IS NULL OR (r.status_code = 'ERROR') = ($4 = 'error'))

@@ -1,0 +1,103 @@
+"""Scripted models of known behaviour for eval runs, answering each case from its expected
+calls: `oracle` makes them all in one reply; `sloppy` makes one call per reply and drops an
+argument of the first call in the cases `drops` picks. Also a small BFCL-format slice of
+invented questions, so tests need no downloaded data."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from planner.evals.cases import EvalCase, ExpectedCall
+from tests.scripted_model import Responder, ScriptedReply, Step
+
+FUNCTIONS = [
+    {"name": "weather.current", "description": "Current weather for a city",
+     "parameters": {"type": "dict", "properties": {
+         "city": {"type": "string", "description": "City name"},
+         "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+         "required": ["city"]}},
+    {"name": "currency.convert", "description": "Convert an amount between currencies",
+     "parameters": {"type": "dict", "properties": {
+         "amount": {"type": "float"}, "source": {"type": "string"},
+         "target": {"type": "string"}}, "required": ["amount", "source", "target"]}},
+    {"name": "time.in_zone", "description": "The current time in a time zone",
+     "parameters": {"type": "dict", "properties": {"zone": {"type": "string"}},
+                    "required": ["zone"]}},
+]
+
+
+def _question(qid: str, text: str) -> dict[str, Any]:
+    return {"id": qid, "question": [[{"role": "user", "content": text}]], "function": FUNCTIONS}
+
+
+QUESTIONS = [
+    _question("simple_0", "What is the weather in Oslo right now?"),
+    _question("simple_1", "Convert 20 US dollars to euros."),
+    _question("simple_2", "What time is it in Tokyo?"),
+    _question("simple_3", "How warm is it in Lisbon, in fahrenheit?"),
+    _question("parallel_0", "Weather in Paris and in Rome, please."),
+    _question("parallel_1", "What time is it in London and in New York?"),
+    _question("parallel_multiple_0", "Weather in Bergen, and convert 5 euros to kroner."),
+    _question("parallel_multiple_1", "Time in Sydney and 100 yen in dollars."),
+]
+
+ANSWERS = [
+    {"id": "simple_0", "ground_truth": [{"weather.current": {"city": ["Oslo"],
+                                                             "unit": ["", "celsius"]}}]},
+    {"id": "simple_1", "ground_truth": [{"currency.convert": {
+        "amount": [20.0], "source": ["USD", "US dollars"], "target": ["EUR", "euros"]}}]},
+    {"id": "simple_2", "ground_truth": [{"time.in_zone": {"zone": ["Asia/Tokyo", "Tokyo"]}}]},
+    {"id": "simple_3", "ground_truth": [{"weather.current": {"city": ["Lisbon"],
+                                                             "unit": ["fahrenheit"]}}]},
+    {"id": "parallel_0", "ground_truth": [{"weather.current": {"city": ["Paris"]}},
+                                          {"weather.current": {"city": ["Rome"]}}]},
+    {"id": "parallel_1", "ground_truth": [{"time.in_zone": {"zone": ["Europe/London"]}},
+                                          {"time.in_zone": {"zone": ["America/New_York"]}}]},
+    {"id": "parallel_multiple_0", "ground_truth": [
+        {"weather.current": {"city": ["Bergen"]}},
+        {"currency.convert": {"amount": [5], "source": ["EUR"], "target": ["NOK"]}}]},
+    {"id": "parallel_multiple_1", "ground_truth": [
+        {"time.in_zone": {"zone": ["Australia/Sydney"]}},
+        {"currency.convert": {"amount": [100], "source": ["JPY"], "target": ["USD"]}}]},
+]
+
+
+def ground_truth_call(expected: ExpectedCall, drop: bool = False) -> tuple[str, dict[str, Any]]:
+    """The call with the first acceptable value of each argument (an argument that may be left
+    out is left out); `drop` leaves out the first argument that must be there."""
+    arguments = {k: next(v for v in values if v != "") for k, values in expected.arguments.items()
+                 if any(v != "" for v in values) and "" not in values}
+    if drop:
+        arguments.pop(next(iter(arguments)))
+    return expected.name, arguments
+
+
+def _this_turn(body: dict[str, Any]) -> tuple[str, int]:
+    """The turn's user message and how many tool results have come back since it."""
+    messages = body.get("messages") or []
+    last_user = max(i for i, m in enumerate(messages) if m.get("role") == "user")
+    done = sum(1 for m in messages[last_user:] if m.get("role") == "tool")
+    return str(messages[last_user].get("content")), done
+
+
+def case_model(cases: list[EvalCase], *, one_at_a_time: bool,
+               drops: Callable[[int], bool] = lambda _i: False) -> Responder:
+    """A responder that answers each case's message with its expected calls."""
+    by_message = {case.turns[0].user: (i, case) for i, case in enumerate(cases)}
+
+    def respond(body: dict[str, Any]) -> Step:
+        message, done = _this_turn(body)
+        index, case = by_message[message]
+        expected = case.turns[0].expected_calls
+        calls = [ground_truth_call(e, drop=drops(index) and n == 0)
+                 for n, e in enumerate(expected)]
+        if one_at_a_time:
+            if done < len(calls):
+                return ScriptedReply(tool_calls=[calls[done]])
+        elif done == 0 and calls:
+            return ScriptedReply(tool_calls=calls)
+        return ScriptedReply(content=f"Done: {json.dumps([c[0] for c in calls])}")
+
+    return respond
