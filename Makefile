@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 # The viewer's browser test drives Debian's Chromium (no browser downloads).
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install run test lint bench-retrieval bench-latency
+.PHONY: install run test lint bench-retrieval bench-latency eval-live
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,3 +48,8 @@ bench-retrieval: install
 
 bench-latency: install
 	$(BIN)/python -m bench.search_latency
+
+# BFCL's non-live sets through the service against a real SGLang server (SGLANG_URL=...).
+eval-live: install
+	@test -n "$(SGLANG_URL)" || { echo "eval-live needs SGLANG_URL=http://host:30000/v1"; exit 2; }
+	SGLANG_URL=$(SGLANG_URL) $(BIN)/python -m pytest -s tests/test_live_evals.py

@@ -69,10 +69,8 @@ def _import_bfcl(settings: Settings, args: argparse.Namespace) -> int:
     try:
         for question_file, answer_file in _bfcl_pairs(args.paths):
             questions = read_lines(question_file)[: args.limit]
-            found, made = bfcl_cases(questions, read_lines(answer_file),
-                                     tag=category_of(question_file))
-            for spec in found:
-                specs.setdefault(spec["name"], spec)
+            _found, made = bfcl_cases(questions, read_lines(answer_file),
+                                      tag=category_of(question_file), taken=specs)
             cases += made
         summary = asyncio.run(_write_set(settings, args.tenant, args.set_name,
                                          list(specs.values()), cases))

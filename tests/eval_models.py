@@ -65,13 +65,30 @@ ANSWERS = [
 
 
 def ground_truth_call(expected: ExpectedCall, drop: bool = False) -> tuple[str, dict[str, Any]]:
-    """The call with the first acceptable value of each argument (an argument that may be left
-    out is left out); `drop` leaves out the first argument that must be there."""
-    arguments = {k: next(v for v in values if v != "") for k, values in expected.arguments.items()
-                 if any(v != "" for v in values) and "" not in values}
+    """The call with the first acceptable value of each argument (one whose only acceptable
+    value is "" is left out), nested objects filled in the same way; `drop` leaves out the
+    first argument."""
+    arguments = {k: _instance(_first(values)) for k, values in expected.arguments.items()
+                 if any(v != "" for v in values)}
     if drop:
         arguments.pop(next(iter(arguments)))
     return expected.name, arguments
+
+
+def _first(values: list[Any]) -> Any:
+    return next(v for v in values if v != "")
+
+
+def _instance(value: Any) -> Any:
+    """An acceptable value as a model would write it: inside an object each key lists its
+    acceptable values (BFCL's convention), so the first is taken."""
+    if isinstance(value, dict):
+        return {k: _instance(_first(alts)) if isinstance(alts, list) else alts
+                for k, alts in value.items()
+                if not isinstance(alts, list) or any(a != "" for a in alts)}
+    if isinstance(value, list):
+        return [_instance(v) for v in value]
+    return value
 
 
 def _this_turn(body: dict[str, Any]) -> tuple[str, int]:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from planner.evals.bfcl import bfcl_cases, read_lines
 from planner.evals.cases import CaseTurn, ExpectedCall
 from planner.evals.scoring import MadeCall, score_turn, standard
+from tests.eval_models import ground_truth_call
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"},
                                             "unit": {"type": "string"},
@@ -93,6 +97,9 @@ SCORED = [
     ("no call expected, none made", turn(), made(), []),
     ("no call expected, one made", turn(), made(("get_weather", {"city": "Oslo"})),
      ["extra_call"]),
+    ("a value of the type the case's answers have, where the schema says otherwise",
+     turn(("get_weather", {"city": ["Oslo"], "days": ["three"]})),
+     made(("get_weather", {"city": "Oslo", "days": "three"})), []),
     ("arguments that are not an object", turn(("get_weather", {"city": ["Oslo"]})),
      made(("get_weather", "Oslo")), ["missing_argument"]),
 ]
@@ -134,3 +141,45 @@ def test_matched_counts_the_expected_calls_made_exactly() -> None:
 def test_strings_are_standardised_as_bfcl_does() -> None:
     assert standard("San Francisco, CA") == "sanfranciscoca"
     assert standard("it's_a-b/c*d^e.f") == 'it"sabcdef'
+
+
+SHARED_DATA = Path(os.environ.get("SWITCHBOARD_BENCH_DATA",
+                                  Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "bfcl").is_dir(), reason="needs ../shared/data")
+def test_every_bfcl_ground_truth_passes_the_scorer() -> None:
+    """The scorer agrees with BFCL's possible answers: each case's ground truth, written as a
+    model would write it, passes (1,000 cases over the four non-live sets)."""
+    taken: dict[str, dict[str, Any]] = {}
+    failed = []
+    for name in ("simple_python", "multiple", "parallel", "parallel_multiple"):
+        questions = read_lines(SHARED_DATA / "bfcl" / "question" / f"BFCL_v4_{name}.json")
+        answers = read_lines(SHARED_DATA / "bfcl" / "possible_answer" / f"BFCL_v4_{name}.json")
+        _specs, cases = bfcl_cases(questions, answers, taken=taken)
+        for case in cases:
+            expected = case.turns[0]
+            calls = [MadeCall(name=n, arguments=a)
+                     for n, a in (ground_truth_call(e) for e in expected.expected_calls)]
+            parameters = {n: spec.get("parameters") for n, spec in taken.items()}
+            if not score_turn(expected, calls, parameters, "").passed:
+                failed.append(case.id)
+    assert failed == []
+    assert len(taken) > 700  # the functions, BFCL's clashing names made distinct
+
+
+def test_bfcl_functions_sharing_a_name_become_tools_of_their_own() -> None:
+    def question(qid: str, parameter: str) -> dict[str, Any]:
+        return {"id": qid, "question": [[{"role": "user", "content": qid}]],
+                "function": [{"name": "stock.price", "description": "Price",
+                              "parameters": {"type": "dict", "required": [parameter],
+                                             "properties": {parameter: {"type": "string"}}}}]}
+
+    answers = [{"id": "a", "ground_truth": [{"stock.price": {"ticker": ["X"]}}]},
+               {"id": "b", "ground_truth": [{"stock.price": {"company": ["Y"]}}]},
+               {"id": "c", "ground_truth": [{"stock.price": {"ticker": ["Z"]}}]}]
+    specs, cases = bfcl_cases([question("a", "ticker"), question("b", "company"),
+                               question("c", "ticker")], answers)
+    assert [s["name"] for s in specs] == ["stock_price", "stock_price_2"]
+    assert [c.turns[0].expected_calls[0].name for c in cases] == [
+        "stock_price", "stock_price_2", "stock_price"]

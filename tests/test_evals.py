@@ -184,7 +184,7 @@ async def test_a_live_run_calls_only_tools_that_change_nothing(
             "set": set_id, "executor": "live", "configs": [{"name": "c"}]})).json()["id"]
         report = await finished(client, run_id)
     assert report["results"][0]["accuracy"] == 1.0
-    assert [r.body for r in tools.received] == [{"city": "Oslo"}]  # weather only
+    assert [r.body for r in tools.received] == [{"city": "Oslo", "unit": "celsius"}]  # weather only
 
 
 async def test_a_run_names_unknown_backends_and_repeated_config_names(
@@ -199,7 +199,10 @@ async def test_a_run_names_unknown_backends_and_repeated_config_names(
         ("/configs/0/model", "unknown model backend 'gpt-9'; configured: default"),
         ("/configs/1/name", "configuration 'a' is also item 0's; names must differ")]
     missing = await api.post("/v1/evals/runs", json={"set": "evset_x", "configs": [{"name": "a"}]})
-    assert missing.status_code == 404
+    assert missing.status_code == 422
+    assert missing.json()["errors"] == [{
+        "pointer": "/set",
+        "message": "eval set 'evset_x' not found; GET /v1/evals/sets lists this tenant's sets"}]
 
 
 async def test_progress_streams_and_a_cancelled_run_keeps_what_finished(

@@ -33,23 +33,41 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
 
 
 def bfcl_cases(
-    questions: list[dict[str, Any]], answers: list[dict[str, Any]], *, tag: str | None = None
+    questions: list[dict[str, Any]], answers: list[dict[str, Any]], *, tag: str | None = None,
+    taken: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[list[dict[str, Any]], list[EvalCase]]:
-    """The tool specs the questions offer (BFCL names made valid, the first spec of a name
-    kept) and one case per question that has an answer."""
+    """The tool specs the questions offer and one case per question that has an answer. BFCL
+    gives different functions the same name in different questions; each gets a tool of its
+    own (`name_2`, `name_3`, ...), and its cases expect that name. `taken` holds the specs
+    of earlier files by name, so names stay apart across files."""
+    specs = taken if taken is not None else {}
+    made: list[dict[str, Any]] = []
     truth = {a["id"]: a.get("ground_truth", []) for a in answers}
-    specs: dict[str, dict[str, Any]] = {}
     cases = []
     for question in questions:
+        names: dict[str, str] = {}
         for function in question.get("function", []):
             spec = from_bfcl(function)
-            specs.setdefault(spec["name"], spec)
+            name = _own_name(spec, specs)
+            names[spec["name"]] = name
+            if name not in specs:
+                specs[name] = {**spec, "name": name}
+                made.append(specs[name])
         if question["id"] not in truth:
             continue
         turn = CaseTurn(user=_user_text(question), order="any",
-                        expected_calls=[_expected(call) for call in truth[question["id"]]])
+                        expected_calls=[_expected(call, names) for call in truth[question["id"]]])
         cases.append(EvalCase(id=question["id"], turns=[turn], tags=[tag] if tag else []))
-    return list(specs.values()), cases
+    return made, cases
+
+
+def _own_name(spec: dict[str, Any], specs: dict[str, dict[str, Any]]) -> str:
+    """The spec's name, or the first `name_N` not held by a different spec."""
+    name, n = spec["name"], 1
+    while name in specs and specs[name] != {**spec, "name": name}:
+        n += 1
+        name = f"{spec['name'][:60]}_{n}"
+    return name
 
 
 def _user_text(question: dict[str, Any]) -> str:
@@ -60,9 +78,9 @@ def _user_text(question: dict[str, Any]) -> str:
                      if isinstance(m, dict) and m.get("role") == "user")
 
 
-def _expected(call: dict[str, Any]) -> ExpectedCall:
+def _expected(call: dict[str, Any], names: dict[str, str]) -> ExpectedCall:
     [(name, arguments)] = call.items()
-    return ExpectedCall(name=function_name(name),
+    return ExpectedCall(name=names.get(function_name(name), function_name(name)),
                         arguments={k: v if isinstance(v, list) else [v]
                                    for k, v in arguments.items()})
 

@@ -1,9 +1,10 @@
 """Score the calls a turn made against the calls its case expects, as BFCL's AST checker does:
 the function name must match, every required argument be present, each value be among the
 acceptable ones (strings compared without case, spaces and punctuation; an int is accepted for
-a number), no argument be given that the case does not name, and parallel calls match as a set.
-Every failed check is kept as a reason that names the call, the argument, what the model gave
-and what would have been right."""
+a number; a value of another type than the schema's is accepted only when the case's own
+answers have that type), no argument be given that the case does not name, and parallel
+calls match as a set. Every failed check is kept as a reason that names the call, the
+argument, what the model gave and what would have been right."""
 
 from __future__ import annotations
 
@@ -123,11 +124,13 @@ def _argument_reasons(
         where = "the case" if key in properties else "the tool's parameters"
         return [Reason(kind="unexpected_argument", call=name, argument=key, got=value,
                        detail=f"{name}: argument {key!r} is not in {where}")]
+    acceptable = want.arguments[key]
     problem = _type_problem(value, properties.get(key))
-    if problem is not None:
+    # As BFCL does: a value of the type the case's own answers have is taken (its answers may
+    # hold a string where the schema says array: a variable's name).
+    if problem is not None and not any(type(value) is type(w) for w in acceptable if w != ""):
         return [Reason(kind="wrong_type", call=name, argument=key, got=value,
                        detail=f"{name}: argument {key!r}: {problem}")]
-    acceptable = want.arguments[key]
     if any(same_value(value, w) for w in acceptable):
         return []
     return [Reason(kind="wrong_value", call=name, argument=key, got=value, acceptable=acceptable,

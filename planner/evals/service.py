@@ -9,12 +9,13 @@ import msgspec
 
 from planner.conversations import Conversations
 from planner.evals.cases import EvalSetIn, case_errors
-from planner.evals.errors import EvalConfigUnknown, EvalInvalid
+from planner.evals.errors import EvalConfigUnknown, EvalInvalid, EvalSetNotFound
 from planner.evals.frontier import Frontier, Objectives, recommend
 from planner.evals.outcomes import CaseOutcome, ConfigResult, summarise
 from planner.evals.requests import RunIn, run_errors
 from planner.evals.runner import EvalRunner
 from planner.evals.store import EvalSet, EvalSetSummary, EvalStore, RunRow, RunStatus
+from tools.errors import FieldError
 
 
 class Progress(msgspec.Struct, frozen=True, kw_only=True):
@@ -57,7 +58,11 @@ class Evals:
         errors = run_errors(request, backends)
         if errors:
             raise EvalInvalid("eval run", errors)
-        found = await self.store.get_set(tenant, request.set)
+        try:
+            found = await self.store.get_set(tenant, request.set)
+        except EvalSetNotFound as exc:
+            raise EvalInvalid("eval run", [FieldError(
+                "/set", f"{exc}; GET /v1/evals/sets lists this tenant's sets")]) from exc
         total = len(found.cases) * len(request.configs) * request.repeats
         run_id = await self.store.create_run(tenant, request, total, self.runner.owner)
         self.runner.launch(await self.store.get_run(tenant, run_id), found.cases)
