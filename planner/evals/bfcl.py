@@ -37,8 +37,8 @@ def bfcl_cases(
     taken: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[list[dict[str, Any]], list[EvalCase]]:
     """The tool specs the questions offer and one case per question that has an answer. BFCL
-    gives different functions the same name in different questions; each gets a tool of its
-    own (`name_2`, `name_3`, ...), and its cases expect that name. `taken` holds the specs
+    gives different functions the same name in different questions; each with parameters of
+    its own gets a tool of its own (`name_2`, `name_3`, ...), and its cases expect that name. `taken` holds the specs
     of earlier files by name, so names stay apart across files."""
     specs = taken if taken is not None else {}
     made: list[dict[str, Any]] = []
@@ -62,9 +62,10 @@ def bfcl_cases(
 
 
 def _own_name(spec: dict[str, Any], specs: dict[str, dict[str, Any]]) -> str:
-    """The spec's name, or the first `name_N` not held by a different spec."""
+    """The spec's name, or the first `name_N` not held by a function of other parameters (one
+    that differs only in its description is taken as the same tool)."""
     name, n = spec["name"], 1
-    while name in specs and specs[name] != {**spec, "name": name}:
+    while name in specs and specs[name].get("parameters") != spec.get("parameters"):
         n += 1
         name = f"{spec['name'][:60]}_{n}"
     return name
