@@ -1,7 +1,8 @@
 """Scripted models of known behaviour for eval runs, answering each case from its expected
-calls: `oracle` makes them all in one reply; `sloppy` makes one call per reply and drops an
-argument of the first call in the cases `drops` picks. Also a small BFCL-format slice of
-invented questions, so tests need no downloaded data."""
+calls (in plan mode, as one plan of independent steps): `oracle` makes them all in one reply;
+`sloppy` makes one call per reply and drops an argument of the first call in the cases `drops`
+picks. Also a small BFCL-format slice of invented questions, so tests need no downloaded
+data."""
 
 from __future__ import annotations
 
@@ -110,6 +111,10 @@ def case_model(cases: list[EvalCase], *, one_at_a_time: bool,
         expected = case.turns[0].expected_calls
         calls = [ground_truth_call(e, drop=drops(index) and n == 0)
                  for n, e in enumerate(expected)]
+        if body.get("response_format"):  # plan mode: every call a step, none waiting on another
+            steps = [{"id": f"s{n + 1}", "tool": name, "arguments": arguments}
+                     for n, (name, arguments) in enumerate(calls)]
+            return ScriptedReply(content=json.dumps({"steps": steps}))
         if one_at_a_time:
             if done < len(calls):
                 return ScriptedReply(tool_calls=[calls[done]])

@@ -165,6 +165,27 @@ async def test_two_backends_score_as_constructed_and_the_frontier_ranks_them(
                                             "it ran: oracle, sloppy")
 
 
+async def test_a_plan_config_runs_its_cases_as_plans_of_steps_dispatched_together(
+    start_app: Callable[..., Any], database_url: str
+) -> None:
+    specs, cases = slice_set()
+    parsed = bfcl_cases(QUESTIONS, ANSWERS)[1]
+    async with scripted_model(responder=case_model(parsed, one_at_a_time=False)) as model:
+        app = await start_app(database_url, model_url=model.url)
+        client = app.client
+        await register(client, specs, "http://127.0.0.1:9/unused", idempotent=True)
+        set_id = (await client.post("/v1/evals/sets", json={
+            "name": "s", "cases": cases})).json()["id"]
+        run_id = (await client.post("/v1/evals/runs", json={"set": set_id, "configs": [
+            {"name": "auto"}, {"name": "plan", "mode": "plan"}]})).json()["id"]
+        report = await finished(client, run_id)
+        plans = [r for r in model.requests if r.get("response_format")]
+    auto, plan = report["results"]
+    assert (auto["accuracy"], auto["parallel_share"]) == (1.0, 1.0)
+    assert (plan["accuracy"], plan["parallel_share"], plan["failed_turns"]) == (1.0, 1.0, 0)
+    assert len(plans) == 8  # one plan per case
+
+
 async def test_a_live_run_calls_only_tools_that_change_nothing(
     start_app: Callable[..., Any], database_url: str
 ) -> None:

@@ -21,7 +21,7 @@ from planner.evals.frontier import Frontier, Objectives
 from planner.evals.outcomes import CaseOutcome
 from planner.evals.requests import RunIn
 from planner.evals.service import Evals, RunReport
-from planner.evals.store import FINISHED, EvalSet, EvalSetSummary
+from planner.evals.store import FINISHED, EvalSet, EvalSetSummary, RunSummary
 
 EvalsDep = NamedDependency[Evals]
 PROGRESS_EVERY_S = 0.5
@@ -31,6 +31,11 @@ serve it)."""
 
 class SetList(msgspec.Struct, frozen=True):
     items: list[EvalSetSummary]
+
+
+class RunList(msgspec.Struct, frozen=True):
+    items: list[RunSummary]
+    """The newest 100."""
 
 
 class RunStarted(msgspec.Struct, frozen=True):
@@ -78,6 +83,10 @@ class EvalController(Controller):
         self, request: Request[Any, Any, Any], evals: EvalsDep, data: JSONBody[RunIn]
     ) -> RunStarted:
         return RunStarted(await evals.start_run(tenant_of(request), data))
+
+    @get("/runs", guards=[require("evals:read")], summary="The tenant's runs, newest first")
+    async def list_runs(self, request: Request[Any, Any, Any], evals: EvalsDep) -> RunList:
+        return RunList(await evals.runs(tenant_of(request)))
 
     @get("/runs/{run_id:str}", guards=[require("evals:read")],
          summary="A run's progress and each configuration's numbers (SSE with "

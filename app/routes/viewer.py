@@ -1,4 +1,5 @@
-"""The built-in trace viewer: one static page (HTML, JS, CSS) that reads the trace routes."""
+"""The built-in viewer: static pages (HTML, JS, CSS) for traces and for eval runs, reading the
+service's own routes."""
 
 from __future__ import annotations
 
@@ -32,4 +33,15 @@ async def viewer_styles() -> Response[bytes]:
     return _page("viewer.css", "text/css")
 
 
-VIEWER_ROUTES: list[HTTPRouteHandler] = [viewer_page, viewer_script, viewer_styles]
+@get("/viewer/evals", include_in_schema=False)
+async def evals_page() -> Response[bytes]:
+    return _page("evals.html", "text/html")
+
+
+@get("/viewer/evals.js", include_in_schema=False)
+async def evals_script() -> Response[bytes]:
+    return _page("evals.js", "text/javascript")
+
+
+VIEWER_ROUTES: list[HTTPRouteHandler] = [viewer_page, viewer_script, viewer_styles, evals_page,
+                                         evals_script]

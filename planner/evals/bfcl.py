@@ -38,8 +38,8 @@ def bfcl_cases(
 ) -> tuple[list[dict[str, Any]], list[EvalCase]]:
     """The tool specs the questions offer and one case per question that has an answer. BFCL
     gives different functions the same name in different questions; each with parameters of
-    its own gets a tool of its own (`name_2`, `name_3`, ...), and its cases expect that name. `taken` holds the specs
-    of earlier files by name, so names stay apart across files."""
+    its own gets a tool of its own (`name_2`, `name_3`, ...), and its cases expect that name.
+    `taken` holds the specs of earlier files by name, so names stay apart across files."""
     specs = taken if taken is not None else {}
     made: list[dict[str, Any]] = []
     truth = {a["id"]: a.get("ground_truth", []) for a in answers}

@@ -49,10 +49,14 @@ def _misses(result: ConfigResult, objectives: Objectives) -> list[str]:
         misses.append(f"accuracy {result.accuracy or 0.0:.3f} < {objectives.min_accuracy}")
     p95 = result.latency_ms.p95
     if objectives.max_p95_ms is not None and (p95 is None or p95 > objectives.max_p95_ms):
-        misses.append(f"p95 {p95} ms > {objectives.max_p95_ms} ms")
+        misses.append(f"p95 {_ms(p95)} > {objectives.max_p95_ms:g} ms")
     if objectives.max_cost is not None and (result.cost or 0.0) > objectives.max_cost:
         misses.append(f"cost {result.cost} > {objectives.max_cost}")
     return misses
+
+
+def _ms(value: float | None) -> str:
+    return "unmeasured" if value is None else f"{value:.0f} ms"
 
 
 def recommend(results: Sequence[ConfigResult], objectives: Objectives) -> Frontier:
@@ -69,6 +73,6 @@ def recommend(results: Sequence[ConfigResult], objectives: Objectives) -> Fronti
                                        r.latency_ms.p95 or 0.0))
     cost = "unpriced" if best.cost is None else f"{best.cost:.6f}"
     why = (f"{best.config} is the cheapest frontier configuration that meets the objectives "
-           f"(accuracy {best.accuracy or 0.0:.3f}, p95 {best.latency_ms.p95} ms, cost per case "
+           f"(accuracy {best.accuracy or 0.0:.3f}, p95 {_ms(best.latency_ms.p95)}, cost per case "
            f"{cost}); {len(meeting)} of the {len(front)} on the frontier meet them")
     return Frontier(frontier=names, recommended=best.config, why=why)

@@ -14,7 +14,14 @@ from planner.evals.frontier import Frontier, Objectives, recommend
 from planner.evals.outcomes import CaseOutcome, ConfigResult, summarise
 from planner.evals.requests import RunIn, run_errors
 from planner.evals.runner import EvalRunner
-from planner.evals.store import EvalSet, EvalSetSummary, EvalStore, RunRow, RunStatus
+from planner.evals.store import (
+    EvalSet,
+    EvalSetSummary,
+    EvalStore,
+    RunRow,
+    RunStatus,
+    RunSummary,
+)
 from tools.errors import FieldError
 
 
@@ -67,6 +74,9 @@ class Evals:
         run_id = await self.store.create_run(tenant, request, total, self.runner.owner)
         self.runner.launch(await self.store.get_run(tenant, run_id), found.cases)
         return run_id
+
+    async def runs(self, tenant: str) -> list[RunSummary]:
+        return await self.store.list_runs(tenant)
 
     async def report(self, tenant: str, run_id: str) -> RunReport:
         return await run_report(self.store, tenant, run_id)

@@ -50,6 +50,18 @@ class RunRow(msgspec.Struct, frozen=True, kw_only=True):
     finished_at: datetime | None
 
 
+class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    set: str
+    set_name: str
+    status: RunStatus
+    done: int
+    total: int
+    configs: list[str]
+    created_at: datetime
+    finished_at: datetime | None
+
+
 class EvalStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -112,6 +124,19 @@ class EvalStore:
             raise EvalRunNotFound(run_id)
         return _run(row)
 
+    async def list_runs(self, tenant: str, limit: int = 100) -> list[RunSummary]:
+        """The tenant's runs, newest first."""
+        rows = await self.pool.fetch(
+            f"""{_RUN_COLUMNS}, s.name AS set_name FROM eval_runs r
+                JOIN eval_sets s ON s.id = r.set_id
+                WHERE r.tenant_id = $1 ORDER BY r.created_at DESC, r.id LIMIT $2""",
+            tenant, limit)
+        return [RunSummary(id=row["id"], set=row["set_id"], set_name=row["set_name"],
+                           status=row["status"], done=row["done"], total=row["total"],
+                           configs=[c.name for c in _run_in.decode(row["request"]).configs],
+                           created_at=row["created_at"], finished_at=row["finished_at"])
+                for row in rows]
+
     async def add_outcome(self, tenant: str, run_id: str, outcome: CaseOutcome) -> None:
         await self.pool.execute(
             """INSERT INTO eval_outcomes (tenant_id, run_id, config, case_id, repeat, passed,
@@ -169,10 +194,10 @@ class EvalStore:
         return [_run(r) for r in rows]
 
 
-_RUN_SELECT = """SELECT r.id, r.tenant_id, r.set_id, r.request::text, r.status, r.total,
-                        (SELECT count(*) FROM eval_outcomes o WHERE o.run_id = r.id) AS done,
-                        r.error, r.created_at, r.finished_at
-                 FROM eval_runs r"""
+_RUN_COLUMNS = """SELECT r.id, r.tenant_id, r.set_id, r.request::text, r.status, r.total,
+                         (SELECT count(*) FROM eval_outcomes o WHERE o.run_id = r.id) AS done,
+                         r.error, r.created_at, r.finished_at"""
+_RUN_SELECT = f"{_RUN_COLUMNS} FROM eval_runs r"
 
 
 def _summary(row: Any) -> EvalSetSummary:
