@@ -33,6 +33,11 @@ async def viewer_styles() -> Response[bytes]:
     return _page("viewer.css", "text/css")
 
 
+@get("/viewer/dom.js", include_in_schema=False)
+async def dom_script() -> Response[bytes]:
+    return _page("dom.js", "text/javascript")
+
+
 @get("/viewer/evals", include_in_schema=False)
 async def evals_page() -> Response[bytes]:
     return _page("evals.html", "text/html")
@@ -43,5 +48,5 @@ async def evals_script() -> Response[bytes]:
     return _page("evals.js", "text/javascript")
 
 
-VIEWER_ROUTES: list[HTTPRouteHandler] = [viewer_page, viewer_script, viewer_styles, evals_page,
-                                         evals_script]
+VIEWER_ROUTES: list[HTTPRouteHandler] = [viewer_page, viewer_script, viewer_styles, dom_script,
+                                         evals_page, evals_script]

@@ -2,21 +2,6 @@
 // that failed with why, each linking to its turn's trace in the trace viewer.
 "use strict";
 
-const KEY_STORAGE = "switchboard.apiKey";  // shared with the trace viewer
-const $ = (selector) => document.querySelector(selector);
-const apiKey = () => sessionStorage.getItem(KEY_STORAGE) || "";
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (key === "dataset") Object.assign(node.dataset, value);
-    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else node.setAttribute(key, value === true ? "" : value);
-  }
-  node.append(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
-  return node;
-}
 
 async function getJSON(path) {
   const headers = { accept: "application/json" };
