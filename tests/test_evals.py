@@ -14,7 +14,7 @@ import pytest
 
 from planner.evals.bfcl import bfcl_cases
 from tests.eval_models import ANSWERS, QUESTIONS, case_model
-from tests.scripted_model import ScriptedHang, ScriptedReply, scripted_model
+from tests.scripted_model import ScriptedFailure, ScriptedHang, ScriptedReply, scripted_model
 from tests.test_tracing import stored_trace
 from tests.tool_server import tool_server
 
@@ -290,3 +290,26 @@ async def test_a_run_whose_replica_stops_is_finished_by_another_keeping_what_was
     assert outcomes[0] == kept[0]  # what the first replica finished is kept as it was
     assert [o["case_id"] for o in outcomes] == ["simple_0", "simple_1"]
     assert len(fine.requests) == 1  # only the unfinished case ran again
+
+
+async def test_a_backend_that_fails_is_reported_per_case_and_the_run_still_completes(
+    start_app: Callable[..., Any], database_url: str
+) -> None:
+    _specs, cases = slice_set()
+    async with scripted_model(responder=lambda _body: ScriptedFailure(status=500)) as broken:
+        app = await start_app(database_url, model_url=broken.url)
+        set_id = (await app.client.post("/v1/evals/sets", json={
+            "name": "s", "cases": [cases[0], cases[4]]})).json()["id"]
+        run_id = (await app.client.post("/v1/evals/runs", json={
+            "set": set_id, "configs": [{"name": "c"}]})).json()["id"]
+        report = await finished(app.client, run_id)
+        outcomes = (await app.client.get(f"/v1/evals/runs/{run_id}/cases")).json()["items"]
+    assert report["status"] == "completed"
+    [result] = report["results"]
+    assert (result["accuracy"], result["failed_turns"], result["parallel_share"]) == (0.0, 2, 0.0)
+    for outcome in outcomes:
+        [turn] = outcome["turns"]
+        assert turn["status"] == "failed"
+        assert turn["reasons"][0]["kind"] == "turn_failed"
+        assert turn["reasons"][0]["detail"].startswith("the turn ended failed: ")
+        assert turn["turn_id"] and turn["trace_id"]
