@@ -159,6 +159,20 @@ async def test_two_backends_score_as_constructed_and_the_frontier_ranks_them(
             "conversation_id": first["conversation_id"]})).json()["traces"]
         assert [t["trace_id"] for t in asked] == [turn["trace_id"]]  # ...unless asked for
 
+        # The same cases wanting their calls dispatched together: sloppy's come one by one.
+        strict_cases = [{**c, "turns": [{**c["turns"][0], "order": "parallel"}]} for c in cases]
+        strict_set = (await client.post("/v1/evals/sets", json={
+            "name": "parallel", "cases": strict_cases})).json()["id"]
+        strict_run = (await client.post("/v1/evals/runs", json={
+            "set": strict_set, "configs": [{"name": "oracle", "model": "oracle"},
+                                           {"name": "sloppy", "model": "sloppy"}]})).json()["id"]
+        good, bad = (await finished(client, strict_run))["results"]
+        assert (good["accuracy"], bad["accuracy"]) == (1.0, 0.25)  # 2 single-call cases pass
+        late = (await client.get(f"/v1/evals/runs/{strict_run}/cases", params={
+            "config": "sloppy", "passed": "false"})).json()["items"]
+        parallel_1 = next(c for c in late if c["case_id"] == "parallel_1")
+        assert [r["kind"] for r in parallel_1["turns"][0]["reasons"]] == ["not_parallel"]
+
         unknown = await client.get(f"/v1/evals/runs/{run_id}/cases", params={"config": "nope"})
         assert unknown.status_code == 400
         assert unknown.json()["detail"] == (f"eval run {run_id!r} has no configuration 'nope'; "

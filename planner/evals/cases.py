@@ -27,7 +27,9 @@ class CaseTurn(msgspec.Struct, frozen=True, kw_only=True):
     user: Annotated[str, msgspec.Meta(min_length=1, max_length=100_000)]
     expected_calls: list[ExpectedCall] = []
     """[] means no tool may be called."""
-    order: Literal["any", "sequence"] = "any"
+    order: Literal["any", "sequence", "parallel"] = "any"
+    """`any`: the calls as a set; `sequence`: in this order; `parallel`: as a set, and
+    dispatched together (one reply, or plan steps none of which waits on another)."""
     answer_contains: list[str] = []
     """Texts the final answer must hold (compared without case)."""
 

@@ -188,6 +188,10 @@ def _scored(
     score = score_turn(turn, [MadeCall(name=c.name, arguments=c.arguments) for c in calls],
                        parameters, answer)
     reasons = list(score.reasons)
+    together = _together(calls) if len(turn.expected_calls) > 1 else None
+    if turn.order == "parallel" and together is False:
+        reasons.append(Reason(kind="not_parallel", detail="the calls were made one after "
+                              "another; the case wants them dispatched together"))
     if result.status != "completed":
         title = result.error.detail if result.error is not None else result.status
         reasons.insert(0, Reason(kind="turn_failed", detail=f"the turn ended {result.status}: "
@@ -200,7 +204,7 @@ def _scored(
         passed=not reasons, expected=score.expected, matched=score.matched, reasons=reasons,
         candidates=names,
         retrieval_recall=len(expected & set(names)) / len(expected) if expected else None,
-        parallel=_together(calls) if len(turn.expected_calls) > 1 else None,
+        parallel=together,
         latency_ms=round(latency_ms, 3),
         tokens=Tokens(prompt=usage.prompt_tokens, completion=usage.completion_tokens,
                       cached=usage.cached_tokens or 0),

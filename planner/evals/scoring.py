@@ -17,7 +17,7 @@ from planner.evals.cases import CaseTurn, ExpectedCall
 
 ReasonKind = Literal[
     "missing_call", "extra_call", "order", "missing_argument", "unexpected_argument",
-    "wrong_type", "wrong_value", "answer", "turn_failed",
+    "wrong_type", "wrong_value", "not_parallel", "answer", "turn_failed",
 ]
 
 _PUNCTUATION = re.compile(r"[ ,./\-_*^]")
