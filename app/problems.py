@@ -34,6 +34,7 @@ from planner.evals.errors import (
     EvalConfigUnknown,
     EvalInvalid,
     EvalRunNotFound,
+    EvalSetBusy,
     EvalSetExists,
     EvalSetNotFound,
 )
@@ -80,6 +81,7 @@ _PROBLEMS: dict[type[Exception], tuple[int, str, str]] = {
     EvalSetNotFound: (404, "not-found", "Not found"),
     EvalRunNotFound: (404, "not-found", "Not found"),
     EvalSetExists: (409, "conflict", "Already exists"),
+    EvalSetBusy: (409, "conflict", "Runs of the set are running"),
     EvalConfigUnknown: (400, "invalid-request", "Request is invalid"),
 }
 """Each error's status, problem type and title, where its message is the whole detail (planner

@@ -252,6 +252,9 @@ async def test_progress_streams_and_a_cancelled_run_keeps_what_finished(
             "name": "s", "cases": [cases[0], cases[1]]})).json()["id"]
         run_id = (await client.post("/v1/evals/runs", json={
             "set": set_id, "concurrency": 1, "configs": [{"name": "c"}]})).json()["id"]
+        busy = await client.delete(f"/v1/evals/sets/{set_id}")
+        assert busy.status_code == 409
+        assert busy.json()["detail"].startswith(f"eval set {set_id!r} has runs still running")
         events: list[tuple[str, Any]] = []
         async with client.stream("GET", f"/v1/evals/runs/{run_id}",
                                  headers={"Accept": "text/event-stream"}) as stream:

@@ -5,6 +5,7 @@
         ├── EvalInvalid        a set or run that cannot be taken as sent (names each field)
         ├── EvalSetNotFound    no such set for this tenant
         ├── EvalSetExists      the tenant already has a set of that name
+        ├── EvalSetBusy        a set cannot be deleted while a run of it runs
         ├── EvalRunNotFound    no such run for this tenant
         └── EvalConfigUnknown  a frontier or case filter names a configuration the run lacks
 """
@@ -40,6 +41,14 @@ class EvalSetExists(EvalError):
         self.name = name
         super().__init__(f"an eval set named {name!r} already exists; choose another name or "
                          "delete that set first")
+
+
+class EvalSetBusy(EvalError):
+    def __init__(self, set_id: str, runs: list[str]) -> None:
+        self.set_id, self.runs = set_id, runs
+        super().__init__(f"eval set {set_id!r} has runs still running ({', '.join(runs)}); "
+                         "cancel them (POST /v1/evals/runs/{id}/cancel) or let them finish "
+                         "first")
 
 
 class EvalRunNotFound(EvalError):

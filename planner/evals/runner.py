@@ -95,11 +95,14 @@ class EvalRunner:
     async def _keep_alive(self) -> None:
         while True:
             await asyncio.sleep(max(self.lease_s / 3, 0.05))
-            running = await self.store.heartbeat(list(self._tasks), self.owner)
-            for run_id, task in list(self._tasks.items()):
-                if run_id not in running:  # cancelled, from this replica or another
-                    task.cancel()
-            await self._adopt()
+            try:
+                running = await self.store.heartbeat(list(self._tasks), self.owner)
+                for run_id, task in list(self._tasks.items()):
+                    if run_id not in running:  # cancelled, from this replica or another
+                        task.cancel()
+                await self._adopt()
+            except Exception:  # the database is away: say so, and try again next time
+                log.exception("renewing this replica's eval runs failed")
 
     async def _run(self, run: RunRow, cases: list[EvalCase]) -> None:
         request = run.request
@@ -118,9 +121,7 @@ class EvalRunner:
             async with asyncio.TaskGroup() as group:
                 for job in jobs:
                     group.create_task(one(job))
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # a fault of the store or the engine: the run says so
+        except Exception as exc:  # a fault of the store or the engine: the run says so
             error = _first_error(exc)
             log.exception("eval run %s failed", run.id, exc_info=error)
             await self.store.finish_run(run.id, "failed", f"{type(error).__name__}: {error}")

@@ -11,7 +11,7 @@ import msgspec
 
 from planner._db import jsonb_text, new_id
 from planner.evals.cases import EvalCase, EvalSetIn
-from planner.evals.errors import EvalRunNotFound, EvalSetExists, EvalSetNotFound
+from planner.evals.errors import EvalRunNotFound, EvalSetBusy, EvalSetExists, EvalSetNotFound
 from planner.evals.outcomes import CaseOutcome
 from planner.evals.requests import RunIn
 
@@ -98,8 +98,13 @@ class EvalStore:
     async def delete_set(self, tenant: str, set_id: str) -> None:
         """The set and its runs with their outcomes (the turns they ran stay)."""
         async with self.pool.acquire() as conn, conn.transaction():
-            runs = [r["id"] for r in await conn.fetch(
-                "SELECT id FROM eval_runs WHERE tenant_id = $1 AND set_id = $2", tenant, set_id)]
+            rows = await conn.fetch(
+                """SELECT id, status FROM eval_runs WHERE tenant_id = $1 AND set_id = $2
+                   FOR UPDATE""", tenant, set_id)
+            running = [r["id"] for r in rows if r["status"] == "running"]
+            if running:
+                raise EvalSetBusy(set_id, running)
+            runs = [r["id"] for r in rows]
             await conn.execute("DELETE FROM eval_outcomes WHERE run_id = ANY($1::text[])", runs)
             await conn.execute("DELETE FROM eval_runs WHERE id = ANY($1::text[])", runs)
             done = await conn.execute(
