@@ -11,7 +11,7 @@ import msgspec
 
 from app.errors import SettingsError
 from planner.engine import EngineSettings
-from planner.model_client import ModelBackend
+from planner.model_client import ModelBackend, Price
 
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 
@@ -37,6 +37,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     model_name: str = "default"
     model_api_key: str | None = None
+    model_price: str = ""
+    """The default backend's `price`, as JSON (see MODEL_BACKENDS); unset: none."""
     model_backends: str = ""
     """JSON list of further backends: [{"name", "base_url", "model", "api_key", ...}]."""
     engine: EngineSettings = EngineSettings()
@@ -90,6 +92,8 @@ _ENV: dict[str, tuple[str, str]] = {
     "LOG_LEVEL": ("log_level", "DEBUG, INFO, WARNING or ERROR"),
     "MODEL_NAME": ("model_name", "the model name the server expects (SGLang: any, or served name)"),
     "MODEL_API_KEY": ("model_api_key", "a bearer token for the model server"),
+    "MODEL_PRICE": ("model_price", 'JSON like {"input": 0.2, "output": 0.8, "cached_input": 0.05}'
+                                   " (per million tokens)"),
     "MODEL_BACKENDS": ("model_backends", 'a JSON list like [{"name": "big", "base_url": "..."}]'),
     "CANDIDATE_K": ("engine.candidate_k", "a positive integer"),
     "MAX_STEPS": ("engine.max_steps", "a positive integer"),
@@ -152,6 +156,7 @@ def model_backends(settings: Settings) -> list[ModelBackend]:
         base_url=settings.model_url,
         model=settings.model_name,
         api_key=settings.model_api_key,
+        price=_price(settings.model_price),
     )
     if not settings.model_backends:
         return [default]
@@ -165,6 +170,16 @@ def model_backends(settings: Settings) -> list[ModelBackend]:
     if len(set(names)) != len(names):
         raise SettingsError(f"MODEL_BACKENDS: backend names must be unique, got {names}")
     return [default, *more]
+
+
+def _price(text: str) -> Price | None:
+    if not text:
+        return None
+    try:
+        return msgspec.json.decode(text, type=Price)
+    except msgspec.DecodeError as exc:
+        raise SettingsError(
+            f"MODEL_PRICE is invalid ({exc}): expected {_ENV['MODEL_PRICE'][1]}") from exc
 
 
 def _value(settings: Settings, path: str) -> Any:

@@ -9,7 +9,8 @@ import pytest
 
 from app.errors import SettingsError
 from app.main import QUIET_LOGGERS, create_app
-from app.settings import Settings, load_settings
+from app.settings import Settings, load_settings, model_backends
+from planner.model_client import Price
 
 
 def test_defaults_when_the_environment_is_empty() -> None:
@@ -78,3 +79,13 @@ def test_the_app_logs_at_log_level_and_outgoing_requests_only_when_debugging(
     finally:
         for name, was in saved.items():
             logging.getLogger(name).setLevel(was)
+
+
+def test_the_default_backends_price_is_read_and_a_bad_one_is_refused() -> None:
+    settings = load_settings({"MODEL_PRICE": '{"input": 0.2, "output": 0.8}'})
+    [default] = model_backends(settings)
+    assert default.price == Price(input=0.2, output=0.8)
+    assert default.price.cached_input_or_input == 0.2
+    with pytest.raises(SettingsError) as refused:
+        load_settings({"MODEL_PRICE": '{"input": -1, "output": 0.8}'})
+    assert str(refused.value).startswith("MODEL_PRICE is invalid (Expected `float` >= 0")
