@@ -8,10 +8,11 @@ import msgspec
 
 from planner.records import Mode
 from tools.errors import FieldError
+from tools.spec import full_match
 from tools.validation import pointer
 
 ConfigName = Annotated[str, msgspec.Meta(min_length=1, max_length=100,
-                                         pattern=r"^[A-Za-z0-9_.:-]+\Z")]
+                                         pattern=full_match(r"^[A-Za-z0-9_.:-]+$"))]
 
 
 class EvalConfig(msgspec.Struct, frozen=True, kw_only=True):
