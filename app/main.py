@@ -50,7 +50,7 @@ from planner.engine import TurnEngine
 from planner.evals.runner import EvalRunner
 from planner.evals.service import Evals
 from planner.evals.store import EvalStore
-from planner.model_client import ChatModel, ModelClient
+from planner.model_client import ChatModel, ModelClient, with_context_window
 from planner.store import PostgresTurnStore
 from planner.supervisor import TurnSupervisor
 from tools.builtins import builtin_specs, default_builtins
@@ -173,7 +173,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                                 max_output_bytes=settings.max_output_bytes,
                                 mcp=mcp_servers.sessions)
             store = PostgresTurnStore(pool, progress)
-            engine = TurnEngine(store, registry, runner, _models(settings, http),
+            engine = TurnEngine(store, registry, runner, await _models(settings, http),
                                 default_model="default", settings=settings.engine, owner=owner,
                                 problem_of=turn_problem, tracer=telemetry.tracer)
             supervisor = TurnSupervisor(store, owner, settings.engine.turn_lease_s,
@@ -271,8 +271,17 @@ async def _register_builtins(pool: asyncpg.Pool, registry: ToolRegistry) -> None
         await registry.write(tenant["id"], builtin_specs())
 
 
-def _models(settings: Settings, http: httpx.AsyncClient) -> dict[str, ChatModel]:
-    return {b.name: ModelClient(b, http) for b in model_backends(settings)}
+async def _models(settings: Settings, http: httpx.AsyncClient) -> dict[str, ChatModel]:
+    """The backends by name, each with its context window (asked of its server when not
+    configured), asked at once."""
+    backends = await asyncio.gather(*(with_context_window(b, http)
+                                      for b in model_backends(settings)))
+    for backend in backends:
+        if backend.context_window is None:
+            log.warning("model backend %r: context window unknown (set context_window in "
+                        "MODEL_BACKENDS, or MODEL_CONTEXT_WINDOW); requests are not fitted "
+                        "to it", backend.name)
+    return {b.name: ModelClient(b, http) for b in backends}
 
 
 QUIET_LOGGERS = ("httpx", "httpcore")

@@ -37,6 +37,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     model_name: str = "default"
     model_api_key: str | None = None
+    model_context_window: int | None = None
+    """The default backend's context window in tokens; unset: asked of the server."""
     model_price: str = ""
     """The default backend's `price`, as JSON (see MODEL_BACKENDS); unset: none."""
     model_backends: str = ""
@@ -92,6 +94,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "LOG_LEVEL": ("log_level", "DEBUG, INFO, WARNING or ERROR"),
     "MODEL_NAME": ("model_name", "the model name the server expects (SGLang: any, or served name)"),
     "MODEL_API_KEY": ("model_api_key", "a bearer token for the model server"),
+    "MODEL_CONTEXT_WINDOW": ("model_context_window", "a number of tokens, at least 1024"),
     "MODEL_PRICE": ("model_price", 'JSON like {"input": 0.2, "output": 0.8, "cached_input": 0.05}'
                                    " (per million tokens)"),
     "MODEL_BACKENDS": ("model_backends", 'a JSON list like [{"name": "big", "base_url": "..."}]'),
@@ -145,6 +148,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         value = _value(settings, _ENV[name][0])
         if value <= 0:
             raise SettingsError(f"{name}={value}: expected {_ENV[name][1]}")
+    if settings.model_context_window is not None and settings.model_context_window < 1024:
+        raise SettingsError(f"MODEL_CONTEXT_WINDOW={settings.model_context_window}: expected "
+                            f"{_ENV['MODEL_CONTEXT_WINDOW'][1]}")
     model_backends(settings)
     return settings
 
@@ -157,6 +163,7 @@ def model_backends(settings: Settings) -> list[ModelBackend]:
         model=settings.model_name,
         api_key=settings.model_api_key,
         price=_price(settings.model_price),
+        context_window=settings.model_context_window,
     )
     if not settings.model_backends:
         return [default]

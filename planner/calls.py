@@ -28,7 +28,7 @@ from planner.events import (
 )
 from planner.messages import AssistantToolCall, ChatMessage, FunctionCall, ModelReply
 from planner.plan import Plan, PlanStep, resolve
-from planner.prompt import SEARCH_TOOLS
+from planner.prompt import READ_RESULT, SEARCH_TOOLS
 from planner.records import (
     Approved,
     ClientOutput,
@@ -230,6 +230,8 @@ class CallRunner:
         parsed = msgspec.structs.replace(call, arguments=arguments)
         if call.name == SEARCH_TOOLS:
             await self._search_tools(turn, parsed)
+        elif call.name == READ_RESULT and turn.reads_results:
+            await self._read_result(turn, parsed)
         else:
             await self._execute(turn, parsed)
 
@@ -249,6 +251,26 @@ class CallRunner:
         outcome = CallOutcome(result={"found": found}, started_at=started, finished_at=_now(),
                               attempts=1)
         await self._record(turn, call, outcome, None)
+
+    async def _read_result(self, turn: TurnState, call: Call) -> None:
+        """A part of a result that was cut to fit the context window, from the whole one the
+        turn holds."""
+        arguments = call.arguments if isinstance(call.arguments, dict) else {}
+        wanted, offset = arguments.get("call_id"), arguments.get("offset", 0)
+        length = arguments.get("length", READ_LENGTH)
+        whole = next((m.content for m in turn.messages
+                      if m.role == "tool" and m.tool_call_id == wanted), None)
+        problem = _read_problem(wanted, offset, length, whole)
+        if problem is not None:
+            await self._refuse(turn, call, problem, "invalid_arguments")
+            return
+        assert whole is not None and isinstance(offset, int) and isinstance(length, int)
+        started = _now()
+        part = whole[offset:offset + min(length, MAX_READ_LENGTH)]
+        result = {"call_id": wanted, "offset": offset, "length": len(part), "total": len(whole),
+                  "content": part}
+        await self._record(turn, call, CallOutcome(result=result, started_at=started,
+                                                   finished_at=_now(), attempts=1), None)
 
     async def _execute(self, turn: TurnState, call: Call) -> CallOutcome | None:
         tool = turn.tools.get(call.name)
@@ -477,3 +499,19 @@ def observation(outcome: CallOutcome) -> str:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+READ_LENGTH = 4000
+MAX_READ_LENGTH = 16000
+
+
+def _read_problem(call_id: Any, offset: Any, length: Any, whole: str | None) -> str | None:
+    """What is wrong with a read_result call, or None."""
+    if not isinstance(call_id, str) or whole is None:
+        return (f"read_result needs the call_id of one of this turn's results; {call_id!r} is "
+                "not one")
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        return "offset must be a whole number from 0"
+    if not isinstance(length, int) or isinstance(length, bool) or length < 1:
+        return f"length must be a whole number from 1 to {MAX_READ_LENGTH}"
+    return None

@@ -16,6 +16,7 @@ import msgspec
 from opentelemetry.trace import Span, format_span_id, format_trace_id
 
 from planner.calls import CallRunner, WaitLimits
+from planner.context import REPLY_TOKENS, Fitted, TokenCounter, fit, request_chars
 from planner.errors import CallNotWaiting, DecisionInvalid, PlannerError, UnknownModel
 from planner.events import (
     MessageDelta,
@@ -104,6 +105,8 @@ class TurnEngine:
         """Ids of the turns this engine is running now; the supervisor renews their leases."""
         self.tracer = tracer or TurnTracer()
         self.runner = runner
+        self.counters: dict[str, TokenCounter] = {}
+        """Each backend's token counter, calibrated by what its server reports."""
         waits = WaitLimits(approval_s=settings.approval_timeout_s,
                            output_s=settings.client_tool_timeout_s)
         self.calls = CallRunner(runner, self._retrieve, self.tracer,
@@ -378,8 +381,10 @@ class TurnEngine:
     ) -> ModelReply:
         """One model call; its text streams out as message deltas unless it is a plan."""
         prompt = system_prompt(system, turn.request.instructions)
+        messages, fitted = self._fit(turn, [ChatMessage(role="system", content=prompt),
+                                            *turn.messages])
         request = ModelRequest(
-            messages=[ChatMessage(role="system", content=prompt), *turn.messages],
+            messages=messages,
             tools=turn.entries, tool_choice=tool_choice,  # type: ignore[arg-type]
             response_format=response_format, temperature=turn.request.temperature,
             enable_thinking=turn.request.thinking,
@@ -394,6 +399,9 @@ class TurnEngine:
         backend, redact = turn.model.backend, turn.redactor()
         with self.tracer.chat(tenant=turn.tenant, model=backend.model, server=backend.base_url,
                               phase=phase, request=request, redact=redact) as span:
+            if fitted is not None:
+                self.tracer.context(span, fitted, backend.context_window or 0,
+                                    self._counter(turn).method)
             try:
                 reply = await turn.model.complete(request, stream=turn.request.stream,
                                                   on_delta=on_delta)
@@ -401,8 +409,32 @@ class TurnEngine:
                 mark_error(span, type(exc).__name__, str(exc))
                 raise
             self.tracer.chat_reply(span, reply, redact)
+        if fitted is not None:
+            self._counter(turn).learn(request_chars(request.messages, request.tools or []),
+                                      reply.usage.prompt_tokens)
         turn.usage = turn.usage + reply.usage
         return reply
+
+    def _counter(self, turn: TurnState) -> TokenCounter:
+        return self.counters.setdefault(turn.model.backend.name, TokenCounter())
+
+    def _fit(self, turn: TurnState, messages: list[ChatMessage]
+             ) -> tuple[list[ChatMessage], Fitted | None]:
+        """The messages cut to the backend's context window (planner/context.py), if it has
+        one. A cut result makes `read_result` callable, which adds to the tool block: the fit
+        is then made again with it."""
+        backend = turn.model.backend
+        if backend.context_window is None:
+            return messages, None
+        reply = backend.max_completion_tokens or REPLY_TOKENS
+        for _ in range(2):
+            fitted = fit(messages, turn.entries, earlier=turn.earlier,
+                         window=backend.context_window, reply_tokens=reply,
+                         counter=self._counter(turn))
+            if not fitted.cut_results or turn.reads_results:
+                break
+            turn.reads_results = True
+        return fitted.messages, fitted
 
     async def _history(self, turn: TurnState) -> list[ChatMessage]:
         """Earlier turns within the token budget, then what this turn has so far."""
@@ -412,6 +444,7 @@ class TurnEngine:
             close_dangling_calls([m.chat() for m in earlier]), [m.turn_id for m in earlier],
             self.settings.history_token_budget, self.settings.tool_output_chars_in_history,
         )
+        turn.earlier = len(fitted)
         return [*fitted, *(m.chat() for m in stored if m.turn_id == turn.id)]
 
     async def _fail(self, turn: TurnState, exc: Exception) -> TurnResult:

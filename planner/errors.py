@@ -12,7 +12,8 @@ service's to say: app/problems.py.
     ├── TurnNotPaused           a decision for a turn that waits on nothing
     ├── CallNotWaiting          a decision for a call the turn does not wait on (or not for it)
     ├── DecisionInvalid         a decision that does not fit its call (names the field)
-    └── StoreUnsupported        the turn store in use cannot do this, such as pausing a turn
+    ├── StoreUnsupported        the turn store in use cannot do this, such as pausing a turn
+    └── ContextOverflow         what a turn must send does not fit the model's context window
 
 Errors the model should see (bad arguments, failed tools, invalid plans) are not exceptions of
 the run: they become observations and go back to the model.
@@ -123,4 +124,14 @@ class StoreUnsupported(PlannerError):
         super().__init__(
             f"turn {turn_id!r} cannot {operation}: {store} {reason}; run the engine on "
             "PostgresTurnStore for approvals and client tools"
+        )
+
+
+class ContextOverflow(PlannerError):
+    def __init__(self, needed: int, window: int) -> None:
+        self.needed, self.window = needed, window
+        super().__init__(
+            f"the request needs about {needed} tokens with every earlier turn dropped and every "
+            f"tool result cut, and the model's context window is {window}: offer fewer tools "
+            "(candidate_k) or use a backend with a larger context_window"
         )

@@ -70,6 +70,30 @@ class ModelBackend(msgspec.Struct, frozen=True, kw_only=True):
     enable_thinking: bool | None = None
     price: Price | None = None
     """For eval runs' cost; unset: their cost is not known."""
+    context_window: Annotated[int, msgspec.Meta(ge=1024)] | None = None
+    """Tokens the model takes in and writes out together; unset: read from the server at
+    start-up where it says (SGLang's `max_model_len`), else requests are not fitted."""
+
+
+async def with_context_window(backend: ModelBackend, http: httpx.AsyncClient) -> ModelBackend:
+    """The backend with its context window: as configured, else as its server reports it at
+    `GET /models` (SGLang's `max_model_len`), else unknown. A server that is not up yet
+    leaves it unknown; the service still starts."""
+    if backend.context_window is not None:
+        return backend
+    headers = {"Authorization": f"Bearer {backend.api_key}"} if backend.api_key else {}
+    try:
+        response = await http.get(backend.base_url.rstrip("/") + "/models", headers=headers,
+                                   timeout=2.0)
+        cards = response.json().get("data", []) if response.status_code == 200 else []
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return backend
+    card = next((c for c in cards if isinstance(c, dict) and c.get("id") == backend.model),
+                cards[0] if cards else None)
+    window = card.get("max_model_len") if isinstance(card, dict) else None
+    if not isinstance(window, int) or isinstance(window, bool) or window < 1024:
+        return backend
+    return msgspec.structs.replace(backend, context_window=window)
 
 
 class ChatModel(Protocol):

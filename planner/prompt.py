@@ -47,6 +47,22 @@ REPLAN_ENTRY = ToolEntry(function=FunctionSpec(
     },
 ))
 
+READ_RESULT = "read_result"
+READ_RESULT_ENTRY = ToolEntry(function=FunctionSpec(
+    name=READ_RESULT,
+    description="Read more of a tool result that was cut to fit your context: the part from "
+    "`offset`, `length` characters long.",
+    parameters={
+        "type": "object",
+        "properties": {
+            "call_id": {"type": "string", "description": "The call whose result was cut."},
+            "offset": {"type": "integer", "minimum": 0},
+            "length": {"type": "integer", "minimum": 1, "maximum": 16000},
+        },
+        "required": ["call_id"],
+    },
+))
+
 _CHARS_PER_TOKEN = 4
 SHORTENED = "…[shortened]"
 

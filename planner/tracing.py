@@ -29,6 +29,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from planner.context import Fitted
 from planner.leaf_spans import AGENT_NAME, LeafSpans
 from planner.messages import ChatMessage, ModelReply, ModelRequest
 from tools.outcome import CallOutcome
@@ -139,6 +140,19 @@ class TurnTracer:
                 redact(_messages_json(request.messages))
             )
         return self._leaf(f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes)
+
+    def context(self, span: Span, fitted: Fitted, window: int, counted_by: str) -> None:
+        """How the request was fitted to the context window, and how its tokens were
+        counted."""
+        if not span.is_recording():
+            return
+        span.set_attributes({
+            "switchboard.context.window": window,
+            "switchboard.context.tokens": fitted.tokens,
+            "switchboard.context.counted_by": counted_by,
+            "switchboard.context.dropped_messages": fitted.dropped_messages,
+            "switchboard.context.cut_results": fitted.cut_results,
+        })
 
     def chat_reply(self, span: Span, reply: ModelReply, redact: Redactor) -> None:
         if not span.is_recording():

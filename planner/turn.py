@@ -11,7 +11,7 @@ from planner.events import PendingCall, ToolCallRecord, TurnEvent
 from planner.messages import ChatMessage, ToolEntry, Usage
 from planner.model_client import ChatModel
 from planner.plan import Plan
-from planner.prompt import REPLAN_ENTRY, SEARCH_TOOLS_ENTRY, tool_entry
+from planner.prompt import READ_RESULT_ENTRY, REPLAN_ENTRY, SEARCH_TOOLS_ENTRY, tool_entry
 from planner.records import FinishedCall, StartedCall, TurnRequest
 from planner.statuses import PausedStatus
 from planner.turn_store import TurnStore
@@ -61,6 +61,10 @@ class TurnState:
         self.conversation_id, self.id = conversation_id, turn_id
         self.request, self.model, self.emit, self.max_steps = request, model, emit, max_steps
         self.stand_in = stand_in
+        self.earlier = 0
+        """How many of `messages` (at their start) are earlier turns'."""
+        self.reads_results = False
+        """Whether a result was cut to fit the context window: `read_result` is offered."""
         self.tools: dict[str, ExecutableTool] = {}
         """Candidates by function name, in the order they were found (the tool block's order)."""
         self.messages: list[ChatMessage] = []
@@ -94,6 +98,8 @@ class TurnState:
     def entries(self) -> list[ToolEntry]:
         """The tool block: the same bytes for the same candidates; new ones are appended."""
         extra = [REPLAN_ENTRY] if self.request.mode == "plan" else []
+        if self.reads_results:
+            extra.append(READ_RESULT_ENTRY)
         found = [
             tool_entry(n, t.record.description, t.record.parameters) for n, t in self.tools.items()
         ]

@@ -96,7 +96,14 @@ class ScriptedModel:
         latency_s: float = 0.0,
         argument_fragments: int = 1,
         model_name: str = "scripted-model",
+        context_window: int = 32768,
+        count_prompt: Callable[[dict[str, Any]], int] | None = None,
     ) -> None:
+        self.context_window = context_window
+        """Reported as `max_model_len` at GET /v1/models, as SGLang does."""
+        self.count_prompt = count_prompt
+        """The prompt tokens reported for a request body; unset: a quarter of its messages'
+        characters."""
         self.requests: list[dict[str, Any]] = []
         self.request_headers: list[dict[str, str]] = []
         self.latency_s, self.argument_fragments = latency_s, argument_fragments
@@ -185,7 +192,7 @@ class ScriptedModel:
             "created": 0,
             "owned_by": "sglang",
             "root": self.model_name,
-            "max_model_len": 32768,
+            "max_model_len": self.context_window,
         }
         return {"object": "list", "data": [entry]}
 
@@ -290,6 +297,8 @@ class _Exchange:
 
     def _usage(self, reply: ScriptedReply) -> dict[str, Any]:
         usage = reply.usage or _estimated_usage(self.body, reply)
+        if reply.usage is None and self.model.count_prompt is not None:
+            usage = msgspec.structs.replace(usage, prompt_tokens=self.model.count_prompt(self.body))
         details = None if usage.cached_tokens is None else {"cached_tokens": usage.cached_tokens}
         return {
             "prompt_tokens": usage.prompt_tokens,
@@ -332,6 +341,8 @@ async def scripted_model(
     latency_s: float = 0.0,
     argument_fragments: int = 1,
     model_name: str = "scripted-model",
+    context_window: int = 32768,
+    count_prompt: Callable[[dict[str, Any]], int] | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
     own_signals: bool = False,
@@ -343,6 +354,8 @@ async def scripted_model(
         latency_s=latency_s,
         argument_fragments=argument_fragments,
         model_name=model_name,
+        context_window=context_window,
+        count_prompt=count_prompt,
     )
     await model.start(host, port, own_signals=own_signals)
     try:

@@ -67,7 +67,15 @@ class ToolServer:
             body = await request.json()
             return await record(request, {"city": body.get("city"), "temp_c": 7}, 0.05)
 
-        return Litestar([sleep, city, weather])
+        @post("/page", status_code=200)
+        async def page(request: Request[Any, Any, Any]) -> Any:
+            body = await request.json()
+            words = f"{body.get('url', 'page')} holds words of its own. "
+            size = int(body.get("chars", 1000))
+            text = (words * (size // len(words) + 1))[:size]
+            return await record(request, {"url": body.get("url"), "text": text}, 0)
+
+        return Litestar([sleep, city, weather, page])
 
 
 @contextlib.asynccontextmanager
