@@ -53,6 +53,7 @@ from planner.evals.store import EvalStore
 from planner.model_client import ChatModel, ModelClient, with_context_window
 from planner.store import PostgresTurnStore
 from planner.supervisor import TurnSupervisor
+from planner.text_calls import REASONING_FLAGS, TOOL_CALL_FLAGS
 from tools.builtins import builtin_specs, default_builtins
 from tools.egress import EgressPolicy, GuardedTransport
 from tools.embed import Embedder, SentenceTransformerEmbedder
@@ -277,6 +278,10 @@ async def _models(settings: Settings, http: httpx.AsyncClient) -> dict[str, Chat
     backends = await asyncio.gather(*(with_context_window(b, http)
                                       for b in model_backends(settings)))
     for backend in backends:
+        if backend.text_tool_calls or backend.inline_thinking:
+            log.warning("model backend %r: tool calls and thinking are read from its text; "
+                        "SGLang does this at the source when started with %s and %s",
+                        backend.name, TOOL_CALL_FLAGS, REASONING_FLAGS)
         if backend.context_window is None:
             log.warning("model backend %r: context window unknown (set context_window in "
                         "MODEL_BACKENDS, or MODEL_CONTEXT_WINDOW); requests are not fitted "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import functools
 import json
 from collections.abc import Awaitable, Callable, Sequence
@@ -211,7 +212,12 @@ class CallRunner:
         return await self._execute(turn, msgspec.structs.replace(call, arguments=arguments))
 
     async def _start(self, turn: TurnState, call: Call) -> None:
-        """A call from a model reply: its arguments are JSON text, parsed now it is complete."""
+        """A call from a model reply: its arguments are JSON text, parsed now it is complete.
+        A loop, or a tool the model failed to call twice, is refused first (planner/conduct)."""
+        refusal = turn.conduct.refusal(call.name, call.arguments)
+        if refusal is not None:
+            await self._refuse(turn, call, *refusal)
+            return
         try:
             arguments = json.loads(call.arguments or "{}")
         except json.JSONDecodeError as exc:
@@ -275,13 +281,7 @@ class CallRunner:
     async def _execute(self, turn: TurnState, call: Call) -> CallOutcome | None:
         tool = turn.tools.get(call.name)
         if tool is None:
-            await self._refuse(
-                turn,
-                call,
-                f"unknown tool {call.name!r}: only this turn's tools "
-                f"can be called ({', '.join(sorted(turn.tools))})",
-                "unknown_tool",
-            )
+            await self._refuse(turn, call, _unknown(call.name, turn), "unknown_tool")
             return None
         stand_in = turn.stand_in if turn.stand_in and turn.stand_in.answers(tool) else None
         waits_for = None if stand_in else self._waits_for(tool, call)
@@ -438,6 +438,7 @@ class CallRunner:
         tool: ExecutableTool | None,
     ) -> None:
         await self._begin(turn, call, tool)
+        outcome = turn.conduct.judged(call.name, outcome)
         ended = msgspec.structs.asdict(outcome)
         finished = FinishedCall(id=call.id, **ended)
         batch = self._batches.get(turn.id)
@@ -515,3 +516,12 @@ def _read_problem(call_id: Any, offset: Any, length: Any, whole: str | None) -> 
     if not isinstance(length, int) or isinstance(length, bool) or length < 1:
         return f"length must be a whole number from 1 to {MAX_READ_LENGTH}"
     return None
+
+
+def _unknown(name: str, turn: TurnState) -> str:
+    """An unknown tool's error: the nearest names first, then every name that can be called."""
+    callable_names = sorted(turn.tools)
+    near = difflib.get_close_matches(name, [*callable_names, SEARCH_TOOLS], n=3, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(repr(n) for n in near)}?)" if near else ""
+    return (f"unknown tool {name!r}{hint}: only this turn's tools can be called "
+            f"({', '.join(callable_names) or 'none'}); search_tools finds others")

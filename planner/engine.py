@@ -319,11 +319,24 @@ class TurnEngine:
         while turn.step < turn.max_steps:
             reply = await self._ask(turn, SYSTEM_AUTO, "auto", "step")
             if not reply.tool_calls:
+                if await self._nudged(turn, reply):
+                    continue
                 return reply.content
             await self.calls.run_reply(turn, reply)
             if turn.pending:
                 return None
+            if turn.conduct.looping:
+                break  # the loop was refused: the answer comes next, without tools
         return (await self._ask(turn, SYSTEM_AUTO, "none", "step")).content
+
+    async def _nudged(self, turn: TurnState, reply: ModelReply) -> bool:
+        """An empty answer after tool results goes back once, asking for the answer."""
+        if reply.content.strip() or not turn.calls or turn.nudged:
+            return False
+        turn.nudged = True
+        turn.messages.pop()  # the empty answer `_ask` kept
+        await turn.note("Your reply was empty. Answer the user from the tool results above.")
+        return True
 
     async def _plan_loop(self, turn: TurnState, resumed: bool) -> str | None:
         """One plan run as a graph, then a join that answers, calls more, or asks to replan.
@@ -339,6 +352,8 @@ class TurnEngine:
             for _ in range(turn.max_steps):
                 reply = await self._ask(turn, SYSTEM_PLAN, "auto", "join")
                 if not reply.tool_calls:
+                    if await self._nudged(turn, reply):
+                        continue
                     return reply.content
                 if any(c.name == REPLAN for c in reply.tool_calls):
                     await self.calls.answer(turn, reply, "replanning")
@@ -346,6 +361,8 @@ class TurnEngine:
                 await self.calls.run_reply(turn, reply)
                 if turn.pending:
                     return None
+                if turn.conduct.looping:
+                    return (await self._ask(turn, SYSTEM_PLAN, "none", "join")).content
             else:
                 break
         return (await self._ask(turn, SYSTEM_PLAN, "none", "join")).content

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager, suppress
@@ -26,6 +27,7 @@ from planner.messages import (
     ToolEntry,
     Usage,
 )
+from planner.text_calls import REASONING_FLAGS, TOOL_CALL_FLAGS, read_text, written_as_text
 from tools.retry import RetryPolicy, RetrySchedule, parse_retry_after, retryable_status
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
 ]
 
 OnDelta = Callable[[Delta], Awaitable[None]]
+log = logging.getLogger(__name__)
 
 
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
@@ -70,6 +73,11 @@ class ModelBackend(msgspec.Struct, frozen=True, kw_only=True):
     enable_thinking: bool | None = None
     price: Price | None = None
     """For eval runs' cost; unset: their cost is not known."""
+    text_tool_calls: bool = False
+    """Read `<tool_call>` blocks in the text as calls (a server without a tool-call parser)."""
+    inline_thinking: bool = False
+    """Read `<think>...</think>` in the text as reasoning (a server without a reasoning
+    parser)."""
     context_window: Annotated[int, msgspec.Meta(ge=1024)] | None = None
     """Tokens the model takes in and writes out together; unset: read from the server at
     start-up where it says (SGLang's `max_model_len`), else requests are not fitted."""
@@ -121,6 +129,7 @@ class ModelClient:
         self.url = backend.base_url.rstrip("/") + "/chat/completions"
         self._http = http
         self._headers = {"Content-Type": "application/json"}
+        self._warned: set[str] = set()
         if backend.api_key:
             self._headers["Authorization"] = f"Bearer {backend.api_key}"
 
@@ -132,8 +141,30 @@ class ModelClient:
         would refuse."""
         body = _payload_encoder.encode(build_payload(self.backend, request, stream=stream))
         if stream:
-            return await self._with_retries(lambda: self._stream_once(body, on_delta))
-        return await self._with_retries(lambda: self._post_once(body))
+            reply = await self._with_retries(lambda: self._stream_once(body, on_delta))
+        else:
+            reply = await self._with_retries(lambda: self._post_once(body))
+        return self._read_text(reply)
+
+    def _read_text(self, reply: ModelReply) -> ModelReply:
+        """Calls and thinking written as text, read out where the backend says so; where it
+        does not, a warning (once) names the server flag that would have."""
+        backend = self.backend
+        calls, thinking = written_as_text(reply)
+        for seen, read, flags, what in ((calls, backend.text_tool_calls, TOOL_CALL_FLAGS,
+                                         "text_tool_calls"),
+                                        (thinking, backend.inline_thinking, REASONING_FLAGS,
+                                         "inline_thinking")):
+            if seen and not read and what not in self._warned:
+                self._warned.add(what)
+                log.warning("model backend %r wrote %s into its text: start SGLang with %s, or "
+                            "set %s in MODEL_BACKENDS", backend.name,
+                            "tool calls" if what == "text_tool_calls" else "its thinking",
+                            flags, what)
+        if not (backend.text_tool_calls or backend.inline_thinking):
+            return reply
+        return read_text(reply, tool_calls=backend.text_tool_calls,
+                         thinking=backend.inline_thinking)
 
     async def _with_retries(self, attempt: Callable[[], Awaitable[ModelReply]]) -> ModelReply:
         schedule = RetrySchedule(self.retry)

@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from opentelemetry.trace import SpanContext
 
+from planner.conduct import CallConduct
 from planner.events import PendingCall, ToolCallRecord, TurnEvent
 from planner.messages import ChatMessage, ToolEntry, Usage
 from planner.model_client import ChatModel
@@ -63,6 +64,10 @@ class TurnState:
         self.stand_in = stand_in
         self.earlier = 0
         """How many of `messages` (at their start) are earlier turns'."""
+        self.conduct = CallConduct()
+        """What this turn tolerates of the model's calls (corrections, loops)."""
+        self.nudged = False
+        """Whether an empty answer has been sent back once already."""
         self.reads_results = False
         """Whether a result was cut to fit the context window: `read_result` is offered."""
         self.tools: dict[str, ExecutableTool] = {}

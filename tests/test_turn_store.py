@@ -124,8 +124,10 @@ async def test_a_turn_with_tool_calls_leaves_its_messages_calls_and_status(
     turn_id = await run(engine, conversation, "what is 6*7, and 1 km in m?")
 
     unknown = ("unknown tool 'delete_all': only this turn's tools can be called (calculate, "
-               "convert_time, convert_units, current_time, wire_money)")
-    invalid = "arguments are not valid JSON (Expecting value at position 15); send a JSON object"
+               "convert_time, convert_units, current_time, wire_money); search_tools finds "
+               "others. Correct the call and make it again.")
+    invalid = ("arguments are not valid JSON (Expecting value at position 15); send a JSON "
+               "object. Correct the call and make it again.")
     converted = {"value": 1, "from_unit": "km", "to_unit": "m", "quantity": "length",
                  "result": 1000.0}
     assert await messages(engine.store, conversation) == [

@@ -257,9 +257,10 @@ async def test_a_call_to_a_tool_outside_the_turn_is_refused(
     response = await turn(chat, await new_conversation(chat), "x")
     call = response.json()["tool_calls"][0]
     assert call["error_type"] == "unknown_tool"
-    assert call["error"].startswith(
-        "unknown tool 'delete_all': only this turn's tools can be called"
-    )
+    assert call["error"] == (
+        "unknown tool 'delete_all': only this turn's tools can be called (get_user_city, "
+        "get_weather, sleep_a, sleep_b, slow_tool); search_tools finds others. Correct the call "
+        "and make it again.")
 
 
 async def test_a_timing_out_tool_and_a_failing_model_are_reported_and_the_conversation_goes_on(
