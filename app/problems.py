@@ -19,6 +19,7 @@ from app.errors import (
 )
 from planner.errors import (
     CallNotWaiting,
+    ContextOverflow,
     ConversationNotFound,
     DecisionInvalid,
     ModelResponseError,
@@ -77,6 +78,7 @@ _PROBLEMS: dict[type[Exception], tuple[int, str, str]] = {
     CallNotWaiting: (409, "call-not-waiting", "The call waits on nothing"),
     DecisionInvalid: (422, "invalid-request", "Request body is invalid"),
     StoreUnsupported: (501, "store-unsupported", "Not supported by this turn store"),
+    ContextOverflow: (422, "context-overflow", "Too large for the model's context window"),
     EvalInvalid: (422, "invalid-request", "Request body is invalid"),
     EvalSetNotFound: (404, "not-found", "Not found"),
     EvalRunNotFound: (404, "not-found", "Not found"),

@@ -154,3 +154,24 @@ async def test_sixteen_large_results_fit_an_8192_token_window_and_the_rest_can_b
     assert chats[0]["attributes"]["switchboard.context.counted_by"] == "estimate"
     assert chats[1]["attributes"]["switchboard.context.counted_by"] == "calibrated_estimate"
     assert len(chats[1]["attributes"]["switchboard.context.cut_results"]) == 16
+
+
+async def test_a_turn_that_cannot_fit_however_it_is_cut_fails_saying_so(
+    start_app: Callable[..., Any], database_url: str
+) -> None:
+    async with scripted_model(responder=lambda _body: ScriptedReply(content="never"),
+                              context_window=2048) as model:
+        app = await start_app(database_url, model_url=model.url)
+        conversation = (await app.client.post("/v1/conversations", json={})).json()["id"]
+        response = await app.client.post(f"/v1/conversations/{conversation}/turns", json={
+            "message": "hello", "instructions": "Be brief. " * 1000})
+        requests = list(model.requests)
+        turns = (await app.client.get(f"/v1/conversations/{conversation}")).json()["turns"]
+    assert response.status_code == 422
+    problem = response.json()
+    assert [t["status"] for t in turns] == ["failed"]
+    assert problem["type"] == "/problems/context-overflow"
+    assert problem["detail"].endswith(
+        "and the model's context window is 2048: offer fewer tools (candidate_k) or use a "
+        "backend with a larger context_window")
+    assert requests == []  # nothing over the window was sent
