@@ -7,17 +7,25 @@ sink; the SSE route forwards the events, the JSON route ignores them and returns
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 import msgspec
+from opentelemetry import trace
 from opentelemetry.trace import Span, format_span_id, format_trace_id
 
 from planner.calls import CallRunner, WaitLimits
 from planner.context import REPLY_TOKENS, Fitted, TokenCounter, fit, request_chars
-from planner.errors import CallNotWaiting, DecisionInvalid, PlannerError, UnknownModel
+from planner.errors import (
+    CallNotWaiting,
+    DecisionInvalid,
+    ModelResponseError,
+    PlannerError,
+    UnknownModel,
+)
 from planner.events import (
     MessageDelta,
     PendingCall,
@@ -42,7 +50,7 @@ from planner.messages import (
     ModelRequest,
 )
 from planner.model_client import ChatModel
-from planner.plan import Plan, PlanProblem, parse_plan, plan_schema
+from planner.plan import Plan, PlanProblem, loose_plan_schema, parse_plan, plan_schema
 from planner.prompt import (
     REPLAN,
     SYSTEM_AUTO,
@@ -67,6 +75,7 @@ from planner.turn_store import TurnStore
 from tools.errors import FieldError
 from tools.executors import ToolRunner
 from tools.registry import ToolRegistry
+from tools.spec import ToolRecord
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +94,13 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True):
     approval_timeout_s: float = 86_400.0
     client_tool_timeout_s: float = 600.0
 
+
+class Auto(enum.Enum):
+    AUTO = "auto"
+
+
+AUTO = Auto.AUTO
+"""What `_make_plan` returns when the turn goes on in auto mode."""
 
 ProblemOf = Callable[[Exception], Problem]
 """How the error that ended a turn reads to its clients (the service's app/problems.py)."""
@@ -340,15 +356,22 @@ class TurnEngine:
 
     async def _plan_loop(self, turn: TurnState, resumed: bool) -> str | None:
         """One plan run as a graph, then a join that answers, calls more, or asks to replan.
-        A resumed turn goes on with the join of the plan it paused in."""
+        A plan with a failed step is replaced at once while replans are left. A resumed turn
+        goes on with the join of the plan it paused in; a backend that takes no plan schema
+        runs the turn in auto mode."""
         first = max(len(turn.plans) - 1, 0) if resumed else 0
         for attempt in range(first, self.settings.max_replans + 1):
             if not (resumed and attempt == first):
                 plan = await self._make_plan(turn, attempt)
-                if plan is not None:
+                if plan is AUTO:
+                    return await self._auto_loop(turn)
+                if isinstance(plan, Plan):
                     await self.calls.run_plan(turn, plan, attempt)
                 if turn.pending:
                     return None
+                if isinstance(plan, Plan) and attempt < self.settings.max_replans \
+                        and await self._replanned(turn, attempt):
+                    continue
             for _ in range(turn.max_steps):
                 reply = await self._ask(turn, SYSTEM_PLAN, "auto", "join")
                 if not reply.tool_calls:
@@ -367,21 +390,75 @@ class TurnEngine:
                 break
         return (await self._ask(turn, SYSTEM_PLAN, "none", "join")).content
 
-    async def _make_plan(self, turn: TurnState, attempt: int) -> Plan | None:
+    async def _replanned(self, turn: TurnState, attempt: int) -> bool:
+        """Whether a step of plan `attempt` failed: the model is told which, and plans anew."""
+        failed = [c for c in turn.calls if c.id.startswith(f"p{attempt}_") and c.error]
+        if not failed:
+            return False
+        said = "; ".join(f"{c.id.removeprefix(f'p{attempt}_')} ({c.name}): {c.error}"
+                         for c in failed)
+        await turn.note(f"Steps of the plan failed: {said}. Write a new plan for what is left.")
+        return True
+
+    async def _make_plan(self, turn: TurnState, attempt: int) -> Plan | Auto | None:
+        """The model's plan, checked; a plan that fails the checks goes back once with why.
+        None when no valid plan came (the join goes on without one); AUTO when the backend
+        takes no plan schema at all."""
         records = [(name, t.record) for name, t in turn.tools.items()]
-        schema = plan_schema(records, self.settings.max_plan_steps)
-        response_format = {"type": "json_schema",
-                           "json_schema": {"name": "plan", "schema": schema, "strict": True}}
-        reply = await self._call_model(turn, SYSTEM_PLAN, "none", "plan", response_format)
-        try:
-            plan = parse_plan(reply.content, set(turn.tools), self.settings.max_plan_steps)
-        except PlanProblem as exc:
-            await turn.note(f"The plan was rejected and nothing ran: {exc}")
-            return None
+        if not records:
+            await self._fall_back(turn, "the turn has no tools to plan with", "auto mode")
+            return AUTO
+        asked = await self._plan_reply(turn, records)
+        if asked is None:
+            return AUTO
+        reply, response_format = asked
+        for repair in (False, True):
+            try:
+                plan = parse_plan(reply.content, set(turn.tools), self.settings.max_plan_steps)
+            except PlanProblem as exc:
+                if repair:
+                    await turn.note(f"The corrected plan was rejected too and nothing ran: {exc}")
+                    return None
+                await turn.note(f"The plan was rejected and nothing ran: {exc}. Write the plan "
+                                "again, corrected.")
+                reply = await self._call_model(turn, SYSTEM_PLAN, "none", "plan",
+                                               response_format)
+                continue
+            break
         await turn.emit(PlanCreated(plan=attempt, steps=plan.steps))
         turn.plans.append(plan)
         await self.store.set_turn_json(turn.id, "plans", turn.plans)
         return plan
+
+    async def _plan_reply(
+        self, turn: TurnState, records: list[tuple[str, ToolRecord]]
+    ) -> tuple[ModelReply, dict[str, Any]] | None:
+        """The plan under the full schema, else (the server refused it: a 400 from its grammar
+        compiler) under the looser one; None when it takes neither."""
+        for schema_of, name in ((plan_schema, "plan"), (loose_plan_schema, "looser plan")):
+            schema = schema_of(records, self.settings.max_plan_steps)
+            response_format = {"type": "json_schema",
+                               "json_schema": {"name": "plan", "schema": schema, "strict": True}}
+            try:
+                reply = await self._call_model(turn, SYSTEM_PLAN, "none", "plan",
+                                               response_format)
+            except ModelResponseError as exc:
+                if exc.status != 400:
+                    raise
+                to = "a looser plan schema" if name == "plan" else "auto mode"
+                await self._fall_back(turn, f"the model server refused the {name} schema "
+                                            f"({exc.reason})", to)
+                continue
+            return reply, response_format
+        return None
+
+    async def _fall_back(self, turn: TurnState, why: str, fallback: str) -> None:
+        """A step down from the plan the turn asked for, said in the turn and its trace."""
+        trace.get_current_span().add_event("switchboard.plan.fallback",
+                                           {"reason": why, "to": fallback})
+        await turn.note(f"Plan mode fell back to {fallback}: {why}.")
+        if fallback == "auto mode":
+            turn.planless = True
 
     async def _ask(self, turn: TurnState, system: str, tool_choice: str, phase: str) -> ModelReply:
         """One model call. A reply with tool calls is written by CallRunner with the rows of its

@@ -40,8 +40,9 @@ class ModelUnavailable(PlannerError):
 
 
 class ModelResponseError(PlannerError):
-    def __init__(self, url: str, reason: str) -> None:
-        self.url, self.reason = url, reason
+    def __init__(self, url: str, reason: str, status: int | None = None) -> None:
+        self.url, self.reason, self.status = url, reason, status
+        """`status`: the HTTP status the server answered with, when it refused the request."""
         super().__init__(f"model server at {url} sent an unusable response: {reason}")
 
 

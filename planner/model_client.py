@@ -241,7 +241,8 @@ class ModelClient:
         if retryable_status(status):
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             raise _Retryable(f"HTTP {status}", said, retry_after)
-        raise ModelResponseError(self.url, f"HTTP {status}: {said}{_STATUS_HINTS.get(status, '')}")
+        raise ModelResponseError(self.url, f"HTTP {status}: {said}{_STATUS_HINTS.get(status, '')}",
+                                 status)
 
     def _timeout(self) -> httpx.Timeout:
         return httpx.Timeout(self.retry.request_timeout_s)

@@ -65,6 +65,25 @@ def plan_schema(tools: Sequence[tuple[str, ToolRecord]], max_steps: int) -> dict
     }
 
 
+def loose_plan_schema(tools: Sequence[tuple[str, ToolRecord]], max_steps: int) -> dict[str, Any]:
+    """The plan's shape with each step's arguments a free object (checked when the step runs):
+    for a backend whose grammar compiler refuses the full schema."""
+    step = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string", "pattern": STEP_ID},
+            "tool": {"type": "string", "enum": [name for name, _record in tools]},
+            "arguments": {"type": "object"},
+        },
+        "required": ["id", "tool", "arguments"],
+    }
+    return {
+        "type": "object",
+        "properties": {"steps": {"type": "array", "items": step, "maxItems": max_steps}},
+        "required": ["steps"],
+    }
+
+
 def _referable(parameters: dict[str, Any]) -> dict[str, Any]:
     """The tool's parameter schema with every top-level property also accepting a reference."""
     props = parameters.get("properties")

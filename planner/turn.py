@@ -68,6 +68,8 @@ class TurnState:
         """What this turn tolerates of the model's calls (corrections, loops)."""
         self.nudged = False
         """Whether an empty answer has been sent back once already."""
+        self.planless = False
+        """A plan turn fell back to auto mode: no `replan` tool, no plan schema."""
         self.reads_results = False
         """Whether a result was cut to fit the context window: `read_result` is offered."""
         self.tools: dict[str, ExecutableTool] = {}
@@ -102,7 +104,7 @@ class TurnState:
     @property
     def entries(self) -> list[ToolEntry]:
         """The tool block: the same bytes for the same candidates; new ones are appended."""
-        extra = [REPLAN_ENTRY] if self.request.mode == "plan" else []
+        extra = [REPLAN_ENTRY] if self.request.mode == "plan" and not self.planless else []
         if self.reads_results:
             extra.append(READ_RESULT_ENTRY)
         found = [

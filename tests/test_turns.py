@@ -221,14 +221,19 @@ async def test_a_plan_with_a_cycle_is_rejected_before_anything_runs(
             {"id": "s2", "tool": "get_weather", "arguments": {"city": "$s1.city"}},
         ]
     }
-    model.push(ScriptedReply(content=json.dumps(plan)), ScriptedReply(content="Sorry."))
+    model.push(ScriptedReply(content=json.dumps(plan)), ScriptedReply(content=json.dumps(plan)),
+               ScriptedReply(content="Sorry."))
     response = await turn(chat, await new_conversation(chat), "x", mode="plan")
     assert response.json()["tool_calls"] == []
     assert tools.received == []
-    note = model.requests[1]["messages"][-1]
-    assert note == {
+    assert model.requests[1]["messages"][-1] == {  # sent back once, to correct
         "role": "user",
         "content": "[switchboard] The plan was rejected and nothing ran: "
+        "the plan has a dependency cycle among steps s1, s2. Write the plan again, corrected.",
+    }
+    assert model.requests[2]["messages"][-1] == {
+        "role": "user",
+        "content": "[switchboard] The corrected plan was rejected too and nothing ran: "
         "the plan has a dependency cycle among steps s1, s2",
     }
 

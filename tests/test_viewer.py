@@ -46,7 +46,8 @@ PLAN = {
 async def start_viewer_app(
     start_app: Callable[..., Any], database_url: str, model: ScriptedModel, tools: ToolServer
 ) -> Any:
-    app = await start_app(database_url, model_url=model.url)
+    # One plan, failed step and all, shown as it ran: no replan.
+    app = await start_app(database_url, model_url=model.url, max_replans=0)
     sleepers = ["fetch_orders", "fetch_invoices", "fetch_profile", "summarize"]
     specs = [http_tool(f"{tools.url}/sleep", n, f"Load {n}", SLEEP, ["ms"]) for n in sleepers]
     specs.append(http_tool(f"{tools.url}/missing", "lookup_loyalty", "Loyalty points", SLEEP, []))
