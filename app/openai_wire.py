@@ -222,7 +222,9 @@ def read_request(body: ChatCompletionIn, header_conversation: str | None) -> Cha
         metadata=metadata,
         history=history,
         turn=TurnRequest(message=texts[spoken[-1]], stream=body.stream, model=body.model,
-                         instructions=instructions or None),
+                         instructions=instructions or None,
+                         tool_choice="none" if "none" in (body.tool_choice,
+                                                          body.function_call) else "auto"),
         include_usage=include_usage,
     )
 

@@ -16,6 +16,7 @@ from planner.model_client import ModelBackend
 from planner.records import Conversation, Decision, StoredMessage, TurnRequest, TurnRow
 from planner.store import PostgresTurnStore
 from planner.supervisor import TurnSupervisor
+from planner.transcripts import transcript_digest
 from planner.turn import EventSink, StandIn, ignore
 
 OnStarted = Callable[[str], Awaitable[None]]
@@ -129,6 +130,14 @@ class Conversations:
         """A new conversation that already holds `history` (user and assistant messages a
         client had before), written together: both or neither."""
         return await self.engine.open_conversation(tenant, metadata, history, model)
+
+    async def continued_by(self, tenant: str, history: list[ChatMessage]) -> str | None:
+        """The conversation whose transcript `history` repeats (a stateless client's earlier
+        messages), if there is one."""
+        if not history:
+            return None
+        digest = transcript_digest((m.role, m.content) for m in history)
+        return await self.store.continued_by(tenant, digest)
 
     def backends(self) -> list[ModelBackend]:
         """The configured model backends, by name."""

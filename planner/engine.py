@@ -257,14 +257,17 @@ class TurnEngine:
     async def _run(self, turn: TurnState) -> str | None:
         """A new turn to its answer, or to None when it pauses."""
         # The history, the candidate tools and the turn's trace id do not depend on each other.
+        tools_wanted = turn.request.tool_choice != "none"
         turn.messages, _, _ = await asyncio.gather(
             self._history(turn),
-            self._retrieve(turn, turn.request.message),
+            self._retrieve(turn, turn.request.message) if tools_wanted else _nothing(),
             self._set_trace(turn),
         )
         return await self._loop(turn, resumed=False)
 
     async def _loop(self, turn: TurnState, *, resumed: bool) -> str | None:
+        if turn.request.tool_choice == "none":
+            return (await self._ask(turn, SYSTEM_AUTO, "none", "step")).content
         if turn.request.mode == "plan":
             return await self._plan_loop(turn, resumed)
         return await self._auto_loop(turn)
@@ -548,6 +551,10 @@ class TurnEngine:
         await self.store.fail_turn(turn.id, error=problem, usage=turn.usage)
         await turn.emit(TurnFailed(turn=result))
         return result
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _traceparent(span: Span) -> str | None:

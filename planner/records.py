@@ -33,6 +33,8 @@ class TurnRequest(msgspec.Struct, frozen=True, kw_only=True):
     """Sampling temperature; unset: the backend's."""
     thinking: bool | None = None
     """Whether a reasoning model thinks before answering; unset: the backend's default."""
+    tool_choice: Literal["auto", "none"] = "auto"
+    """`none`: the model answers without tools, and none runs."""
     instructions: str | None = None
     """The application's own instructions for this turn (a chat frontend's system prompt);
     they follow Switchboard's system prompt, whose rules they cannot lift."""

@@ -24,6 +24,7 @@ from planner.records import (
 )
 from planner.results import TurnReads, conversation_of, waiting_calls
 from planner.statuses import ACTIVE_SQL
+from planner.transcripts import DIGEST_SQL
 from tools.storable import clean_text
 
 _MESSAGE_COLUMNS = """tenant_id, conversation_id, turn_id, role, content, reasoning, tool_calls,
@@ -88,6 +89,7 @@ class PostgresTurnStore(TurnReads, PauseQueries):
                     clean_text(answers[-1] if answers else None), owner,
                 )
                 await _add_messages(conn, tenant, made.id, turn_id, exchange)
+            await conn.execute(DIGEST_SQL, made.id)
         return made.id
 
     async def begin_turn(
@@ -196,15 +198,25 @@ class PostgresTurnStore(TurnReads, PauseQueries):
         self, tenant: str, conversation_id: str, turn_id: str, *, reply: ChatMessage,
         reasoning: str | None, usage: Usage,
     ) -> None:
-        """The model's answer and the turn's end as `completed`, in one statement."""
-        await self.pool.execute(
-            f"""WITH answer AS (
-                   INSERT INTO messages ({_MESSAGE_COLUMNS})
-                   VALUES ($6, $7, $1, 'assistant', $3, $8, NULL, NULL))
-                {_FINISH_TURN}""",
-            turn_id, "completed", clean_text(reply.content), None, jsonb_text(usage), tenant,
-            conversation_id, clean_text(reasoning or None),
-        )
+        """The model's answer and the turn's end as `completed`, in one statement, then the
+        conversation's transcript digest, in the same transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                f"""WITH answer AS (
+                       INSERT INTO messages ({_MESSAGE_COLUMNS})
+                       VALUES ($6, $7, $1, 'assistant', $3, $8, NULL, NULL))
+                    {_FINISH_TURN}""",
+                turn_id, "completed", clean_text(reply.content), None, jsonb_text(usage), tenant,
+                conversation_id, clean_text(reasoning or None),
+            )
+            await conn.execute(DIGEST_SQL, conversation_id)
+
+    async def continued_by(self, tenant: str, digest: str) -> str | None:
+        """The newest conversation whose transcript has this digest."""
+        found: str | None = await self.pool.fetchval(
+            """SELECT id FROM conversations WHERE tenant_id = $1 AND transcript_digest = $2
+               ORDER BY created_at DESC LIMIT 1""", tenant, digest)
+        return found
 
     async def fail_turn(self, turn_id: str, *, error: Problem, usage: Usage) -> None:
         """The turn's end as `failed`, with the problem that ended it."""

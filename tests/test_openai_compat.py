@@ -443,3 +443,42 @@ async def test_a_completion_carries_the_answers_reasoning_as_reasoning_content(
         model="default", messages=[user("hi again")]  # type: ignore[list-item]
     )
     assert "reasoning_content" not in (plain.choices[0].message.model_extra or {})
+
+
+async def test_a_client_sending_the_whole_history_continues_its_conversation_and_tool_results(
+    client: AsyncOpenAI, model: ScriptedModel, tools: ToolServer
+) -> None:
+    model.push(WEATHER_CALL, ANSWER, ScriptedReply(content="About 45 degrees Fahrenheit."))
+    history: list[Any] = [{"role": "system", "content": "Be brief."}, user("weather in Oslo?")]
+    first = await client.chat.completions.create(model="default", messages=history)
+    history += [{"role": "assistant", "content": first.choices[0].message.content},
+                user("and in fahrenheit?")]
+    second = await client.chat.completions.create(model="default", messages=history)
+
+    ours = [(c.model_extra or {})["switchboard"]["conversation_id"] for c in (first, second)]
+    assert ours[0] == ours[1]  # the same conversation, found by the history it repeats
+    followed = model.requests[2]
+    tool_results = [m for m in followed["messages"] if m["role"] == "tool"]
+    assert [m["tool_call_id"] for m in tool_results] != []  # the earlier result came along
+    assert "temp_c" in tool_results[0]["content"]
+    assert len(tools.calls("/weather")) == 1
+
+    # A history that differs (an edited answer) is another conversation.
+    model.push(ScriptedReply(content="Noted."))
+    edited = [*history[:2], {"role": "assistant", "content": "It is warm."},
+              user("and in fahrenheit?")]
+    third = await client.chat.completions.create(model="default", messages=edited)
+    assert (third.model_extra or {})["switchboard"]["conversation_id"] != ours[0]
+
+
+async def test_tool_choice_none_answers_without_any_tool(
+    client: AsyncOpenAI, model: ScriptedModel, tools: ToolServer
+) -> None:
+    model.push(ScriptedReply(content="I cannot look that up."))
+    completion = await client.chat.completions.create(
+        model="default", messages=[user("weather in Oslo?")], tool_choice="none")
+    assert completion.choices[0].message.content == "I cannot look that up."
+    [request] = model.requests
+    assert request["tool_choice"] == "none"
+    assert (completion.model_extra or {})["switchboard"]["tool_calls"] == []
+    assert tools.received == []

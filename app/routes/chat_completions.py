@@ -77,9 +77,13 @@ def _check_model(conversations: Conversations, model: str) -> None:
 
 
 async def _conversation(conversations: Conversations, tenant: str, ask: ChatAsk) -> str:
-    """The conversation to continue, or a new one holding the request's earlier messages."""
+    """The conversation to continue: the one named, else the one whose messages the request
+    repeats (a client that sends the whole history each time), else a new one holding them."""
     if ask.conversation_id is not None:
         return ask.conversation_id
+    continued = await conversations.continued_by(tenant, ask.history)
+    if continued is not None:
+        return continued
     return await conversations.open(tenant, ask.metadata, ask.history, ask.turn.model)
 
 
