@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 # The viewer's browser test drives Debian's Chromium (no browser downloads).
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install run test lint bench-retrieval bench-latency eval-live
+.PHONY: install run test lint bench-retrieval bench-latency eval-live test-live
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,3 +53,9 @@ bench-latency: install
 eval-live: install
 	@test -n "$(SGLANG_URL)" || { echo "eval-live needs SGLANG_URL=http://host:30000/v1"; exit 2; }
 	SGLANG_URL=$(SGLANG_URL) $(BIN)/python -m pytest -s tests/test_live_evals.py
+
+# The live suites (model client, approvals, the engine) against a real SGLang server.
+test-live: install
+	@test -n "$(SGLANG_URL)" || { echo "test-live needs SGLANG_URL=http://host:30000/v1"; exit 2; }
+	SGLANG_URL=$(SGLANG_URL) $(BIN)/python -m pytest -m live tests/test_live_sglang.py \
+		tests/test_live_turns.py tests/test_live_engine.py
