@@ -46,7 +46,8 @@ from tools.executors import ExecutableTool, ToolRunner
 from tools.outcome import CallOutcome
 from tools.spec import ClientExecutor, HttpExecutor, McpExecutor
 
-Search = Callable[[TurnState, str], Awaitable[list[str]]]
+Search = Callable[[TurnState, str], Awaitable[list[tuple[str, bool]]]]
+"""Retrieval for a turn: each match, best first, and whether it was new to the turn."""
 """Retrieve more candidates for a turn; returns the function names it added."""
 
 
@@ -252,8 +253,11 @@ class CallRunner:
             )
             return
         started = _now()
-        added = await self.search(turn, query)
-        found = [{"name": n, "description": turn.tools[n].record.description} for n in added]
+        matches = await self.search(turn, query)
+        # The best matches, whether or not the turn already offers them: a tool the model
+        # overlooked is pointed out again rather than left out.
+        found = [{"name": n, "description": turn.tools[n].record.description,
+                  **({} if new else {"already_offered": True})} for n, new in matches]
         outcome = CallOutcome(result={"found": found}, started_at=started, finished_at=_now(),
                               attempts=1)
         await self._record(turn, call, outcome, None)

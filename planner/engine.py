@@ -302,8 +302,9 @@ class TurnEngine:
         all of them, and ranking them (embedding the query) would change nothing offered."""
         return self.registry.index_size(tenant) > (k or self.settings.candidate_k)
 
-    async def _retrieve(self, turn: TurnState, query: str) -> list[str]:
-        """Add the best matches for `query` to the turn's candidates; returns names added."""
+    async def _retrieve(self, turn: TurnState, query: str) -> list[tuple[str, bool]]:
+        """Add the best matches for `query` to the turn's candidates; returns each match, best
+        first, by the name the model calls it, and whether it was new to the turn."""
         k = turn.request.candidate_k or self.settings.candidate_k
         with self.tracer.retrieval(tenant=turn.tenant, query=query, k=k) as span:
             if self._ranks(turn.tenant, k):
@@ -325,13 +326,16 @@ class TurnEngine:
             if name not in turn.tools:
                 turn.tools[name] = found[key]
                 added.append(name)
+        called = {(t.record.namespace, t.record.name): name for name, t in turn.tools.items()}
+        matches = [(called[(r.namespace, r.name)], called[(r.namespace, r.name)] in added)
+                   for r in retrieved if (r.namespace, r.name) in called]
         await turn.emit(ToolsRetrieved(tools=retrieved))
         await self.store.set_turn_json(turn.id, "candidates", [
             Candidate(function=function, namespace=t.record.namespace, name=t.record.name,
                       version=t.record.version)
             for function, t in turn.tools.items()
         ])
-        return added
+        return matches
 
     async def _auto_loop(self, turn: TurnState) -> str | None:
         """Native tool calls in a loop; every call of one reply runs at the same time."""

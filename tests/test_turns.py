@@ -389,6 +389,10 @@ async def test_search_tools_lets_the_model_find_a_tool_retrieval_missed(
     first_names = [t["function"]["name"] for t in model.requests[0]["tools"]]
     assert names[: len(first_names)] == first_names
     assert all(f["name"] in names for f in found)
+    # Six tools, so the turn offered all of them at once: they are pointed out again, marked.
+    assert {"name": "translate_text", "description": "Translate text into another language.",
+            "already_offered": True} in found
+    assert all(f.get("already_offered") for f in found)
 
 
 async def test_prompts_within_a_turn_grow_append_only_with_a_stable_tool_block(
