@@ -215,7 +215,7 @@ class CallRunner:
     async def _start(self, turn: TurnState, call: Call) -> None:
         """A call from a model reply: its arguments are JSON text, parsed now it is complete.
         A loop, or a tool the model failed to call twice, is refused first (planner/conduct)."""
-        refusal = turn.conduct.refusal(call.name, call.arguments)
+        refusal = turn.conduct.refusal(call.name, call.arguments, call.step)
         if refusal is not None:
             await self._refuse(turn, call, *refusal)
             return

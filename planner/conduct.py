@@ -1,7 +1,8 @@
 """What a turn tolerates of the model's calls: a call it got wrong (arguments that are not JSON
 or do not fit the schema, a tool that does not exist) goes back to it once to correct, and a
 second failure of the same tool ends its attempts in this turn; the same call with the same
-arguments a third time is not made, and the turn goes on to its answer."""
+arguments in a third step is not made, and the turn goes on to its answer. (Identical calls in
+one reply are not a loop: "roll a die three times" is three calls.)"""
 
 from __future__ import annotations
 
@@ -15,29 +16,30 @@ from tools.outcome import CallOutcome
 
 MALFORMED = frozenset({"invalid_arguments", "unknown_tool"})
 REPEATS = 3
-"""The same call (tool and arguments) this many times in a turn is a loop."""
+"""The same call (tool and arguments) in this many steps of a turn is a loop."""
 
 
 class CallConduct:
     def __init__(self) -> None:
         self.failures: Counter[str] = Counter()
         self.given_up: set[str] = set()
-        self.made: Counter[tuple[str, str]] = Counter()
+        self.steps: dict[tuple[str, str], set[int]] = {}
+        """The steps each call (tool and arguments) was made in."""
         self.looping = False
         """Set once a call was refused as a loop: the turn should answer now."""
 
-    def refusal(self, name: str, arguments: Any) -> tuple[str, str] | None:
-        """Why a call is not made at all (its error and type), or None."""
+    def refusal(self, name: str, arguments: Any, step: int) -> tuple[str, str] | None:
+        """Why a call of step `step` is not made at all (its error and type), or None."""
         if name in self.given_up:
             return (f"calls of {name!r} failed twice in this turn and are not made again; "
                     "answer with what you have, or use another tool", "gave_up")
-        key = (name, _canonical(arguments))
-        self.made[key] += 1
-        if self.made[key] >= REPEATS:
+        steps = self.steps.setdefault((name, _canonical(arguments)), set())
+        steps.add(step)
+        if len(steps) >= REPEATS:
             self.looping = True
-            return (f"{name} was called with these same arguments {self.made[key] - 1} times "
-                    "already in this turn, so it is not made again: answer with the results "
-                    "you have", "repeated_call")
+            return (f"{name} was called with these same arguments in {len(steps) - 1} earlier "
+                    "steps of this turn, so it is not made again: answer with the results you "
+                    "have", "repeated_call")
         return None
 
     def judged(self, name: str, outcome: CallOutcome) -> CallOutcome:

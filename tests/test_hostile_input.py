@@ -190,7 +190,8 @@ async def test_arguments_nested_too_deeply_to_read_are_the_calls_error_not_the_t
     assert response.status_code == 200, response.text
     call = response.json()["tool_calls"][0]
     assert (call["error_type"], call["error"]) == (
-        "invalid_arguments", "arguments are nested too deeply to read; send a flatter JSON object")
+        "invalid_arguments", "arguments are nested too deeply to read; send a flatter JSON "
+        "object. Correct the call and make it again.")
 
 
 @pytest.mark.parametrize(("headers", "pointer", "message"), [
@@ -228,7 +229,8 @@ async def test_a_catastrophic_pattern_is_checked_in_linear_time(
     call = response.json()["tool_calls"][0]
     assert (call["error_type"], call["error"]) == (
         "invalid_arguments",
-        f"arguments invalid: /text: '{'a' * 40}!' does not match '^(a+)+$'")
+        f"arguments invalid: /text: '{'a' * 40}!' does not match '^(a+)+$'. Correct the call "
+        "and make it again.")
 
 
 async def test_too_many_properties_or_examples_are_refused_naming_the_cap(

@@ -53,7 +53,9 @@ async def test_a_plan_longer_than_the_limit_runs_nothing(
         client = await app_with(start_app, database_url, model, tools.url, max_plan_steps=2)
         plan = {"steps": [{"id": f"s{i}", "tool": "wait", "arguments": {"ms": 1}}
                           for i in range(3)]}
-        model.push(ScriptedReply(content=json.dumps(plan)), ScriptedReply(content="no"))
+        # The plan, and the same again when it is sent back to be corrected.
+        model.push(ScriptedReply(content=json.dumps(plan)), ScriptedReply(content=json.dumps(plan)),
+                   ScriptedReply(content="no"))
         turn = await run(client, mode="plan")
         schema = model.requests[0]["response_format"]["json_schema"]["schema"]
     assert turn["tool_calls"] == []

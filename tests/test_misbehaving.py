@@ -97,8 +97,8 @@ async def test_a_loop_is_stopped_at_the_third_same_call_and_the_turn_answers(
     assert turn["status"] == "completed"
     assert [c["error_type"] for c in turn["tool_calls"]] == [None, None, "repeated_call"]
     assert turn["tool_calls"][2]["error"] == (
-        "get_weather was called with these same arguments 2 times already in this turn, so it "
-        "is not made again: answer with the results you have")
+        "get_weather was called with these same arguments in 2 earlier steps of this turn, so "
+        "it is not made again: answer with the results you have")
     assert len(tools.received) == 2
     assert model.requests[-1]["tool_choice"] == "none"
     assert turn["message"]["content"] == "It is 7 degrees in Oslo."
