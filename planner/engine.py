@@ -52,7 +52,9 @@ from planner.messages import (
 from planner.model_client import ChatModel
 from planner.plan import Plan, PlanProblem, loose_plan_schema, parse_plan, plan_schema
 from planner.prompt import (
+    READ_RESULT,
     REPLAN,
+    SEARCH_TOOLS,
     SYSTEM_AUTO,
     SYSTEM_PLAN,
     close_dangling_calls,
@@ -65,6 +67,7 @@ from planner.records import (
     ClientOutput,
     Decision,
     SavedTurn,
+    StoredMessage,
     TurnRequest,
     Waiting,
 )
@@ -263,6 +266,8 @@ class TurnEngine:
             self._retrieve(turn, turn.request.message) if tools_wanted else _nothing(),
             self._set_trace(turn),
         )
+        if tools_wanted and turn.recent_tools:
+            await self._keep_recent(turn)
         return await self._loop(turn, resumed=False)
 
     async def _loop(self, turn: TurnState, *, resumed: bool) -> str | None:
@@ -316,8 +321,17 @@ class TurnEngine:
                              for namespace, name in self.registry.keys(turn.tenant)]
                 span.set_attribute("switchboard.retrieval.ranked", False)
             span.set_attribute("switchboard.retrieval.tools", [r.name for r in retrieved])
-        found = await self.registry.executables(turn.tenant,
-                                                [(r.namespace, r.name) for r in retrieved])
+        added = await self._offer(turn, [(r.namespace, r.name) for r in retrieved])
+        called = {(t.record.namespace, t.record.name): name for name, t in turn.tools.items()}
+        matches = [(called[(r.namespace, r.name)], called[(r.namespace, r.name)] in added)
+                   for r in retrieved if (r.namespace, r.name) in called]
+        await turn.emit(ToolsRetrieved(tools=retrieved))
+        return matches
+
+    async def _offer(self, turn: TurnState, keys: list[tuple[str, str]]) -> list[str]:
+        """Make these tools callable in the turn (and stored as its candidates); returns the
+        names of those it did not offer yet."""
+        found = await self.registry.executables(turn.tenant, keys)
         added = []
         # Sorted by key, so the same candidates make the same tool block; tools found later are
         # appended, so earlier prompt bytes never change within a turn.
@@ -326,16 +340,22 @@ class TurnEngine:
             if name not in turn.tools:
                 turn.tools[name] = found[key]
                 added.append(name)
-        called = {(t.record.namespace, t.record.name): name for name, t in turn.tools.items()}
-        matches = [(called[(r.namespace, r.name)], called[(r.namespace, r.name)] in added)
-                   for r in retrieved if (r.namespace, r.name) in called]
-        await turn.emit(ToolsRetrieved(tools=retrieved))
-        await self.store.set_turn_json(turn.id, "candidates", [
-            Candidate(function=function, namespace=t.record.namespace, name=t.record.name,
-                      version=t.record.version)
-            for function, t in turn.tools.items()
-        ])
-        return matches
+        if added:
+            await self.store.set_turn_json(turn.id, "candidates", [
+                Candidate(function=function, namespace=t.record.namespace, name=t.record.name,
+                          version=t.record.version)
+                for function, t in turn.tools.items()
+            ])
+        return added
+
+    async def _keep_recent(self, turn: TurnState) -> None:
+        """The tools the conversation's last turn called with success stay callable: a
+        follow-up ("and in metres?") names none of the words retrieval needs."""
+        recent = set(turn.recent_tools)
+        keys = [key for key in self.registry.keys(turn.tenant) if key[1] in recent]
+        added = await self._offer(turn, keys)
+        if added:
+            trace.get_current_span().set_attribute("switchboard.retrieval.kept", added)
 
     async def _auto_loop(self, turn: TurnState) -> str | None:
         """Native tool calls in a loop; every call of one reply runs at the same time."""
@@ -546,6 +566,7 @@ class TurnEngine:
             self.settings.history_token_budget, self.settings.tool_output_chars_in_history,
         )
         turn.earlier = len(fitted)
+        turn.recent_tools = _succeeded_last(earlier)
         return [*fitted, *(m.chat() for m in stored if m.turn_id == turn.id)]
 
     async def _fail(self, turn: TurnState, exc: Exception) -> TurnResult:
@@ -559,6 +580,18 @@ class TurnEngine:
 
 async def _nothing() -> None:
     return None
+
+
+def _succeeded_last(earlier: list[StoredMessage]) -> list[str]:
+    """The tools the last of the earlier turns called with success, by the name it called
+    them (the engine's own tools left out)."""
+    if not earlier:
+        return []
+    last = [m for m in earlier if m.turn_id == earlier[-1].turn_id]
+    ok = {m.tool_call_id for m in last
+          if m.role == "tool" and (m.content or "").startswith('{"result"')}
+    return sorted({call.function.name for m in last for call in m.tool_calls or []
+                   if call.id in ok and call.function.name not in (SEARCH_TOOLS, READ_RESULT)})
 
 
 def _traceparent(span: Span) -> str | None:

@@ -62,6 +62,8 @@ class TurnState:
         self.conversation_id, self.id = conversation_id, turn_id
         self.request, self.model, self.emit, self.max_steps = request, model, emit, max_steps
         self.stand_in = stand_in
+        self.recent_tools: list[str] = []
+        """The tools the conversation's last turn called with success."""
         self.earlier = 0
         """How many of `messages` (at their start) are earlier turns'."""
         self.conduct = CallConduct()

@@ -467,3 +467,22 @@ async def test_the_answer_carries_its_reasoning_when_served_and_when_read_back(
     plain = (await turn(chat, conversation, "hi again")).json()
     assert plain["message"] == {"content": "Hello again.", "role": "assistant"}
     assert (await chat.get(f"/v1/turns/{plain['id']}")).json()["message"] == plain["message"]
+
+
+async def test_a_follow_up_keeps_the_tools_the_last_turn_called(
+    chat: httpx.AsyncClient, model: ScriptedModel, tools: ToolServer
+) -> None:
+    model.push(ScriptedReply(tool_calls=[("get_weather", {"city": "Oslo"})]),
+               ScriptedReply(content="7 degrees."),
+               ScriptedReply(tool_calls=[("get_weather", {"city": "Bergen"})]),
+               ScriptedReply(content="5 degrees."))
+    conversation = await new_conversation(chat)
+    await turn(chat, conversation, "weather in Oslo")
+    # One candidate, and words that point to another tool: the last turn's tool stays.
+    follow_up = await turn(chat, conversation, "and then wait a while", candidate_k=1)
+    assert follow_up.json()["status"] == "completed"
+    offered = [t["function"]["name"] for t in model.requests[2]["tools"]]
+    assert offered[0] == "search_tools"
+    assert "get_weather" in offered
+    assert len(offered) == 3  # search_tools, retrieval's one pick, and the kept tool
+    assert [c.body["city"] for c in tools.calls("/weather")] == ["Oslo", "Bergen"]
