@@ -110,17 +110,17 @@ class EvalRunner:
         jobs = [(config, case, r) for config in request.configs for case in cases
                 for r in range(request.repeats) if (config.name, case.id, r) not in done]
         parameters = await self._parameters(run.tenant, cases)
-        gate = asyncio.Semaphore(request.concurrency)
+        waiting = iter(jobs)  # shared by the workers: each job is taken once
 
-        async def one(job: Job) -> None:
-            async with gate:
+        async def worker() -> None:
+            for job in waiting:
                 outcome = await self._case(run.tenant, run.id, request, job, parameters)
                 await self.store.add_outcome(run.tenant, run.id, outcome)
 
         try:
             async with asyncio.TaskGroup() as group:
-                for job in jobs:
-                    group.create_task(one(job))
+                for _ in range(min(request.concurrency, len(jobs))):
+                    group.create_task(worker())
         except Exception as exc:  # a fault of the store or the engine: the run says so
             error = _first_error(exc)
             log.exception("eval run %s failed", run.id, exc_info=error)
