@@ -88,7 +88,7 @@ def fit(
     messages, sizes, dropped = _drop_earlier(messages, sizes, earlier, budget, tokens)
     if tokens(sizes) <= budget:
         return Fitted(messages=messages, tokens=tokens(sizes), dropped_messages=dropped)
-    messages, cut = _cut_results(messages, sizes, budget - counter.count(0), counter, fixed)
+    messages, cut = _cut_results(messages, sizes, budget, counter, fixed)
     sizes = [len(_encoder.encode(m)) for m in messages]
     if tokens(sizes) > budget:
         raise ContextOverflow(tokens(sizes) + reply_tokens, window)
@@ -120,7 +120,8 @@ def _cut_results(
     """Every tool result longer than one length cut to it: the longest length that fits
     (found by bisection), never under KEEP_AT_LEAST."""
     results = [i for i, m in enumerate(messages) if m.role == "tool" and m.content]
-    others = fixed + sum(s for i, s in enumerate(sizes) if i not in set(results))
+    cuttable = set(results)
+    others = fixed + sum(s for i, s in enumerate(sizes) if i not in cuttable)
     low, high = KEEP_AT_LEAST, max((len(messages[i].content or "") for i in results),
                                    default=KEEP_AT_LEAST)
     while low < high:
