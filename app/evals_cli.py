@@ -91,6 +91,7 @@ async def _write_set(settings: Settings, tenant: str, name: str, specs: list[dic
     from planner.evals.errors import EvalInvalid
     from planner.evals.store import EvalStore
     from tools.registry import Progress, ToolRegistry
+    from tools.spec import DEFAULT_NAMESPACE
     from tools.validation import parse_specs
 
     body = EvalSetIn(name=name, cases=cases)
@@ -99,8 +100,9 @@ async def _write_set(settings: Settings, tenant: str, name: str, specs: list[dic
         raise EvalInvalid("eval set", errors)
 
     async def write(registry: ToolRegistry, progress: Progress) -> str:
-        await registry.load()
-        have = {n for _ns, n in registry.keys(tenant)}
+        # The names the tenant already has, in one query (BFCL specs name no namespace).
+        asked = [(DEFAULT_NAMESPACE, s["name"]) for s in specs]
+        have = {name for _namespace, name in await registry.executables(tenant, asked)}
         missing = parse_specs([s for s in specs if s["name"] not in have])
         written = await registry.write(tenant, missing, progress=progress)
         made = await EvalStore(registry.pool).create_set(tenant, body)

@@ -59,15 +59,12 @@ class TokenCounter:
 
 class Fitted(msgspec.Struct, frozen=True, kw_only=True):
     messages: list[ChatMessage]
+    chars: int
+    """The characters of what is sent (messages and tools), as counted."""
     tokens: int
     dropped_messages: int = 0
     cut_results: list[str] = []
     """The tool calls whose results were cut, by call id."""
-
-
-def request_chars(messages: Sequence[ChatMessage], tools: Sequence[ToolEntry]) -> int:
-    return (sum(len(_encoder.encode(m)) for m in messages)
-            + sum(len(_encoder.encode(t)) for t in tools))
 
 
 def fit(
@@ -84,16 +81,17 @@ def fit(
         return counter.count(fixed + sum(kept))
 
     if tokens(sizes) <= budget:
-        return Fitted(messages=messages, tokens=tokens(sizes))
+        return Fitted(messages=messages, chars=fixed + sum(sizes), tokens=tokens(sizes))
     messages, sizes, dropped = _drop_earlier(messages, sizes, earlier, budget, tokens)
     if tokens(sizes) <= budget:
-        return Fitted(messages=messages, tokens=tokens(sizes), dropped_messages=dropped)
+        return Fitted(messages=messages, chars=fixed + sum(sizes), tokens=tokens(sizes),
+                      dropped_messages=dropped)
     messages, cut = _cut_results(messages, sizes, budget, counter, fixed)
     sizes = [len(_encoder.encode(m)) for m in messages]
     if tokens(sizes) > budget:
         raise ContextOverflow(tokens(sizes) + reply_tokens, window)
-    return Fitted(messages=messages, tokens=tokens(sizes), dropped_messages=dropped,
-                  cut_results=cut)
+    return Fitted(messages=messages, chars=fixed + sum(sizes), tokens=tokens(sizes),
+                  dropped_messages=dropped, cut_results=cut)
 
 
 def _drop_earlier(

@@ -75,24 +75,25 @@ class Conversations:
         on_started: OnStarted = _nothing,
     ) -> Ran:
         """Start a turn and run it: its result, or (`request.stream`) its events."""
+        if not request.stream:
+            return await self.run(tenant, conversation_id, request, on_started=on_started)
         engine = self.engine
         turn_id = await engine.start_turn(tenant, conversation_id, request)
         await on_started(turn_id)
-        if not request.stream:
-            run = engine.run_turn(tenant, conversation_id, turn_id, request)
-            return await self.supervisor.outcome(run)
         return self.supervisor.follow(
             lambda emit: engine.run_turn(tenant, conversation_id, turn_id, request, emit)
         )
 
     async def run(
         self, tenant: str, conversation_id: str, request: TurnRequest, *,
-        emit: EventSink = ignore, stand_in: StandIn | None = None,
+        on_started: OnStarted = _nothing, emit: EventSink = ignore,
+        stand_in: StandIn | None = None,
     ) -> TurnResult:
         """Start a turn and run it to its end under the supervisor, telling `emit` each event;
         `stand_in` answers the calls it takes in place of their tools."""
         engine = self.engine
         turn_id = await engine.start_turn(tenant, conversation_id, request)
+        await on_started(turn_id)
         return await self.supervisor.outcome(
             engine.run_turn(tenant, conversation_id, turn_id, request, emit, stand_in))
 

@@ -18,7 +18,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, format_span_id, format_trace_id
 
 from planner.calls import CallRunner, WaitLimits
-from planner.context import REPLY_TOKENS, Fitted, TokenCounter, fit, request_chars
+from planner.context import REPLY_TOKENS, Fitted, TokenCounter, fit
 from planner.errors import (
     CallNotWaiting,
     DecisionInvalid,
@@ -531,8 +531,7 @@ class TurnEngine:
                 raise
             self.tracer.chat_reply(span, reply, redact)
         if fitted is not None:
-            self._counter(turn).learn(request_chars(request.messages, request.tools or []),
-                                      reply.usage.prompt_tokens)
+            self._counter(turn).learn(fitted.chars, reply.usage.prompt_tokens)
         turn.usage = turn.usage + reply.usage
         return reply
 

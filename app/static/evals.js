@@ -2,21 +2,6 @@
 // that failed with why, each linking to its turn's trace in the trace viewer.
 "use strict";
 
-
-async function getJSON(path) {
-  const headers = { accept: "application/json" };
-  if (apiKey()) headers.authorization = `Bearer ${apiKey()}`;
-  const response = await fetch(path, { headers });
-  const text = await response.text();
-  if (response.status === 401) throw new Error("Enter an API key with the viewer role above to read eval runs.");
-  if (!response.ok) {
-    let detail = response.statusText;
-    try { detail = JSON.parse(text).detail || detail; } catch { /* not a problem document */ }
-    throw new Error(`GET ${path} → ${response.status}: ${detail}`);
-  }
-  return JSON.parse(text);
-}
-
 function showError(error) {
   const banner = $("#error-banner");
   banner.textContent = error ? error.message : "";

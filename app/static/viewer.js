@@ -8,45 +8,6 @@ const state = {
 
 // ---------------------------------------------------------------- API
 
-/** JSON whose `*_unix_nano` numbers stay exact: they exceed 2^53, so they become BigInts,
- *  read from the number's source text (JSON.parse source access, Chromium 114+). */
-function parseJSON(text) {
-  return JSON.parse(text, (key, value, context) =>
-    key.endsWith("_unix_nano") && typeof value === "number" && context?.source
-      ? BigInt(context.source)
-      : value);
-}
-
-
-function requestHeaders() {
-  const headers = { accept: "application/json" };
-  if (apiKey()) headers.authorization = `Bearer ${apiKey()}`;
-  return headers;
-}
-
-async function getJSON(path) {
-  let response;
-  try {
-    response = await fetch(path, { headers: requestHeaders() });
-  } catch (err) {
-    throw new Error(`GET ${path} failed: ${err.message}`);
-  }
-  const text = await response.text();
-  if (response.status === 401) throw new Error("Enter an API key with the viewer role above to read traces.");
-  if (!response.ok) throw new Error(`GET ${path} → ${response.status}: ${problemText(text, response)}`);
-  return parseJSON(text);
-}
-
-/** The `detail` of an RFC 9457 problem, else the status text. */
-function problemText(text, response) {
-  try {
-    const problem = JSON.parse(text);
-    return problem.detail || problem.title || response.statusText;
-  } catch {
-    return text.slice(0, 300) || response.statusText;
-  }
-}
-
 function listQuery(cursor) {
   const query = new URLSearchParams({ limit: "100" });
   for (const [key, value] of new FormData($("#filters"))) if (value.trim()) query.set(key, value.trim());
