@@ -103,6 +103,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "MAX_REPLANS": ("engine.max_replans", "a non-negative integer"),
     "MAX_PARALLEL_CALLS": ("engine.max_parallel_calls", "a positive integer"),
     "MAX_PLAN_STEPS": ("engine.max_plan_steps", "a positive integer"),
+    "EAGER_PLANS": ("engine.eager_plans", "true or false"),
     "MAX_OUTPUT_BYTES": ("max_output_bytes", "a positive integer (bytes of tool output kept)"),
     "HISTORY_TOKEN_BUDGET": ("engine.history_token_budget", "a positive integer"),
     "TURN_LEASE_S": ("engine.turn_lease_s", "seconds, a positive number"),

@@ -19,19 +19,20 @@ EndsWriter = Callable[[list[FinishedCall]], Awaitable[None]]
 class CallBatch:
     """The calls of one reply or plan. Their ends are written together when they come close:
     an end waits up to COALESCE_S for others, and those still unwritten when the whole batch is
-    done go with its tool messages, so parallel calls cost one write, not one each."""
+    done go with its tool messages, so parallel calls cost one write, not one each. A plan
+    that streams in does not know its size until it is complete (`size` None until then)."""
 
-    def __init__(self, size: int, write: EndsWriter) -> None:
-        self.remaining = size
+    def __init__(self, size: int | None, write: EndsWriter) -> None:
+        self.size, self.finished = size, 0
         self.unwritten: list[FinishedCall] = []
         self._write = write
         self._timer: asyncio.Task[None] | None = None
         self._writes: list[asyncio.Task[None]] = []
 
     def finish(self, call: FinishedCall) -> None:
-        self.remaining -= 1
+        self.finished += 1
         self.unwritten.append(call)
-        if self.remaining > 0 and self._timer is None:
+        if (self.size is None or self.finished < self.size) and self._timer is None:
             self._timer = asyncio.create_task(self._write_soon())
             self._writes.append(self._timer)
 

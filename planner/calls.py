@@ -1,4 +1,4 @@
-"""Running a turn's tool calls: all calls of one reply at once, or a plan as a graph.
+"""Running a turn's tool calls: all calls of one reply at once (a plan's steps: plan_dispatch).
 
 Each call is checked, recorded as it starts and ends, and its outcome becomes an observation
 that goes back to the model in call order.
@@ -28,7 +28,6 @@ from planner.events import (
     ToolCallStarted,
 )
 from planner.messages import AssistantToolCall, ChatMessage, FunctionCall, ModelReply
-from planner.plan import Plan, PlanStep, resolve
 from planner.prompt import READ_RESULT, SEARCH_TOOLS
 from planner.records import (
     Approved,
@@ -48,7 +47,6 @@ from tools.spec import ClientExecutor, HttpExecutor, McpExecutor
 
 Search = Callable[[TurnState, str], Awaitable[list[tuple[str, bool]]]]
 """Retrieval for a turn: each match, best first, and whether it was new to the turn."""
-"""Retrieve more candidates for a turn; returns the function names it added."""
 
 
 class Call(msgspec.Struct, frozen=True, kw_only=True):
@@ -107,50 +105,10 @@ class CallRunner:
         for call in calls:
             if call.position >= self.max_parallel:
                 reason = f"refused: at most {self.max_parallel} calls run per step"
-                jobs.append(self._refuse(turn, call, reason))
+                jobs.append(self.refuse(turn, call, reason))
             else:
                 jobs.append(self._start(turn, call))
         await self._gather(turn, jobs, [c.id for c in calls])
-
-    async def run_plan(self, turn: TurnState, plan: Plan, attempt: int) -> None:
-        """Start each step as soon as the steps it refers to have finished.
-
-        The plan and the running rows of the steps that need no other step's output are written
-        in one statement, before any of them is made; later steps write theirs as they start."""
-        ids = {s.id: f"p{attempt}_{s.id}" for s in plan.steps}
-        message = ChatMessage(
-            role="assistant",
-            content="",
-            tool_calls=[
-                AssistantToolCall(
-                    id=ids[s.id],
-                    function=FunctionCall(s.tool, json.dumps(s.arguments, sort_keys=True)),
-                )
-                for s in plan.steps
-            ],
-        )
-        step = turn.next_step()
-        calls = {
-            s.id: Call(
-                id=ids[s.id], name=s.tool, arguments=s.arguments, step=step, position=i,
-                depends_on=s.depends_on, waits_for=[ids[d] for d in s.depends_on],
-                begun=not s.depends_on,
-            )
-            for i, s in enumerate(plan.steps)
-        }
-        first = [c for c in calls.values() if c.begun]
-        await turn.add_reply(message, None, [
-            _running_row(c, turn.tools.get(c.name)) for c in first
-        ])
-        loop = asyncio.get_running_loop()
-        done: dict[str, asyncio.Future[CallOutcome | None]] = {
-            s.id: loop.create_future() for s in plan.steps
-        }
-
-        async def run(s: PlanStep) -> None:
-            done[s.id].set_result(await self._run_step(turn, calls[s.id], done))
-
-        await self._gather(turn, [run(s) for s in plan.steps], [ids[s.id] for s in plan.steps])
 
     async def answer(self, turn: TurnState, reply: ModelReply, text: str) -> None:
         """Close calls the engine handles itself (such as `replan`) with a plain result."""
@@ -163,12 +121,22 @@ class CallRunner:
     async def _gather(
         self, turn: TurnState, jobs: Sequence[Awaitable[None]], call_ids: list[str]
     ) -> None:
-        """Run one batch of calls; results go back to the model in call order, whatever order
-        they finished in."""
-        batch = CallBatch(len(call_ids), functools.partial(turn.store.finish_tool_calls, turn.id))
+        batch = self.open_batch(turn, len(call_ids))
+        await self.collect(turn, batch, asyncio.gather(*jobs), call_ids)
+
+    def open_batch(self, turn: TurnState, size: int | None) -> CallBatch:
+        """The turn's calls from here to `collect` form one batch (planner/call_batch.py)."""
+        batch = CallBatch(size, functools.partial(turn.store.finish_tool_calls, turn.id))
         self._batches[turn.id] = batch
+        return batch
+
+    async def collect(
+        self, turn: TurnState, batch: CallBatch, jobs: Awaitable[Any], call_ids: list[str]
+    ) -> None:
+        """Wait for a batch's calls; their results go back to the model in call order,
+        whatever order they finished in."""
         try:
-            await asyncio.gather(*jobs)
+            await jobs
         except BaseException:
             batch.abandon()
             raise
@@ -190,39 +158,17 @@ class CallRunner:
         else:
             await turn.add_all(messages)
 
-    async def _run_step(
-        self, turn: TurnState, call: Call, done: dict[str, asyncio.Future[CallOutcome | None]]
-    ) -> CallOutcome | None:
-        outputs: dict[str, Any] = {}
-        for dep, dep_call in zip(call.depends_on, call.waits_for, strict=True):
-            outcome = await done[dep]
-            if outcome is None and any(p.id == dep_call for p in turn.pending):
-                await self._refuse(turn, call, f"skipped: step {dep} waits for an answer (its "
-                                   "approval or its client's output); call this again once it "
-                                   "has one, if it is still needed")
-                return None
-            if outcome is None or not outcome.ok:
-                await self._refuse(turn, call, f"skipped: step {dep} did not succeed")
-                return None
-            outputs[dep] = outcome.result
-        try:
-            arguments = resolve(call.arguments, outputs)
-        except LookupError as exc:
-            await self._refuse(turn, call, str(exc))
-            return None
-        return await self._execute(turn, msgspec.structs.replace(call, arguments=arguments))
-
     async def _start(self, turn: TurnState, call: Call) -> None:
         """A call from a model reply: its arguments are JSON text, parsed now it is complete.
         A loop, or a tool the model failed to call twice, is refused first (planner/conduct)."""
         refusal = turn.conduct.refusal(call.name, call.arguments, call.step)
         if refusal is not None:
-            await self._refuse(turn, call, *refusal)
+            await self.refuse(turn, call, *refusal)
             return
         try:
             arguments = json.loads(call.arguments or "{}")
         except json.JSONDecodeError as exc:
-            await self._refuse(
+            await self.refuse(
                 turn,
                 call,
                 f"arguments are not valid JSON ({exc.msg} at position "
@@ -231,7 +177,7 @@ class CallRunner:
             )
             return
         except RecursionError:
-            await self._refuse(turn, call, "arguments are nested too deeply to read; send a "
+            await self.refuse(turn, call, "arguments are nested too deeply to read; send a "
                                "flatter JSON object", "invalid_arguments")
             return
         parsed = msgspec.structs.replace(call, arguments=arguments)
@@ -240,12 +186,12 @@ class CallRunner:
         elif call.name == READ_RESULT and turn.reads_results:
             await self._read_result(turn, parsed)
         else:
-            await self._execute(turn, parsed)
+            await self.execute(turn, parsed)
 
     async def _search_tools(self, turn: TurnState, call: Call) -> None:
         query = call.arguments.get("query") if isinstance(call.arguments, dict) else None
         if not isinstance(query, str) or not query.strip():
-            await self._refuse(
+            await self.refuse(
                 turn,
                 call,
                 'search_tools needs {"query": "what the tool should do"}',
@@ -272,7 +218,7 @@ class CallRunner:
                       if m.role == "tool" and m.tool_call_id == wanted), None)
         problem = _read_problem(wanted, offset, length, whole)
         if problem is not None:
-            await self._refuse(turn, call, problem, "invalid_arguments")
+            await self.refuse(turn, call, problem, "invalid_arguments")
             return
         assert whole is not None and isinstance(offset, int) and isinstance(length, int)
         started = _now()
@@ -282,10 +228,10 @@ class CallRunner:
         await self._record(turn, call, CallOutcome(result=result, started_at=started,
                                                    finished_at=_now(), attempts=1), None)
 
-    async def _execute(self, turn: TurnState, call: Call) -> CallOutcome | None:
+    async def execute(self, turn: TurnState, call: Call) -> CallOutcome | None:
         tool = turn.tools.get(call.name)
         if tool is None:
-            await self._refuse(turn, call, _unknown(call.name, turn), "unknown_tool")
+            await self.refuse(turn, call, _unknown(call.name, turn), "unknown_tool")
             return None
         stand_in = turn.stand_in if turn.stand_in and turn.stand_in.answers(tool) else None
         waits_for = None if stand_in else self._waits_for(tool, call)
@@ -366,10 +312,10 @@ class CallRunner:
                 if edited is not None:
                     await turn.store.edit_arguments(turn.id, call.id, edited)
                     call = msgspec.structs.replace(call, arguments=edited)
-                await self._execute(turn, msgspec.structs.replace(call, approved=True))
+                await self.execute(turn, msgspec.structs.replace(call, approved=True))
             case Rejected(reason=reason):
                 because = f": {reason}" if reason else ""
-                await self._refuse(turn, call, f"a person rejected this call{because}; it was "
+                await self.refuse(turn, call, f"a person rejected this call{because}; it was "
                                    "not made", "rejected")
             case ClientOutput(output=output, error=None):
                 await self._record(turn, call, _answered(saved, result=output), None)
@@ -381,10 +327,10 @@ class CallRunner:
                 error = (f"no one approved this call within {waited:.0f} s; it was not made"
                          if approval else
                          f"the client sent no output for this call within {waited:.0f} s")
-                await self._refuse(turn, call, error,
+                await self.refuse(turn, call, error,
                                    "approval_timeout" if approval else "client_timeout")
 
-    async def _refuse(
+    async def refuse(
         self, turn: TurnState, call: Call, error: str, error_type: str = "refused"
     ) -> None:
         """A call that is not made; it still gets a record, a span and an observation."""
@@ -430,7 +376,7 @@ class CallRunner:
         """Write the call's running row unless it is written; the call, marked as begun."""
         if call.begun:
             return call
-        row = _running_row(call, tool)
+        row = running_row(call, tool)
         await turn.store.start_tool_calls(turn.tenant, turn.conversation_id, turn.id, [row])
         return msgspec.structs.replace(call, begun=True)
 
@@ -468,7 +414,7 @@ def _answered(saved: SavedCall, **outcome: Any) -> CallOutcome:
     return CallOutcome(started_at=saved.started_at, finished_at=_now(), attempts=1, **outcome)
 
 
-def _running_row(call: Call, tool: ExecutableTool | None) -> StartedCall:
+def running_row(call: Call, tool: ExecutableTool | None) -> StartedCall:
     """The running row of a call whose arguments are already parsed (a plan's step, an
     approved call) or kept as text."""
     arguments = call.arguments

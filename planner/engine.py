@@ -10,7 +10,7 @@ import asyncio
 import enum
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
@@ -51,6 +51,7 @@ from planner.messages import (
 )
 from planner.model_client import ChatModel
 from planner.plan import Plan, PlanProblem, loose_plan_schema, parse_plan, plan_schema
+from planner.plan_dispatch import PlanDispatch
 from planner.prompt import (
     READ_RESULT,
     REPLAN,
@@ -81,6 +82,7 @@ from tools.registry import ToolRegistry
 from tools.spec import ToolRecord
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 __all__ = ["EngineSettings", "TurnEngine", "TurnRequest"]
 
@@ -93,6 +95,8 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_parallel_calls: int = 16
     history_token_budget: int = 8000
     tool_output_chars_in_history: int = 2000
+    eager_plans: bool = True
+    """A streamed plan's steps start as their JSON objects complete, before the plan does."""
     turn_lease_s: float = 30.0
     approval_timeout_s: float = 86_400.0
     client_tool_timeout_s: float = 600.0
@@ -389,11 +393,9 @@ class TurnEngine:
         first = max(len(turn.plans) - 1, 0) if resumed else 0
         for attempt in range(first, self.settings.max_replans + 1):
             if not (resumed and attempt == first):
-                plan = await self._make_plan(turn, attempt)
+                plan = await self._plan_and_run(turn, attempt)
                 if plan is AUTO:
                     return await self._auto_loop(turn)
-                if isinstance(plan, Plan):
-                    await self.calls.run_plan(turn, plan, attempt)
                 if turn.pending:
                     return None
                 if isinstance(plan, Plan) and attempt < self.settings.max_replans \
@@ -427,15 +429,17 @@ class TurnEngine:
         await turn.note(f"Steps of the plan failed: {said}. Write a new plan for what is left.")
         return True
 
-    async def _make_plan(self, turn: TurnState, attempt: int) -> Plan | Auto | None:
-        """The model's plan, checked; a plan that fails the checks goes back once with why.
-        None when no valid plan came (the join goes on without one); AUTO when the backend
-        takes no plan schema at all."""
+    async def _plan_and_run(self, turn: TurnState, attempt: int) -> Plan | Auto | None:
+        """The model's plan, checked and run; a plan that fails the checks goes back once with
+        why. In a streamed turn its steps start while the plan is still being written
+        (planner/plan_dispatch.py). None when no valid plan came (the join goes on without
+        one); AUTO when the backend takes no plan schema at all."""
         records = [(name, t.record) for name, t in turn.tools.items()]
         if not records:
             await self._fall_back(turn, "the turn has no tools to plan with", "auto mode")
             return AUTO
-        asked = await self._plan_reply(turn, records)
+        dispatch = self._dispatch(turn, attempt)
+        asked = await self._planning(dispatch, self._plan_reply(turn, records, dispatch))
         if asked is None:
             return AUTO
         reply, response_format = asked
@@ -443,22 +447,62 @@ class TurnEngine:
             try:
                 plan = parse_plan(reply.content, set(turn.tools), self.settings.max_plan_steps)
             except PlanProblem as exc:
+                if dispatch.began:
+                    return await self._keep_began(turn, dispatch, exc)
+                dispatch.drop()
                 if repair:
                     await turn.note(f"The corrected plan was rejected too and nothing ran: {exc}")
                     return None
                 await turn.note(f"The plan was rejected and nothing ran: {exc}. Write the plan "
                                 "again, corrected.")
-                reply = await self._call_model(turn, SYSTEM_PLAN, "none", "plan",
-                                               response_format)
+                dispatch = self._dispatch(turn, attempt)
+                eager = self._eager(turn, dispatch)
+                reply = await self._planning(dispatch, self._call_model(
+                    turn, SYSTEM_PLAN, "none", "plan", response_format, eager))
                 continue
             break
+        await self._record_plan(turn, attempt, plan)
+        await dispatch.finish(plan)
+        return plan
+
+    def _dispatch(self, turn: TurnState, attempt: int) -> PlanDispatch:
+        return PlanDispatch(self.calls, turn, attempt, self.settings.max_plan_steps)
+
+    def _eager(self, turn: TurnState, dispatch: PlanDispatch) -> Callable[[str], None] | None:
+        """Where the plan's text goes as it streams: to its dispatch, which starts each step
+        as it completes, unless that is off or the text is not plain JSON (inline thinking)."""
+        if not (self.settings.eager_plans and turn.request.stream) \
+                or turn.model.backend.inline_thinking:
+            return None
+        return dispatch.feed
+
+    @staticmethod
+    async def _planning(dispatch: PlanDispatch, call: Awaitable[_T]) -> _T:
+        """A plan's model call; the steps it started are seen to if it fails."""
+        try:
+            return await call
+        except BaseException as exc:
+            await dispatch.abort(exc)
+            raise
+
+    async def _record_plan(self, turn: TurnState, attempt: int, plan: Plan) -> None:
         await turn.emit(PlanCreated(plan=attempt, steps=plan.steps))
         turn.plans.append(plan)
         await self.store.set_turn_json(turn.id, "plans", turn.plans)
+
+    async def _keep_began(self, turn: TurnState, dispatch: PlanDispatch, problem: PlanProblem
+                          ) -> Plan:
+        """A streamed plan rejected once complete, after some steps had started: those steps
+        are the plan that ran, and the model is told the rest did not."""
+        plan = await dispatch.keep_began()
+        await self._record_plan(turn, attempt=dispatch.attempt, plan=plan)
+        if not turn.pending:  # a note would come between the calls and their results
+            await turn.note(f"The rest of the plan was rejected and did not run: {problem}. "
+                            "Only the steps above ran.")
         return plan
 
     async def _plan_reply(
-        self, turn: TurnState, records: list[tuple[str, ToolRecord]]
+        self, turn: TurnState, records: list[tuple[str, ToolRecord]], dispatch: PlanDispatch
     ) -> tuple[ModelReply, dict[str, Any]] | None:
         """The plan under the full schema, else (the server refused it: a 400 from its grammar
         compiler) under the looser one; None when it takes neither."""
@@ -468,7 +512,7 @@ class TurnEngine:
                                "json_schema": {"name": "plan", "schema": schema, "strict": True}}
             try:
                 reply = await self._call_model(turn, SYSTEM_PLAN, "none", "plan",
-                                               response_format)
+                                               response_format, self._eager(turn, dispatch))
             except ModelResponseError as exc:
                 if exc.status != 400:
                     raise
@@ -499,8 +543,10 @@ class TurnEngine:
     async def _call_model(
         self, turn: TurnState, system: str, tool_choice: str, phase: str,
         response_format: dict[str, Any] | None = None,
+        on_plan_text: Callable[[str], None] | None = None,
     ) -> ModelReply:
-        """One model call; its text streams out as message deltas unless it is a plan."""
+        """One model call; its text streams out as message deltas, or a plan's to
+        `on_plan_text`."""
         prompt = system_prompt(system, turn.request.instructions)
         messages, fitted = self._fit(turn, [ChatMessage(role="system", content=prompt),
                                             *turn.messages])
@@ -516,6 +562,8 @@ class TurnEngine:
                 await turn.emit(ReasoningDelta(text=delta.text))
             elif phase != "plan":
                 await turn.emit(MessageDelta(text=delta.text))
+            elif on_plan_text is not None:
+                on_plan_text(delta.text)
 
         backend, redact = turn.model.backend, turn.redactor()
         with self.tracer.chat(tenant=turn.tenant, model=backend.model, server=backend.base_url,

@@ -96,8 +96,8 @@ def _referable(parameters: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_plan(raw: str, known_tools: set[str], max_steps: int) -> Plan:
-    """Decode and check a plan: ids unique, tools known, references to existing steps, no
-    cycles, not too long. Raises PlanProblem saying what to change."""
+    """Decode and check a plan: each step as `checked_step` does, references to existing
+    steps, no cycles, not too long. Raises PlanProblem saying what to change."""
     try:
         plan = msgspec.json.decode(raw, type=Plan)
     except msgspec.DecodeError as exc:
@@ -106,34 +106,41 @@ def parse_plan(raw: str, known_tools: set[str], max_steps: int) -> Plan:
         raise PlanProblem("the plan has no steps")
     if len(plan.steps) > max_steps:
         raise PlanProblem(f"the plan has {len(plan.steps)} steps; at most {max_steps} are allowed")
-    ids = [s.id for s in plan.steps]
-    if len(set(ids)) != len(ids):
-        raise PlanProblem(f"step ids must be unique, got {ids}")
-    for step_id in ids:
-        if not _STEP_ID.fullmatch(step_id):
-            # A backend that does not enforce the schema may send any id, and a reference to it
-            # would then pass as a plain string argument.
-            raise PlanProblem(f"step id {step_id!r} is not of the form s1, s2, ... (s and up to "
-                              "3 digits), which references like $s1 name")
-    steps = []
+    steps: list[PlanStep] = []
     for step in plan.steps:
-        if step.tool not in known_tools:
-            raise PlanProblem(
-                f"step {step.id} calls unknown tool {step.tool!r}; "
-                f"only these can be called: {', '.join(sorted(known_tools))}"
-            )
-        deps = sorted(references(step.arguments))
-        for dep in deps:
+        steps.append(checked_step(step, [s.id for s in steps], known_tools))
+    ids = {s.id for s in steps}
+    for step in steps:
+        for dep in step.depends_on:
             if dep not in ids:
                 raise PlanProblem(
                     f"step {step.id} refers to ${dep}, which is not a step of this plan"
                 )
-            if dep == step.id:
-                raise PlanProblem(f"step {step.id} refers to its own output")
-        steps.append(msgspec.structs.replace(step, depends_on=deps))
     checked = Plan(steps=steps)
     topological_order(checked)
     return checked
+
+
+def checked_step(step: PlanStep, earlier: list[str], known_tools: set[str]) -> PlanStep:
+    """The checks one step needs only the steps before it for: an id of the form s1 not used
+    before, a known tool, no reference to itself. The step with `depends_on` read from its
+    references (steps it refers to may still come later). Raises PlanProblem."""
+    if not _STEP_ID.fullmatch(step.id):
+        # A backend that does not enforce the schema may send any id, and a reference to it
+        # would then pass as a plain string argument.
+        raise PlanProblem(f"step id {step.id!r} is not of the form s1, s2, ... (s and up to "
+                          "3 digits), which references like $s1 name")
+    if step.id in earlier:
+        raise PlanProblem(f"step ids must be unique, got {[*earlier, step.id]}")
+    if step.tool not in known_tools:
+        raise PlanProblem(
+            f"step {step.id} calls unknown tool {step.tool!r}; "
+            f"only these can be called: {', '.join(sorted(known_tools))}"
+        )
+    deps = sorted(references(step.arguments))
+    if step.id in deps:
+        raise PlanProblem(f"step {step.id} refers to its own output")
+    return msgspec.structs.replace(step, depends_on=deps)
 
 
 def references(value: Any) -> set[str]:

@@ -98,12 +98,19 @@ class ScriptedModel:
         model_name: str = "scripted-model",
         context_window: int = 32768,
         count_prompt: Callable[[dict[str, Any]], int] | None = None,
+        tokens_per_s: float | None = None,
     ) -> None:
         self.context_window = context_window
         """Reported as `max_model_len` at GET /v1/models, as SGLang does."""
         self.count_prompt = count_prompt
         """The prompt tokens reported for a request body; unset: a quarter of its messages'
         characters."""
+        self.tokens_per_s = tokens_per_s
+        """A streamed reply's pace: its text in tokens of four characters, one chunk each, at
+        this rate (a real server's decode speed); unset: words, as fast as they go."""
+        self.answered: list[float] = []
+        """When each chat request's answer was sent whole (time.monotonic), in request order
+        of completion."""
         self.requests: list[dict[str, Any]] = []
         self.request_headers: list[dict[str, str]] = []
         self.latency_s, self.argument_fragments = latency_s, argument_fragments
@@ -170,6 +177,7 @@ class ScriptedModel:
             return
         exchange = _Exchange(self, body, len(self.requests), receive, send)
         await exchange.play(step)
+        self.answered.append(time.monotonic())
 
     def _next_step(self, body: dict[str, Any]) -> Step:
         if self._queue:
@@ -223,7 +231,9 @@ class _Exchange:
     async def _reply(self, reply: ScriptedReply, *, complete: bool, chunk_limit: int = 0) -> None:
         if self.streamed:
             chunks = self._chunks(reply)
-            await _send_stream(self.send, chunks if complete else chunks[:chunk_limit], complete)
+            pace = 1 / self.model.tokens_per_s if self.model.tokens_per_s else 0.0
+            await _send_stream(self.send, chunks if complete else chunks[:chunk_limit], complete,
+                               pace)
         else:
             await _send_json(self.send, 200, self._completion(reply), complete=complete)
 
@@ -250,8 +260,9 @@ class _Exchange:
 
     def _chunks(self, reply: ScriptedReply) -> list[dict[str, Any]]:
         deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
-        deltas += [{"reasoning_content": piece} for piece in _words(reply.reasoning)]
-        deltas += [{"content": piece} for piece in _words(reply.content)]
+        pieces = _tokens if self.model.tokens_per_s else _words
+        deltas += [{"reasoning_content": piece} for piece in pieces(reply.reasoning)]
+        deltas += [{"content": piece} for piece in pieces(reply.content)]
         for index, call in enumerate(reply.tool_calls):
             deltas += self._call_deltas(index, call)
         chunks = [self._chunk([_delta_choice(delta)]) for delta in deltas]
@@ -343,6 +354,7 @@ async def scripted_model(
     model_name: str = "scripted-model",
     context_window: int = 32768,
     count_prompt: Callable[[dict[str, Any]], int] | None = None,
+    tokens_per_s: float | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
     own_signals: bool = False,
@@ -356,6 +368,7 @@ async def scripted_model(
         model_name=model_name,
         context_window=context_window,
         count_prompt=count_prompt,
+        tokens_per_s=tokens_per_s,
     )
     await model.start(host, port, own_signals=own_signals)
     try:
@@ -388,6 +401,11 @@ def _delta_choice(delta: dict[str, Any], finish_reason: str | None = None) -> di
 def _words(text: str) -> list[str]:
     """Text in token-sized pieces (a word and the spaces after it)."""
     return re.findall(r"\S+\s*|\s+", text)
+
+
+def _tokens(text: str) -> list[str]:
+    """Text in pieces of four characters, about a token each for English and JSON."""
+    return [text[i:i + 4] for i in range(0, len(text), 4)]
 
 
 def _estimated_usage(body: dict[str, Any], reply: ScriptedReply) -> Usage:
@@ -451,12 +469,17 @@ async def _send_json(
         )
 
 
-async def _send_stream(send: Send, chunks: list[dict[str, Any]], complete: bool) -> None:
-    """Server-sent events, one chunk per event; an incomplete stream ends without `[DONE]`
-    and with the connection dropped (uvicorn closes it when the app returns mid-body)."""
+async def _send_stream(
+    send: Send, chunks: list[dict[str, Any]], complete: bool, pace_s: float = 0.0
+) -> None:
+    """Server-sent events, one chunk per event, `pace_s` apart; an incomplete stream ends
+    without `[DONE]` and with the connection dropped (uvicorn closes it when the app returns
+    mid-body)."""
     head = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
     await send({"type": "http.response.start", "status": 200, "headers": head})
     for chunk in chunks:
+        if pace_s:
+            await asyncio.sleep(pace_s)
         event = b"data: " + json.dumps(chunk).encode() + b"\n\n"
         await send({"type": "http.response.body", "body": event, "more_body": True})
     if complete:
