@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -74,6 +74,7 @@ from planner.records import (
 )
 from planner.statuses import TurnStatus
 from planner.tracing import TurnTracer, mark_error
+from planner.transcripts import NOTE_PREFIX
 from planner.turn import EventSink, StandIn, TurnState, ignore
 from planner.turn_store import TurnStore
 from tools.errors import FieldError
@@ -83,6 +84,9 @@ from tools.spec import ToolRecord
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+
+CONTEXT_REQUESTS = 2
+"""Earlier user messages that weigh in on a turn's retrieval, the last at the most."""
 
 __all__ = ["EngineSettings", "TurnEngine", "TurnRequest"]
 
@@ -264,14 +268,13 @@ class TurnEngine:
     async def _run(self, turn: TurnState) -> str | None:
         """A new turn to its answer, or to None when it pauses."""
         # The history, the candidate tools and the turn's trace id do not depend on each other.
-        tools_wanted = turn.request.tool_choice != "none"
-        turn.messages, _, _ = await asyncio.gather(
-            self._history(turn),
-            self._retrieve(turn, turn.request.message) if tools_wanted else _nothing(),
-            self._set_trace(turn),
-        )
-        if tools_wanted and turn.recent_tools:
-            await self._keep_recent(turn)
+        turn.messages, _ = await asyncio.gather(self._history(turn), self._set_trace(turn))
+        if turn.request.tool_choice != "none":
+            # The conversation's earlier requests weigh in, and the tools its last turn used
+            # stay: a follow-up ("and in metres?") names none of the words retrieval needs.
+            await self._retrieve(turn, turn.request.message, context=turn.recent_requests)
+            if turn.recent_tools:
+                await self._keep_recent(turn)
         return await self._loop(turn, resumed=False)
 
     async def _loop(self, turn: TurnState, *, resumed: bool) -> str | None:
@@ -311,13 +314,16 @@ class TurnEngine:
         all of them, and ranking them (embedding the query) would change nothing offered."""
         return self.registry.index_size(tenant) > (k or self.settings.candidate_k)
 
-    async def _retrieve(self, turn: TurnState, query: str) -> list[tuple[str, bool]]:
-        """Add the best matches for `query` to the turn's candidates; returns each match, best
-        first, by the name the model calls it, and whether it was new to the turn."""
+    async def _retrieve(self, turn: TurnState, query: str, context: Sequence[str] = ()
+                        ) -> list[tuple[str, bool]]:
+        """Add the best matches for `query` (in a conversation whose earlier requests are
+        `context`) to the turn's candidates; returns each match, best first, by the name the
+        model calls it, and whether it was new to the turn."""
         k = turn.request.candidate_k or self.settings.candidate_k
         with self.tracer.retrieval(tenant=turn.tenant, query=query, k=k) as span:
             if self._ranks(turn.tenant, k):
-                hits = await self.registry.search(turn.tenant, query, k)
+                span.set_attribute("switchboard.retrieval.context_messages", len(context))
+                hits = await self.registry.search(turn.tenant, query, k, context=context)
                 retrieved = [RetrievedTool(h.name, h.namespace, h.score) for h in hits]
                 span.set_attribute("switchboard.retrieval.scores", [h.score for h in hits])
             else:
@@ -614,6 +620,7 @@ class TurnEngine:
         )
         turn.earlier = len(fitted)
         turn.recent_tools = _succeeded_last(earlier)
+        turn.recent_requests = _requests(earlier)[-CONTEXT_REQUESTS:][::-1]
         return [*fitted, *(m.chat() for m in stored if m.turn_id == turn.id)]
 
     async def _fail(self, turn: TurnState, exc: Exception) -> TurnResult:
@@ -625,8 +632,10 @@ class TurnEngine:
         return result
 
 
-async def _nothing() -> None:
-    return None
+def _requests(earlier: list[StoredMessage]) -> list[str]:
+    """The user's own messages, in order (the engine's notes to the model left out)."""
+    return [m.content for m in earlier
+            if m.role == "user" and m.content and not m.content.startswith(NOTE_PREFIX)]
 
 
 def _succeeded_last(earlier: list[StoredMessage]) -> list[str]:

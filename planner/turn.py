@@ -15,6 +15,7 @@ from planner.plan import Plan
 from planner.prompt import READ_RESULT_ENTRY, REPLAN_ENTRY, SEARCH_TOOLS_ENTRY, tool_entry
 from planner.records import FinishedCall, StartedCall, TurnRequest
 from planner.statuses import PausedStatus
+from planner.transcripts import NOTE_PREFIX
 from planner.turn_store import TurnStore
 from tools.executors import ExecutableTool
 from tools.redaction import Redactor
@@ -64,6 +65,9 @@ class TurnState:
         self.stand_in = stand_in
         self.recent_tools: list[str] = []
         """The tools the conversation's last turn called with success."""
+        self.recent_requests: list[str] = []
+        """The conversation's latest earlier user messages, the last first (retrieval's
+        context)."""
         self.earlier = 0
         """How many of `messages` (at their start) are earlier turns'."""
         self.conduct = CallConduct()
@@ -153,4 +157,4 @@ class TurnState:
 
     async def note(self, text: str) -> None:
         """Tell the model something about the run itself (never tool output)."""
-        await self.add(ChatMessage(role="user", content=f"[switchboard] {text}"))
+        await self.add(ChatMessage(role="user", content=f"{NOTE_PREFIX} {text}"))

@@ -75,3 +75,24 @@ def test_sentences_only_find_tools_the_filters_allow() -> None:
     index.upsert(_tool("weather_now", WEATHER, namespace="elsewhere"))
     hits = index.search(REQUEST, "zzz", 4, namespace="elsewhere", parts=SENTENCES)
     assert [(h.namespace, h.name) for h in hits] == [("elsewhere", "weather_now")]
+
+
+def test_earlier_requests_fill_a_share_of_the_hits_after_the_requests_own() -> None:
+    # "Yes, go ahead." after "weather in Paris?": the answer points nowhere useful (the GCD
+    # tools here), the request before it to the weather tool.
+    earlier = [QueryPart(text="weather in Paris?", vector=WEATHER)]
+    hits = _index().search(_unit(GCD), "zzz", 3, context=earlier)
+    # One of three from the answer's own ranking, two from the conversation's.
+    assert [h.name for h in hits] == ["gcd", "weather_forecast", "math_gcd"]
+    assert [h.name for h in _index().search(_unit(GCD), "zzz", 3)] == [
+        "gcd", "calculate_gcd", "math_gcd"]
+
+
+def test_older_requests_weigh_half_as_much_as_the_one_after_them() -> None:
+    index = _index()
+    last, before = (QueryPart(text="gcd?", vector=GCD),
+                    QueryPart(text="weather?", vector=WEATHER))
+    hits = index.search(_unit(OTHER_A), "zzz", 2, context=[last, before])
+    assert [h.name for h in hits] == ["other_0", "gcd"]
+    hits = index.search(_unit(OTHER_A), "zzz", 2, context=[before, last])
+    assert [h.name for h in hits] == ["other_0", "weather_forecast"]

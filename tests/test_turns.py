@@ -12,6 +12,7 @@ import pytest
 
 from planner.prompt import INSTRUCTIONS_HEADING, SYSTEM_AUTO
 from tests.scripted_model import ScriptedFailure, ScriptedModel, ScriptedReply
+from tests.test_tracing import stored_trace
 from tests.tool_server import ToolServer, http_tool
 
 CITY = {"user": {"type": "string", "description": "User name"}}
@@ -482,7 +483,31 @@ async def test_a_follow_up_keeps_the_tools_the_last_turn_called(
     follow_up = await turn(chat, conversation, "and then wait a while", candidate_k=1)
     assert follow_up.json()["status"] == "completed"
     offered = [t["function"]["name"] for t in model.requests[2]["tools"]]
-    assert offered[0] == "search_tools"
-    assert "get_weather" in offered
-    assert len(offered) == 3  # search_tools, retrieval's one pick, and the kept tool
+    # The one candidate comes from the conversation (the request before weighs in), and the
+    # tool the last turn called is kept besides: the same tool, offered once.
+    assert offered == ["search_tools", "get_weather"]
     assert [c.body["city"] for c in tools.calls("/weather")] == ["Oslo", "Bergen"]
+
+
+async def test_a_follow_up_to_a_question_back_finds_the_tool_the_request_before_it_needs(
+    chat: httpx.AsyncClient, model: ScriptedModel
+) -> None:
+    model.push(ScriptedReply(content="In Celsius or Fahrenheit?"),
+               ScriptedReply(content="Which city, then?"),
+               ScriptedReply(content="Which city, then?"))
+    conversation = await new_conversation(chat)
+    await turn(chat, conversation, "What is the weather like in Oslo right now?")
+    # Nothing was called, and the answer names no tool; the request before it does. Two
+    # candidates: one the answer's own best, one the conversation's.
+    answered = await turn(chat, conversation, "Yes, go ahead.", candidate_k=2)
+    assert answered.json()["status"] == "completed"
+    offered = [t["function"]["name"] for t in model.requests[1]["tools"]]
+    assert "get_weather" in offered and len(offered) == 3
+    spans = (await stored_trace(chat, answered.json()["id"]))["spans"]
+    retrieval = next(s for s in spans if s["name"] == "retrieval")
+    assert retrieval["attributes"]["switchboard.retrieval.context_messages"] == 1
+    # A new conversation with the same answer has no request before it to go by.
+    alone = await turn(chat, await new_conversation(chat), "Yes, go ahead.", candidate_k=2)
+    assert alone.json()["status"] == "completed"
+    alone_offered = [t["function"]["name"] for t in model.requests[2]["tools"]]
+    assert "get_weather" not in alone_offered

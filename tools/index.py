@@ -41,6 +41,14 @@ class RankingWeights(msgspec.Struct, frozen=True, kw_only=True):
     """A sentence of the request credits a tool only for fused relevance above this..."""
     sentence_margin: float = 2.0
     """...and only within this of the sentence's best tool (both in standard deviations)."""
+    context: float = 3.0
+    """Weight of the conversation's earlier user messages against the request: the last one at
+    this weight, each older one at half the weight of the one after it. A follow-up ("and in
+    metres?") names none of the words its tool is found by; the message before it does..."""
+    context_share: float = 0.5
+    """...and this share of the k hits comes from that conversation's ranking, the rest from
+    the request's own, so a request on a new topic still finds its tools. Both tuned on the
+    dev half of bench/followups.py."""
 
 
 class SearchData(msgspec.Struct, frozen=True, kw_only=True):
@@ -192,10 +200,13 @@ class ToolIndex:
         namespace: str | None = None,
         tags: Iterable[str] = (),
         parts: Sequence[QueryPart] = (),
+        context: Sequence[QueryPart] = (),
     ) -> list[SearchHit]:
         """The k most relevant eligible tools. With two or more `parts` (the request's sentences),
         the hits are picked so that each sentence's best tools are not crowded out by near-twins
-        of another sentence's: see `_cover`."""
+        of another sentence's: see `_cover`. `context` is the conversation's earlier user
+        messages, the last first: a share of the hits are the best with their scores added
+        (`RankingWeights.context`, `context_share`)."""
         size = len(self._tools)
         if size == 0 or k <= 0:
             return []
@@ -203,19 +214,43 @@ class ToolIndex:
         count = int(eligible.sum())
         if count == 0:
             return []
-        vectors = np.stack([query_vector, *(p.vector for p in parts)])
-        texts = [query_text, *(p.text for p in parts)]
-        fused, dense, keyword = self._scores(vectors, texts, eligible)
+        asked = [QueryPart(text=query_text, vector=query_vector), *parts, *context]
+        vectors = np.stack([p.vector for p in asked])
+        fused, dense, keyword = self._scores(vectors, [p.text for p in asked], eligible)
+        fused, earlier = fused[:1 + len(parts)], fused[1 + len(parts):]
         best_keyword = float(keyword[0][eligible].max())
         keyword_share = keyword[0] / best_keyword if best_keyword > 0 else keyword[0]
+        k = min(k, count)
+        own = k - int(k * self.weights.context_share + 0.5) if context else k
         if len(parts) < 2:
-            slots, scores = self._top(fused[0], min(k, count))
+            slots, scores = self._top(fused[0], own)
         else:
-            slots, scores = self._cover(fused[0], fused[1:], min(k, count))
+            slots, scores = self._cover(fused[0], fused[1:], own)
+        if context:
+            self._fill(slots, scores, self._in_context(fused[0], earlier), k)
         return [
             self._hit(slot, score, dense[0], keyword_share)
             for slot, score in zip(slots, scores, strict=True)
         ]
+
+    def _in_context(self, fused: npt.NDArray[np.float32], earlier: npt.NDArray[np.float32]
+                    ) -> npt.NDArray[np.float32]:
+        """The request's fused scores with the earlier requests' added, the last at
+        `context`, each older one at half the weight of the one after it."""
+        ages = 0.5 ** np.arange(len(earlier), dtype=np.float32)
+        return fused + self.weights.context * (ages[:, None] * earlier).sum(axis=0)
+
+    def _fill(self, slots: list[int], scores: list[float], ranked: npt.NDArray[np.float32],
+              k: int) -> None:
+        """Add the best of `ranked` not picked yet until there are k."""
+        picked = set(slots)
+        extra, extra_scores = self._top(ranked, k)
+        for slot, score in zip(extra, extra_scores, strict=True):
+            if len(slots) == k:
+                break
+            if slot not in picked:
+                slots.append(slot)
+                scores.append(score)
 
     def _scores(
         self, vectors: Vectors, texts: list[str], eligible: npt.NDArray[np.bool_]

@@ -39,6 +39,8 @@ Progress = Callable[[int, int], None]
 
 EMBED_BATCH = 256
 PREFETCHED = 64
+ASKED = 1024
+"""Recent requests whose vectors are kept for the turns that follow them."""
 """Query embeddings started ahead of their search and not yet used, kept at most."""
 
 
@@ -69,6 +71,8 @@ class ToolRegistry:
         self._prefetched: OrderedDict[str, tuple[list[str], asyncio.Future[Vectors]]] = (
             OrderedDict()
         )
+        self._asked: OrderedDict[str, Vectors] = OrderedDict()
+        """The vectors of recent requests, which later turns search with as context."""
         self._shift: Vectors | None = None
         self._shift_lock = asyncio.Lock()
 
@@ -83,17 +87,20 @@ class ToolRegistry:
         namespace: str | None = None,
         tags: Sequence[str] = (),
         bounded: bool = False,
+        context: Sequence[str] = (),
     ) -> list[SearchHit]:
-        """The k best tools for `query`. A `bounded` search (one a client sent) is turned away
-        with SearchBusy when the embedder already has its queue's worth waiting."""
+        """The k best tools for `query`, in a conversation whose earlier user messages, the
+        last first, are `context`. A `bounded` search (one a client sent) is turned away with
+        SearchBusy when the embedder already has its queue's worth waiting."""
         index = self._indexes.get(tenant)
         if index is None or len(index) == 0:
             return []
         with self.queue.admitted(bounded=bounded):
-            return await self._search(index, query, k, namespace, tags)
+            return await self._search(index, query, k, namespace, tags, context)
 
     async def _search(
-        self, index: ToolIndex, query: str, k: int, namespace: str | None, tags: Sequence[str]
+        self, index: ToolIndex, query: str, k: int, namespace: str | None, tags: Sequence[str],
+        context: Sequence[str],
     ) -> list[SearchHit]:
         pending = self._prefetched.pop(query, None)
         if pending is None:
@@ -102,11 +109,25 @@ class ToolRegistry:
         else:
             texts, future = pending
             vectors = await future
-        vector = vectors[0]
-        if self.weights.framing:
-            vector = framed(vector, await self.framing_shift(), self.weights.framing)
+        self._asked[query] = vectors[0]
+        while len(self._asked) > ASKED:
+            self._asked.popitem(last=False)
+        shift = await self.framing_shift() if self.weights.framing else None
+        moved = [self._framed(v, shift) for v in (vectors[0], *await self._vectors(context))]
         parts = [QueryPart(text=t, vector=v) for t, v in zip(texts[1:], vectors[1:], strict=True)]
-        return index.search(vector, query, k, namespace=namespace, tags=tags, parts=parts)
+        earlier = [QueryPart(text=t, vector=v) for t, v in zip(context, moved[1:], strict=True)]
+        return index.search(moved[0], query, k, namespace=namespace, tags=tags, parts=parts,
+                            context=earlier)
+
+    def _framed(self, vector: Vectors, shift: Vectors | None) -> Vectors:
+        return vector if shift is None else framed(vector, shift, self.weights.framing)
+
+    async def _vectors(self, texts: Sequence[str]) -> list[Vectors]:
+        """The vectors of earlier requests: most were searched for in their own turn."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._asked]
+        if missing:
+            self._asked.update(zip(missing, await self.embedder.embed(missing), strict=True))
+        return [self._asked[t] for t in texts]
 
     async def framing_shift(self) -> Vectors:
         """The embedder's framing shift (tools/framing.py), measured on the first call. The
