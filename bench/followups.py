@@ -46,9 +46,10 @@ import numpy as np
 from bench._markdown import publish
 from bench.retrieval import EmbeddingCache, build_index
 from bench.retrieval_pools import SEED, metatool_pools
+from planner.tool_block import ADD_MATCH, STRONG_MATCH, Found, Key, compose
 from tools.embed import BUNDLED_MODEL, SentenceTransformerEmbedder, Vectors
 from tools.framing import framed, framing_shift, shift_texts
-from tools.index import QueryPart, RankingWeights, ToolIndex
+from tools.index import QueryPart, RankingWeights, SearchHit, ToolIndex
 from tools.sentences import search_texts
 from tools.spec import function_name
 
@@ -162,14 +163,21 @@ class Searcher:
         weight = self.index.weights.framing
         return framed(vector, self.shift, weight) if weight else vector
 
-    def top(self, text: str, context: Sequence[str]) -> list[str]:
+    def hits(self, text: str, context: Sequence[str]) -> list[SearchHit]:
         texts = search_texts(text)
         vectors = self.cache.embed(texts)
         parts = [QueryPart(text=t, vector=v) for t, v in zip(texts[1:], vectors[1:], strict=True)]
         earlier = [QueryPart(text=t, vector=self._framed(v))
                    for t, v in zip(context, self.cache.embed(list(context)), strict=True)]
-        hits = self.index.search(self._framed(vectors[0]), text, K, parts=parts, context=earlier)
-        return [h.name for h in hits]
+        return self.index.search(self._framed(vectors[0]), text, K, parts=parts, context=earlier)
+
+    def top(self, text: str, context: Sequence[str]) -> list[str]:
+        return [h.name for h in self.hits(text, context)]
+
+    def found(self, text: str, context: Sequence[str]) -> list[Found]:
+        """Retrieval's picks as the engine hands them to planner/tool_block.py."""
+        return [Found((h.namespace, h.name), h.score, by_context=h.by_context, dense=h.dense)
+                for h in self.hits(text, context)]
 
 
 def recall(conversation: Conversation, offered: set[str]) -> float:
@@ -243,6 +251,102 @@ def report(held: Scores, tried: dict[Choice, Scores], best: Choice, counts: dict
     return "\n".join(lines)
 
 
+THRESHOLDS = [(strong, add) for strong in (0.3, 0.35, 0.4, 0.45)
+              for add in (0.2, 0.25, 0.3, 0.35) if add <= strong]
+"""(strong match, add match) cosines tried for planner/tool_block.py on the dev half."""
+Thresholds = tuple[float, float]
+
+
+class BlockScores(msgspec.Struct, frozen=True):
+    recall: dict[str, float]
+    kept: dict[str, float]
+    """Share of follow-ups whose turn kept the last turn's tool block (perhaps appended to)."""
+    intact: dict[str, float]
+    """Share of follow-ups whose turn kept the last turn's tool block as it was."""
+    size: dict[str, float]
+    """Median tools in the block."""
+
+
+def _keys(names: Sequence[str]) -> list[Key]:
+    return [("default", name) for name in names]
+
+
+def previous_block(searcher: Searcher, talk: Conversation, limits: Thresholds) -> list[Key]:
+    """The tool block the turn before the follow-up ended with: the first request's, then one
+    for each earlier follow-up; a tool the turn called is in it (the model would have found it
+    with `search_tools` if retrieval had not offered it)."""
+    called = _keys(talk.called)
+    keys: list[Key] = []
+    for i, message in enumerate(talk.earlier):
+        context = talk.earlier[:i][-CONTEXT_REQUESTS:][::-1]
+        keys = compose(keys, searcher.found(message, context), called if i else [], k=K,
+                       strong=limits[0], add=limits[1]).keys
+        keys += [c for c in called if c not in keys]
+    return keys
+
+
+def block_score(searcher: Searcher, talks: list[Conversation], limits: Thresholds
+                ) -> BlockScores:
+    rows: dict[str, list[tuple[float, float, float, float]]] = {k: [] for k in KINDS}
+    for talk in talks:
+        context = talk.earlier[-CONTEXT_REQUESTS:][::-1]
+        previous = previous_block(searcher, talk, limits)
+        block = compose(previous, searcher.found(talk.follow_up, context), _keys(talk.called),
+                        k=K, strong=limits[0], add=limits[1])
+        offered = {name for _, name in block.keys}
+        rows[talk.kind].append((recall(talk, offered), float(block.kept),
+                                float(block.keys == previous), len(block.keys)))
+    mean = {k: np.mean(v, axis=0) for k, v in rows.items() if v}
+    return BlockScores(
+        recall={k: float(m[0]) for k, m in mean.items()},
+        kept={k: float(m[1]) for k, m in mean.items()},
+        intact={k: float(m[2]) for k, m in mean.items()},
+        size={k: float(np.median([r[3] for r in v])) for k, v in rows.items() if v},
+    )
+
+
+def tune_block(searcher: Searcher, dev: list[Conversation], reference: Scores
+               ) -> tuple[Thresholds, dict[Thresholds, BlockScores]]:
+    """The thresholds that keep the most blocks intact over the follow-up kinds, among those
+    whose recall is no worse than fresh candidates every turn on each follow-up kind, and which
+    cost a new-topic request (`switch`) at most SWITCH_LOSS."""
+    tried = {limits: block_score(searcher, dev, limits) for limits in THRESHOLDS}
+    allowed = [t for t in THRESHOLDS
+               if all(tried[t].recall[k] >= reference.context[k] for k in FOLLOW_UPS)
+               and tried[t].recall["switch"] >= reference.context["switch"] - SWITCH_LOSS]
+    best = max(allowed or THRESHOLDS,
+               key=lambda t: np.mean([tried[t].intact[k] for k in FOLLOW_UPS]))
+    return best, tried
+
+
+def block_report(held: BlockScores, reference: Scores, tried: dict[Thresholds, BlockScores],
+                 best: Thresholds, dev_reference: Scores) -> str:
+    lines = [
+        "", f"Tool blocks kept across turns (planner/tool_block.py: strong match {best[0]:g}, add "
+        f"match {best[1]:g}; the code's defaults are {STRONG_MATCH:g} and {ADD_MATCH:g}), "
+        "held-out half:", "",
+        "| kind | recall, fresh candidates every turn | recall, kept blocks | blocks kept "
+        "| kept as they were | tools in the block (median) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind in KINDS:
+        lines.append(f"| {kind} | {reference.context[kind]:.3f} | {held.recall[kind]:.3f} "
+                     f"| {held.kept[kind]:.0%} | {held.intact[kind]:.0%} | {held.size[kind]:g} |")
+    switch = dev_reference.context["switch"] - SWITCH_LOSS
+    lines += ["", "The thresholds, on the dev half: the most blocks kept as they were over the "
+              "follow-up kinds, with recall on each follow-up kind no worse than fresh "
+              f"candidates every turn and `switch` recall at least {switch:.3f}:", "",
+              "| strong | add | " + " | ".join(f"recall, {k}" for k in KINDS)
+              + " | kept as they were, follow-ups |",
+              "|---|---|" + "---|" * (len(KINDS) + 1)]
+    for limits, scores in tried.items():
+        mark = " (chosen)" if limits == best else ""
+        lines.append(f"| {limits[0]:g}{mark} | {limits[1]:g} | "
+                     + " | ".join(f"{scores.recall[k]:.3f}" for k in KINDS)
+                     + f" | {np.mean([scores.intact[k] for k in FOLLOW_UPS]):.0%} |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
@@ -256,10 +360,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     best, tried = tune(searcher, [t for t in talks if not t.held_out])
     searcher.index.weights = msgspec.structs.replace(searcher.index.weights, context=best[0],
                                                      context_share=best[1])
+    dev = [t for t in talks if not t.held_out]
     held = [t for t in talks if t.held_out]
+    dev_reference, reference = score(searcher, dev), score(searcher, held)
+    limits, blocks = tune_block(searcher, dev, dev_reference)
     counts = {k: sum(1 for t in held if t.kind == k) for k in KINDS}
-    markdown = BEGIN + "\n" + report(score(searcher, held), tried, best, counts,
-                                     time.monotonic() - started) + "\n" + END
+    markdown = (BEGIN + "\n" + report(reference, tried, best, counts, time.monotonic() - started)
+                + block_report(block_score(searcher, held, limits), reference, blocks, limits,
+                               dev_reference) + "\n" + END)
     publish(markdown, quick=args.quick, heading=SECTION, markers=(BEGIN, END))
 
 

@@ -36,7 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -192,8 +192,9 @@ class Results(msgspec.Struct, frozen=True):
 
 
 def every_tool(specs: Sequence[ToolSpec]) -> list[dict[str, Any]]:
-    entries = [tool_entry(s.name, s.description, s.parameters) for s in specs]
-    return [SEARCH_TOOLS_ENTRY, *sorted(entries, key=lambda e: e["function"]["name"])]
+    entries = sorted((tool_entry(s.name, s.description, s.parameters) for s in specs),
+                     key=lambda e: e.function.name)
+    return msgspec.to_builtins([SEARCH_TOOLS_ENTRY, *entries])  # as the request body has them
 
 
 def measure_calls(
@@ -239,32 +240,42 @@ async def run(data: Path, tools: int, conversations: int) -> Results:
     corpus = load_corpus(data, tools, conversations * TURNS_PER_CONVERSATION)
     specs = corpus.tools[:tools]
     queries = corpus.queries[-conversations * TURNS_PER_CONVERSATION:]
+    marks: list[tuple[int, int, int]] = []
+    async with registered(specs, respond, "bench_prompt_size") as (client, model):
+        requests = model.requests
+        for c in range(conversations):
+            conversation = await _post(client, "/v1/conversations", {}, 201)
+            for t in range(TURNS_PER_CONVERSATION):
+                marks.append((c, t, len(requests)))
+                query = queries[c * TURNS_PER_CONVERSATION + t]
+                body = {"message": query, "mode": "auto", "stream": False}
+                turn = await _post(
+                    client, f"/v1/conversations/{conversation['id']}/turns", body, 200
+                )
+                if turn["status"] != "completed":
+                    raise BenchError(f"a turn did not complete: {turn}")
+    calls = measure_calls(requests, marks, every_tool(specs))
+    return Results(calls=calls, tools=len(specs), seconds=time.monotonic() - started)
+
+
+@contextlib.asynccontextmanager
+async def registered(
+    specs: Sequence[ToolSpec], respond: Callable[[dict[str, Any]], Step], database: str
+) -> AsyncIterator[tuple[httpx.AsyncClient, ScriptedModel]]:
+    """The service on a fresh database with `specs` registered, and the scripted model that
+    answers it by `respond`, keeping every request."""
     embedder = SentenceTransformerEmbedder()
     model = ScriptedModel(responder=respond)
-    requests = model.requests
-    marks: list[tuple[int, int, int]] = []
     try:
         await model.start()
         with embedded_postgres() as postgres, tempfile.TemporaryDirectory() as data_dir:
-            url = await fresh_database(postgres, "bench_prompt_size")
+            url = await fresh_database(postgres, database)
             async with service(url, model.url, data_dir, embedder) as client:
                 await _register(client, specs)
-                for c in range(conversations):
-                    conversation = await _post(client, "/v1/conversations", {}, 201)
-                    for t in range(TURNS_PER_CONVERSATION):
-                        marks.append((c, t, len(requests)))
-                        query = queries[c * TURNS_PER_CONVERSATION + t]
-                        body = {"message": query, "mode": "auto", "stream": False}
-                        turn = await _post(
-                            client, f"/v1/conversations/{conversation['id']}/turns", body, 200
-                        )
-                        if turn["status"] != "completed":
-                            raise BenchError(f"a turn did not complete: {turn}")
+                yield client, model
     finally:
         await model.stop()
         embedder.close()
-    calls = measure_calls(requests, marks, every_tool(specs))
-    return Results(calls=calls, tools=len(specs), seconds=time.monotonic() - started)
 
 
 async def _register(client: httpx.AsyncClient, specs: Sequence[ToolSpec]) -> None:
@@ -337,7 +348,9 @@ def report(results: Results, command: str) -> str:
         "where the block ends).",
         f"- Across turns (a turn's first call against the previous turn's last): median "
         f"{statistics.median(across):.4f}, min {min(across):.4f} over {len(across)} pairs "
-        "(no target; each turn retrieves its own candidates)." if across else
+        "(no target here: these conversations' second requests are unrelated to their first, "
+        "so each turn starts a fresh tool block; `bench.prompt_turns` measures follow-ups)."
+        if across else
         "- Across turns: no second turns measured.",
         END,
     ])

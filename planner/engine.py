@@ -73,6 +73,7 @@ from planner.records import (
     Waiting,
 )
 from planner.statuses import TurnStatus
+from planner.tool_block import Found, Key, compose
 from planner.tracing import TurnTracer, mark_error
 from planner.transcripts import NOTE_PREFIX
 from planner.turn import EventSink, StandIn, TurnState, ignore
@@ -267,15 +268,33 @@ class TurnEngine:
 
     async def _run(self, turn: TurnState) -> str | None:
         """A new turn to its answer, or to None when it pauses."""
-        # The history, the candidate tools and the turn's trace id do not depend on each other.
-        turn.messages, _ = await asyncio.gather(self._history(turn), self._set_trace(turn))
+        turn.messages, _, previous = await asyncio.gather(
+            self._history(turn), self._set_trace(turn),
+            self.store.last_candidates(turn.tenant, turn.conversation_id, turn.id))
         if turn.request.tool_choice != "none":
-            # The conversation's earlier requests weigh in, and the tools its last turn used
-            # stay: a follow-up ("and in metres?") names none of the words retrieval needs.
-            await self._retrieve(turn, turn.request.message, context=turn.recent_requests)
-            if turn.recent_tools:
-                await self._keep_recent(turn)
+            await self._first_tools(turn, previous)
         return await self._loop(turn, resumed=False)
+
+    async def _first_tools(self, turn: TurnState, previous: list[Candidate]) -> None:
+        """The turn's candidates. Retrieval reads the conversation: its earlier requests weigh
+        in, and the tools its last turn used stay, since a follow-up ("and in metres?") names
+        none of the words retrieval needs. The last turn's tool block is kept while the
+        conversation stays on its topic (planner/tool_block.py)."""
+        k = turn.request.candidate_k or self.settings.candidate_k
+        found = await self._search(turn, turn.request.message, k, turn.recent_requests)
+        block = compose([(c.namespace, c.name) for c in previous], found,
+                        self._recent_keys(turn, previous), k=k)
+        span = trace.get_current_span()
+        span.set_attribute("switchboard.tool_block.kept", block.kept)
+        span.set_attribute("switchboard.tool_block.why", block.why)
+        await self._offer(turn, block.keys)
+
+    def _recent_keys(self, turn: TurnState, previous: list[Candidate]) -> list[Key]:
+        """The tools the last turn called with success, as the keys it offered them by (a
+        conversation opened with a history has no such turn: its tools go by their names)."""
+        offered = {c.function: (c.namespace, c.name) for c in previous}
+        by_name = {name: (namespace, name) for namespace, name in self.registry.keys(turn.tenant)}
+        return [key for f in turn.recent_tools if (key := offered.get(f) or by_name.get(f))]
 
     async def _loop(self, turn: TurnState, *, resumed: bool) -> str | None:
         if turn.request.tool_choice == "none":
@@ -314,38 +333,44 @@ class TurnEngine:
         all of them, and ranking them (embedding the query) would change nothing offered."""
         return self.registry.index_size(tenant) > (k or self.settings.candidate_k)
 
-    async def _retrieve(self, turn: TurnState, query: str, context: Sequence[str] = ()
-                        ) -> list[tuple[str, bool]]:
-        """Add the best matches for `query` (in a conversation whose earlier requests are
-        `context`) to the turn's candidates; returns each match, best first, by the name the
-        model calls it, and whether it was new to the turn."""
+    async def _retrieve(self, turn: TurnState, query: str) -> list[tuple[str, bool]]:
+        """Add the best matches for `query` to the turn's candidates (`search_tools`); returns
+        each match, best first, by the name the model calls it, and whether it was new to the
+        turn."""
         k = turn.request.candidate_k or self.settings.candidate_k
+        found = await self._search(turn, query, k)
+        added = await self._offer(turn, sorted(f.key for f in found))
+        called = {(t.record.namespace, t.record.name): name for name, t in turn.tools.items()}
+        return [(called[f.key], called[f.key] in added) for f in found if f.key in called]
+
+    async def _search(self, turn: TurnState, query: str, k: int, context: Sequence[str] = ()
+                      ) -> list[Found]:
+        """Retrieval's best k for `query`, in a conversation whose earlier requests, the last
+        first, are `context`; said in the trace and to the turn's events."""
         with self.tracer.retrieval(tenant=turn.tenant, query=query, k=k) as span:
             if self._ranks(turn.tenant, k):
                 span.set_attribute("switchboard.retrieval.context_messages", len(context))
                 hits = await self.registry.search(turn.tenant, query, k, context=context)
-                retrieved = [RetrievedTool(h.name, h.namespace, h.score) for h in hits]
+                found = [Found((h.namespace, h.name), h.score, by_context=h.by_context,
+                               dense=h.dense) for h in hits]
                 span.set_attribute("switchboard.retrieval.scores", [h.score for h in hits])
             else:
-                retrieved = [RetrievedTool(name, namespace, None)
-                             for namespace, name in self.registry.keys(turn.tenant)]
+                found = [Found(key, None) for key in self.registry.keys(turn.tenant)]
                 span.set_attribute("switchboard.retrieval.ranked", False)
-            span.set_attribute("switchboard.retrieval.tools", [r.name for r in retrieved])
-        added = await self._offer(turn, [(r.namespace, r.name) for r in retrieved])
-        called = {(t.record.namespace, t.record.name): name for name, t in turn.tools.items()}
-        matches = [(called[(r.namespace, r.name)], called[(r.namespace, r.name)] in added)
-                   for r in retrieved if (r.namespace, r.name) in called]
-        await turn.emit(ToolsRetrieved(tools=retrieved))
-        return matches
+            span.set_attribute("switchboard.retrieval.tools", [f.key[1] for f in found])
+        await turn.emit(ToolsRetrieved(tools=[RetrievedTool(f.key[1], f.key[0], f.score)
+                                              for f in found]))
+        return found
 
-    async def _offer(self, turn: TurnState, keys: list[tuple[str, str]]) -> list[str]:
-        """Make these tools callable in the turn (and stored as its candidates); returns the
-        names of those it did not offer yet."""
+    async def _offer(self, turn: TurnState, keys: list[Key]) -> list[str]:
+        """Make these tools callable in the turn, in this order after those it offers already
+        (and store them as its candidates); returns the names of those it did not offer yet.
+        Tools are only ever appended, so earlier prompt bytes never change within a turn."""
         found = await self.registry.executables(turn.tenant, keys)
         added = []
-        # Sorted by key, so the same candidates make the same tool block; tools found later are
-        # appended, so earlier prompt bytes never change within a turn.
-        for key in sorted(found):
+        for key in keys:
+            if key not in found:
+                continue  # deleted since it was last offered
             name = _function_name(turn, key)
             if name not in turn.tools:
                 turn.tools[name] = found[key]
@@ -357,15 +382,6 @@ class TurnEngine:
                 for function, t in turn.tools.items()
             ])
         return added
-
-    async def _keep_recent(self, turn: TurnState) -> None:
-        """The tools the conversation's last turn called with success stay callable: a
-        follow-up ("and in metres?") names none of the words retrieval needs."""
-        recent = set(turn.recent_tools)
-        keys = [key for key in self.registry.keys(turn.tenant) if key[1] in recent]
-        added = await self._offer(turn, keys)
-        if added:
-            trace.get_current_span().set_attribute("switchboard.retrieval.kept", added)
 
     async def _auto_loop(self, turn: TurnState) -> str | None:
         """Native tool calls in a loop; every call of one reply runs at the same time."""

@@ -13,10 +13,11 @@ from planner._db import Db, PostgresTables
 from planner.errors import ConversationNotFound
 from planner.events import PendingCall, Problem, ToolCallRecord, TurnResult, answer_message
 from planner.messages import AssistantToolCall, Usage
-from planner.records import Conversation, StoredMessage, TurnRow
+from planner.records import Candidate, Conversation, StoredMessage, TurnRow
 from planner.statuses import PAUSED_SQL, PAUSED_STATUSES, WAITING_SQL, waits_for
 
 _tool_calls = msgspec.json.Decoder(list[AssistantToolCall])
+_candidates = msgspec.json.Decoder(list[Candidate])
 
 OUTCOME_COLUMNS = "result::text, error, error_type, started_at, finished_at, attempts, truncated"
 """A call row's columns that read back as its `CallOutcome` (`outcome_fields`)."""
@@ -57,6 +58,18 @@ class TurnReads(PostgresTables):
             )
             for r in rows
         ]
+
+    async def last_candidates(self, tenant: str, conversation_id: str, turn_id: str
+                              ) -> list[Candidate]:
+        """The candidate tools the conversation's latest turn before `turn_id` offered, in
+        the order it offered them (its tool block)."""
+        raw = await self.pool.fetchval(
+            """SELECT candidates::text FROM turns
+               WHERE tenant_id = $1 AND conversation_id = $2 AND id <> $3
+               ORDER BY started_at DESC, id DESC LIMIT 1""",
+            tenant, conversation_id, turn_id,
+        )
+        return [] if raw is None else _candidates.decode(raw)
 
     async def get_turn(self, tenant: str, turn_id: str) -> TurnRow | None:
         """The turn as it stands: status, answer, error, usage."""

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from planner.events import PendingCall, Problem, ToolCallRecord
 from planner.messages import ChatMessage, Usage
 from planner.records import (
+    Candidate,
     Decision,
     FinishedCall,
     SavedTurn,
@@ -77,6 +78,11 @@ class TurnStore(PauseStore, Protocol):
 
     async def list_messages(self, tenant: str, conversation_id: str) -> list[StoredMessage]:
         """Every message of the conversation, in the order written."""
+        ...
+
+    async def last_candidates(self, tenant: str, conversation_id: str, turn_id: str
+                              ) -> list[Candidate]:
+        """The tool block of the conversation's latest turn before `turn_id`, in order."""
         ...
 
     async def add_messages(

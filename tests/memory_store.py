@@ -14,6 +14,7 @@ from planner.errors import ConversationNotFound, StoreUnsupported, TurnConflict
 from planner.events import PendingCall, Problem, ToolCallRecord
 from planner.messages import AssistantToolCall, ChatMessage, Usage
 from planner.records import (
+    Candidate,
     Conversation,
     Decision,
     FinishedCall,
@@ -193,6 +194,14 @@ class MemoryTurnStore(TurnStore):
         observed = [ChatMessage(role=m.role, content=m.content, tool_call_id=m.tool_call_id)
                     for m in messages]
         await self.add_messages(tenant, conversation_id, turn_id, observed)
+
+    async def last_candidates(self, tenant: str, conversation_id: str, turn_id: str
+                              ) -> list[Candidate]:
+        conversation = self._conversations.get(conversation_id)
+        if conversation is None or conversation.tenant != tenant:
+            return []
+        earlier = [t for t in conversation.turns if t.id != turn_id]
+        return msgspec.convert(earlier[-1].candidates, list[Candidate]) if earlier else []
 
     async def set_turn_json(self, turn_id: str, column: TurnJson, value: Any) -> None:
         setattr(self._turns[turn_id], column, _json(value))

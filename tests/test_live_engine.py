@@ -1,9 +1,9 @@
-"""The engine against a real SGLang server: plan mode, streamed tool-call deltas, thinking, a
-small context window, and plan mode's fallback. Run with `make test-live
-SGLANG_URL=http://host:30000/v1` (SGLANG_MODEL when the served model is not "default"); the
-server needs its tool-call and reasoning parsers (e.g. `--tool-call-parser qwen
---reasoning-parser qwen3`). A real model decides what to call, so these check what the service
-does with what it decides, not its wording."""
+"""The engine against a real SGLang server: plan mode, a streamed plan's eager steps,
+streamed tool-call deltas, a follow-up, thinking, a small context window, and plan mode's
+fallback. Run with `make test-live SGLANG_URL=http://host:30000/v1` (SGLANG_MODEL when the
+served model is not "default"); the server needs its tool-call and reasoning parsers (e.g.
+`--tool-call-parser qwen --reasoning-parser qwen3`). A real model decides what to call, so
+these check what the service does with what it decides, not its wording."""
 
 from __future__ import annotations
 
@@ -88,6 +88,34 @@ async def test_a_streamed_turn_sends_tool_call_events_and_the_answer_in_deltas(
                 kinds.append(line.removeprefix("event: "))
     assert kinds[0] == "turn.started" and kinds[-1] == "turn.completed"
     assert "tool_call.started" in kinds and "message.delta" in kinds
+
+
+async def test_a_streamed_plan_starts_its_first_step_before_the_plan_is_complete(
+    app: RunningApp, tools: ToolServer
+) -> None:
+    conversation = (await app.client.post("/v1/conversations", json={})).json()["id"]
+    kinds: list[str] = []
+    async with app.client.stream(
+        "POST", f"/v1/conversations/{conversation}/turns", timeout=600,
+        json={"message": "Get the current weather in Oslo, Paris, Rome and Madrid.",
+              "mode": "plan", "stream": True},
+    ) as stream:
+        async for line in stream.aiter_lines():
+            if line.startswith("event: "):
+                kinds.append(line.removeprefix("event: "))
+    assert kinds[-1] == "turn.completed"
+    assert kinds.index("tool_call.started") < kinds.index("plan.created")
+    assert len(tools.calls("/weather")) == 4
+
+
+async def test_a_follow_up_keeps_the_tools_of_the_turn_before(app: RunningApp) -> None:
+    conversation = (await app.client.post("/v1/conversations", json={})).json()["id"]
+    path = f"/v1/conversations/{conversation}/turns"
+    first = await app.client.post(path, json={"message": "What is the weather in Oslo?"},
+                                  timeout=600)
+    follow_up = await app.client.post(path, json={"message": "And in Paris?"}, timeout=600)
+    assert first.json()["status"] == follow_up.json()["status"] == "completed"
+    assert [c["name"] for c in follow_up.json()["tool_calls"]] == ["get_weather"]
 
 
 async def test_thinking_on_returns_reasoning_apart_from_the_answer(app: RunningApp) -> None:

@@ -511,3 +511,29 @@ async def test_a_follow_up_to_a_question_back_finds_the_tool_the_request_before_
     assert alone.json()["status"] == "completed"
     alone_offered = [t["function"]["name"] for t in model.requests[2]["tools"]]
     assert "get_weather" not in alone_offered
+
+
+async def test_a_follow_up_on_the_same_topic_offers_the_last_turns_tool_block_unchanged(
+    chat: httpx.AsyncClient, model: ScriptedModel
+) -> None:
+    model.push(ScriptedReply(tool_calls=[("get_weather", {"city": "Oslo"})]),
+               ScriptedReply(content="7 degrees."),
+               ScriptedReply(content="Much the same tomorrow."),
+               ScriptedReply(content="Waited."))
+    conversation = await new_conversation(chat)
+    await turn(chat, conversation, "What is the weather in Oslo?", candidate_k=2)
+    follow_up = await turn(chat, conversation, "And tomorrow?", candidate_k=2)
+    # The same tools in the same order: the prompt up to the new message is the one SGLang
+    # has cached from the turn before.
+    assert model.requests[2]["tools"] == model.requests[1]["tools"]
+    switched = await turn(chat, conversation, "Wait 300 ms in task B, please.", candidate_k=2)
+    assert [t["function"]["name"] for t in model.requests[3]["tools"]] == [
+        "search_tools", "get_weather", "sleep_b"]
+    decided = []
+    for each in (follow_up, switched):
+        spans = (await stored_trace(chat, each.json()["id"]))["spans"]
+        [root] = [s for s in spans if s["parent_span_id"] is None]
+        decided.append((root["attributes"]["switchboard.tool_block.kept"],
+                        root["attributes"]["switchboard.tool_block.why"]))
+    assert decided == [(True, "kept, 0 added"),
+                       (False, "a new topic: the request's best match, sleep_b, is new")]

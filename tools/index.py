@@ -110,6 +110,9 @@ class SearchHit(msgspec.Struct, frozen=True, kw_only=True):
     `RankingWeights.clauses`) with its best clause's when the description has several."""
     keyword: float
     """BM25 relative to the best keyword match (1.0), 0 when no keyword matches."""
+    by_context: bool = False
+    """Found for the conversation's earlier requests (`context`), not the request's own words;
+    its score then counts theirs too."""
 
 
 class QueryPart(msgspec.Struct, frozen=True, kw_only=True):
@@ -226,11 +229,12 @@ class ToolIndex:
             slots, scores = self._top(fused[0], own)
         else:
             slots, scores = self._cover(fused[0], fused[1:], own)
+        mine = len(slots)
         if context:
             self._fill(slots, scores, self._in_context(fused[0], earlier), k)
         return [
-            self._hit(slot, score, dense[0], keyword_share)
-            for slot, score in zip(slots, scores, strict=True)
+            self._hit(slot, score, dense[0], keyword_share, by_context=i >= mine)
+            for i, (slot, score) in enumerate(zip(slots, scores, strict=True))
         ]
 
     def _in_context(self, fused: npt.NDArray[np.float32], earlier: npt.NDArray[np.float32]
@@ -334,6 +338,8 @@ class ToolIndex:
         score: float,
         dense: npt.NDArray[np.float32],
         keyword: npt.NDArray[np.float32],
+        *,
+        by_context: bool = False,
     ) -> SearchHit:
         tool = self._tools[slot]
         assert tool is not None
@@ -345,6 +351,7 @@ class ToolIndex:
             score=round(score, 6),
             dense=round(float(dense[slot]), 6),
             keyword=round(float(keyword[slot]), 6),
+            by_context=by_context,
         )
 
     def _key(self, slot: int) -> ToolKey:
