@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import asyncpg
@@ -18,6 +18,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, format_span_id, format_trace_id
 
 from planner.calls import CallRunner, WaitLimits
+from planner.candidates import Candidates
 from planner.context import REPLY_TOKENS, Fitted, TokenCounter, fit
 from planner.errors import (
     CallNotWaiting,
@@ -32,8 +33,6 @@ from planner.events import (
     PlanCreated,
     Problem,
     ReasoningDelta,
-    RetrievedTool,
-    ToolsRetrieved,
     TurnCompleted,
     TurnFailed,
     TurnPaused,
@@ -64,7 +63,6 @@ from planner.prompt import (
 )
 from planner.records import (
     Approved,
-    Candidate,
     ClientOutput,
     Decision,
     SavedTurn,
@@ -73,7 +71,6 @@ from planner.records import (
     Waiting,
 )
 from planner.statuses import TurnStatus
-from planner.tool_block import Found, Key, compose
 from planner.tracing import TurnTracer, mark_error
 from planner.transcripts import NOTE_PREFIX
 from planner.turn import EventSink, StandIn, TurnState, ignore
@@ -137,7 +134,8 @@ class TurnEngine:
         """Each backend's token counter, calibrated by what its server reports."""
         waits = WaitLimits(approval_s=settings.approval_timeout_s,
                            output_s=settings.client_tool_timeout_s)
-        self.calls = CallRunner(runner, self._retrieve, self.tracer,
+        self.candidates = Candidates(registry, store, self.tracer, settings.candidate_k)
+        self.calls = CallRunner(runner, self.candidates.more, self.tracer,
                                 max_parallel=settings.max_parallel_calls, waits=waits)
 
     def model_for(self, name: str | None) -> ChatModel:
@@ -159,7 +157,7 @@ class TurnEngine:
     async def start_turn(self, tenant: str, conversation_id: str, request: TurnRequest) -> str:
         """Write the running turn and its user message; raises TurnConflict if one runs."""
         model = self.model_for(request.model)
-        if self._ranks(tenant, request.candidate_k):
+        if self.candidates.ranks(tenant, request.candidate_k):
             # The message is the turn's first search: it is embedded while the turn is written.
             self.registry.prefetch(tenant, request.message)
         return await self.store.begin_turn(tenant, conversation_id, request,
@@ -272,29 +270,8 @@ class TurnEngine:
             self._history(turn), self._set_trace(turn),
             self.store.last_candidates(turn.tenant, turn.conversation_id, turn.id))
         if turn.request.tool_choice != "none":
-            await self._first_tools(turn, previous)
+            await self.candidates.first(turn, previous)
         return await self._loop(turn, resumed=False)
-
-    async def _first_tools(self, turn: TurnState, previous: list[Candidate]) -> None:
-        """The turn's candidates. Retrieval reads the conversation: its earlier requests weigh
-        in, and the tools its last turn used stay, since a follow-up ("and in metres?") names
-        none of the words retrieval needs. The last turn's tool block is kept while the
-        conversation stays on its topic (planner/tool_block.py)."""
-        k = turn.request.candidate_k or self.settings.candidate_k
-        found = await self._search(turn, turn.request.message, k, turn.recent_requests)
-        block = compose([(c.namespace, c.name) for c in previous], found,
-                        self._recent_keys(turn, previous), k=k)
-        span = trace.get_current_span()
-        span.set_attribute("switchboard.tool_block.kept", block.kept)
-        span.set_attribute("switchboard.tool_block.why", block.why)
-        await self._offer(turn, block.keys)
-
-    def _recent_keys(self, turn: TurnState, previous: list[Candidate]) -> list[Key]:
-        """The tools the last turn called with success, as the keys it offered them by (a
-        conversation opened with a history has no such turn: its tools go by their names)."""
-        offered = {c.function: (c.namespace, c.name) for c in previous}
-        by_name = {name: (namespace, name) for namespace, name in self.registry.keys(turn.tenant)}
-        return [key for f in turn.recent_tools if (key := offered.get(f) or by_name.get(f))]
 
     async def _loop(self, turn: TurnState, *, resumed: bool) -> str | None:
         if turn.request.tool_choice == "none":
@@ -327,61 +304,6 @@ class TurnEngine:
         result = _result(turn, status, None)
         await turn.emit(TurnPaused(turn=result))
         return result
-
-    def _ranks(self, tenant: str, k: int | None = None) -> bool:
-        """Whether retrieval has to choose: a tenant with no more tools than a turn offers gets
-        all of them, and ranking them (embedding the query) would change nothing offered."""
-        return self.registry.index_size(tenant) > (k or self.settings.candidate_k)
-
-    async def _retrieve(self, turn: TurnState, query: str) -> list[tuple[str, bool]]:
-        """Add the best matches for `query` to the turn's candidates (`search_tools`); returns
-        each match, best first, by the name the model calls it, and whether it was new to the
-        turn."""
-        k = turn.request.candidate_k or self.settings.candidate_k
-        found = await self._search(turn, query, k)
-        added = await self._offer(turn, sorted(f.key for f in found))
-        called = {(t.record.namespace, t.record.name): name for name, t in turn.tools.items()}
-        return [(called[f.key], called[f.key] in added) for f in found if f.key in called]
-
-    async def _search(self, turn: TurnState, query: str, k: int, context: Sequence[str] = ()
-                      ) -> list[Found]:
-        """Retrieval's best k for `query`, in a conversation whose earlier requests, the last
-        first, are `context`; said in the trace and to the turn's events."""
-        with self.tracer.retrieval(tenant=turn.tenant, query=query, k=k) as span:
-            if self._ranks(turn.tenant, k):
-                span.set_attribute("switchboard.retrieval.context_messages", len(context))
-                hits = await self.registry.search(turn.tenant, query, k, context=context)
-                found = [Found((h.namespace, h.name), h.score, by_context=h.by_context,
-                               dense=h.dense) for h in hits]
-                span.set_attribute("switchboard.retrieval.scores", [h.score for h in hits])
-            else:
-                found = [Found(key, None) for key in self.registry.keys(turn.tenant)]
-                span.set_attribute("switchboard.retrieval.ranked", False)
-            span.set_attribute("switchboard.retrieval.tools", [f.key[1] for f in found])
-        await turn.emit(ToolsRetrieved(tools=[RetrievedTool(f.key[1], f.key[0], f.score)
-                                              for f in found]))
-        return found
-
-    async def _offer(self, turn: TurnState, keys: list[Key]) -> list[str]:
-        """Make these tools callable in the turn, in this order after those it offers already
-        (and store them as its candidates); returns the names of those it did not offer yet.
-        Tools are only ever appended, so earlier prompt bytes never change within a turn."""
-        found = await self.registry.executables(turn.tenant, keys)
-        added = []
-        for key in keys:
-            if key not in found:
-                continue  # deleted since it was last offered
-            name = _function_name(turn, key)
-            if name not in turn.tools:
-                turn.tools[name] = found[key]
-                added.append(name)
-        if added:
-            await self.store.set_turn_json(turn.id, "candidates", [
-                Candidate(function=function, namespace=t.record.namespace, name=t.record.name,
-                          version=t.record.version)
-                for function, t in turn.tools.items()
-            ])
-        return added
 
     async def _auto_loop(self, turn: TurnState) -> str | None:
         """Native tool calls in a loop; every call of one reply runs at the same time."""
@@ -682,15 +604,6 @@ def _check_answer_kind(turn_id: str, call: PendingCall, decision: Decision) -> N
             turn_id, call.id, f"waits for {'its client output' if wants_output else 'approval'}",
             waits_for=call.waits_for,
         )
-
-
-def _function_name(turn: TurnState, key: tuple[str, str]) -> str:
-    """The tool's name, qualified by its namespace only when another candidate has it."""
-    namespace, name = key
-    held = turn.tools.get(name)
-    if held is None or (held.record.namespace, held.record.name) == key:
-        return name
-    return f"{namespace}_{name}"[:64]
 
 
 def _result(
