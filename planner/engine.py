@@ -71,6 +71,7 @@ from planner.records import (
     Waiting,
 )
 from planner.statuses import TurnStatus
+from planner.text_calls import StreamedText
 from planner.tracing import TurnTracer, mark_error
 from planner.transcripts import NOTE_PREFIX
 from planner.turn import EventSink, StandIn, TurnState, ignore
@@ -501,15 +502,23 @@ class TurnEngine:
             enable_thinking=turn.request.thinking,
         )
 
-        async def on_delta(delta: Delta) -> None:
-            if not isinstance(delta, ContentDelta):
-                await turn.emit(ReasoningDelta(text=delta.text))
-            elif phase != "plan":
-                await turn.emit(MessageDelta(text=delta.text))
-            elif on_plan_text is not None:
-                on_plan_text(delta.text)
-
         backend, redact = turn.model.backend, turn.redactor()
+        # Calls and thinking a backend writes into its text are not the answer's.
+        shown = (StreamedText(tool_calls=backend.text_tool_calls,
+                              thinking=backend.inline_thinking)
+                 if backend.text_tool_calls or backend.inline_thinking else None)
+
+        async def on_delta(delta: Delta) -> None:
+            if phase == "plan" and isinstance(delta, ContentDelta):
+                if on_plan_text is not None:
+                    on_plan_text(delta.text)
+                return
+            if shown is None or not isinstance(delta, ContentDelta):
+                await _show(turn, delta)
+                return
+            for part in shown.feed(delta.text):
+                await _show(turn, part)
+
         with self.tracer.chat(tenant=turn.tenant, model=backend.model, server=backend.base_url,
                               phase=phase, request=request, redact=redact) as span:
             if fitted is not None:
@@ -522,6 +531,8 @@ class TurnEngine:
                 mark_error(span, type(exc).__name__, str(exc))
                 raise
             self.tracer.chat_reply(span, reply, redact)
+        for part in shown.flush() if shown is not None and turn.request.stream else []:
+            await _show(turn, part)
         if fitted is not None:
             self._counter(turn).learn(fitted.chars, reply.usage.prompt_tokens)
         turn.usage = turn.usage + reply.usage
@@ -574,6 +585,14 @@ def _requests(earlier: list[StoredMessage]) -> list[str]:
     """The user's own messages, in order (the engine's notes to the model left out)."""
     return [m.content for m in earlier
             if m.role == "user" and m.content and not m.content.startswith(NOTE_PREFIX)]
+
+
+async def _show(turn: TurnState, delta: Delta) -> None:
+    """A piece of the model's text as the turn's event: the answer's, or its reasoning."""
+    if isinstance(delta, ContentDelta):
+        await turn.emit(MessageDelta(text=delta.text))
+    else:
+        await turn.emit(ReasoningDelta(text=delta.text))
 
 
 def _succeeded_last(earlier: list[StoredMessage]) -> list[str]:

@@ -21,6 +21,7 @@ from tests.misbehaving import (
     typo_then_corrected,
 )
 from tests.scripted_model import Responder, ScriptedModel, scripted_model
+from tests.test_approvals import read_events
 from tests.tool_server import ToolServer, http_tool
 
 WEATHER = {"city": {"type": "string"}}
@@ -117,6 +118,22 @@ async def test_calls_and_thinking_written_as_text_are_read_where_the_backend_say
     assert turn["message"]["content"] == "It is 7 degrees in Oslo."
     assert turn["message"]["reasoning"] == "The user wants the weather."
     assert [r.body for r in tools.received] == [{"city": "Oslo"}]
+
+
+async def test_a_streamed_turn_shows_no_call_or_thinking_written_as_text_in_its_answer(
+    served: Callable[..., Any], tools: ToolServer
+) -> None:
+    client, _model = await served(calls_as_text(thinking=True), text_tool_calls=True,
+                                  inline_thinking=True)
+    conversation = (await client.post("/v1/conversations", json={})).json()["id"]
+    events = await read_events(client, f"/v1/conversations/{conversation}/turns",
+                               {"message": "Weather in Oslo?", "model": "odd", "stream": True})
+    shown = "".join(d["text"] for kind, d in events if kind == "message.delta")
+    thought = "".join(d["text"] for kind, d in events if kind == "reasoning.delta")
+    assert shown.strip() == "It is 7 degrees in Oslo."
+    assert thought == "The user wants the weather.The user wants the weather."
+    assert [kind for kind, _ in events].count("tool_call.started") == 1
+    assert events[-1][1]["turn"]["message"]["content"] == "It is 7 degrees in Oslo."
 
 
 async def test_calls_written_as_text_without_the_setting_are_text_and_the_log_names_the_flag(
