@@ -50,6 +50,7 @@ from planner.engine import TurnEngine
 from planner.evals.runner import EvalRunner
 from planner.evals.service import Evals
 from planner.evals.store import EvalStore
+from planner.experts import ModelExperts
 from planner.model_client import ChatModel, ModelClient, with_context_window
 from planner.store import PostgresTurnStore
 from planner.supervisor import TurnSupervisor
@@ -170,11 +171,14 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 stdio_commands=settings.mcp_commands,
                 connect_timeout_s=settings.mcp_connect_timeout_s,
             )
+            models = await _models(settings, http)
+            registry.model_backends = sorted(models)
             runner = ToolRunner(tool_http, default_builtins(),
                                 max_output_bytes=settings.max_output_bytes,
-                                mcp=mcp_servers.sessions)
+                                mcp=mcp_servers.sessions,
+                                experts=ModelExperts(models, telemetry.tracer))
             store = PostgresTurnStore(pool, progress)
-            engine = TurnEngine(store, registry, runner, await _models(settings, http),
+            engine = TurnEngine(store, registry, runner, models,
                                 default_model="default", settings=settings.engine, owner=owner,
                                 problem_of=turn_problem, tracer=telemetry.tracer)
             supervisor = TurnSupervisor(store, owner, settings.engine.turn_lease_s,

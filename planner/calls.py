@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
+from opentelemetry import trace
 from opentelemetry.trace import Span
 
 from planner.call_batch import CallBatch
@@ -27,7 +28,7 @@ from planner.events import (
     ToolCallRecord,
     ToolCallStarted,
 )
-from planner.messages import AssistantToolCall, ChatMessage, FunctionCall, ModelReply
+from planner.messages import AssistantToolCall, ChatMessage, FunctionCall, ModelReply, Usage
 from planner.prompt import READ_RESULT, SEARCH_TOOLS
 from planner.records import (
     Approved,
@@ -43,7 +44,7 @@ from planner.tracing import TurnTracer
 from planner.turn import StandIn, TurnState
 from tools.executors import ExecutableTool, ToolRunner
 from tools.outcome import CallOutcome
-from tools.spec import ClientExecutor, HttpExecutor, McpExecutor
+from tools.spec import ClientExecutor, HttpExecutor, McpExecutor, ModelExecutor
 
 Search = Callable[[TurnState, str], Awaitable[list[tuple[str, bool]]]]
 """Retrieval for a turn: each match, best first, and whether it was new to the turn."""
@@ -250,13 +251,21 @@ class CallRunner:
                 )
             )
             if stand_in is None:
-                outcome = await self.runner.execute_call(tool, call.arguments)
+                outcome = await self._made(tool, call.arguments, span)
             else:
                 span.set_attribute("switchboard.tool.answered_by", stand_in.label)
                 outcome = self._stood_in(stand_in, tool, call.arguments)
             self._trace_outcome(turn, call, span, outcome)
             await self._record(turn, call, outcome, tool)
         return outcome
+
+    async def _made(self, tool: ExecutableTool, arguments: Any, span: Span) -> CallOutcome:
+        if not isinstance(tool.record.executor, ModelExecutor):
+            return await self.runner.execute_call(tool, arguments)
+        # The expert's own `chat` span goes under this call's span, which is made current for
+        # it alone (the other calls' spans have no children).
+        with trace.use_span(span, end_on_exit=False):
+            return await self.runner.execute_call(tool, arguments)
 
     def _stood_in(self, stand_in: StandIn, tool: ExecutableTool, arguments: Any) -> CallOutcome:
         """The stand-in's answer, once the arguments fit the tool's schema as a real call's
@@ -346,7 +355,8 @@ class CallRunner:
         links = [turn.span_contexts[c] for c in call.waits_for if c in turn.span_contexts]
         # GenAI conventions: "extension" runs elsewhere (an HTTP service, an MCP server),
         # "function" in-process.
-        remote = tool is not None and isinstance(tool.record.executor, HttpExecutor | McpExecutor)
+        remote = tool is not None and isinstance(tool.record.executor,
+                                                 HttpExecutor | McpExecutor | ModelExecutor)
         kind = "extension" if remote else "function"
         return self.tracer.tool(
             tenant=turn.tenant,
@@ -389,6 +399,8 @@ class CallRunner:
     ) -> None:
         await self._begin(turn, call, tool)
         outcome = turn.conduct.judged(call.name, outcome)
+        if outcome.usage is not None:  # an expert model's tokens count as the turn's own do
+            turn.usage = turn.usage + Usage.spent_by(outcome.usage)
         ended = msgspec.structs.asdict(outcome)
         finished = FinishedCall(id=call.id, **ended)
         batch = self._batches.get(turn.id)

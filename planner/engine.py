@@ -40,6 +40,7 @@ from planner.events import (
     TurnResumed,
     TurnStarted,
     answer_message,
+    usage_by_backend,
 )
 from planner.messages import (
     ChatMessage,
@@ -638,5 +639,6 @@ def _result(
         usage=turn.usage,
         error=error,
         pending=list(turn.pending),
+        usage_by_backend=usage_by_backend(turn.model.backend.name, turn.usage, turn.calls),
     )
 

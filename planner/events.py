@@ -144,9 +144,26 @@ class TurnResult(msgspec.Struct, frozen=True, kw_only=True):
     message: AssistantMessage | None
     tool_calls: list[ToolCallRecord]
     usage: Usage
+    """Every token of the turn: its own model calls' and its expert tools' (`model` tools)."""
     error: Problem | None = None
     pending: list[PendingCall] = []
     """What a paused turn (`awaiting_approval`, `requires_action`) waits on."""
+    usage_by_backend: dict[str, Usage] = {}
+    """`usage` by the backend that spent it: the turn's own, and each expert tool's."""
+
+
+def usage_by_backend(backend: str, total: Usage, calls: list[ToolCallRecord]
+                     ) -> dict[str, Usage]:
+    """The turn's usage split by backend: what its calls of expert tools spent went to their
+    backends, the rest to the turn's own."""
+    spent = [(c.usage.backend, Usage.spent_by(c.usage)) for c in calls if c.usage is not None]
+    own = total
+    for _, usage in spent:
+        own = own - usage
+    split = {backend: own}
+    for name, usage in spent:
+        split[name] = split.get(name, Usage()) + usage
+    return split
 
 
 class TurnCompleted(

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from tools.outcome import ModelUsage
+
 Role = Literal["system", "user", "assistant", "tool"]
 
 
@@ -58,6 +60,19 @@ class Usage(msgspec.Struct, frozen=True, kw_only=True):
             completion_tokens=self.completion_tokens + other.completion_tokens,
             cached_tokens=cached,
         )
+
+    @classmethod
+    def spent_by(cls, usage: ModelUsage) -> Usage:
+        """An expert tool's call's tokens (`ModelUsage`, which also names the backend)."""
+        return cls(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                   cached_tokens=usage.cached_tokens)
+
+    def __sub__(self, other: Usage) -> Usage:
+        cached = (None if self.cached_tokens is None
+                  else max(self.cached_tokens - (other.cached_tokens or 0), 0))
+        return Usage(prompt_tokens=max(self.prompt_tokens - other.prompt_tokens, 0),
+                     completion_tokens=max(self.completion_tokens - other.completion_tokens, 0),
+                     cached_tokens=cached)
 
 
 class ModelReply(msgspec.Struct, frozen=True, kw_only=True):

@@ -11,15 +11,25 @@ import msgspec
 
 from planner._db import Db, PostgresTables
 from planner.errors import ConversationNotFound
-from planner.events import PendingCall, Problem, ToolCallRecord, TurnResult, answer_message
+from planner.events import (
+    PendingCall,
+    Problem,
+    ToolCallRecord,
+    TurnResult,
+    answer_message,
+    usage_by_backend,
+)
 from planner.messages import AssistantToolCall, Usage
 from planner.records import Candidate, Conversation, StoredMessage, TurnRow
 from planner.statuses import PAUSED_SQL, PAUSED_STATUSES, WAITING_SQL, waits_for
+from tools.outcome import ModelUsage
 
 _tool_calls = msgspec.json.Decoder(list[AssistantToolCall])
 _candidates = msgspec.json.Decoder(list[Candidate])
+_usage = msgspec.json.Decoder(ModelUsage)
 
-OUTCOME_COLUMNS = "result::text, error, error_type, started_at, finished_at, attempts, truncated"
+OUTCOME_COLUMNS = ("result::text, error, error_type, started_at, finished_at, attempts, "
+                   "truncated, usage::text")
 """A call row's columns that read back as its `CallOutcome` (`outcome_fields`)."""
 _TURN_SQL = """SELECT id, conversation_id, status, mode, model, answer, error::text,
                       usage::text, started_at, finished_at FROM turns"""
@@ -87,7 +97,7 @@ class TurnReads(PostgresTables):
     async def turn_result(self, tenant: str, turn_id: str) -> TurnResult | None:
         """A turn as the API reports it."""
         row = await self.pool.fetchrow(
-            """SELECT conversation_id, status, answer, error::text, usage::text,
+            """SELECT conversation_id, status, model, answer, error::text, usage::text,
                       (SELECT m.reasoning FROM messages m
                        WHERE m.conversation_id = t.conversation_id AND m.turn_id = t.id
                          AND m.role = 'assistant'
@@ -99,13 +109,15 @@ class TurnReads(PostgresTables):
             return None
         paused = row["status"] in PAUSED_STATUSES
         answer = row["answer"]
+        calls = await self.call_records(turn_id)
+        usage = msgspec.json.decode(row["usage"] or "{}", type=Usage)
         return TurnResult(
             id=turn_id, conversation_id=row["conversation_id"], status=row["status"],
             pending=await self.waiting_calls(turn_id) if paused else [],
             message=None if answer is None else answer_message(answer, row["reasoning"]),
-            tool_calls=await self.call_records(turn_id),
-            usage=msgspec.json.decode(row["usage"] or "{}", type=Usage),
+            tool_calls=calls, usage=usage,
             error=msgspec.json.decode(row["error"], type=Problem) if row["error"] else None,
+            usage_by_backend=usage_by_backend(row["model"], usage, calls),
         )
 
     async def call_records(self, turn_id: str) -> list[ToolCallRecord]:
@@ -161,6 +173,7 @@ def outcome_fields(row: asyncpg.Record) -> dict[str, Any]:
         "error": row["error"], "error_type": row["error_type"],
         "started_at": row["started_at"], "finished_at": row["finished_at"],
         "attempts": row["attempts"], "truncated": row["truncated"],
+        "usage": _usage.decode(row["usage"]) if row["usage"] else None,
     }
 
 

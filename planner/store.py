@@ -44,11 +44,12 @@ _START_CALLS = """INSERT INTO tool_calls (tenant_id, turn_id, id, conversation_i
                      arguments jsonb, raw text, depends_on jsonb)"""
 _FINISH_CALLS = """UPDATE tool_calls AS t SET status = f.status, result = f.result,
                   error = f.error, error_type = f.error_type, attempts = f.attempts,
-                  truncated = f.truncated, started_at = f.started_at, finished_at = f.finished_at
+                  truncated = f.truncated, started_at = f.started_at, finished_at = f.finished_at,
+                  usage = f.usage
            FROM jsonb_to_recordset($2::jsonb)
                 AS f(id text, status text, result jsonb, error text, error_type text,
                      attempts int, truncated bool, started_at timestamptz,
-                     finished_at timestamptz)
+                     finished_at timestamptz, usage jsonb)
            WHERE t.turn_id = $1 AND t.id = f.id"""
 
 

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import functools
 import inspect
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -21,11 +22,12 @@ from referencing.exceptions import Unresolvable
 from tools.builtins import BuiltinFunction, BuiltinFunctions, default_builtins
 from tools.egress import EgressRefused
 from tools.errors import McpCallFailed, McpServerNotFound, McpUnreachable
+from tools.experts import ExpertFailure, Experts
 from tools.http_request import build_request, misplacement, public_url
 from tools.json_schema import ArgumentValidator, RegexInvalid
 from tools.mcp.results import tool_output
 from tools.mcp.sessions import McpSessions
-from tools.outcome import CallOutcome
+from tools.outcome import CallOutcome, ModelUsage
 from tools.redaction import Redactor, header_credentials
 from tools.retry import backoff_delay, retryable_status
 from tools.spec import (
@@ -33,6 +35,7 @@ from tools.spec import (
     ClientExecutor,
     HttpExecutor,
     McpExecutor,
+    ModelExecutor,
     ToolRecord,
 )
 from tools.validation import pointer
@@ -90,12 +93,14 @@ class Backoff(msgspec.Struct, frozen=True, kw_only=True):
 class _Output(msgspec.Struct, frozen=True):
     value: Any
     truncated: bool = False
+    usage: ModelUsage | None = None
 
 
 class _Fault(msgspec.Struct, frozen=True):
     error_type: ErrorType
     message: str
     retryable: bool = False
+    usage: ModelUsage | None = None
 
 
 _Attempt = Callable[[], Awaitable[_Output | _Fault]]
@@ -113,9 +118,11 @@ class ToolRunner:
         max_output_bytes: int = 65_536,
         backoff: Backoff | None = None,
         mcp: McpSessions | None = None,
+        experts: Experts | None = None,
     ) -> None:
         self._http = http
         self._mcp = mcp
+        self.experts = experts
         self._builtins = builtins if builtins is not None else default_builtins()
         self._max_output_bytes = max_output_bytes
         self._backoff = backoff or Backoff()
@@ -160,6 +167,8 @@ class ToolRunner:
                 )
             case McpExecutor() as executor:
                 return self._mcp_attempt(tool.tenant, executor, arguments)
+            case ModelExecutor() as executor:
+                return self._model_attempt(tool.tenant, executor, arguments)
             case None:
                 return _Fault(
                     "no_executor",
@@ -170,13 +179,17 @@ class ToolRunner:
     async def _run(self, record: ToolRecord, attempt: _Attempt) -> tuple[_Output | _Fault, int]:
         """Attempt once, and again after a backoff only for idempotent tools' retryable faults."""
         policy = record.policy
-        budget = policy.max_retries if policy.idempotent else 0
-        attempts = 0
+        # Asking a model changes nothing anywhere, so a model tool is retried as an idempotent
+        # one is.
+        safe = policy.idempotent or isinstance(record.executor, ModelExecutor)
+        budget = policy.max_retries if safe else 0
+        attempts, used = 0, None
         while True:
             attempts += 1
             result = await self._attempt(record, attempt)
+            used = _added(used, result.usage)
             if isinstance(result, _Output) or not result.retryable or attempts > budget:
-                return result, attempts
+                return msgspec.structs.replace(result, usage=used), attempts
             await asyncio.sleep(self._backoff.delay(attempts))
 
     async def _attempt(self, record: ToolRecord, attempt: _Attempt) -> _Output | _Fault:
@@ -240,6 +253,18 @@ class ToolRunner:
                 "no MCP sessions",
             )
         return functools.partial(_call_mcp, self._mcp, tenant, executor, arguments)
+
+    # --- model ----------------------------------------------------------------------------
+
+    def _model_attempt(
+        self, tenant: str, executor: ModelExecutor, arguments: dict[str, Any]
+    ) -> _Attempt | _Fault:
+        experts = self.experts
+        if experts is None or executor.backend not in experts.backends():
+            configured = ", ".join(experts.backends()) if experts else "none"
+            return _Fault("no_executor", f"model backend {executor.backend!r} is not configured "
+                                         f"in this service (configured: {configured})")
+        return functools.partial(_call_model, experts, tenant, executor, arguments)
 
     # --- http -----------------------------------------------------------------------------
 
@@ -310,6 +335,52 @@ async def _call_mcp(
             f"MCP tool {executor.tool!r} of server {executor.server!r} failed: {output.error}",
         )
     return _Output(output.value)
+
+
+async def _call_model(
+    experts: Experts, tenant: str, executor: ModelExecutor, arguments: dict[str, Any]
+) -> _Output | _Fault:
+    """The expert's answer: its text, or with an output schema the JSON it wrote, checked."""
+    where = f"model backend {executor.backend!r}"
+    try:
+        reply = await experts.ask(tenant, executor, arguments)
+    except ExpertFailure as exc:
+        return _Fault("tool_error", f"{where} did not answer: {exc}", retryable=exc.retryable)
+    if executor.output_schema is None:
+        return _Output(reply.text, usage=reply.usage)
+    try:
+        value = json.loads(reply.text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        return _Fault("bad_output", f"{where} answered with text that is not JSON: {exc}",
+                      retryable=True, usage=reply.usage)
+    problem = _output_problem(executor.output_schema, value)
+    if problem is not None:
+        return _Fault("bad_output", f"{where} answered with JSON that does not fit the tool's "
+                                    f"output schema: {problem}", retryable=True, usage=reply.usage)
+    return _Output(value, usage=reply.usage)
+
+
+def _output_problem(schema: dict[str, Any], value: Any) -> str | None:
+    """Where the value breaks the schema (registration checked the schema itself)."""
+    try:
+        errors = sorted(ArgumentValidator(schema).iter_errors(value),
+                        key=lambda e: list(map(str, e.path)))
+    except (RecursionError, RegexInvalid, SchemaError, Unresolvable) as exc:
+        return f"the schema cannot be checked ({type(exc).__name__}: {exc})"
+    if not errors:
+        return None
+    return "; ".join(f"{pointer(*e.absolute_path) or '/'}: {e.message}"
+                     for e in errors[:_MAX_LISTED_PROBLEMS])
+
+
+def _added(used: ModelUsage | None, more: ModelUsage | None) -> ModelUsage | None:
+    if used is None or more is None:
+        return used or more
+    cached = None if used.cached_tokens is None and more.cached_tokens is None else (
+        (used.cached_tokens or 0) + (more.cached_tokens or 0))
+    return ModelUsage(backend=used.backend, prompt_tokens=used.prompt_tokens + more.prompt_tokens,
+                      completion_tokens=used.completion_tokens + more.completion_tokens,
+                      cached_tokens=cached)
 
 
 async def _read_head(response: httpx.Response, limit: int) -> tuple[bytes, int]:
@@ -436,7 +507,7 @@ def _cap(output: _Output, limit: int) -> _Output:
     encoded = msgspec.json.encode(output.value)
     if len(encoded) <= limit:
         return output
-    return _Output(_truncated(encoded[:limit], len(encoded)), truncated=True)
+    return _Output(_truncated(encoded[:limit], len(encoded)), truncated=True, usage=output.usage)
 
 
 def _truncated(head: bytes, total: int) -> str:
@@ -455,13 +526,14 @@ def _outcome(
 ) -> CallOutcome:
     finished_at = _now()
     match result:
-        case _Output(value=value, truncated=truncated):
+        case _Output(value=value, truncated=truncated, usage=usage):
             return CallOutcome(result=value, truncated=truncated, started_at=started_at,
-                               finished_at=finished_at, attempts=attempts)
-        case _Fault(error_type=error_type, message=message):
+                               finished_at=finished_at, attempts=attempts, usage=usage)
+        case _Fault(error_type=error_type, message=message, usage=usage):
             # A tool's server may echo anything, even the secret it shares with us.
             return CallOutcome(error=Redactor(secrets)(message), error_type=error_type,
-                               started_at=started_at, finished_at=finished_at, attempts=attempts)
+                               started_at=started_at, finished_at=finished_at, attempts=attempts,
+                               usage=usage)
 
 
 def _target(record: ToolRecord) -> str:
@@ -474,6 +546,8 @@ def _target(record: ToolRecord) -> str:
             return f"client tool {record.name!r}"
         case McpExecutor(server=server, tool=tool):
             return f"MCP tool {tool!r} of server {server!r}"
+        case ModelExecutor(backend=backend):
+            return f"model backend {backend!r}"
     return f"tool {record.name!r}"
 
 

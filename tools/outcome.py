@@ -8,6 +8,15 @@ from typing import Any
 import msgspec
 
 
+class ModelUsage(msgspec.Struct, frozen=True, kw_only=True):
+    """The tokens a call of an expert model (a `model` tool) used, and on which backend."""
+
+    backend: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int | None = None
+
+
 class CallOutcome(msgspec.Struct, frozen=True, kw_only=True):
     """What one call produced: its result, or its error (written for the model to read) and the
     error's type. `attempts` counts the times the tool was actually invoked (0 when the call was
@@ -25,6 +34,8 @@ class CallOutcome(msgspec.Struct, frozen=True, kw_only=True):
     attempts: int = 0
     truncated: bool = False
     """The result was cut to the output limit."""
+    usage: ModelUsage | None = None
+    """The tokens an expert model's call used (a `model` tool); None for other tools."""
 
     @property
     def ok(self) -> bool:

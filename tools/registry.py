@@ -15,7 +15,7 @@ import numpy as np
 
 from tools import store
 from tools.embed import Embedder, Vectors
-from tools.errors import ToolExists, ToolNotFound
+from tools.errors import FieldError, SpecInvalid, ToolExists, ToolNotFound
 from tools.executors import ExecutableTool
 from tools.framing import framed, framing_shift, shift_texts
 from tools.index import (
@@ -28,9 +28,10 @@ from tools.index import (
 )
 from tools.search_queue import SearchQueue
 from tools.sentences import search_texts
-from tools.spec import ToolRecord, ToolSpec
+from tools.spec import ModelExecutor, ToolRecord, ToolSpec
 from tools.store import CurrentTool, NewVersion, ToolRow
 from tools.text import description_clauses, keyword_text, tool_text
+from tools.validation import pointer
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ class ToolRegistry:
         queue: SearchQueue | None = None,
     ) -> None:
         self.pool = pool
+        self.model_backends: list[str] | None = None
+        """The service's model backends, which `model` tools may ask (None: not checked)."""
         self.embedder = embedder
         self.queue = queue or SearchQueue()
         self.weights = weights or RankingWeights()
@@ -210,6 +213,24 @@ class ToolRegistry:
 
     # -- writes ------------------------------------------------------------------------------
 
+    def _check_backends(self, specs: Sequence[ToolSpec], prefix: tuple[str, ...]) -> None:
+        """A `model` tool must name a backend this service has. `prefix` points at the list
+        the specs came in (bulk), or is empty for one spec."""
+        known = self.model_backends
+        if known is None:
+            return
+        errors = [
+            FieldError(pointer(*prefix, i, "executor", "backend") if prefix
+                       else pointer("executor", "backend"),
+                       f"model backend {s.executor.backend!r} is not configured; configured "
+                       f"backends: {', '.join(known)} (MODEL_BACKENDS)",
+                       index=i if prefix else None)
+            for i, s in enumerate(specs)
+            if isinstance(s.executor, ModelExecutor) and s.executor.backend not in known
+        ]
+        if errors:
+            raise SpecInvalid(errors)
+
     async def create(self, tenant: str, spec: ToolSpec) -> ToolRecord:
         result = await self.write(tenant, [spec], mode="create")
         return result.records[0]
@@ -232,11 +253,13 @@ class ToolRegistry:
         mode: Literal["create", "upsert"] = "upsert",
         progress: Progress | None = None,
         remove: Sequence[tuple[str, str]] = (),
+        prefix: tuple[str, ...] = (),
     ) -> WriteResult:
         """Register specs in one transaction: all of them become searchable, or none is written.
 
         `remove` names tools (namespace, name) to delete in the same transaction.
         """
+        self._check_backends(specs, prefix)
         keys = [(s.namespace, s.name) for s in specs]
         async with self.pool.acquire() as conn:
             before = await store.current_tools(conn, tenant, keys)

@@ -97,7 +97,18 @@ class McpExecutor(msgspec.Struct, tag="mcp", tag_field="kind", frozen=True, kw_o
     tool: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 
 
-Executor = HttpExecutor | BuiltinExecutor | ClientExecutor | McpExecutor
+class ModelExecutor(msgspec.Struct, tag="model", tag_field="kind", frozen=True, kw_only=True):
+    """Ask one of the service's model backends (`MODEL_BACKENDS`): an expert model as a tool.
+    The call's arguments are the user message and `system` its instructions; with
+    `output_schema` the answer is JSON under that schema, checked before it is returned."""
+
+    backend: Name
+    system: Annotated[str, msgspec.Meta(max_length=20_000)] = ""
+    output_schema: dict[str, Any] | None = None
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=32_768)] = 1024
+
+
+Executor = HttpExecutor | BuiltinExecutor | ClientExecutor | McpExecutor | ModelExecutor
 
 
 class ToolPolicy(msgspec.Struct, frozen=True, kw_only=True):

@@ -12,7 +12,14 @@ from jsonschema import Draft202012Validator
 from tools.errors import FieldError, SpecInvalid
 from tools.http_request import header_problems
 from tools.json_schema import problems
-from tools.spec import FULL_MATCH_GUARD, NAME_PATTERN, ArgumentMap, HttpExecutor, ToolSpec
+from tools.spec import (
+    FULL_MATCH_GUARD,
+    NAME_PATTERN,
+    ArgumentMap,
+    HttpExecutor,
+    ModelExecutor,
+    ToolSpec,
+)
 from tools.storable import nul_escape_at
 
 _META = Draft202012Validator(Draft202012Validator.META_SCHEMA)
@@ -76,17 +83,19 @@ def schema_errors(
     """What the types alone cannot check: `parameters` and `output_schema` against the JSON
     Schema 2020-12 meta-schema and against what calls can be checked with
     (`tools.json_schema.problems`), the executor's headers, and its argument map."""
-    for field, schema in (("parameters", spec.parameters), ("output_schema", spec.output_schema)):
+    model = spec.executor.output_schema if isinstance(spec.executor, ModelExecutor) else None
+    for field, schema in (("parameters", spec.parameters), ("output_schema", spec.output_schema),
+                          ("executor/output_schema", model)):
         if schema is None:
             continue
         found = problems(schema)
         for path, message in found:
-            yield FieldError(pointer(*prefix, field, *path), message, index=index)
+            yield FieldError(pointer(*prefix, *field.split("/"), *path), message, index=index)
         if found:
             continue  # fix these first: the meta-schema check may not even finish on them
         for err in sorted(_META.iter_errors(schema), key=lambda e: list(map(str, e.absolute_path))):
             yield FieldError(
-                pointer(*prefix, field, *err.absolute_path),
+                pointer(*prefix, *field.split("/"), *err.absolute_path),
                 f"not a valid JSON Schema (2020-12): {err.message}",
                 index=index,
             )

@@ -139,7 +139,7 @@ class ToolController(Controller):
 
         async def write() -> BulkResult:
             specs = await asyncio.to_thread(parse_specs, data.tools, prefix=("tools",))
-            result = await registry.write(tenant_of(request), specs)
+            result = await registry.write(tenant_of(request), specs, prefix=("tools",))
             return BulkResult(result.created, result.updated, result.unchanged)
 
         return await idempotency.once(request, "POST /v1/tools/bulk", HTTP_200_OK, write)

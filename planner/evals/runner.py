@@ -172,15 +172,14 @@ class EvalRunner:
                                               stand_in=stand_in)
         latency_ms = (time.perf_counter() - started) * 1000
         trace_id = await self.conversations.trace_id(tenant, result.id)
-        backend = self.conversations.backend(config.model)
         return _scored(turn, result, offered, parameters, latency_ms, trace_id,
-                       _cost_of(backend))
+                       _cost_of(self.conversations.backend))
 
 
 def _scored(
     turn: CaseTurn, result: TurnResult, offered: list[RetrievedTool],
     parameters: dict[str, Any], latency_ms: float, trace_id: str | None,
-    cost_of: Callable[[Usage], float | None],
+    cost_of: Callable[[dict[str, Usage]], float | None],
 ) -> TurnOutcome:
     # A call of a tool the turn did not offer was refused, not made: it does not count.
     calls = [c for c in result.tool_calls
@@ -209,7 +208,7 @@ def _scored(
         latency_ms=round(latency_ms, 3),
         tokens=Tokens(prompt=usage.prompt_tokens, completion=usage.completion_tokens,
                       cached=usage.cached_tokens or 0),
-        cost=cost_of(usage),
+        cost=cost_of(result.usage_by_backend or {"default": usage}),
     )
 
 
@@ -221,16 +220,22 @@ def _together(calls: list[ToolCallRecord]) -> bool:
             and not any(set(c.depends_on) & ids for c in calls))
 
 
-def _cost_of(backend: ModelBackend) -> Callable[[Usage], float | None]:
-    price = backend.price
+def _cost_of(backend: Callable[[str], ModelBackend]
+             ) -> Callable[[dict[str, Usage]], float | None]:
+    """A turn's cost: each backend's tokens (the turn's own, its expert tools') at that
+    backend's price; None when one of them has no price."""
 
-    def cost(usage: Usage) -> float | None:
-        if price is None:
-            return None
-        cached = usage.cached_tokens or 0
-        fresh = usage.prompt_tokens - cached
-        return (fresh * price.input + cached * price.cached_input_or_input
-                + usage.completion_tokens * price.output) / 1_000_000
+    def cost(spent: dict[str, Usage]) -> float | None:
+        total = 0.0
+        for name, usage in spent.items():
+            price = backend(name).price
+            if price is None:
+                return None
+            cached = usage.cached_tokens or 0
+            total += ((usage.prompt_tokens - cached) * price.input
+                      + cached * price.cached_input_or_input
+                      + usage.completion_tokens * price.output) / 1_000_000
+        return total
 
     return cost
 
