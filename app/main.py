@@ -39,6 +39,7 @@ from app.routes.conversations import ConversationController, TurnController
 from app.routes.evals import EvalController
 from app.routes.keys import KeyController
 from app.routes.mcp import McpServerController
+from app.routes.routers import RouterController
 from app.routes.tools import ToolController
 from app.routes.traces import TraceController
 from app.routes.viewer import VIEWER_ROUTES
@@ -52,6 +53,7 @@ from planner.evals.service import Evals
 from planner.evals.store import EvalStore
 from planner.experts import ModelExperts
 from planner.model_client import ChatModel, ModelClient, with_context_window
+from planner.routers import Routers
 from planner.store import PostgresTurnStore
 from planner.supervisor import TurnSupervisor
 from planner.text_calls import REASONING_FLAGS, TOOL_CALL_FLAGS
@@ -185,8 +187,10 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                                         resume=engine.resume_turn, running=engine.running)
             await supervisor.start()
             telemetry.store.start(pool)
-            conversations = Conversations(engine, supervisor, store)
-            eval_runner = EvalRunner(EvalStore(pool), conversations, registry, owner=owner,
+            eval_store = EvalStore(pool)
+            routers = Routers(pool, registry, eval_store)
+            conversations = Conversations(engine, supervisor, store, routers)
+            eval_runner = EvalRunner(eval_store, conversations, registry, owner=owner,
                                      lease_s=settings.engine.turn_lease_s)
             await eval_runner.start()
             app.state.update({
@@ -198,6 +202,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 "api_keys": ApiKeys(pool, _welcome(settings, registry)),
                 "traces": TraceReads(pool),
                 "evals": Evals(eval_runner.store, eval_runner, conversations),
+                "routers": routers,
             })
             log.info(
                 "ready: %d tools indexed", sum(registry.index_size(t) for t in registry.tenants())
@@ -218,7 +223,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app = Litestar(
         route_handlers=[health, list_models, ToolController, ConversationController,
                         TraceController, KeyController, TurnController, create_chat_completion,
-                        McpServerController, EvalController, *VIEWER_ROUTES],
+                        McpServerController, EvalController, RouterController,
+                        *VIEWER_ROUTES],
         dependencies={name: _from_state(name) for name in DEPENDENCIES},
         middleware=_middleware(settings),
         request_max_body_size=settings.max_body_bytes,
@@ -246,7 +252,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
 
 
 DEPENDENCIES = ("registry", "conversations", "servers", "idempotency", "api_keys", "traces",
-                "evals")
+                "evals", "routers")
 """What routes are given by name: each is made once, when the app starts, and kept in its
 state."""
 

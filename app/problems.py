@@ -40,6 +40,7 @@ from planner.evals.errors import (
     EvalSetNotFound,
 )
 from planner.events import Problem
+from planner.routers import NoRouter, RouterUntrainable
 from tools.errors import (
     DocumentInvalid,
     DocumentUnreachable,
@@ -73,6 +74,8 @@ _PROBLEMS: dict[type[Exception], tuple[int, str, str]] = {
     ConversationNotFound: (404, "not-found", "Not found"),
     TurnNotFound: (404, "not-found", "Not found"),
     UnknownModel: (422, "invalid-request", "Unknown model backend"),
+    NoRouter: (422, "no-router", "No router for model 'auto'"),
+    RouterUntrainable: (422, "invalid-request", "Nothing to train a router on"),
     TurnConflict: (409, "turn-in-progress", "A turn is already running"),
     TurnNotPaused: (409, "turn-not-paused", "The turn waits on nothing"),
     CallNotWaiting: (409, "call-not-waiting", "The call waits on nothing"),

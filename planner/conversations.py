@@ -8,12 +8,16 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import msgspec
+
 from planner.engine import TurnEngine
 from planner.errors import TurnNotFound
 from planner.events import PendingCall, TurnEvent, TurnResult
 from planner.messages import ChatMessage
 from planner.model_client import ModelBackend
 from planner.records import Conversation, Decision, StoredMessage, TurnRequest, TurnRow
+from planner.routers import NoRouter, Routers
+from planner.routing import AUTO_MODEL, Route
 from planner.store import PostgresTurnStore
 from planner.supervisor import TurnSupervisor
 from planner.transcripts import transcript_digest
@@ -31,9 +35,11 @@ async def _nothing(_turn_id: str) -> None:
 
 class Conversations:
     def __init__(
-        self, engine: TurnEngine, supervisor: TurnSupervisor, store: PostgresTurnStore
+        self, engine: TurnEngine, supervisor: TurnSupervisor, store: PostgresTurnStore,
+        routers: Routers | None = None,
     ) -> None:
         self.engine, self.supervisor, self.store = engine, supervisor, store
+        self.routers = routers
 
     async def create(
         self, tenant: str, metadata: dict[str, Any], *, eval_run: str | None = None
@@ -78,10 +84,12 @@ class Conversations:
         if not request.stream:
             return await self.run(tenant, conversation_id, request, on_started=on_started)
         engine = self.engine
-        turn_id = await engine.start_turn(tenant, conversation_id, request)
+        request, route = await self._routed(tenant, request)
+        turn_id = await engine.start_turn(tenant, conversation_id, request, route)
         await on_started(turn_id)
         return self.supervisor.follow(
-            lambda emit: engine.run_turn(tenant, conversation_id, turn_id, request, emit)
+            lambda emit: engine.run_turn(tenant, conversation_id, turn_id, request, emit,
+                                         route=route)
         )
 
     async def run(
@@ -92,10 +100,23 @@ class Conversations:
         """Start a turn and run it to its end under the supervisor, telling `emit` each event;
         `stand_in` answers the calls it takes in place of their tools."""
         engine = self.engine
-        turn_id = await engine.start_turn(tenant, conversation_id, request)
+        request, route = await self._routed(tenant, request)
+        turn_id = await engine.start_turn(tenant, conversation_id, request, route)
         await on_started(turn_id)
         return await self.supervisor.outcome(
-            engine.run_turn(tenant, conversation_id, turn_id, request, emit, stand_in))
+            engine.run_turn(tenant, conversation_id, turn_id, request, emit, stand_in,
+                            route=route))
+
+    async def _routed(self, tenant: str, request: TurnRequest
+                      ) -> tuple[TurnRequest, Route | None]:
+        """A turn that asks for `"model": "auto"` goes to the backend the tenant's router
+        chooses for its message (planner/routing.py)."""
+        if request.model != AUTO_MODEL:
+            return request, None
+        if self.routers is None:
+            raise NoRouter(tenant)
+        route = await self.routers.route(tenant, request.message, set(self.engine.models))
+        return msgspec.structs.replace(request, model=route.chosen), route
 
     async def answer(
         self, tenant: str, turn_id: str, call_id: str, decision: Decision, stream: bool

@@ -71,6 +71,7 @@ from planner.records import (
     TurnRequest,
     Waiting,
 )
+from planner.routing import Route
 from planner.statuses import TurnStatus
 from planner.text_calls import StreamedText
 from planner.tracing import TurnTracer, mark_error
@@ -156,23 +157,28 @@ class TurnEngine:
         return await self.store.open_conversation(tenant, metadata, history, model=backend,
                                                   owner=self.owner)
 
-    async def start_turn(self, tenant: str, conversation_id: str, request: TurnRequest) -> str:
-        """Write the running turn and its user message; raises TurnConflict if one runs."""
+    async def start_turn(self, tenant: str, conversation_id: str, request: TurnRequest,
+                         route: Route | None = None) -> str:
+        """Write the running turn (with the router's decision that chose its backend, if one
+        did) and its user message; raises TurnConflict if one runs."""
         model = self.model_for(request.model)
         if self.candidates.ranks(tenant, request.candidate_k):
             # The message is the turn's first search: it is embedded while the turn is written.
             self.registry.prefetch(tenant, request.message)
         return await self.store.begin_turn(tenant, conversation_id, request,
-                                           model=model.backend.name, owner=self.owner)
+                                           model=model.backend.name, owner=self.owner,
+                                           route=route)
 
     async def run_turn(
         self, tenant: str, conversation_id: str, turn_id: str, request: TurnRequest,
-        emit: EventSink = ignore, stand_in: StandIn | None = None,
+        emit: EventSink = ignore, stand_in: StandIn | None = None, *,
+        route: Route | None = None,
     ) -> TurnResult:
         """Run a started turn to its end; failures are recorded and reported, never raised.
-        `stand_in` answers the calls it takes in place of their tools (eval runs)."""
+        `stand_in` answers the calls it takes in place of their tools (eval runs); `route` is
+        the router's decision that chose its backend."""
         turn = self._turn_state(tenant, conversation_id, turn_id, request, emit)
-        turn.stand_in = stand_in
+        turn.stand_in, turn.route = stand_in, route
         await emit(TurnStarted(turn_id=turn_id, conversation_id=conversation_id,
                                mode=request.mode, model=turn.model.backend.name))
         return await self._traced(turn, self._run, None)
@@ -235,6 +241,8 @@ class TurnEngine:
                               model=turn.model.backend.model, traceparent=traceparent) as span:
             if traceparent is None:
                 turn.traceparent = _traceparent(span)
+            if turn.route is not None:
+                self.tracer.route(span, turn.route)
             self.running.add(turn.id)
             try:
                 result = await self._run_guarded(turn, work)
@@ -640,5 +648,6 @@ def _result(
         error=error,
         pending=list(turn.pending),
         usage_by_backend=usage_by_backend(turn.model.backend.name, turn.usage, turn.calls),
+        route=turn.route,
     )
 

@@ -9,6 +9,7 @@ import msgspec
 
 from planner.messages import Usage
 from planner.plan import PlanStep
+from planner.routing import Route
 from planner.statuses import TurnStatus, WaitsFor
 from tools.errors import FieldError
 from tools.outcome import CallOutcome
@@ -150,6 +151,8 @@ class TurnResult(msgspec.Struct, frozen=True, kw_only=True):
     """What a paused turn (`awaiting_approval`, `requires_action`) waits on."""
     usage_by_backend: dict[str, Usage] = {}
     """`usage` by the backend that spent it: the turn's own, and each expert tool's."""
+    route: Route | None = None
+    """How a router chose the turn's backend, for a turn that asked for `"model": "auto"`."""
 
 
 def usage_by_backend(backend: str, total: Usage, calls: list[ToolCallRecord]

@@ -21,6 +21,7 @@ from planner.events import (
 )
 from planner.messages import AssistantToolCall, Usage
 from planner.records import Candidate, Conversation, StoredMessage, TurnRow
+from planner.routing import Route
 from planner.statuses import PAUSED_SQL, PAUSED_STATUSES, WAITING_SQL, waits_for
 from tools.outcome import ModelUsage
 
@@ -98,6 +99,7 @@ class TurnReads(PostgresTables):
         """A turn as the API reports it."""
         row = await self.pool.fetchrow(
             """SELECT conversation_id, status, model, answer, error::text, usage::text,
+                      route::text,
                       (SELECT m.reasoning FROM messages m
                        WHERE m.conversation_id = t.conversation_id AND m.turn_id = t.id
                          AND m.role = 'assistant'
@@ -118,6 +120,7 @@ class TurnReads(PostgresTables):
             tool_calls=calls, usage=usage,
             error=msgspec.json.decode(row["error"], type=Problem) if row["error"] else None,
             usage_by_backend=usage_by_backend(row["model"], usage, calls),
+            route=msgspec.json.decode(row["route"], type=Route) if row["route"] else None,
         )
 
     async def call_records(self, turn_id: str) -> list[ToolCallRecord]:

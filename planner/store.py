@@ -23,6 +23,7 @@ from planner.records import (
     TurnRequest,
 )
 from planner.results import TurnReads, conversation_of, waiting_calls
+from planner.routing import Route
 from planner.statuses import ACTIVE_SQL
 from planner.transcripts import DIGEST_SQL
 from tools.storable import clean_text
@@ -95,6 +96,7 @@ class PostgresTurnStore(TurnReads, PauseQueries):
 
     async def begin_turn(
         self, tenant: str, conversation_id: str, request: TurnRequest, *, model: str, owner: str,
+        route: Route | None = None,
     ) -> str:
         """The running turn and its user message, in one statement; raises
         ConversationNotFound, or TurnConflict when the conversation has an active turn."""
@@ -105,8 +107,9 @@ class PostgresTurnStore(TurnReads, PauseQueries):
                        SELECT id FROM conversations WHERE tenant_id = $1 AND id = $3
                    ), turn AS (
                        INSERT INTO turns (tenant_id, id, conversation_id, status, mode, model,
-                                          request, owner)
-                       SELECT $1, $2, id, 'running', $4, $5, $6::jsonb, $7 FROM conversation
+                                          request, owner, route)
+                       SELECT $1, $2, id, 'running', $4, $5, $6::jsonb, $7, $9::jsonb
+                       FROM conversation
                        RETURNING id
                    ), message AS (
                        INSERT INTO messages ({_MESSAGE_COLUMNS})
@@ -115,6 +118,7 @@ class PostgresTurnStore(TurnReads, PauseQueries):
                    SELECT id FROM turn""",
                 tenant, turn_id, conversation_id, request.mode, model, jsonb_text(request),
                 owner, clean_text(request.message),
+                None if route is None else jsonb_text(route),
             )
         except asyncpg.UniqueViolationError as exc:
             raise await self._conflict(conversation_id) from exc

@@ -32,6 +32,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from planner.context import Fitted
 from planner.leaf_spans import AGENT_NAME, LeafSpans
 from planner.messages import ChatMessage, ModelReply, ModelRequest
+from planner.routing import Route
 from tools.outcome import CallOutcome
 from tools.redaction import Redactor
 
@@ -140,6 +141,18 @@ class TurnTracer:
                 redact(_messages_json(request.messages))
             )
         return self._leaf(f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes)
+
+    def route(self, span: Span, route: Route) -> None:
+        """A router's decision on the turn's span: the backend, why, and each candidate's
+        predicted success and cost."""
+        if not span.is_recording():
+            return
+        span.set_attributes({
+            "switchboard.route.router": route.router,
+            "switchboard.route.chosen": route.chosen,
+            "switchboard.route.why": route.why,
+            "switchboard.route.candidates": _json(msgspec.to_builtins(route.candidates)),
+        })
 
     def context(self, span: Span, fitted: Fitted, window: int, counted_by: str) -> None:
         """How the request was fitted to the context window, and how its tokens were

@@ -14,6 +14,7 @@ from planner.model_client import ChatModel
 from planner.plan import Plan
 from planner.prompt import READ_RESULT_ENTRY, REPLAN_ENTRY, SEARCH_TOOLS_ENTRY, tool_entry
 from planner.records import FinishedCall, StartedCall, TurnRequest
+from planner.routing import Route
 from planner.statuses import PausedStatus
 from planner.transcripts import NOTE_PREFIX
 from planner.turn_store import TurnStore
@@ -63,6 +64,8 @@ class TurnState:
         self.conversation_id, self.id = conversation_id, turn_id
         self.request, self.model, self.emit, self.max_steps = request, model, emit, max_steps
         self.stand_in = stand_in
+        self.route: Route | None = None
+        """The router's decision that chose this turn's backend, if one did."""
         self.recent_tools: list[str] = []
         """The tools the conversation's last turn called with success."""
         self.recent_requests: list[str] = []

@@ -20,6 +20,7 @@ from planner.records import (
     TurnRow,
     Waiting,
 )
+from planner.routing import Route
 from planner.statuses import PausedStatus, WaitsFor
 
 
@@ -71,6 +72,7 @@ class TurnStore(PauseStore, Protocol):
 
     async def begin_turn(
         self, tenant: str, conversation_id: str, request: TurnRequest, *, model: str, owner: str,
+        route: Route | None = None,
     ) -> str:
         """The running turn and its user message; raises ConversationNotFound, or TurnConflict
         when the conversation has a running or paused turn."""

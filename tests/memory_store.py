@@ -26,6 +26,7 @@ from planner.records import (
     TurnRow,
     Waiting,
 )
+from planner.routing import Route
 from planner.statuses import ACTIVE_STATUSES, PausedStatus, TurnStatus, WaitsFor
 from planner.store import exchanges
 from planner.turn_store import TurnStore
@@ -134,6 +135,7 @@ class MemoryTurnStore(TurnStore):
 
     async def begin_turn(
         self, tenant: str, conversation_id: str, request: TurnRequest, *, model: str, owner: str,
+        route: Route | None = None,
     ) -> str:
         conversation = self._conversation(tenant, conversation_id)
         active = next((t for t in conversation.turns if t.status in ACTIVE_STATUSES), None)

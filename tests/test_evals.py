@@ -231,7 +231,8 @@ async def test_a_run_names_unknown_backends_and_repeated_config_names(
         "set": set_id, "configs": [{"name": "a", "model": "gpt-9"}, {"name": "a"}]})
     assert response.status_code == 422
     assert [(e["pointer"], e["message"]) for e in response.json()["errors"]] == [
-        ("/configs/0/model", "unknown model backend 'gpt-9'; configured: default"),
+        ("/configs/0/model", "unknown model backend 'gpt-9'; configured: default (or 'auto', "
+                              "for a router's choice)"),
         ("/configs/1/name", "configuration 'a' is also item 0's; names must differ")]
     missing = await api.post("/v1/evals/runs", json={"set": "evset_x", "configs": [{"name": "a"}]})
     assert missing.status_code == 422

@@ -106,12 +106,14 @@ class ToolRegistry:
         context: Sequence[str],
     ) -> list[SearchHit]:
         pending = self._prefetched.pop(query, None)
-        if pending is None:
-            texts = search_texts(query)
-            vectors = await self.embedder.embed(texts)
-        else:
+        texts = search_texts(query)
+        if pending is not None:
             texts, future = pending
             vectors = await future
+        elif query in self._asked and len(texts) == 1:  # asked already (a router's decision)
+            vectors = self._asked[query][None, :]
+        else:
+            vectors = await self.embedder.embed(texts)
         self._asked[query] = vectors[0]
         while len(self._asked) > ASKED:
             self._asked.popitem(last=False)
@@ -121,6 +123,16 @@ class ToolRegistry:
         earlier = [QueryPart(text=t, vector=v) for t, v in zip(context, moved[1:], strict=True)]
         return index.search(moved[0], query, k, namespace=namespace, tags=tags, parts=parts,
                             context=earlier)
+
+    async def vector_of(self, query: str) -> Vectors:
+        """The embedding of a request, shared with its search: the one being prefetched for it,
+        or one of a recent search, or made now (and kept for the search to come)."""
+        pending = self._prefetched.get(query)
+        if pending is not None:
+            return (await pending[1])[0]
+        if query not in self._asked:
+            self._asked[query] = (await self.embedder.embed([query]))[0]
+        return self._asked[query]
 
     def _framed(self, vector: Vectors, shift: Vectors | None) -> Vectors:
         return vector if shift is None else framed(vector, shift, self.weights.framing)

@@ -31,6 +31,7 @@ from planner.conversations import Conversations, Ran
 from planner.errors import UnknownModel
 from planner.events import TurnResult
 from planner.records import ClientOutput
+from planner.routing import AUTO_MODEL
 
 
 @post(
@@ -70,6 +71,8 @@ async def create_chat_completion(
 
 
 def _check_model(conversations: Conversations, model: str) -> None:
+    if model == AUTO_MODEL:  # the tenant's router chooses (planner/routing.py)
+        return
     try:
         conversations.backend(model)
     except UnknownModel as exc:
@@ -84,7 +87,8 @@ async def _conversation(conversations: Conversations, tenant: str, ask: ChatAsk)
     continued = await conversations.continued_by(tenant, ask.history)
     if continued is not None:
         return continued
-    return await conversations.open(tenant, ask.metadata, ask.history, ask.turn.model)
+    model = None if ask.turn.model == AUTO_MODEL else ask.turn.model
+    return await conversations.open(tenant, ask.metadata, ask.history, model)
 
 
 async def _send_outputs(

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from planner.records import Mode
+from planner.routing import AUTO_MODEL
 from tools.errors import FieldError
 from tools.spec import full_match
 from tools.validation import pointer
@@ -40,7 +41,8 @@ class RunIn(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def run_errors(run: RunIn, backends: list[str]) -> list[FieldError]:
-    """Configuration names must differ, and each model be a configured backend."""
+    """Configuration names must differ, and each model be a configured backend (or "auto",
+    which the tenant's router chooses)."""
     errors: list[FieldError] = []
     seen: dict[str, int] = {}
     for i, config in enumerate(run.configs):
@@ -49,8 +51,9 @@ def run_errors(run: RunIn, backends: list[str]) -> list[FieldError]:
                                      f"configuration {config.name!r} is also item "
                                      f"{seen[config.name]}'s; names must differ", index=i))
         seen.setdefault(config.name, i)
-        if config.model is not None and config.model not in backends:
+        if config.model is not None and config.model not in [*backends, AUTO_MODEL]:
             errors.append(FieldError(pointer("configs", i, "model"),
                                      f"unknown model backend {config.model!r}; configured: "
-                                     f"{', '.join(backends)}", index=i))
+                                     f"{', '.join(backends)} (or {AUTO_MODEL!r}, for a "
+                                     "router's choice)", index=i))
     return errors

@@ -1,0 +1,123 @@
+"""Routers over HTTP: trained from an eval run of two backends of known skill, a router sends
+each `"model": "auto"` turn where its training says, and the turn and its trace say why."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from planner.evals.bfcl import bfcl_cases
+from tests.eval_models import ANSWERS, QUESTIONS, case_model
+from tests.scripted_model import ScriptedModel, scripted_model
+from tests.test_evals import backends, finished, register, slice_set
+from tests.test_tracing import stored_trace
+from tests.tool_server import ToolServer
+
+PARSED = bfcl_cases(QUESTIONS, ANSWERS)[1]
+SINGLE = "What is the weather in Oslo right now?"
+MULTI = "Weather in Paris and in Rome, please."
+
+
+@pytest.fixture
+async def models() -> AsyncIterator[tuple[ScriptedModel, ScriptedModel]]:
+    """`oracle` right on every case; `sloppy` (cheap) right only on single-call cases."""
+    multi = {i for i, c in enumerate(PARSED) if len(c.turns[0].expected_calls) > 1}
+    async with scripted_model(responder=case_model(PARSED, one_at_a_time=False)) as oracle, \
+            scripted_model(responder=case_model(PARSED, one_at_a_time=False,
+                                                drops=lambda i: i in multi)) as sloppy:
+        yield oracle, sloppy
+
+
+@pytest.fixture
+async def api(start_app: Callable[..., Any], database_url: str, tools: ToolServer,
+              models: tuple[ScriptedModel, ScriptedModel]) -> httpx.AsyncClient:
+    oracle, sloppy = models
+    app = await start_app(database_url, model_url=oracle.url,
+                          model_backends=backends(oracle=oracle.url, sloppy=sloppy.url))
+    specs, _cases = slice_set()
+    await register(app.client, specs, f"{tools.url}/weather", idempotent=True)
+    client: httpx.AsyncClient = app.client
+    return client
+
+
+async def trained(api: httpx.AsyncClient, **objective: float) -> dict[str, Any]:
+    _specs, cases = slice_set()
+    set_id = (await api.post("/v1/evals/sets", json={"name": "slice", "cases": cases})
+              ).json()["id"]
+    run = await api.post("/v1/evals/runs", json={
+        "set": set_id, "configs": [{"name": "strong", "model": "oracle", "candidate_k": 16},
+                                   {"name": "cheap", "model": "sloppy", "candidate_k": 16}]})
+    assert run.status_code == 202, run.text
+    report = await finished(api, run.json()["id"])
+    assert [(r["config"], r["accuracy"]) for r in report["results"]] == [
+        ("strong", 1.0), ("cheap", 0.5)]
+    made = await api.post("/v1/routers", json={"name": "main", "eval_run": run.json()["id"],
+                                               "objective": objective})
+    assert made.status_code == 201, made.text
+    router: dict[str, Any] = made.json()
+    return router
+
+
+async def auto_turn(api: httpx.AsyncClient, message: str) -> dict[str, Any]:
+    conversation = (await api.post("/v1/conversations", json={})).json()["id"]
+    response = await api.post(f"/v1/conversations/{conversation}/turns",
+                              json={"message": message, "model": "auto", "candidate_k": 16})
+    assert response.status_code == 200, response.text
+    turn: dict[str, Any] = response.json()
+    return turn
+
+
+async def test_a_router_sends_each_turn_where_its_eval_run_says_it_is_answered_cheapest(
+    api: httpx.AsyncClient, models: tuple[ScriptedModel, ScriptedModel]
+) -> None:
+    router = await trained(api, min_accuracy=0.9)
+    assert (router["name"], router["backends"], router["cases"]) == (
+        "main", ["oracle", "sloppy"], 8)
+    oracle, sloppy = models
+    asked_before = (len(oracle.requests), len(sloppy.requests))
+    single = await auto_turn(api, SINGLE)
+    multi = await auto_turn(api, MULTI)
+    assert (single["route"]["chosen"], multi["route"]["chosen"]) == ("sloppy", "oracle")
+    assert single["status"] == multi["status"] == "completed"
+    assert single["usage_by_backend"].keys() == {"sloppy"}
+    # Each turn's model calls went to the backend chosen for it.
+    assert (len(oracle.requests) - asked_before[0], len(sloppy.requests) - asked_before[1]) \
+        == (2, 2)
+    assert single["route"]["why"] == ("the cheapest backend predicted right at least 90% of "
+                                      "the time (100%)")
+    oracle_said, sloppy_said = multi["route"]["candidates"]
+    assert (oracle_said["backend"], oracle_said["success"]) == ("oracle", 1.0)
+    # The nearest cases all failed on sloppy; the far ones count next to nothing.
+    assert sloppy_said["backend"] == "sloppy" and sloppy_said["success"] < 0.01
+    assert oracle_said["cost"] > 10 * sloppy_said["cost"]
+    stored = (await api.get(f"/v1/turns/{multi['id']}")).json()
+    assert stored["route"] == multi["route"]
+    spans = (await stored_trace(api, multi["id"]))["spans"]
+    [root] = [s for s in spans if s["parent_span_id"] is None]
+    assert (root["attributes"]["switchboard.route.chosen"],
+            root["attributes"]["switchboard.route.router"]) == ("oracle", "main")
+
+
+async def test_a_cost_ceiling_keeps_every_turn_on_the_cheap_backend(
+    api: httpx.AsyncClient,
+) -> None:
+    await trained(api, max_cost=0.0001)
+    multi = await auto_turn(api, MULTI)
+    assert multi["route"]["chosen"] == "sloppy"
+    assert multi["route"]["why"].startswith("the backend likeliest right (0%) at a predicted "
+                                            "cost within")
+
+
+async def test_auto_without_a_router_is_a_422_saying_how_to_make_one(
+    api: httpx.AsyncClient,
+) -> None:
+    conversation = (await api.post("/v1/conversations", json={})).json()["id"]
+    response = await api.post(f"/v1/conversations/{conversation}/turns",
+                              json={"message": SINGLE, "model": "auto"})
+    assert response.status_code == 422
+    assert response.json()["detail"] == (
+        "model 'auto' needs a router, and this tenant has none: train one from an eval run "
+        "with POST /v1/routers")
