@@ -6,7 +6,6 @@ CREATE TABLE routers (
     name        text NOT NULL,
     eval_run    text NOT NULL REFERENCES eval_runs (id),
     objective   jsonb NOT NULL,
-    neighbours  integer NOT NULL,
     trained     jsonb NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
     UNIQUE (tenant_id, name)

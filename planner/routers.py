@@ -4,6 +4,7 @@ it on every replica without a restart."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime
 from typing import Any
@@ -62,25 +63,26 @@ class Routers:
         outcomes = [(backend_of[o.config], o.case_id, o.passed, _cost(o.turns))
                     for o in await self.evals.outcomes(tenant, body.eval_run)
                     if o.config in backend_of]
-        trained = train({c.id: c.turns[0].user for c in cases}, outcomes)
-        if not trained.texts:
+        texts = {c.id: c.turns[0].user for c in cases
+                 if any(case == c.id for _, case, *_ in outcomes)}
+        if not texts:
             raise RouterUntrainable(body.eval_run)
+        embedded = await self.registry.embedder.embed(list(texts.values()))
+        vectors = dict(zip(texts, embedded, strict=True))
+        trained = await asyncio.to_thread(train, texts, vectors, outcomes)
         router = Router(id=new_id("rtr"), name=body.name, eval_run=body.eval_run,
-                        objective=body.objective, neighbours=body.neighbours, trained=trained)
+                        objective=body.objective, trained=trained)
         created = await self.pool.fetchval(
-            """INSERT INTO routers (tenant_id, id, name, eval_run, objective, neighbours,
-                                    trained)
-               VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7::jsonb)
+            """INSERT INTO routers (tenant_id, id, name, eval_run, objective, trained)
+               VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb)
                ON CONFLICT (tenant_id, name) DO UPDATE SET id = EXCLUDED.id,
                    eval_run = EXCLUDED.eval_run, objective = EXCLUDED.objective,
-                   neighbours = EXCLUDED.neighbours, trained = EXCLUDED.trained,
-                   created_at = clock_timestamp()
+                   trained = EXCLUDED.trained, created_at = clock_timestamp()
                RETURNING created_at""",
             tenant, router.id, router.name, router.eval_run,
-            _objective.encode(router.objective).decode(), router.neighbours,
-            msgspec.json.encode(trained).decode(),
+            _objective.encode(router.objective).decode(), msgspec.json.encode(trained).decode(),
         )
-        self._ready[tenant] = (await self._prepared(router), time.monotonic())
+        self._ready[tenant] = (ReadyRouter(router), time.monotonic())
         return _summary(router, created)
 
     async def list(self, tenant: str) -> list[RouterSummary]:
@@ -106,28 +108,25 @@ class Routers:
         if held is not None and held[0].router.id == row["id"]:
             ready = held[0]
         else:
-            ready = await self._prepared(_router(row))
+            ready = ReadyRouter(_router(row))
         self._ready[tenant] = (ready, time.monotonic())
         return ready
 
-    async def _prepared(self, router: Router) -> ReadyRouter:
-        return ReadyRouter(router, await self.registry.embedder.embed(router.trained.texts))
 
-
-_SELECT = """SELECT id, name, eval_run, objective::text, neighbours, trained::text, created_at
+_SELECT = """SELECT id, name, eval_run, objective::text, trained::text, created_at
              FROM routers"""
 
 
 def _router(row: asyncpg.Record) -> Router:
     return Router(id=row["id"], name=row["name"], eval_run=row["eval_run"],
                   objective=msgspec.json.decode(row["objective"], type=Objective),
-                  neighbours=row["neighbours"], trained=_trained.decode(row["trained"]))
+                  trained=_trained.decode(row["trained"]))
 
 
 def _summary(router: Router, created_at: datetime) -> RouterSummary:
     return RouterSummary(id=router.id, name=router.name, eval_run=router.eval_run,
                          objective=msgspec.to_builtins(router.objective),
-                         backends=router.trained.backends, cases=len(router.trained.texts),
+                         backends=router.trained.backends, cases=router.trained.cases,
                          created_at=created_at)
 
 

@@ -1,12 +1,14 @@
 """Routing: a turn that asks for `"model": "auto"` goes to the cheapest backend expected to
 answer it well. A router is trained from an eval run: each case's message, and how each backend
-did on it (right or not, at what cost). A request's chance on a backend is predicted from the
-cases most like it (similarity-weighted, as RouteLLM's simplest router does), on the message
-embeddings retrieval already computes."""
+did on it (right or not, at what cost). Each backend's chance of answering a request right is
+predicted by a small logistic classifier on the message embedding retrieval already computes
+(RouteLLM's classifier routers, in their smallest form); its cost is its mean cost per turn in
+the run."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Annotated
 
 import msgspec
@@ -16,9 +18,10 @@ from tools.embed import Vectors
 
 AUTO_MODEL = "auto"
 """The model a turn names to have a router choose its backend."""
-NEIGHBOUR_TEMPERATURE = 0.05
-"""How sharply the nearest cases count more (cosine units): a case 0.05 less similar weighs
-1/e as much."""
+L2 = 0.003
+"""The classifiers' L2 penalty, chosen by two-fold cross-validation inside the training half
+of bench/routing.py's BFCL cases (0.0003 to 0.1 tried)."""
+STEPS, RATE = 2000, 0.5
 
 
 class Objective(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -33,20 +36,17 @@ class RouterIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
     eval_run: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
     objective: Objective
-    neighbours: Annotated[int, msgspec.Meta(ge=1, le=256)] = 16
-    """How many of the run's cases most like a request predict for it."""
 
 
 class Trained(msgspec.Struct, frozen=True, kw_only=True):
-    """What a router learnt from its eval run: for each case, its message, and for each
-    backend its share of right answers (NaN where the run did not try it) and its cost."""
+    """What a router learnt from its eval run: for each backend, a classifier's weights over
+    the message embedding (the last one its bias) and its mean cost per turn (None when it has
+    no price)."""
 
     backends: list[str]
-    texts: list[str]
-    right: list[list[float | None]]
-    """None where the run did not try the backend on the case."""
-    cost: list[list[float | None]]
-    """Cost per turn; None where it is not known (the backend has no price)."""
+    cases: int
+    weights: list[list[float]]
+    cost: list[float | None]
 
 
 class RouteCandidate(msgspec.Struct, frozen=True, kw_only=True):
@@ -71,40 +71,26 @@ class Router(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     eval_run: str
     objective: Objective
-    neighbours: int
     trained: Trained
 
 
 class ReadyRouter:
-    """A router with its cases' vectors, ready to decide."""
+    """A router with its classifiers as one matrix, ready to decide."""
 
-    def __init__(self, router: Router, vectors: Vectors) -> None:
+    def __init__(self, router: Router) -> None:
         self.router = router
-        self.vectors = vectors
-        self.right = _array(router.trained.right)
-        self.cost = _array(router.trained.cost)
+        self.weights = np.array(router.trained.weights, dtype=np.float64)
 
     def decide(self, query: Vectors, usable: set[str] | None = None) -> Route:
-        """The backend for a request whose (normalised) embedding is `query`, among those
-        `usable` (all, when None)."""
+        """The backend for a request whose embedding is `query`, among those `usable` (all,
+        when None)."""
         trained = self.router.trained
-        sims = self.vectors @ query
-        nearest = np.argsort(-sims)[: self.router.neighbours]
-        weights = np.exp((sims[nearest] - sims[nearest].max()) / NEIGHBOUR_TEMPERATURE)
-        candidates = []
-        for b, name in enumerate(trained.backends):
-            if usable is not None and name not in usable:
-                continue
-            right, cost = self.right[nearest, b], self.cost[nearest, b]
-            tried = ~np.isnan(right)
-            if not tried.any():
-                continue
-            success = float(np.average(right[tried], weights=weights[tried]))
-            predicted = (None if np.isnan(cost[tried]).any()
-                         else float(np.average(cost[tried], weights=weights[tried])))
-            candidates.append(RouteCandidate(backend=name, success=round(success, 4),
-                                             cost=None if predicted is None
-                                             else round(predicted, 8)))
+        success = _sigmoid(self.weights @ np.append(query, 1.0))
+        candidates = [
+            RouteCandidate(backend=name, success=round(float(success[b]), 4),
+                           cost=trained.cost[b])
+            for b, name in enumerate(trained.backends) if usable is None or name in usable
+        ]
         chosen, why = _choose(candidates, self.router.objective)
         return Route(router=self.router.name, chosen=chosen, candidates=candidates, why=why)
 
@@ -133,40 +119,44 @@ def _choose(candidates: list[RouteCandidate], objective: Objective) -> tuple[str
     return best.backend, f"no backend is predicted to cost at most {limit:g}; the cheapest"
 
 
-def train(texts: dict[str, str], outcomes: list[tuple[str, str, bool, float | None]]
-          ) -> Trained:
-    """From an eval run: each case's message by case id, and each outcome as (backend, case
+def train(texts: dict[str, str], vectors: dict[str, Vectors],
+          outcomes: Sequence[tuple[str, str, bool, float | None]]) -> Trained:
+    """From an eval run: each case's embedding by case id, and each outcome as (backend, case
     id, passed, cost). A backend tried more than once on a case (repeats, or two configurations
-    on one backend) is averaged."""
+    on one backend) learns from its share of right answers there."""
     backends = sorted({backend for backend, *_ in outcomes})
-    cases = sorted({case for _, case, *_ in outcomes if case in texts})
-    row = {case: i for i, case in enumerate(cases)}
-    column = {name: i for i, name in enumerate(backends)}
-    right = np.zeros((len(cases), len(backends)))
-    cost = np.zeros((len(cases), len(backends)))
-    counts = np.zeros((len(cases), len(backends)))
-    unpriced = np.zeros((len(cases), len(backends)), dtype=bool)
-    for backend, case, passed, spent in outcomes:
-        if case not in row:
-            continue
-        at = (row[case], column[backend])
-        right[at] += passed
-        counts[at] += 1
-        if spent is None:
-            unpriced[at] = True
-        else:
-            cost[at] += spent
-    with np.errstate(invalid="ignore", divide="ignore"):
-        right, cost = right / counts, cost / counts
-    cost[unpriced] = np.nan
-    return Trained(backends=backends, texts=[texts[c] for c in cases],
-                   right=_listed(right), cost=_listed(cost))
+    weights, costs = [], []
+    for backend in backends:
+        mine = [(case, passed, cost) for b, case, passed, cost in outcomes
+                if b == backend and case in vectors]
+        by_case: dict[str, list[float]] = {}
+        for case, passed, _cost in mine:
+            by_case.setdefault(case, []).append(float(passed))
+        cases = sorted(by_case)
+        x = np.array([vectors[c] for c in cases], dtype=np.float64).reshape(len(cases), -1)
+        y = np.array([np.mean(by_case[c]) for c in cases])
+        weights.append(_fit(x, y).tolist())
+        spent = [cost for _case, _passed, cost in mine]
+        costs.append(None if not spent or any(c is None for c in spent)
+                     else float(np.mean([c for c in spent if c is not None])))
+    return Trained(backends=backends, cases=len({c for _, c, *_ in outcomes if c in texts}),
+                   weights=weights, cost=costs)
 
 
-def _listed(values: np.ndarray) -> list[list[float | None]]:
-    return [[None if math.isnan(v) else float(v) for v in row] for row in values]
+def _fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Logistic regression by gradient descent, with an L2 penalty on all but the bias; the
+    targets may be shares (a backend right on a case once in two tries)."""
+    with_bias = np.hstack([x, np.ones((len(x), 1))])
+    w = np.zeros(with_bias.shape[1])
+    if len(x) == 0:
+        return w
+    penalty = np.ones_like(w)
+    penalty[-1] = 0.0
+    for _ in range(STEPS):
+        gradient = with_bias.T @ (_sigmoid(with_bias @ w) - y) / len(y) + L2 * penalty * w
+        w -= RATE * gradient
+    return w
 
 
-def _array(values: list[list[float | None]]) -> np.ndarray:
-    return np.array([[np.nan if v is None else v for v in row] for row in values],
-                    dtype=np.float64).reshape(len(values), -1)
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
