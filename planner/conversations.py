@@ -115,7 +115,8 @@ class Conversations:
             return request, None
         if self.routers is None:
             raise NoRouter(tenant)
-        route = await self.routers.route(tenant, request.message, set(self.engine.models))
+        route = await self.routers.route(tenant, request.message,
+                                         self.engine.usable_backends())
         return msgspec.structs.replace(request, model=route.chosen), route
 
     async def answer(

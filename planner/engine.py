@@ -17,6 +17,7 @@ import msgspec
 from opentelemetry import trace
 from opentelemetry.trace import Span, format_span_id, format_trace_id
 
+from planner.breakers import Breakers
 from planner.calls import CallRunner, WaitLimits
 from planner.candidates import Candidates
 from planner.context import REPLY_TOKENS, Fitted, TokenCounter, fit
@@ -24,6 +25,7 @@ from planner.errors import (
     CallNotWaiting,
     DecisionInvalid,
     ModelResponseError,
+    ModelUnavailable,
     PlannerError,
     UnknownModel,
 )
@@ -48,6 +50,7 @@ from planner.messages import (
     Delta,
     ModelReply,
     ModelRequest,
+    Usage,
 )
 from planner.model_client import ChatModel
 from planner.plan import Plan, PlanProblem, loose_plan_schema, parse_plan, plan_schema
@@ -138,6 +141,7 @@ class TurnEngine:
         waits = WaitLimits(approval_s=settings.approval_timeout_s,
                            output_s=settings.client_tool_timeout_s)
         self.candidates = Candidates(registry, store, self.tracer, settings.candidate_k)
+        self.breakers = Breakers()
         self.calls = CallRunner(runner, self.candidates.more, self.tracer,
                                 max_parallel=settings.max_parallel_calls, waits=waits)
 
@@ -500,7 +504,48 @@ class TurnEngine:
         on_plan_text: Callable[[str], None] | None = None,
     ) -> ModelReply:
         """One model call; its text streams out as message deltas, or a plan's to
-        `on_plan_text`."""
+        `on_plan_text`. A backend that is down has its breaker opened (planner/breakers.py);
+        a routed turn then goes on with the next backend its router allows, if nothing of
+        the reply was shown yet, and is not sent to a backend whose breaker is open."""
+        while True:
+            backend = turn.model.backend
+            shown: list[bool] = []
+            try:
+                if turn.route is not None:  # a turn that named its backend tries it anyway
+                    self.breakers.check(backend.name, backend.base_url)
+                reply = await self._call_once(turn, system, tool_choice, phase,
+                                              response_format, on_plan_text, shown)
+            except ModelUnavailable as exc:
+                self.breakers.trip(backend.name, exc.reason)
+                if shown or not await self._fall_back_from(turn, exc):
+                    raise
+                continue
+            self.breakers.reset(backend.name)
+            return reply
+
+    async def _fall_back_from(self, turn: TurnState, failure: ModelUnavailable) -> bool:
+        """Move a routed turn to the next backend its router allows; whether there was one.
+        The move is kept on the turn (its route and model) and is an event on its span."""
+        down = turn.model.backend.name
+        route = None if turn.route is None else turn.route.without(down, failure.reason)
+        if route is None:
+            return False
+        trace.get_current_span().add_event("switchboard.route.fallback", {
+            "from": down, "to": route.chosen, "reason": failure.reason})
+        turn.route, turn.model = route, self.models[route.chosen]
+        await self.store.set_turn_route(turn.id, route)
+        return True
+
+    def usable_backends(self) -> set[str]:
+        """The backends whose breakers are closed (all of them, when none is)."""
+        usable = {name for name in self.models if self.breakers.closed(name)}
+        return usable or set(self.models)
+
+    async def _call_once(
+        self, turn: TurnState, system: str, tool_choice: str, phase: str,
+        response_format: dict[str, Any] | None, on_plan_text: Callable[[str], None] | None,
+        shown_any: list[bool],
+    ) -> ModelReply:
         prompt = system_prompt(system, turn.request.instructions)
         messages, fitted = self._fit(turn, [ChatMessage(role="system", content=prompt),
                                             *turn.messages])
@@ -518,6 +563,7 @@ class TurnEngine:
                  if backend.text_tool_calls or backend.inline_thinking else None)
 
         async def on_delta(delta: Delta) -> None:
+            shown_any[:1] = [True]
             if phase == "plan" and isinstance(delta, ContentDelta):
                 if on_plan_text is not None:
                     on_plan_text(delta.text)
@@ -545,6 +591,7 @@ class TurnEngine:
         if fitted is not None:
             self._counter(turn).learn(fitted.chars, reply.usage.prompt_tokens)
         turn.usage = turn.usage + reply.usage
+        turn.spent[backend.name] = turn.spent.get(backend.name, Usage()) + reply.usage
         return reply
 
     def _counter(self, turn: TurnState) -> TokenCounter:
@@ -647,7 +694,8 @@ def _result(
         usage=turn.usage,
         error=error,
         pending=list(turn.pending),
-        usage_by_backend=usage_by_backend(turn.model.backend.name, turn.usage, turn.calls),
+        usage_by_backend=usage_by_backend(turn.model.backend.name, turn.usage, turn.calls,
+                                          turn.spent),
         route=turn.route,
     )
 

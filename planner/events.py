@@ -155,16 +155,18 @@ class TurnResult(msgspec.Struct, frozen=True, kw_only=True):
     """How a router chose the turn's backend, for a turn that asked for `"model": "auto"`."""
 
 
-def usage_by_backend(backend: str, total: Usage, calls: list[ToolCallRecord]
-                     ) -> dict[str, Usage]:
+def usage_by_backend(backend: str, total: Usage, calls: list[ToolCallRecord],
+                     spent: dict[str, Usage] | None = None) -> dict[str, Usage]:
     """The turn's usage split by backend: what its calls of expert tools spent went to their
-    backends, the rest to the turn's own."""
-    spent = [(c.usage.backend, Usage.spent_by(c.usage)) for c in calls if c.usage is not None]
-    own = total
-    for _, usage in spent:
-        own = own - usage
-    split = {backend: own}
-    for name, usage in spent:
+    backends; what its own model calls spent to the backends in `spent` (a routed turn that
+    fell back used two), the rest to the turn's backend."""
+    experts = [(c.usage.backend, Usage.spent_by(c.usage)) for c in calls if c.usage is not None]
+    rest = total
+    for _, usage in [*experts, *(spent or {}).items()]:
+        rest = rest - usage
+    split = dict(spent or {})
+    split[backend] = split.get(backend, Usage()) + rest
+    for name, usage in experts:
         split[name] = split.get(name, Usage()) + usage
     return split
 

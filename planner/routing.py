@@ -64,6 +64,20 @@ class Route(msgspec.Struct, frozen=True, kw_only=True):
     chosen: str
     candidates: list[RouteCandidate]
     why: str
+    objective: Objective
+    down: list[str] = []
+    """Backends the turn could not use (their breakers open, or they failed it)."""
+
+    def without(self, down: str, reason: str) -> Route | None:
+        """The decision again without the backend that went down (its breaker open); None
+        when no candidate is left."""
+        gone = [*self.down, down]
+        left = [c for c in self.candidates if c.backend not in gone]
+        if not left:
+            return None
+        chosen, why = _choose(left, self.objective)
+        return msgspec.structs.replace(self, chosen=chosen, down=gone,
+                                       why=f"{down} is down ({reason}); {why}")
 
 
 class Router(msgspec.Struct, frozen=True, kw_only=True):
@@ -92,7 +106,8 @@ class ReadyRouter:
             for b, name in enumerate(trained.backends) if usable is None or name in usable
         ]
         chosen, why = _choose(candidates, self.router.objective)
-        return Route(router=self.router.name, chosen=chosen, candidates=candidates, why=why)
+        return Route(router=self.router.name, chosen=chosen, candidates=candidates, why=why,
+                     objective=self.router.objective)
 
 
 def _choose(candidates: list[RouteCandidate], objective: Objective) -> tuple[str, str]:

@@ -192,6 +192,11 @@ class PostgresTurnStore(TurnReads, PauseQueries):
                "plans": "UPDATE turns SET plans = $2::jsonb, heartbeat_at = now()"}[column]
         await self.progress.execute(sql + " WHERE id = $1", turn_id, jsonb_text(value))
 
+    async def set_turn_route(self, turn_id: str, route: Route) -> None:
+        """A routed turn moved to another backend: its route and its model."""
+        await self.pool.execute("UPDATE turns SET route = $2::jsonb, model = $3 WHERE id = $1",
+                                turn_id, jsonb_text(route), route.chosen)
+
     async def set_turn_trace(self, turn_id: str, trace_id: str, traceparent: str) -> None:
         """The turn's trace, so it can be found from the turn and continued when resumed."""
         await self.progress.execute(

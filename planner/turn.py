@@ -66,6 +66,8 @@ class TurnState:
         self.stand_in = stand_in
         self.route: Route | None = None
         """The router's decision that chose this turn's backend, if one did."""
+        self.spent: dict[str, Usage] = {}
+        """What this run of the turn's own model calls spent, by backend."""
         self.recent_tools: list[str] = []
         """The tools the conversation's last turn called with success."""
         self.recent_requests: list[str] = []

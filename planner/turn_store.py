@@ -82,6 +82,10 @@ class TurnStore(PauseStore, Protocol):
         """Every message of the conversation, in the order written."""
         ...
 
+    async def set_turn_route(self, turn_id: str, route: Route) -> None:
+        """A routed turn moved to another backend: its route and its model."""
+        ...
+
     async def last_candidates(self, tenant: str, conversation_id: str, turn_id: str
                               ) -> list[Candidate]:
         """The tool block of the conversation's latest turn before `turn_id`, in order."""

@@ -208,6 +208,9 @@ class MemoryTurnStore(TurnStore):
     async def set_turn_json(self, turn_id: str, column: TurnJson, value: Any) -> None:
         setattr(self._turns[turn_id], column, _json(value))
 
+    async def set_turn_route(self, turn_id: str, route: Route) -> None:
+        self._turns[turn_id].model = route.chosen
+
     async def set_turn_trace(self, turn_id: str, trace_id: str, traceparent: str) -> None:
         turn = self._turns[turn_id]
         turn.trace_id, turn.traceparent = trace_id, traceparent

@@ -11,7 +11,7 @@ import pytest
 
 from planner.evals.bfcl import bfcl_cases
 from tests.eval_models import ANSWERS, QUESTIONS, case_model
-from tests.scripted_model import ScriptedModel, scripted_model
+from tests.scripted_model import ScriptedFailure, ScriptedModel, scripted_model
 from tests.test_evals import backends, finished, register, slice_set
 from tests.test_tracing import stored_trace
 from tests.tool_server import ToolServer
@@ -120,3 +120,31 @@ async def test_auto_without_a_router_is_a_422_saying_how_to_make_one(
     assert response.json()["detail"] == (
         "model 'auto' needs a router, and this tenant has none: train one from an eval run "
         "with POST /v1/routers")
+
+
+async def test_a_backend_that_is_down_is_skipped_and_its_routed_turn_goes_on_with_the_next(
+    api: httpx.AsyncClient, models: tuple[ScriptedModel, ScriptedModel]
+) -> None:
+    await trained(api, min_accuracy=0.8)
+    _oracle, sloppy = models
+    sloppy.push(*[ScriptedFailure(status=503)] * 4)  # every attempt of the model client
+    fell_back = await auto_turn(api, SINGLE)
+    assert fell_back["status"] == "completed"
+    route = fell_back["route"]
+    assert (route["chosen"], route["down"]) == ("oracle", ["sloppy"])
+    assert route["why"].startswith("sloppy is down (")
+    assert fell_back["usage_by_backend"].keys() == {"oracle"}
+    assert (await api.get(f"/v1/turns/{fell_back['id']}")).json()["route"] == route
+    spans = (await stored_trace(api, fell_back["id"]))["spans"]
+    [root] = [s for s in spans if s["parent_span_id"] is None]
+    [event] = [e for e in root["events"] if e["name"] == "switchboard.route.fallback"]
+    assert (event["attributes"]["from"], event["attributes"]["to"]) == ("sloppy", "oracle")
+    # While its breaker is open, routing leaves it out; a turn that names it still tries it,
+    # and its answer closes the breaker.
+    next_turn = await auto_turn(api, SINGLE)
+    assert [c["backend"] for c in next_turn["route"]["candidates"]] == ["oracle"]
+    conversation = (await api.post("/v1/conversations", json={})).json()["id"]
+    named = await api.post(f"/v1/conversations/{conversation}/turns",
+                           json={"message": SINGLE, "model": "sloppy"})
+    assert named.json()["status"] == "completed"
+    assert (await auto_turn(api, SINGLE))["route"]["chosen"] == "sloppy"
