@@ -104,6 +104,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "MAX_PARALLEL_CALLS": ("engine.max_parallel_calls", "a positive integer"),
     "MAX_PLAN_STEPS": ("engine.max_plan_steps", "a positive integer"),
     "EAGER_PLANS": ("engine.eager_plans", "true or false"),
+    "JOIN_MODEL": ("engine.join_model", "the name of a model backend (MODEL_BACKENDS)"),
     "MAX_OUTPUT_BYTES": ("max_output_bytes", "a positive integer (bytes of tool output kept)"),
     "HISTORY_TOKEN_BUDGET": ("engine.history_token_budget", "a positive integer"),
     "TURN_LEASE_S": ("engine.turn_lease_s", "seconds, a positive number"),
@@ -152,7 +153,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if settings.model_context_window is not None and settings.model_context_window < 1024:
         raise SettingsError(f"MODEL_CONTEXT_WINDOW={settings.model_context_window}: expected "
                             f"{_ENV['MODEL_CONTEXT_WINDOW'][1]}")
-    model_backends(settings)
+    names = [b.name for b in model_backends(settings)]
+    join = settings.engine.join_model
+    if join is not None and join not in names:
+        raise SettingsError(f"JOIN_MODEL={join}: no such model backend; configured: "
+                            f"{', '.join(names)} (MODEL_BACKENDS)")
     return settings
 
 

@@ -105,6 +105,8 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True):
     tool_output_chars_in_history: int = 2000
     eager_plans: bool = True
     """A streamed plan's steps start as their JSON objects complete, before the plan does."""
+    join_model: str | None = None
+    """The backend of plan turns' joins and answers, when not the plan's own (JOIN_MODEL)."""
     turn_lease_s: float = 30.0
     approval_timeout_s: float = 86_400.0
     client_tool_timeout_s: float = 600.0
@@ -166,6 +168,7 @@ class TurnEngine:
         """Write the running turn (with the router's decision that chose its backend, if one
         did) and its user message; raises TurnConflict if one runs."""
         model = self.model_for(request.model)
+        self._join_model(request)  # an unknown one is refused before the turn is written
         if self.candidates.ranks(tenant, request.candidate_k):
             # The message is the turn's first search: it is embedded while the turn is written.
             self.registry.prefetch(tenant, request.message)
@@ -233,8 +236,16 @@ class TurnEngine:
     def _turn_state(self, tenant: str, conversation_id: str, turn_id: str,
                     request: TurnRequest, emit: EventSink) -> TurnState:
         max_steps = min(request.max_steps or self.settings.max_steps, self.settings.max_steps)
-        return TurnState(self.store, tenant, conversation_id, turn_id, request,
+        turn = TurnState(self.store, tenant, conversation_id, turn_id, request,
                          self.model_for(request.model), emit, max_steps)
+        turn.join = self._join_model(request)
+        return turn
+
+    def _join_model(self, request: TurnRequest) -> ChatModel | None:
+        """The backend of a plan turn's joins (and so of its answer), when it is not the
+        plan's: the request's `join_model`, else JOIN_MODEL."""
+        name = request.join_model or self.settings.join_model
+        return None if request.mode != "plan" or name is None else self.model_for(name)
 
     async def _traced(
         self, turn: TurnState, work: Callable[[TurnState], Awaitable[str | None]],
@@ -508,7 +519,9 @@ class TurnEngine:
         a routed turn then goes on with the next backend its router allows, if nothing of
         the reply was shown yet, and is not sent to a backend whose breaker is open."""
         while True:
-            backend = turn.model.backend
+            joins = phase == "join" and turn.join is not None
+            turn.current = turn.join if joins and turn.join is not None else turn.model
+            backend = turn.current.backend
             shown: list[bool] = []
             try:
                 if turn.route is not None:  # a turn that named its backend tries it anyway
@@ -517,7 +530,7 @@ class TurnEngine:
                                               response_format, on_plan_text, shown)
             except ModelUnavailable as exc:
                 self.breakers.trip(backend.name, exc.reason)
-                if shown or not await self._fall_back_from(turn, exc):
+                if shown or joins or not await self._fall_back_from(turn, exc):
                     raise
                 continue
             self.breakers.reset(backend.name)
@@ -556,7 +569,7 @@ class TurnEngine:
             enable_thinking=turn.request.thinking,
         )
 
-        backend, redact = turn.model.backend, turn.redactor()
+        backend, redact = turn.current.backend, turn.redactor()
         # Calls and thinking a backend writes into its text are not the answer's.
         shown = (StreamedText(tool_calls=backend.text_tool_calls,
                               thinking=backend.inline_thinking)
@@ -580,7 +593,7 @@ class TurnEngine:
                 self.tracer.context(span, fitted, backend.context_window or 0,
                                     self._counter(turn).method)
             try:
-                reply = await turn.model.complete(request, stream=turn.request.stream,
+                reply = await turn.current.complete(request, stream=turn.request.stream,
                                                   on_delta=on_delta)
             except PlannerError as exc:
                 mark_error(span, type(exc).__name__, str(exc))
@@ -595,14 +608,14 @@ class TurnEngine:
         return reply
 
     def _counter(self, turn: TurnState) -> TokenCounter:
-        return self.counters.setdefault(turn.model.backend.name, TokenCounter())
+        return self.counters.setdefault(turn.current.backend.name, TokenCounter())
 
     def _fit(self, turn: TurnState, messages: list[ChatMessage]
              ) -> tuple[list[ChatMessage], Fitted | None]:
         """The messages cut to the backend's context window (planner/context.py), if it has
         one. A cut result makes `read_result` callable, which adds to the tool block: the fit
         is then made again with it."""
-        backend = turn.model.backend
+        backend = turn.current.backend
         if backend.context_window is None:
             return messages, None
         reply = backend.max_completion_tokens or REPLY_TOKENS

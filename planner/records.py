@@ -26,6 +26,9 @@ class TurnRequest(msgspec.Struct, frozen=True, kw_only=True):
     mode: Mode = "auto"
     stream: bool = False
     model: str | None = None
+    join_model: str | None = None
+    """In plan mode, the backend of the joins and the answer (a small model can join what a
+    strong one planned); unset: JOIN_MODEL, else `model`."""
     max_steps: Annotated[int, msgspec.Meta(ge=1, le=64)] | None = None
     candidate_k: Annotated[int, msgspec.Meta(ge=1, le=64)] | None = None
     """How many tools retrieval offers; unset: CANDIDATE_K."""

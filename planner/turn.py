@@ -66,6 +66,10 @@ class TurnState:
         self.stand_in = stand_in
         self.route: Route | None = None
         """The router's decision that chose this turn's backend, if one did."""
+        self.current: ChatModel = model
+        """The backend of the model call under way: `model`, or `join` for a plan's join."""
+        self.join: ChatModel | None = None
+        """The backend of a plan turn's joins and answer, when not the plan's own."""
         self.spent: dict[str, Usage] = {}
         """What this run of the turn's own model calls spent, by backend."""
         self.recent_tools: list[str] = []
@@ -108,7 +112,8 @@ class TurnState:
         key (rebuilt only when the candidates change)."""
         if self._redactor is None or self._redactor_for != len(self.tools):
             secrets = [s for tool in self.tools.values() for s in tool.secrets()]
-            self._redactor = Redactor([*secrets, self.model.backend.api_key])
+            keys = [m.backend.api_key for m in (self.model, self.join) if m is not None]
+            self._redactor = Redactor([*secrets, *keys])
             self._redactor_for = len(self.tools)
         return self._redactor
 

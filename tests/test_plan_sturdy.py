@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 
-from tests.scripted_model import ScriptedFailure, ScriptedModel, ScriptedReply
+from tests.scripted_model import ScriptedFailure, ScriptedModel, ScriptedReply, scripted_model
 from tests.test_tracing import stored_trace
 from tests.test_turns import chat, new_conversation
-from tests.tool_server import ToolServer
+from tests.tool_server import ToolServer, http_tool
 
 __all__ = ["chat"]  # the fixture, used by name
 
@@ -128,3 +128,29 @@ async def test_a_join_that_calls_replan_gets_a_new_plan(
     assert [r.get("response_format") is not None for r in model.requests] == [
         True, False, True, False]
     assert [c.body["city"] for c in tools.calls("/weather")] == ["Bergen", "Oslo"]
+
+
+async def test_a_plan_turn_may_join_on_another_backend_than_it_plans_on(
+    start_app: Callable[..., Any], database_url: str, model: ScriptedModel, tools: ToolServer
+) -> None:
+    async with scripted_model(ScriptedReply(content="7 degrees.")) as small:
+        backends = json.dumps([{"name": "small", "base_url": small.url}])
+        app = await start_app(database_url, model_url=model.url, model_backends=backends)
+        weather = http_tool(f"{tools.url}/weather", "get_weather", "Current weather in a city",
+                            {"city": {"type": "string"}}, ["city"])
+        assert (await app.client.post("/v1/tools", json=weather)).status_code == 201
+        model.push(plan(("s1", "get_weather", {"city": "Oslo"})))
+        conversation = await new_conversation(app.client)
+        path = f"/v1/conversations/{conversation}/turns"
+        response = await app.client.post(path, json={
+            "message": "weather in Oslo", "mode": "plan", "join_model": "small"})
+        turn = response.json()
+        assert (turn["status"], turn["message"]["content"]) == ("completed", "7 degrees.")
+        assert [r.get("response_format") is not None for r in model.requests] == [True]
+        [joined] = small.requests
+        assert joined["messages"][-1]["role"] == "tool"
+        assert turn["usage_by_backend"].keys() == {"default", "small"}
+        unknown = await app.client.post(path, json={
+            "message": "weather in Oslo", "mode": "plan", "join_model": "tiny"})
+        assert unknown.status_code == 422
+        assert unknown.json()["detail"].startswith("unknown model backend 'tiny'")

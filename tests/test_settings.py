@@ -89,3 +89,10 @@ def test_the_default_backends_price_is_read_and_a_bad_one_is_refused() -> None:
     with pytest.raises(SettingsError) as refused:
         load_settings({"MODEL_PRICE": '{"input": -1, "output": 0.8}'})
     assert str(refused.value).startswith("MODEL_PRICE is invalid (Expected `float` >= 0")
+
+
+def test_a_join_model_that_names_no_backend_stops_start_up() -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"JOIN_MODEL": "small"})
+    assert str(raised.value) == ("JOIN_MODEL=small: no such model backend; configured: "
+                                 "default (MODEL_BACKENDS)")
