@@ -148,3 +148,29 @@ async def test_a_backend_that_is_down_is_skipped_and_its_routed_turn_goes_on_wit
                            json={"message": SINGLE, "model": "sloppy"})
     assert named.json()["status"] == "completed"
     assert (await auto_turn(api, SINGLE))["route"]["chosen"] == "sloppy"
+
+
+async def test_an_openai_compatible_request_for_model_auto_is_routed(
+    api: httpx.AsyncClient,
+) -> None:
+    await trained(api, min_accuracy=0.8)
+    response = await api.post("/v1/chat/completions", json={
+        "model": "auto", "messages": [{"role": "user", "content": MULTI}]})
+    assert response.status_code == 200, response.text
+    conversation = response.headers["x-switchboard-conversation"]
+    [turn] = (await api.get(f"/v1/conversations/{conversation}")).json()["turns"]
+    routed = (await api.get(f"/v1/turns/{turn['id']}")).json()
+    assert (turn["model"], routed["route"]["chosen"]) == ("oracle", "oracle")
+
+
+async def test_a_router_from_an_eval_run_that_does_not_exist_is_a_404(
+    api: httpx.AsyncClient,
+) -> None:
+    response = await api.post("/v1/routers", json={
+        "name": "main", "eval_run": "evrun_nope", "objective": {"min_accuracy": 0.9}})
+    assert response.status_code == 404
+    assert response.json()["detail"].startswith("eval run 'evrun_nope' not found")
+    typo = await api.post("/v1/routers", json={
+        "name": "main", "eval_run": "evrun_nope", "objective": {"min_acuracy": 0.9}})
+    assert typo.status_code == 422
+    assert (await api.get("/v1/routers")).json() == {"items": []}
