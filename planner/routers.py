@@ -26,10 +26,15 @@ _objective = msgspec.json.Encoder()
 
 
 class NoRouter(PlannerError):
-    def __init__(self, tenant: str) -> None:
+    def __init__(self, tenant: str, stale: str | None = None) -> None:
         self.tenant = tenant
-        super().__init__("model 'auto' needs a router, and this tenant has none: train one "
-                         "from an eval run with POST /v1/routers")
+        if stale is None:
+            super().__init__("model 'auto' needs a router, and this tenant has none: train one "
+                             "from an eval run with POST /v1/routers")
+        else:
+            super().__init__(f"model 'auto' needs a router, and router {stale!r} knows none of "
+                             "the backends configured now: train one from an eval run of "
+                             "them with POST /v1/routers")
 
 
 class RouterUntrainable(PlannerError):
@@ -93,6 +98,8 @@ class Routers:
     async def route(self, tenant: str, message: str, usable: set[str]) -> Route:
         """Where a turn with this message goes, among the `usable` backends."""
         ready = await self._latest(tenant)
+        if not usable & set(ready.router.trained.backends):
+            raise NoRouter(tenant, ready.router.name)
         vector = await self.registry.vector_of(message)
         return ready.decide(vector, usable)
 
