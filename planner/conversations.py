@@ -116,7 +116,7 @@ class Conversations:
         if self.routers is None:
             raise NoRouter(tenant)
         route = await self.routers.route(tenant, request.message,
-                                         self.engine.usable_backends())
+                                         self.engine.model_calls.usable_backends())
         return msgspec.structs.replace(request, model=route.chosen), route
 
     async def answer(

@@ -17,24 +17,19 @@ import msgspec
 from opentelemetry import trace
 from opentelemetry.trace import Span, format_span_id, format_trace_id
 
-from planner.breakers import Breakers
 from planner.calls import CallRunner, WaitLimits
 from planner.candidates import Candidates
-from planner.context import REPLY_TOKENS, Fitted, TokenCounter, fit
 from planner.errors import (
     CallNotWaiting,
     DecisionInvalid,
     ModelResponseError,
-    ModelUnavailable,
     PlannerError,
     UnknownModel,
 )
 from planner.events import (
-    MessageDelta,
     PendingCall,
     PlanCreated,
     Problem,
-    ReasoningDelta,
     TurnCompleted,
     TurnFailed,
     TurnPaused,
@@ -46,12 +41,9 @@ from planner.events import (
 )
 from planner.messages import (
     ChatMessage,
-    ContentDelta,
-    Delta,
     ModelReply,
-    ModelRequest,
-    Usage,
 )
+from planner.model_calls import ModelCalls
 from planner.model_client import ChatModel
 from planner.plan import Plan, PlanProblem, loose_plan_schema, parse_plan, plan_schema
 from planner.plan_dispatch import PlanDispatch
@@ -63,7 +55,6 @@ from planner.prompt import (
     SYSTEM_PLAN,
     close_dangling_calls,
     fit_history,
-    system_prompt,
 )
 from planner.records import (
     Approved,
@@ -76,7 +67,6 @@ from planner.records import (
 )
 from planner.routing import Route
 from planner.statuses import TurnStatus
-from planner.text_calls import StreamedText
 from planner.tracing import TurnTracer, mark_error
 from planner.transcripts import NOTE_PREFIX
 from planner.turn import EventSink, StandIn, TurnState, ignore
@@ -138,12 +128,11 @@ class TurnEngine:
         """Ids of the turns this engine is running now; the supervisor renews their leases."""
         self.tracer = tracer or TurnTracer()
         self.runner = runner
-        self.counters: dict[str, TokenCounter] = {}
-        """Each backend's token counter, calibrated by what its server reports."""
         waits = WaitLimits(approval_s=settings.approval_timeout_s,
                            output_s=settings.client_tool_timeout_s)
         self.candidates = Candidates(registry, store, self.tracer, settings.candidate_k)
-        self.breakers = Breakers()
+        self.model_calls = ModelCalls(models, store, self.tracer)
+
         self.calls = CallRunner(runner, self.candidates.more, self.tracer,
                                 max_parallel=settings.max_parallel_calls, waits=waits)
 
@@ -426,7 +415,7 @@ class TurnEngine:
                                 "again, corrected.")
                 dispatch = self._dispatch(turn, attempt)
                 eager = self._eager(turn, dispatch)
-                reply = await self._planning(dispatch, self._call_model(
+                reply = await self._planning(dispatch, self.model_calls.call(
                     turn, SYSTEM_PLAN, "none", "plan", response_format, eager))
                 continue
             break
@@ -480,7 +469,7 @@ class TurnEngine:
             response_format = {"type": "json_schema",
                                "json_schema": {"name": "plan", "schema": schema, "strict": True}}
             try:
-                reply = await self._call_model(turn, SYSTEM_PLAN, "none", "plan",
+                reply = await self.model_calls.call(turn, SYSTEM_PLAN, "none", "plan",
                                                response_format, self._eager(turn, dispatch))
             except ModelResponseError as exc:
                 if exc.status != 400:
@@ -503,130 +492,11 @@ class TurnEngine:
     async def _ask(self, turn: TurnState, system: str, tool_choice: str, phase: str) -> ModelReply:
         """One model call. A reply with tool calls is written by CallRunner with the rows of its
         calls; an answer is written with the turn's end (`complete_turn`)."""
-        reply = await self._call_model(turn, system, tool_choice, phase)
+        reply = await self.model_calls.call(turn, system, tool_choice, phase)
         if not reply.tool_calls:  # the answer: written with the turn's end
             turn.answer = (ChatMessage(role="assistant", content=reply.content), reply.reasoning)
             turn.messages.append(turn.answer[0])
         return reply
-
-    async def _call_model(
-        self, turn: TurnState, system: str, tool_choice: str, phase: str,
-        response_format: dict[str, Any] | None = None,
-        on_plan_text: Callable[[str], None] | None = None,
-    ) -> ModelReply:
-        """One model call; its text streams out as message deltas, or a plan's to
-        `on_plan_text`. A backend that is down has its breaker opened (planner/breakers.py);
-        a routed turn then goes on with the next backend its router allows, if nothing of
-        the reply was shown yet, and is not sent to a backend whose breaker is open."""
-        while True:
-            joins = phase == "join" and turn.join is not None
-            turn.current = turn.join if joins and turn.join is not None else turn.model
-            backend = turn.current.backend
-            shown: list[bool] = []
-            try:
-                if turn.route is not None:  # a turn that named its backend tries it anyway
-                    self.breakers.check(backend.name, backend.base_url)
-                reply = await self._call_once(turn, system, tool_choice, phase,
-                                              response_format, on_plan_text, shown)
-            except ModelUnavailable as exc:
-                self.breakers.trip(backend.name, exc.reason)
-                if shown or joins or not await self._fall_back_from(turn, exc):
-                    raise
-                continue
-            self.breakers.reset(backend.name)
-            return reply
-
-    async def _fall_back_from(self, turn: TurnState, failure: ModelUnavailable) -> bool:
-        """Move a routed turn to the next backend its router allows; whether there was one.
-        The move is kept on the turn (its route and model) and is an event on its span."""
-        down = turn.model.backend.name
-        route = None if turn.route is None else turn.route.without(down, failure.reason)
-        if route is None:
-            return False
-        trace.get_current_span().add_event("switchboard.route.fallback", {
-            "from": down, "to": route.chosen, "reason": failure.reason})
-        turn.route, turn.model = route, self.models[route.chosen]
-        await self.store.set_turn_route(turn.id, route)
-        return True
-
-    def usable_backends(self) -> set[str]:
-        """The backends whose breakers are closed (all of them, when none is)."""
-        usable = {name for name in self.models if self.breakers.closed(name)}
-        return usable or set(self.models)
-
-    async def _call_once(
-        self, turn: TurnState, system: str, tool_choice: str, phase: str,
-        response_format: dict[str, Any] | None, on_plan_text: Callable[[str], None] | None,
-        shown_any: list[bool],
-    ) -> ModelReply:
-        prompt = system_prompt(system, turn.request.instructions)
-        messages, fitted = self._fit(turn, [ChatMessage(role="system", content=prompt),
-                                            *turn.messages])
-        request = ModelRequest(
-            messages=messages,
-            tools=turn.entries, tool_choice=tool_choice,  # type: ignore[arg-type]
-            response_format=response_format, temperature=turn.request.temperature,
-            enable_thinking=turn.request.thinking,
-        )
-
-        backend, redact = turn.current.backend, turn.redactor()
-        # Calls and thinking a backend writes into its text are not the answer's.
-        shown = (StreamedText(tool_calls=backend.text_tool_calls,
-                              thinking=backend.inline_thinking)
-                 if backend.text_tool_calls or backend.inline_thinking else None)
-
-        async def on_delta(delta: Delta) -> None:
-            shown_any[:1] = [True]
-            if phase == "plan" and isinstance(delta, ContentDelta):
-                if on_plan_text is not None:
-                    on_plan_text(delta.text)
-                return
-            if shown is None or not isinstance(delta, ContentDelta):
-                await _show(turn, delta)
-                return
-            for part in shown.feed(delta.text):
-                await _show(turn, part)
-
-        with self.tracer.chat(tenant=turn.tenant, model=backend.model, server=backend.base_url,
-                              phase=phase, request=request, redact=redact) as span:
-            if fitted is not None:
-                self.tracer.context(span, fitted, backend.context_window or 0,
-                                    self._counter(turn).method)
-            try:
-                reply = await turn.current.complete(request, stream=turn.request.stream,
-                                                  on_delta=on_delta)
-            except PlannerError as exc:
-                mark_error(span, type(exc).__name__, str(exc))
-                raise
-            self.tracer.chat_reply(span, reply, redact)
-        for part in shown.flush() if shown is not None and turn.request.stream else []:
-            await _show(turn, part)
-        if fitted is not None:
-            self._counter(turn).learn(fitted.chars, reply.usage.prompt_tokens)
-        turn.usage = turn.usage + reply.usage
-        turn.spent[backend.name] = turn.spent.get(backend.name, Usage()) + reply.usage
-        return reply
-
-    def _counter(self, turn: TurnState) -> TokenCounter:
-        return self.counters.setdefault(turn.current.backend.name, TokenCounter())
-
-    def _fit(self, turn: TurnState, messages: list[ChatMessage]
-             ) -> tuple[list[ChatMessage], Fitted | None]:
-        """The messages cut to the backend's context window (planner/context.py), if it has
-        one. A cut result makes `read_result` callable, which adds to the tool block: the fit
-        is then made again with it."""
-        backend = turn.current.backend
-        if backend.context_window is None:
-            return messages, None
-        reply = backend.max_completion_tokens or REPLY_TOKENS
-        for _ in range(2):
-            fitted = fit(messages, turn.entries, earlier=turn.earlier,
-                         window=backend.context_window, reply_tokens=reply,
-                         counter=self._counter(turn))
-            if not fitted.cut_results or turn.reads_results:
-                break
-            turn.reads_results = True
-        return fitted.messages, fitted
 
     async def _history(self, turn: TurnState) -> list[ChatMessage]:
         """Earlier turns within the token budget, then what this turn has so far."""
@@ -654,14 +524,6 @@ def _requests(earlier: list[StoredMessage]) -> list[str]:
     """The user's own messages, in order (the engine's notes to the model left out)."""
     return [m.content for m in earlier
             if m.role == "user" and m.content and not m.content.startswith(NOTE_PREFIX)]
-
-
-async def _show(turn: TurnState, delta: Delta) -> None:
-    """A piece of the model's text as the turn's event: the answer's, or its reasoning."""
-    if isinstance(delta, ContentDelta):
-        await turn.emit(MessageDelta(text=delta.text))
-    else:
-        await turn.emit(ReasoningDelta(text=delta.text))
 
 
 def _succeeded_last(earlier: list[StoredMessage]) -> list[str]:
