@@ -14,8 +14,10 @@ import msgspec
 
 from planner._db import new_id
 from planner.errors import PlannerError
+from planner.evals.errors import EvalInvalid, EvalRunNotFound
 from planner.evals.store import EvalStore
 from planner.routing import Objective, ReadyRouter, Route, Router, RouterIn, Trained, train
+from tools.errors import FieldError
 from tools.registry import ToolRegistry
 
 RECHECK_S = 5.0
@@ -62,7 +64,15 @@ class Routers:
     async def create(self, tenant: str, body: RouterIn) -> RouterSummary:
         """Train a router from the eval run, store it (a router of the same name is
         replaced), and route the tenant's `auto` turns with it from now on."""
-        run = await self.evals.get_run(tenant, body.eval_run)
+        objective = body.objective
+        if (objective.min_accuracy is None) == (objective.max_cost is None):
+            raise EvalInvalid("router", [FieldError(
+                "/objective", 'give one goal: {"min_accuracy": 0.9} or {"max_cost": 0.002}')])
+        try:
+            run = await self.evals.get_run(tenant, body.eval_run)
+        except EvalRunNotFound as exc:
+            raise EvalInvalid("router", [FieldError(
+                "/eval_run", f"{exc}; GET /v1/evals/runs lists this tenant's runs")]) from exc
         cases = (await self.evals.get_set(tenant, run.set_id)).cases
         backend_of = {c.name: c.model or "default" for c in run.request.configs}
         outcomes = [(backend_of[o.config], o.case_id, o.passed, _cost(o.turns))

@@ -39,15 +39,16 @@ async def test_a_prefetched_query_is_embedded_once_for_its_search(
     assert counting.asked == ["weather in Paris"]
 
 
-async def test_a_prefetch_serves_one_search_only(
+async def test_a_request_searched_again_reuses_its_vector(
     counted: tuple[ToolRegistry, CountingEmbedder],
 ) -> None:
     registry, counting = counted
     registry.prefetch(TENANT, "weather in Paris")
     first = await registry.search(TENANT, "weather in Paris", 3)
+    # Kept for the turns that follow (their context) and for a router's decision.
     second = await registry.search(TENANT, "weather in Paris", 3)
     assert [h.score for h in first] == [h.score for h in second]
-    assert counting.asked == ["weather in Paris", "weather in Paris"]
+    assert counting.asked == ["weather in Paris"]
 
 
 async def test_unused_prefetches_are_dropped_oldest_first(

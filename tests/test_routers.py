@@ -163,14 +163,27 @@ async def test_an_openai_compatible_request_for_model_auto_is_routed(
     assert (turn["model"], routed["route"]["chosen"]) == ("oracle", "oracle")
 
 
-async def test_a_router_from_an_eval_run_that_does_not_exist_is_a_404(
+async def test_a_router_from_an_eval_run_that_does_not_exist_is_refused_naming_it(
     api: httpx.AsyncClient,
 ) -> None:
     response = await api.post("/v1/routers", json={
         "name": "main", "eval_run": "evrun_nope", "objective": {"min_accuracy": 0.9}})
-    assert response.status_code == 404
-    assert response.json()["detail"].startswith("eval run 'evrun_nope' not found")
+    assert response.status_code == 422
+    assert response.json()["errors"] == [{
+        "pointer": "/eval_run",
+        "message": "eval run 'evrun_nope' not found; GET /v1/evals/runs lists this tenant's "
+                   "runs"}]
     typo = await api.post("/v1/routers", json={
         "name": "main", "eval_run": "evrun_nope", "objective": {"min_acuracy": 0.9}})
     assert typo.status_code == 422
     assert (await api.get("/v1/routers")).json() == {"items": []}
+
+
+async def test_a_router_objective_names_exactly_one_goal(api: httpx.AsyncClient) -> None:
+    for objective in ({}, {"min_accuracy": 0.9, "max_cost": 0.01}):
+        response = await api.post("/v1/routers", json={
+            "name": "main", "eval_run": "evrun_x", "objective": objective})
+        assert response.status_code == 422
+        assert response.json()["errors"] == [{
+            "pointer": "/objective",
+            "message": 'give one goal: {"min_accuracy": 0.9} or {"max_cost": 0.002}'}]
