@@ -16,7 +16,16 @@ from planner._db import new_id
 from planner.errors import PlannerError
 from planner.evals.errors import EvalInvalid, EvalRunNotFound
 from planner.evals.store import EvalStore
-from planner.routing import Objective, ReadyRouter, Route, Router, RouterIn, Trained, train
+from planner.routing import (
+    AUTO_MODEL,
+    Objective,
+    ReadyRouter,
+    Route,
+    Router,
+    RouterIn,
+    Trained,
+    train,
+)
 from tools.errors import FieldError
 from tools.registry import ToolRegistry
 
@@ -74,12 +83,14 @@ class Routers:
             raise EvalInvalid("router", [FieldError(
                 "/eval_run", f"{exc}; GET /v1/evals/runs lists this tenant's runs")]) from exc
         cases = (await self.evals.get_set(tenant, run.set_id)).cases
-        backend_of = {c.name: c.model or "default" for c in run.request.configs}
+        # A configuration that was routed itself ("auto") says nothing of one backend.
+        backend_of = {c.name: c.model or "default" for c in run.request.configs
+                      if c.model != AUTO_MODEL}
         outcomes = [(backend_of[o.config], o.case_id, o.passed, _cost(o.turns))
                     for o in await self.evals.outcomes(tenant, body.eval_run)
                     if o.config in backend_of]
-        texts = {c.id: c.turns[0].user for c in cases
-                 if any(case == c.id for _, case, *_ in outcomes)}
+        tried = {case for _, case, *_ in outcomes}
+        texts = {c.id: c.turns[0].user for c in cases if c.id in tried}
         if not texts:
             raise RouterUntrainable(body.eval_run)
         embedded = await self.registry.embedder.embed(list(texts.values()))
