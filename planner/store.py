@@ -54,6 +54,13 @@ _FINISH_CALLS = """UPDATE tool_calls AS t SET status = f.status, result = f.resu
            WHERE t.turn_id = $1 AND t.id = f.id"""
 
 
+INTERRUPTED = jsonb_text(Problem(
+    type="/problems/turn-interrupted", title="Turn interrupted", status=503,
+    detail="the process running this turn stopped before it finished; send the message again "
+           "to retry"))
+"""The problem an interrupted turn keeps (read back as any failed turn's error is)."""
+
+
 class PostgresTurnStore(TurnReads, PauseQueries):
     """A `TurnStore` on the service's tables.
 
@@ -248,13 +255,11 @@ class PostgresTurnStore(TurnReads, PauseQueries):
     async def interrupt_abandoned(self, lease_s: float, *, owner: str | None = None) -> list[str]:
         """Mark running turns interrupted: those of `owner`, or any whose lease ran out."""
         rows = await self.pool.fetch(
-            """UPDATE turns SET status = 'interrupted', finished_at = now(),
-                      error = jsonb_build_object('type', 'interrupted', 'message',
-                          'the process running this turn stopped before it finished')
+            """UPDATE turns SET status = 'interrupted', finished_at = now(), error = $3::jsonb
                WHERE status = 'running'
                  AND (owner = $1 OR heartbeat_at < now() - make_interval(secs => $2))
                RETURNING id""",
-            owner, lease_s,
+            owner, lease_s, INTERRUPTED,
         )
         return [r["id"] for r in rows]
 

@@ -12,6 +12,7 @@ import pytest
 
 from app.errors import MigrationError
 from app.migrate import discover, migrate
+from planner.events import Problem
 from planner.records import Candidate
 
 
@@ -137,4 +138,32 @@ async def test_a_turns_candidates_stored_as_arrays_read_back_as_objects(database
                Candidate(function="default_lookup", namespace="default", name="lookup",
                          version=7)],
         "t2": [],
+    }
+
+
+async def test_an_interrupted_turns_old_error_reads_back_as_a_problem(database_url: str) -> None:
+    """0015 gives interrupted turns the problem shape every failed turn's error has; before it,
+    reading one by id answered 500."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await migrate(conn, discover()[:14])
+        await conn.execute(
+            """INSERT INTO conversations (tenant_id, id) VALUES ('default', 'c1');
+               INSERT INTO turns (tenant_id, id, conversation_id, status, mode, model, request,
+                                  owner, error)
+               VALUES ('default', 't1', 'c1', 'interrupted', 'auto', 'default', '{}', 'r',
+                       '{"type": "interrupted", "message": "the process stopped"}'),
+                      ('default', 't2', 'c1', 'failed', 'auto', 'default', '{}', 'r',
+                       '{"type": "/problems/x", "title": "X", "status": 502, "detail": "d"}')
+            """)
+        await migrate(conn)
+        rows = {r["id"]: msgspec.json.decode(r["error"], type=Problem)
+                for r in await conn.fetch("SELECT id, error::text FROM turns")}
+    finally:
+        await conn.close()
+    assert rows == {
+        "t1": Problem(type="/problems/turn-interrupted", title="Turn interrupted", status=503,
+                      detail="the process running this turn stopped before it finished; send "
+                             "the message again to retry"),
+        "t2": Problem(type="/problems/x", title="X", status=502, detail="d"),
     }

@@ -85,7 +85,7 @@ async def test_a_turn_of_a_killed_process_is_marked_interrupted_and_the_next_tur
         app = await start_app(database_url, model_url=model.url, turn_lease_s=1.0)
         detail = (await app.client.get(f"/v1/conversations/{conversation}")).json()
         assert [t["status"] for t in detail["turns"]] == ["interrupted"]
-        assert detail["turns"][0]["error"]["type"] == "interrupted"
+        assert detail["turns"][0]["error"]["type"] == "/problems/turn-interrupted"
         messages = (await app.client.get(f"/v1/conversations/{conversation}/messages")).json()
         assert [(m["role"], m["content"]) for m in messages["messages"]] == [
             ("user", "remember this")
@@ -119,6 +119,12 @@ async def test_a_turn_written_but_never_run_runs_out_of_lease_and_the_conversati
                 break
             await asyncio.sleep(0.1)
         assert [(t["id"], t["status"]) for t in turns] == [(stranded, "interrupted")]
+        read = await app.client.get(f"/v1/turns/{stranded}")
+        assert read.status_code == 200, read.text
+        assert (read.json()["status"], read.json()["error"]) == ("interrupted", {
+            "type": "/problems/turn-interrupted", "title": "Turn interrupted", "status": 503,
+            "detail": "the process running this turn stopped before it finished; send the "
+                      "message again to retry"})
         response = await app.client.post(f"/v1/conversations/{conversation}/turns",
                                          json={"message": "are you there?"})
         assert response.status_code == 200, response.text
