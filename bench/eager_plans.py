@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -36,7 +35,7 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -46,22 +45,13 @@ import msgspec
 import numpy as np
 
 from bench._markdown import publish
-from bench._stack import (
-    SERVE,
-    SetUpError,
-    embedded_postgres,
-    free_port,
-    fresh_database,
-    process,
-    service_env,
-    wait_ready,
-)
+from bench._stack import SetUpError, embedded_postgres, fresh_database
+from bench.parallel import service
 from tests.scripted_model import Receive, ScriptedModel, ScriptedReply, Send, Step
 from tests.tool_server import ToolServer, http_tool, tool_server
 
 SECTION = "## Eager plan dispatch"
 BEGIN, END = "<!-- eager-plans:begin -->", "<!-- eager-plans:end -->"
-ADMIN_KEY = "sbk_bench_eager_plans_admin_key"
 FULL_TURNS, QUICK_TURNS = 5, 1
 NOTE = "[switchboard]"
 
@@ -144,23 +134,6 @@ async def run_turn(client: httpx.AsyncClient, model: TimedModel, tools: ToolServ
                   plan=plan.end - plan.start)
 
 
-@contextlib.asynccontextmanager
-async def service(database: str, model_url: str, folder: Path, eager: bool
-                  ) -> AsyncIterator[httpx.AsyncClient]:
-    port = free_port()
-    env = service_env(database=database, model_url=model_url, port=port,
-                      data_dir=folder / "data", admin_key=ADMIN_KEY)
-    env["EAGER_PLANS"] = "true" if eager else "false"
-    folder.mkdir(parents=True)
-    log = folder / "service.log"
-    with process(SERVE, env, log) as child:
-        url = f"http://127.0.0.1:{port}"
-        await wait_ready(f"{url}/health", child, log, 180)
-        auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
-        async with httpx.AsyncClient(base_url=url, timeout=60, headers=auth) as client:
-            yield client
-
-
 async def register(client: httpx.AsyncClient, tools_url: str) -> None:
     properties = {"ms": {"type": "number"}, "label": {"type": "string"}}
     specs = [http_tool(f"{tools_url}/sleep", f"task_{i}", f"Task {i}: wait, then echo the label",
@@ -179,10 +152,14 @@ async def measure(turns: int, tokens_per_s: float) -> dict[tuple[str, bool], lis
         with embedded_postgres() as postgres, tempfile.TemporaryDirectory() as folder:
             eager_db = await fresh_database(postgres, "bench_eager")
             whole_db = await fresh_database(postgres, "bench_whole")
+            for way in ("eager", "whole"):
+                (Path(folder) / way).mkdir()
             async with tool_server() as tools, \
-                    service(eager_db, model.url, Path(folder) / "eager", True) as eager, \
-                    service(whole_db, model.url, Path(folder) / "whole", False) as whole:
-                clients = {True: eager, False: whole}
+                    service(eager_db, model.url, Path(folder) / "eager", True,
+                            {"EAGER_PLANS": "true"}) as eager, \
+                    service(whole_db, model.url, Path(folder) / "whole", True,
+                            {"EAGER_PLANS": "false"}) as whole:
+                clients = {True: eager.client, False: whole.client}
                 for client in clients.values():
                     await register(client, tools.url)
                     await run_turn(client, model, tools, "fan-out")  # warm-up

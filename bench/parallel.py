@@ -313,12 +313,15 @@ class Service(msgspec.Struct, frozen=True):
 
 @contextlib.asynccontextmanager
 async def service(
-    database_url: str, model_url: str, folder: Path, tracing: bool
+    database_url: str, model_url: str, folder: Path, tracing: bool,
+    settings: dict[str, str] | None = None,
 ) -> AsyncIterator[Service]:
-    """`python -m app serve` as a process of its own, and a client authenticated to it."""
+    """`python -m app serve` as a process of its own (with `settings` added to its
+    environment), and a client authenticated to it."""
     port = free_port()
     env = service_env(database=database_url, model_url=model_url, port=port,
                       data_dir=folder / "data", admin_key=ADMIN_KEY, tracing=tracing)
+    env.update(settings or {})
     log = folder / "service.log"
     with process(SERVE, env, log) as child:
         url = f"http://127.0.0.1:{port}"

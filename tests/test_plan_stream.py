@@ -148,3 +148,19 @@ async def test_a_plan_stream_that_breaks_after_a_step_began_fails_the_turn_and_k
     assert len(tools.calls("/city")) == 1
     stored = await chat.get(f"/v1/conversations/{turn['conversation_id']}/messages")
     assert [m["role"] for m in stored.json()["messages"]] == ["user", "assistant", "tool"]
+
+
+async def test_a_streamed_step_naming_an_unknown_tool_stops_the_rest_from_starting(
+    chat: httpx.AsyncClient, model: ScriptedModel, tools: ToolServer
+) -> None:
+    model.tokens_per_s = 100
+    steps = [STEPS[0], {"id": "s2", "tool": "get_wether", "arguments": {"city": "Oslo"}},
+             STEPS[2]]
+    model.push(ScriptedReply(content=plan_text(steps)), ScriptedReply(content="Ada is in Oslo."))
+    events = await streamed_plan_turn(chat)
+    turn = events[-1][1]["turn"]
+    assert [(c["id"], c.get("error")) for c in turn["tool_calls"]] == [("p0_s1", None)]
+    assert tools.calls("/sleep") == []  # s3 came after the bad step: it never started
+    assert model.requests[1]["messages"][-1]["content"].startswith(
+        "[switchboard] The rest of the plan was rejected and did not run: step s2 calls "
+        "unknown tool 'get_wether'")

@@ -106,14 +106,15 @@ class ToolRegistry:
         context: Sequence[str],
     ) -> list[SearchHit]:
         pending = self._prefetched.pop(query, None)
-        texts = search_texts(query)
         if pending is not None:
             texts, future = pending
             vectors = await future
-        elif query in self._asked and len(texts) == 1:  # asked already (a router's decision)
-            vectors = self._asked[query][None, :]
         else:
-            vectors = await self.embedder.embed(texts)
+            texts = search_texts(query)
+            if query in self._asked and len(texts) == 1:  # asked already (a router's decision)
+                vectors = self._asked[query][None, :]
+            else:
+                vectors = await self.embedder.embed(texts)
         self._asked[query] = vectors[0]
         while len(self._asked) > ASKED:
             self._asked.popitem(last=False)
