@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from app.errors import SettingsError
@@ -82,17 +84,35 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--role", choices=["admin", "developer", "chat", "viewer"], required=True)
     create.add_argument("--name", default="")
     create.set_defaults(run=_create_key)
+    secrets = commands.add_parser("secrets", help="stored secrets").add_subparsers(
+        required=True, metavar="ACTION")
+    rotate = secrets.add_parser(
+        "rotate", help="seal every stored secret under SECRET_KEY (after changing it, with the "
+                       "old key in SECRET_KEY_PREVIOUS)")
+    rotate.set_defaults(run=_rotate_secrets)
     return parser
 
 
 def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.main import create_app
+    from app.main import begin_stop, create_app
 
+    app = create_app(settings)
     # At INFO uvicorn logs a line per request (its access log); LOG_LEVEL=WARNING turns it off.
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=settings.log_level.lower())
+    # On SIGTERM uvicorn stops listening and waits for requests in flight (a streamed turn's
+    # among them) up to SHUTDOWN_GRACE_S; the turns it then cancels are handed over.
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s)))
+    exit_on = server.handle_exit
+
+    def handle_exit(sig: int, frame: FrameType | None) -> None:
+        begin_stop(app, settings.shutdown_grace_s)
+        exit_on(sig, frame)
+
+    server.handle_exit = handle_exit  # type: ignore[method-assign]
+    server.run()
     return 0
 
 
@@ -178,6 +198,7 @@ async def _with_registry(
     from tqdm import tqdm
 
     from app.database import database
+    from app.settings import secret_box
     from tools.embed import SentenceTransformerEmbedder
     from tools.registry import ToolRegistry
 
@@ -185,7 +206,7 @@ async def _with_registry(
         settings.embedding_model, runtime=settings.embedding_runtime
     )
     async with database(settings.database_url, settings.data_dir) as (_dsn, pool):
-        registry = ToolRegistry(pool, embedder)
+        registry = ToolRegistry(pool, embedder, box=secret_box(settings))
         with tqdm(total=0, unit="text", desc="embedding", file=sys.stderr) as bar:
 
             def progress(done: int, total: int) -> None:
@@ -193,6 +214,20 @@ async def _with_registry(
                 bar.update(done - bar.n)
 
             return await write(registry, progress)
+
+
+def _rotate_secrets(settings: Settings, _args: argparse.Namespace) -> int:
+    from app.database import database
+    from app.settings import secret_box
+    from tools.reseal import reseal_all
+
+    async def rotate() -> int:
+        async with database(settings.database_url, settings.data_dir) as (_dsn, pool), \
+                pool.acquire() as conn:
+            return await reseal_all(conn, secret_box(settings))
+
+    print(f"{asyncio.run(rotate())} secret values sealed under the current SECRET_KEY")
+    return 0
 
 
 def _create_key(settings: Settings, args: argparse.Namespace) -> int:

@@ -49,9 +49,11 @@ class TraceNotFound(NotFound):
 class RequestFieldInvalid(AppError, ValueError):
     """A well-formed request field whose meaning the route would lose, or cannot honour."""
 
-    def __init__(self, pointer: str, message: str) -> None:
-        self.pointer, self.message = pointer, message
-        super().__init__(f"{pointer or '/'}: {message}")
+    def __init__(self, pointer: str, message: str, *, parameter: str | None = None) -> None:
+        self.pointer, self.message, self.parameter = pointer, message, parameter
+        """`parameter`: the header or query parameter it came in, for a field not in the
+        body."""
+        super().__init__(f"{parameter or pointer or '/'}: {message}")
 
 
 class IdempotencyConflict(AppError):

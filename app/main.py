@@ -20,13 +20,12 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.logging.config import LoggingConfig
 from litestar.middleware import DefineMiddleware
-from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
 from app.allow import AllowHeaders
-from app.auth import PUBLIC_PATHS, ApiKeys, KeyAuthentication, Welcome, key_of
+from app.auth import PUBLIC_PATHS, ApiKeys, KeyAuthentication, Welcome
 from app.database import database, one_connection, progress_pool
 from app.guard import guard_request
 from app.idempotency import IdempotencyKeys
@@ -34,6 +33,8 @@ from app.liveness import liveness
 from app.logs import keep_lines_whole
 from app.openapi import finish_document
 from app.problems import EXCEPTION_HANDLERS, turn_problem
+from app.rate_limits import SharedRateLimit
+from app.retention import RetentionJob
 from app.routes.chat_completions import create_chat_completion
 from app.routes.conversations import ConversationController, TurnController
 from app.routes.evals import EvalController
@@ -43,7 +44,7 @@ from app.routes.routers import RouterController
 from app.routes.tools import ToolController
 from app.routes.traces import TraceController
 from app.routes.viewer import VIEWER_ROUTES
-from app.settings import Settings, load_settings, model_backends
+from app.settings import Settings, load_settings, model_backends, secret_box
 from app.span_store import TraceReads
 from app.telemetry import Telemetry, build_telemetry
 from planner.conversations import Conversations
@@ -51,8 +52,10 @@ from planner.engine import TurnEngine
 from planner.evals.runner import EvalRunner
 from planner.evals.service import Evals
 from planner.evals.store import EvalStore
+from planner.event_log import EventLog
 from planner.experts import ModelExperts
 from planner.model_client import ChatModel, ModelClient, with_context_window
+from planner.quotas import TokenQuotas, parse_limits
 from planner.routers import Routers
 from planner.store import PostgresTurnStore
 from planner.supervisor import TurnSupervisor
@@ -64,7 +67,9 @@ from tools.executors import ToolRunner
 from tools.http_client import http_client
 from tools.mcp.servers import McpServers
 from tools.registry import ToolRegistry
+from tools.reseal import check_opens
 from tools.search_queue import SearchQueue
+from tools.slots import SharedSlots
 from tools.sync import ChangeListener
 
 log = logging.getLogger("switchboard")
@@ -162,7 +167,10 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         ):
             app.state.pool, app.state.health_pool = pool, health_pool
             await ApiKeys(pool).bootstrap_admin(settings.admin_key, settings.data_dir)
-            registry = ToolRegistry(pool, model, queue=SearchQueue(settings.search_max_wait_s))
+            box = secret_box(settings)
+            await check_opens(pool, box)  # a replica with the wrong SECRET_KEY stops here
+            registry = ToolRegistry(pool, model, queue=SearchQueue(settings.search_max_wait_s),
+                                    box=box)
             await registry.framing_shift()  # measured now, not on the first search
             listener = ChangeListener(registry, dsn)
             await listener.start()
@@ -178,21 +186,29 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             runner = ToolRunner(tool_http, default_builtins(),
                                 max_output_bytes=settings.max_output_bytes,
                                 mcp=mcp_servers.sessions,
-                                experts=ModelExperts(models, telemetry.tracer))
+                                experts=ModelExperts(models, telemetry.tracer),
+                                slots=SharedSlots(pool))
             store = PostgresTurnStore(pool, progress)
             engine = TurnEngine(store, registry, runner, models,
                                 default_model="default", settings=settings.engine, owner=owner,
-                                problem_of=turn_problem, tracer=telemetry.tracer)
+                                problem_of=turn_problem, tracer=telemetry.tracer,
+                                quotas=TokenQuotas(pool, parse_limits(settings.token_quotas)))
+            events = EventLog(pool, dsn)
+            await events.start()
             supervisor = TurnSupervisor(store, owner, settings.engine.turn_lease_s,
-                                        resume=engine.resume_turn, running=engine.running)
-            await supervisor.start()
+                                        take_over=engine.take_over, resume=engine.resume_turn,
+                                        running=engine.running, events=events)
             telemetry.store.start(pool)
+            await supervisor.start()
             eval_store = EvalStore(pool)
             routers = Routers(pool, registry, eval_store)
             conversations = Conversations(engine, supervisor, store, routers)
             eval_runner = EvalRunner(eval_store, conversations, registry, owner=owner,
                                      lease_s=settings.engine.turn_lease_s)
             await eval_runner.start()
+            retention = RetentionJob(pool, settings.retention_days,
+                                     settings.retention_interval_s)
+            retention.start()
             app.state.update({
                 "registry": registry,
                 "tool_http": tool_http,  # also fetches OpenAPI documents named by URL
@@ -203,6 +219,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 "traces": TraceReads(pool),
                 "evals": Evals(eval_runner.store, eval_runner, conversations),
                 "routers": routers,
+                "supervisor": supervisor,
+                "events": events,
             })
             log.info(
                 "ready: %d tools indexed", sum(registry.index_size(t) for t in registry.tenants())
@@ -212,8 +230,10 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 yield
             finally:
                 gc.unfreeze()
+                await retention.stop()
                 await eval_runner.stop()
-                await supervisor.stop()
+                await supervisor.stop(settings.shutdown_grace_s)
+                await events.stop()
                 await mcp_servers.close()
                 await listener.stop()
                 await telemetry.store.stop()
@@ -251,8 +271,16 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     return app
 
 
+def begin_stop(app: Litestar, grace_s: float) -> None:
+    """The process was asked to stop: its turns in flight have `grace_s` to finish, and it
+    takes no new ones (planner/supervisor.py)."""
+    supervisor: TurnSupervisor | None = app.state.get("supervisor")
+    if supervisor is not None:
+        supervisor.begin_stop(grace_s)
+
+
 DEPENDENCIES = ("registry", "conversations", "servers", "idempotency", "api_keys", "traces",
-                "evals", "routers")
+                "evals", "routers", "events")
 """What routes are given by name: each is made once, when the app starts, and kept in its
 state."""
 
@@ -334,9 +362,7 @@ def _middleware(settings: Settings) -> list[Any]:
     auth = DefineMiddleware(KeyAuthentication, exclude=PUBLIC_PATHS, exclude_http_methods=[])
     middleware: list[Any] = [auth]
     if settings.rate_limit_per_minute > 0:
-        limit = RateLimitConfig(rate_limit=("minute", settings.rate_limit_per_minute),
-                                identifier_for_request=key_of, exclude=PUBLIC_PATHS)
-        middleware.append(limit.middleware)
+        middleware.append(SharedRateLimit(settings.rate_limit_per_minute, PUBLIC_PATHS))
     return middleware
 
 

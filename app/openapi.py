@@ -3,6 +3,7 @@ so that the document and the code agree in both directions:
 
 - the problem responses (`application/problem+json`) each operation can give;
 - both answers of a turn: the finished turn as JSON, or its events as `text/event-stream`;
+- a turn's stored events, read back as `text/event-stream`;
 - `201` where a PUT creates; the OpenAI-compatible route's completion and chunks;
 - links from what an operation creates to the operations that read, change or delete it (not
   to a tool's versions, which outlive the tool by design);
@@ -98,6 +99,7 @@ def finish_document(app: Litestar) -> None:
                       waits="conversations" not in path)
     _turn_answers(document["paths"]["/v1/chat/completions"]["post"]["responses"],
                   "ChatCompletion", waits=False)
+    _event_log_answers(document["paths"]["/v1/turns/{turn_id}/events"]["get"]["responses"])
     put = document["paths"]["/v1/tools/{name}"]["put"]["responses"]
     put["201"] = {**copy.deepcopy(put["200"]), "description": "Created: no tool had the name"}
     for (path, method, status), links in _LINKS.items():
@@ -182,6 +184,16 @@ def _problem_responses(path: str, method: str, operation: dict[str, Any]) -> Non
             "description": _DESCRIBED[status],
             "content": {PROBLEM_JSON: {"schema": _PROBLEM}},
         }
+
+
+def _event_log_answers(responses: dict[str, Any]) -> None:
+    """A turn's stored events: a stream, or nothing left to send; an id that is not one is
+    refused."""
+    responses["200"] = {"description": "The events after the one named, then the live ones",
+                        "content": {"text/event-stream": {"schema": _EVENT}}}
+    responses["204"] = {"description": "The turn is over and nothing is left to send"}
+    responses["422"] = {"description": "Last-Event-ID (or `after`) is not an event id",
+                        "content": {PROBLEM_JSON: {"schema": _PROBLEM}}}
 
 
 def _turn_answers(responses: dict[str, Any], schema: str, *, waits: bool) -> None:

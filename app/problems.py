@@ -25,6 +25,8 @@ from planner.errors import (
     ModelResponseError,
     ModelUnavailable,
     PlannerError,
+    QuotaExceeded,
+    ReplicaStopping,
     StoreUnsupported,
     TurnConflict,
     TurnNotFound,
@@ -82,6 +84,8 @@ _PROBLEMS: dict[type[Exception], tuple[int, str, str]] = {
     DecisionInvalid: (422, "invalid-request", "Request body is invalid"),
     StoreUnsupported: (501, "store-unsupported", "Not supported by this turn store"),
     ContextOverflow: (422, "context-overflow", "Too large for the model's context window"),
+    ReplicaStopping: (503, "replica-stopping", "Replica shutting down"),
+    QuotaExceeded: (429, "quota-exceeded", "Token quota spent"),
     EvalInvalid: (422, "invalid-request", "Request body is invalid"),
     EvalSetNotFound: (404, "not-found", "Not found"),
     EvalRunNotFound: (404, "not-found", "Not found"),
@@ -172,8 +176,9 @@ def on_spec_invalid(request: Request[Any, Any, Any], exc: SpecInvalid) -> Respon
 def on_request_field(
     request: Request[Any, Any, Any], exc: RequestFieldInvalid
 ) -> Response[Problem]:
-    errors = [FieldError(exc.pointer, exc.message)]
-    return problem(request, 422, "invalid-request", "Request body is invalid", str(exc), errors)
+    errors = [FieldError(exc.pointer, exc.message, parameter=exc.parameter)]
+    title = "Request body is invalid" if exc.parameter is None else "Request is invalid"
+    return problem(request, 422, "invalid-request", title, str(exc), errors)
 
 
 def on_document_invalid(
@@ -233,6 +238,12 @@ def _field_error(item: dict[str, Any]) -> FieldError:
 
 
 def on_planner(request: Request[Any, Any, Any], exc: PlannerError) -> Response[Problem]:
+    if isinstance(exc, QuotaExceeded):
+        return respond(request, planner_problem(exc),
+                       headers={"Retry-After": str(exc.retry_after_s())})
+    if isinstance(exc, ReplicaStopping):  # the client retries on a new connection
+        return respond(request, planner_problem(exc),
+                       headers={"Retry-After": "1", "Connection": "close"})
     return respond(request, planner_problem(exc))
 
 

@@ -12,6 +12,8 @@ import msgspec
 from app.errors import SettingsError
 from planner.engine import EngineSettings
 from planner.model_client import ModelBackend, Price
+from planner.quotas import parse_limits
+from tools.sealed import SecretBox, load_keys
 
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 
@@ -48,6 +50,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     MAX_PLAN_STEPS, HISTORY_TOKEN_BUDGET, TURN_LEASE_S, APPROVAL_TIMEOUT_S,
     CLIENT_TOOL_TIMEOUT_S."""
     max_output_bytes: int = 65_536
+    secret_key: str | None = None
+    """Seals tools' secrets and MCP servers' write-only values in Postgres (tools/sealed.py);
+    unset: a key generated into DATA_DIR. Replicas must share it."""
+    secret_key_previous: str = ""
+    """Keys that sealed values before SECRET_KEY changed, comma-separated, until `switchboard
+    secrets rotate` has re-sealed everything."""
+    retention_days: float = 30.0
+    """Idempotency records, trace spans and turns' stored events are deleted after this many
+    days (app/retention.py)."""
+    retention_interval_s: float = 3600.0
+    """How often the retention job runs (on one replica at a time)."""
+    token_quotas: str = ""
+    """Tokens per UTC day, as JSON: tenant (or "*") -> backend (or "*") -> tokens; unset:
+    none (planner/quotas.py)."""
+    sse_keepalive_s: float = 15.0
+    """An SSE stream idle this long gets a keep-alive comment (proxies cut idle streams)."""
+    shutdown_grace_s: float = 20.0
+    """On SIGTERM, how long turns in flight may take to finish before they are handed over to
+    another replica (which takes them over within a third of TURN_LEASE_S)."""
     durable_steps: bool = False
     """Whether each step of a turn waits for Postgres to flush it to disk. Off: a turn's start,
     pause and end wait, and so does a step that calls a tool not marked idempotent; the other
@@ -108,6 +129,14 @@ _ENV: dict[str, tuple[str, str]] = {
     "MAX_OUTPUT_BYTES": ("max_output_bytes", "a positive integer (bytes of tool output kept)"),
     "HISTORY_TOKEN_BUDGET": ("engine.history_token_budget", "a positive integer"),
     "TURN_LEASE_S": ("engine.turn_lease_s", "seconds, a positive number"),
+    "SHUTDOWN_GRACE_S": ("shutdown_grace_s", "seconds, 0 or more"),
+    "SSE_KEEPALIVE_S": ("sse_keepalive_s", "seconds, a positive number"),
+    "RETENTION_DAYS": ("retention_days", "days, a positive number"),
+    "RETENTION_INTERVAL_S": ("retention_interval_s", "seconds, a positive number"),
+    "SECRET_KEY": ("secret_key", "a passphrase or a generated key, the same on every replica"),
+    "SECRET_KEY_PREVIOUS": ("secret_key_previous", "earlier SECRET_KEY values, comma-separated"),
+    "TOKEN_QUOTAS": ("token_quotas", 'JSON like {"*": {"*": 2000000}, "acme": {"big": 100000}} '
+                                     "(tokens per UTC day, by tenant and model backend)"),
     "APPROVAL_TIMEOUT_S": ("engine.approval_timeout_s", "seconds, a positive number"),
     "CLIENT_TOOL_TIMEOUT_S": ("engine.client_tool_timeout_s", "seconds, a positive number"),
     "DURABLE_STEPS": ("durable_steps", "true or false"),
@@ -120,6 +149,13 @@ _ENV: dict[str, tuple[str, str]] = {
     "MCP_CONNECT_TIMEOUT_S": ("mcp_connect_timeout_s", "seconds, a positive number"),
     "MCP_STDIO_COMMANDS": ("mcp_stdio_commands", "commands, comma-separated, or * for any"),
 }
+
+
+def secret_box(settings: Settings) -> SecretBox:
+    """What seals and opens stored secrets: SECRET_KEY (and SECRET_KEY_PREVIOUS), else the key
+    generated into DATA_DIR."""
+    return SecretBox(load_keys(settings.secret_key, settings.secret_key_previous,
+                               settings.data_dir))
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -145,11 +181,19 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                             f"{_ENV['LIVENESS_PORT'][1]}")
     positive = ("SEARCH_K", "SEARCH_MAX_WAIT_S", "LIVENESS_MAX_LAG_S", "CANDIDATE_K",
                 "MAX_STEPS", "HISTORY_TOKEN_BUDGET", "TURN_LEASE_S", "MAX_PARALLEL_CALLS",
-                "MAX_PLAN_STEPS", "MAX_OUTPUT_BYTES", "MCP_CONNECT_TIMEOUT_S")
+                "MAX_PLAN_STEPS", "MAX_OUTPUT_BYTES", "MCP_CONNECT_TIMEOUT_S", "SSE_KEEPALIVE_S",
+                "RETENTION_DAYS", "RETENTION_INTERVAL_S")
     for name in positive:
         value = _value(settings, _ENV[name][0])
         if value <= 0:
             raise SettingsError(f"{name}={value}: expected {_ENV[name][1]}")
+    try:
+        parse_limits(settings.token_quotas)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise SettingsError(f"TOKEN_QUOTAS: {exc}; expected {_ENV['TOKEN_QUOTAS'][1]}") from exc
+    if settings.shutdown_grace_s < 0:
+        raise SettingsError(f"SHUTDOWN_GRACE_S={settings.shutdown_grace_s}: expected "
+                            f"{_ENV['SHUTDOWN_GRACE_S'][1]}")
     if settings.model_context_window is not None and settings.model_context_window < 1024:
         raise SettingsError(f"MODEL_CONTEXT_WINDOW={settings.model_context_window}: expected "
                             f"{_ENV['MODEL_CONTEXT_WINDOW'][1]}")

@@ -108,7 +108,7 @@ class CallRunner:
                 reason = f"refused: at most {self.max_parallel} calls run per step"
                 jobs.append(self.refuse(turn, call, reason))
             else:
-                jobs.append(self._start(turn, call))
+                jobs.append(self.start(turn, call))
         await self._gather(turn, jobs, [c.id for c in calls])
 
     async def answer(self, turn: TurnState, reply: ModelReply, text: str) -> None:
@@ -159,7 +159,7 @@ class CallRunner:
         else:
             await turn.add_all(messages)
 
-    async def _start(self, turn: TurnState, call: Call) -> None:
+    async def start(self, turn: TurnState, call: Call) -> None:
         """A call from a model reply: its arguments are JSON text, parsed now it is complete.
         A loop, or a tool the model failed to call twice, is refused first (planner/conduct)."""
         refusal = turn.conduct.refusal(call.name, call.arguments, call.step)
@@ -340,11 +340,14 @@ class CallRunner:
                                    "approval_timeout" if approval else "client_timeout")
 
     async def refuse(
-        self, turn: TurnState, call: Call, error: str, error_type: str = "refused"
+        self, turn: TurnState, call: Call, error: str, error_type: str = "refused", *,
+        started_at: datetime | None = None, attempts: int = 0,
     ) -> None:
-        """A call that is not made; it still gets a record, a span and an observation."""
+        """A call that is not made (or not made here); it still gets a record, a span and an
+        observation."""
         now = _now()
-        outcome = CallOutcome(error=error, error_type=error_type, started_at=now, finished_at=now)
+        outcome = CallOutcome(error=error, error_type=error_type, started_at=started_at or now,
+                              finished_at=now, attempts=attempts)
         with self._span(turn, call, None) as span:
             self._trace_outcome(turn, call, span, outcome)
             await self._record(turn, call, outcome, None)
@@ -401,6 +404,7 @@ class CallRunner:
         outcome = turn.conduct.judged(call.name, outcome)
         if outcome.usage is not None:  # an expert model's tokens count as the turn's own do
             turn.usage = turn.usage + Usage.spent_by(outcome.usage)
+            turn.charge(outcome.usage.backend, Usage.spent_by(outcome.usage))
         ended = msgspec.structs.asdict(outcome)
         finished = FinishedCall(id=call.id, **ended)
         batch = self._batches.get(turn.id)

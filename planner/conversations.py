@@ -5,27 +5,27 @@ goes away never cuts one short."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 
 from planner.engine import TurnEngine
 from planner.errors import TurnNotFound
-from planner.events import PendingCall, TurnEvent, TurnResult
+from planner.events import PendingCall, TurnResult
 from planner.messages import ChatMessage
 from planner.model_client import ModelBackend
 from planner.records import Conversation, Decision, StoredMessage, TurnRequest, TurnRow
 from planner.routers import NoRouter, Routers
 from planner.routing import AUTO_MODEL, Route
 from planner.store import PostgresTurnStore
-from planner.supervisor import TurnSupervisor
+from planner.supervisor import EventStream, TurnSupervisor
 from planner.transcripts import transcript_digest
 from planner.turn import EventSink, StandIn, ignore
 
 OnStarted = Callable[[str], Awaitable[None]]
 """Told the id of a turn once it is written, before it runs (to tie a request to it)."""
-Ran = TurnResult | AsyncIterator[TurnEvent]
+Ran = TurnResult | EventStream
 """A finished turn, or (streamed) its events as they happen."""
 
 
@@ -81,6 +81,7 @@ class Conversations:
         on_started: OnStarted = _nothing,
     ) -> Ran:
         """Start a turn and run it: its result, or (`request.stream`) its events."""
+        self.supervisor.check_accepting()
         if not request.stream:
             return await self.run(tenant, conversation_id, request, on_started=on_started)
         engine = self.engine
@@ -88,6 +89,7 @@ class Conversations:
         turn_id = await engine.start_turn(tenant, conversation_id, request, route)
         await on_started(turn_id)
         return self.supervisor.follow(
+            tenant, turn_id,
             lambda emit: engine.run_turn(tenant, conversation_id, turn_id, request, emit,
                                          route=route)
         )
@@ -99,13 +101,17 @@ class Conversations:
     ) -> TurnResult:
         """Start a turn and run it to its end under the supervisor, telling `emit` each event;
         `stand_in` answers the calls it takes in place of their tools."""
+        self.supervisor.check_accepting()
         engine = self.engine
         request, route = await self._routed(tenant, request)
         turn_id = await engine.start_turn(tenant, conversation_id, request, route)
         await on_started(turn_id)
-        return await self.supervisor.outcome(
-            engine.run_turn(tenant, conversation_id, turn_id, request, emit, stand_in,
-                            route=route))
+        result: TurnResult = await self.supervisor.outcome(
+            tenant, turn_id,
+            lambda sink: engine.run_turn(tenant, conversation_id, turn_id, request, sink,
+                                         stand_in, route=route),
+            emit)
+        return result
 
     async def _routed(self, tenant: str, request: TurnRequest
                       ) -> tuple[TurnRequest, Route | None]:
@@ -126,6 +132,7 @@ class Conversations:
         rest of the turn, as with `launch`. The answer and taking the turn up are one
         supervisor task, so a client that goes away between them cannot leave the turn owned
         but not running."""
+        self.supervisor.check_accepting()
         decided: asyncio.Future[list[PendingCall]] = asyncio.get_running_loop().create_future()
 
         async def go_on(emit: EventSink) -> TurnResult | None:
@@ -138,12 +145,12 @@ class Conversations:
             return None if waiting else await self.engine.resume_turn(tenant, turn_id, emit)
 
         if not stream:
-            task = self.supervisor.spawn(go_on(ignore))
+            task = self.supervisor.run(tenant, turn_id, go_on)
             if await asyncio.shield(decided):
                 return None
             result: TurnResult = await asyncio.shield(task)
             return result
-        events = self.supervisor.follow(go_on)
+        events = self.supervisor.follow(tenant, turn_id, go_on)
         return None if await asyncio.shield(decided) else events
 
     async def open(

@@ -30,12 +30,14 @@ from planner.events import (
     PendingCall,
     PlanCreated,
     Problem,
+    Takeover,
     TurnCompleted,
     TurnFailed,
     TurnPaused,
     TurnResult,
     TurnResumed,
     TurnStarted,
+    TurnTakenOver,
     answer_message,
     usage_by_backend,
 )
@@ -56,6 +58,7 @@ from planner.prompt import (
     close_dangling_calls,
     fit_history,
 )
+from planner.quotas import TokenQuotas
 from planner.records import (
     Approved,
     ClientOutput,
@@ -65,6 +68,7 @@ from planner.records import (
     TurnRequest,
     Waiting,
 )
+from planner.recovery import finish_unfinished
 from planner.routing import Route
 from planner.statuses import TurnStatus
 from planner.tracing import TurnTracer, mark_error
@@ -118,14 +122,17 @@ class TurnEngine:
         self, store: TurnStore, registry: ToolRegistry, runner: ToolRunner,
         models: dict[str, ChatModel], *, default_model: str, settings: EngineSettings,
         owner: str, problem_of: ProblemOf, tracer: TurnTracer | None = None,
+        quotas: TokenQuotas | None = None,
     ) -> None:
         self.store, self.registry = store, registry
         """`store` is where turns are written as they run."""
         self.problem_of = problem_of
+        self.quotas = quotas
+        """Token quotas per tenant and backend; None: none."""
         self.models, self.default_model = models, default_model
         self.settings, self.owner = settings, owner
-        self.running: set[str] = set()
-        """Ids of the turns this engine is running now; the supervisor renews their leases."""
+        self.running: dict[str, asyncio.Task[Any]] = {}
+        """The turns this engine is running now, by id; the supervisor renews their leases."""
         self.tracer = tracer or TurnTracer()
         self.runner = runner
         waits = WaitLimits(approval_s=settings.approval_timeout_s,
@@ -157,7 +164,10 @@ class TurnEngine:
         """Write the running turn (with the router's decision that chose its backend, if one
         did) and its user message; raises TurnConflict if one runs."""
         model = self.model_for(request.model)
-        self._join_model(request)  # an unknown one is refused before the turn is written
+        join = self._join_model(request)  # an unknown one is refused before the turn is written
+        if self.quotas is not None:
+            for backend in {model.backend.name, *([join.backend.name] if join else [])}:
+                await self.quotas.check(tenant, backend)
         if self.candidates.ranks(tenant, request.candidate_k):
             # The message is the turn's first search: it is embedded while the turn is written.
             self.registry.prefetch(tenant, request.message)
@@ -194,6 +204,34 @@ class TurnEngine:
             return await self._loop(turn, resumed=True)
 
         return await self._traced(turn, resume, saved.traceparent)
+
+    async def take_over(self, tenant: str, turn_id: str, takeover: Takeover,
+                        emit: EventSink = ignore) -> TurnResult:
+        """Finish a turn this replica took over from one that is gone, from what it had
+        stored: the calls of its last reply end first (planner/recovery.py), then it goes on
+        to its end as any turn does."""
+        saved = await self.store.load_taken(tenant, turn_id)
+        turn = self._turn_state(tenant, saved.conversation_id, turn_id, saved.request, emit)
+        turn.usage, turn.step, turn.plans = saved.usage, saved.step, list(saved.plans)
+        turn.takeovers = saved.takeovers
+        await emit(TurnTakenOver(turn_id=turn_id, conversation_id=saved.conversation_id,
+                                 takeover=takeover))
+        if saved.traceparent is not None and not saved.root_ended:
+            self.tracer.lost_root(
+                traceparent=saved.traceparent, started_at=saved.started_at, tenant=tenant,
+                conversation_id=saved.conversation_id, turn_id=turn_id,
+                mode=saved.request.mode, model=turn.model.backend.model,
+                replica=takeover.previous)
+
+        async def go_on(turn: TurnState) -> str | None:
+            await self._restore(turn, saved)
+            if not saved.candidates and turn.request.tool_choice != "none":
+                await self.candidates.first(turn, await self.store.last_candidates(
+                    tenant, turn.conversation_id, turn_id))
+            await finish_unfinished(self.calls, turn, saved.calls)
+            return await self._loop(turn, resumed=bool(turn.plans))
+
+        return await self._traced(turn, go_on, saved.traceparent, taken_from=takeover.previous)
 
     async def decide(self, tenant: str, turn_id: str, call_id: str, decision: Decision
                      ) -> list[PendingCall]:
@@ -238,23 +276,37 @@ class TurnEngine:
 
     async def _traced(
         self, turn: TurnState, work: Callable[[TurnState], Awaitable[str | None]],
-        traceparent: str | None,
+        traceparent: str | None, taken_from: str | None = None,
     ) -> TurnResult:
         with self.tracer.turn(tenant=turn.tenant, conversation_id=turn.conversation_id,
                               turn_id=turn.id, mode=turn.request.mode,
-                              model=turn.model.backend.model, traceparent=traceparent) as span:
+                              model=turn.model.backend.model, traceparent=traceparent,
+                              taken_from=taken_from) as span:
             if traceparent is None:
                 turn.traceparent = _traceparent(span)
             if turn.route is not None:
                 self.tracer.route(span, turn.route)
-            self.running.add(turn.id)
+            task = asyncio.current_task()
+            assert task is not None, "a turn runs in a task"
+            self.running[turn.id] = task
             try:
                 result = await self._run_guarded(turn, work)
             finally:
-                self.running.discard(turn.id)
+                self.running.pop(turn.id, None)
+                if self.quotas is not None:
+                    await self._charge(turn)
             if result.error is not None:
                 mark_error(span, result.error.type.rsplit("/", 1)[-1], result.error.detail)
             return result
+
+    async def _charge(self, turn: TurnState) -> None:
+        """What this run spent counts against the tenant's quotas (however the run ended)."""
+        assert self.quotas is not None
+        try:
+            await asyncio.shield(self.quotas.spend(turn.tenant, turn.charged))
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.warning("could not count the tokens turn %s spent against its quota: %s",
+                        turn.id, exc)
 
     async def _run_guarded(
         self, turn: TurnState, work: Callable[[TurnState], Awaitable[str | None]]
@@ -301,14 +353,15 @@ class TurnEngine:
 
     async def _restore(self, turn: TurnState, saved: SavedTurn) -> None:
         """A taken-up turn's candidates (the versions it was using), messages and finished
-        calls, as they were when it paused."""
+        calls, as they were when it paused (or its replica died). Calls about to be settled
+        or ended are left out: they are recorded as they end."""
         keys = [(c.namespace, c.name, c.version) for c in saved.candidates]
         found = await self.registry.executables_at(turn.tenant, keys)
         for c in saved.candidates:
             if (c.namespace, c.name) in found:
                 turn.tools[c.function] = found[(c.namespace, c.name)]
         turn.messages = await self._history(turn)
-        settled = {c.id for c in saved.calls if c.decision is not None}
+        settled = {c.id for c in saved.calls if c.decision is not None or c.status == "running"}
         turn.calls = [c for c in await self.store.call_records(turn.id)
                       if c.id not in settled]
 
@@ -569,6 +622,7 @@ def _result(
         usage=turn.usage,
         error=error,
         pending=list(turn.pending),
+        takeovers=turn.takeovers,
         usage_by_backend=usage_by_backend(turn.model.backend.name, turn.usage, turn.calls,
                                           turn.spent),
         route=turn.route,

@@ -13,13 +13,17 @@ service's to say: app/problems.py.
     ├── CallNotWaiting          a decision for a call the turn does not wait on (or not for it)
     ├── DecisionInvalid         a decision that does not fit its call (names the field)
     ├── StoreUnsupported        the turn store in use cannot do this, such as pausing a turn
-    └── ContextOverflow         what a turn must send does not fit the model's context window
+    ├── ContextOverflow         what a turn must send does not fit the model's context window
+    ├── ReplicaStopping         this replica is shutting down and takes no new turns
+    └── QuotaExceeded           the tenant spent its tokens of the day on a model backend
 
 Errors the model should see (bad arguments, failed tools, invalid plans) are not exceptions of
 the run: they become observations and go back to the model.
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 from planner.events import PendingCall
 from planner.statuses import WaitsFor
@@ -136,3 +140,23 @@ class ContextOverflow(PlannerError):
             f"tool result cut, and the model's context window is {window}: offer fewer tools "
             "(candidate_k) or use a backend with a larger context_window"
         )
+
+
+class ReplicaStopping(PlannerError):
+    def __init__(self) -> None:
+        super().__init__("this replica is shutting down and takes no new turns; send the "
+                         "request again (the load balancer sends it to another replica)")
+
+
+class QuotaExceeded(PlannerError):
+    def __init__(self, tenant: str, backend: str, limit: int, spent: int,
+                 resets_at: datetime) -> None:
+        self.tenant, self.backend, self.limit, self.spent = tenant, backend, limit, spent
+        self.resets_at = resets_at
+        super().__init__(
+            f"tenant {tenant!r} has spent {spent} of its {limit} tokens of today on model "
+            f"backend {backend!r} (TOKEN_QUOTAS); the quota resets at "
+            f"{resets_at.isoformat(timespec='seconds')}, or use another backend")
+
+    def retry_after_s(self) -> int:
+        return max(1, int((self.resets_at - datetime.now(UTC)).total_seconds()) + 1)

@@ -72,6 +72,28 @@ class TurnResumed(msgspec.Struct, frozen=True, kw_only=True, tag="turn.resumed",
     conversation_id: str
 
 
+class Takeover(msgspec.Struct, frozen=True, kw_only=True, rename={"previous": "from"}):
+    """A replica took the turn over from one whose lease on it ran out (it died) or that
+    handed it over as it stopped."""
+
+    previous: str
+    """The replica that ran the turn before."""
+    by: str
+    at: datetime
+
+
+class TurnTakenOver(
+    msgspec.Struct, frozen=True, kw_only=True, tag="turn.taken_over", tag_field="type"
+):
+    """The replica running the turn is gone; another goes on from what was stored. Events the
+    old one sent after its last stored step are not sent again: the turn goes on from that
+    step, and its calls that may have been made are reported as such."""
+
+    turn_id: str
+    conversation_id: str
+    takeover: Takeover
+
+
 class ToolsRetrieved(
     msgspec.Struct, frozen=True, kw_only=True, tag="tools.retrieved", tag_field="type"
 ):
@@ -153,6 +175,8 @@ class TurnResult(msgspec.Struct, frozen=True, kw_only=True):
     """`usage` by the backend that spent it: the turn's own, and each expert tool's."""
     route: Route | None = None
     """How a router chose the turn's backend, for a turn that asked for `"model": "auto"`."""
+    takeovers: list[Takeover] = []
+    """Each time a replica took the turn over from one that was gone."""
 
 
 def usage_by_backend(backend: str, total: Usage, calls: list[ToolCallRecord],
@@ -190,6 +214,7 @@ class TurnPaused(msgspec.Struct, frozen=True, kw_only=True, tag="turn.paused", t
 TurnEvent = (
     TurnStarted
     | TurnResumed
+    | TurnTakenOver
     | ToolsRetrieved
     | PlanCreated
     | ToolCallStarted

@@ -134,6 +134,7 @@ class ModelCalls:
             self.counter(turn).learn(fitted.chars, reply.usage.prompt_tokens)
         turn.usage = turn.usage + reply.usage
         turn.spent[backend.name] = turn.spent.get(backend.name, Usage()) + reply.usage
+        turn.charge(backend.name, reply.usage)
         return reply
 
     def counter(self, turn: TurnState) -> TokenCounter:

@@ -17,7 +17,7 @@ import msgspec
 
 from planner._db import Db, PostgresTables, jsonb_text
 from planner.errors import CallNotWaiting, TurnNotFound, TurnNotPaused
-from planner.events import PendingCall
+from planner.events import PendingCall, Takeover
 from planner.messages import Usage
 from planner.plan import Plan
 from planner.records import Candidate, Decision, SavedCall, SavedTurn, TurnRequest, Waiting
@@ -35,6 +35,7 @@ _decision = msgspec.json.Decoder(Decision)
 _request = msgspec.json.Decoder(TurnRequest)
 _candidates = msgspec.json.Decoder(list[Candidate])
 _plans = msgspec.json.Decoder(list[Plan])
+_takeovers = msgspec.json.Decoder(list[Takeover])
 
 
 class PauseQueries(PostgresTables):
@@ -133,28 +134,11 @@ class PauseQueries(PostgresTables):
 
     async def load_paused(self, tenant: str, turn_id: str) -> SavedTurn:
         """A taken-up turn and the calls of the step it paused in."""
-        row = await self.pool.fetchrow(
-            """SELECT conversation_id, request::text, candidates::text, plans::text, usage::text,
-                      traceparent, (SELECT max(step) FROM tool_calls WHERE turn_id = $2) AS step
-               FROM turns WHERE tenant_id = $1 AND id = $2""",
-            tenant, turn_id,
-        )
-        if row is None:
+        saved = await load_saved(self.pool, tenant, turn_id,
+                                 "step = (SELECT max(step) FROM tool_calls WHERE turn_id = $1)")
+        if saved is None:
             raise TurnNotFound(turn_id)
-        calls = await self.pool.fetch(
-            f"""SELECT id, name, namespace, version, position, arguments::text, raw_arguments,
-                       status, decision::text, {OUTCOME_COLUMNS}
-                FROM tool_calls WHERE turn_id = $1 AND step = $2 ORDER BY position""",
-            turn_id, row["step"],
-        )
-        return SavedTurn(
-            tenant=tenant, id=turn_id, conversation_id=row["conversation_id"],
-            request=_request.decode(row["request"]),
-            candidates=_candidates.decode(row["candidates"]), plans=_plans.decode(row["plans"]),
-            usage=msgspec.json.decode(row["usage"] or "{}", type=Usage),
-            traceparent=row["traceparent"], step=row["step"] or 0,
-            calls=[_saved_call(c) for c in calls],
-        )
+        return saved
 
     async def edit_arguments(self, turn_id: str, call_id: str, arguments: dict[str, Any]) -> None:
         """The arguments a person approved the call with; what the model wrote stays in
@@ -163,6 +147,39 @@ class PauseQueries(PostgresTables):
             "UPDATE tool_calls SET arguments = $3::jsonb WHERE turn_id = $1 AND id = $2",
             turn_id, call_id, jsonb_text(arguments),
         )
+
+
+async def load_saved(db: Db, tenant: str, turn_id: str, calls_where: str) -> SavedTurn | None:
+    """What a turn had stored, to go on from: its request, candidates, plans and usage, and its
+    calls that match `calls_where` (SQL over tool_calls; `$1` is the turn's id)."""
+    row = await db.fetchrow(
+        """SELECT conversation_id, request::text, candidates::text, plans::text, usage::text,
+                  traceparent, started_at, takeovers::text,
+                  (SELECT max(step) FROM tool_calls WHERE turn_id = $2) AS step,
+                  jsonb_array_length(takeovers) > 1 OR EXISTS (
+                      SELECT 1 FROM tool_calls WHERE turn_id = $2 AND decision IS NOT NULL
+                  ) AS root_ended
+           FROM turns WHERE tenant_id = $1 AND id = $2""",
+        tenant, turn_id,
+    )
+    if row is None:
+        return None
+    calls = await db.fetch(
+        f"""SELECT id, name, namespace, version, step, position, arguments::text,
+                   raw_arguments, status, decision::text, {OUTCOME_COLUMNS}
+            FROM tool_calls WHERE turn_id = $1 AND {calls_where} ORDER BY step, position""",
+        turn_id,
+    )
+    return SavedTurn(
+        tenant=tenant, id=turn_id, conversation_id=row["conversation_id"],
+        request=_request.decode(row["request"]),
+        candidates=_candidates.decode(row["candidates"]), plans=_plans.decode(row["plans"]),
+        usage=msgspec.json.decode(row["usage"] or "{}", type=Usage),
+        traceparent=row["traceparent"], started_at=row["started_at"],
+        root_ended=row["root_ended"], step=row["step"] or 0,
+        takeovers=_takeovers.decode(row["takeovers"]),
+        calls=[_saved_call(c) for c in calls],
+    )
 
 
 async def _take_up(conn: Db, turn_ids: list[str], owner: str) -> None:
@@ -176,7 +193,7 @@ async def _take_up(conn: Db, turn_ids: list[str], owner: str) -> None:
 def _saved_call(row: asyncpg.Record) -> SavedCall:
     return SavedCall(
         id=row["id"], name=row["name"], namespace=row["namespace"], version=row["version"],
-        position=row["position"],
+        step=row["step"], position=row["position"], raw_arguments=row["raw_arguments"],
         arguments=msgspec.json.decode(row["arguments"]) if row["arguments"] else
         row["raw_arguments"],
         status=row["status"],

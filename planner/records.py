@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from planner.events import PendingCall
+from planner.events import PendingCall, Takeover
 from planner.messages import AssistantToolCall, ChatMessage, Role, Usage
 from planner.plan import Plan
 from planner.statuses import CallStatus, TurnStatus
@@ -143,14 +143,18 @@ class Waiting(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SavedCall(CallOutcome, frozen=True, kw_only=True):
-    """One call of the step a turn paused in, as stored: how it ended, if it has."""
+    """One call of the step a turn paused in (or of a turn taken over), as stored: how it
+    ended, if it has."""
 
     id: str
     name: str
     namespace: str | None
     version: int | None
+    step: int
     position: int
     arguments: Any
+    raw_arguments: str
+    """The arguments as the model wrote them (a plan step's, with its inputs filled in)."""
     status: CallStatus
     decision: Decision | None
 
@@ -167,6 +171,10 @@ class SavedTurn(msgspec.Struct, frozen=True, kw_only=True):
     plans: list[Plan]
     usage: Usage
     traceparent: str | None
+    started_at: datetime
+    root_ended: bool
+    """Whether the turn's first span has ended (it paused, or a takeover wrote it)."""
+    takeovers: list[Takeover] = []
     step: int
     calls: list[SavedCall]
     """The calls of the step it paused in, in the order the model wrote them."""

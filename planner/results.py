@@ -14,6 +14,7 @@ from planner.errors import ConversationNotFound
 from planner.events import (
     PendingCall,
     Problem,
+    Takeover,
     ToolCallRecord,
     TurnResult,
     answer_message,
@@ -99,7 +100,7 @@ class TurnReads(PostgresTables):
         """A turn as the API reports it."""
         row = await self.pool.fetchrow(
             """SELECT conversation_id, status, model, answer, error::text, usage::text,
-                      route::text,
+                      route::text, takeovers::text,
                       (SELECT m.reasoning FROM messages m
                        WHERE m.conversation_id = t.conversation_id AND m.turn_id = t.id
                          AND m.role = 'assistant'
@@ -121,6 +122,7 @@ class TurnReads(PostgresTables):
             error=msgspec.json.decode(row["error"], type=Problem) if row["error"] else None,
             usage_by_backend=usage_by_backend(row["model"], usage, calls),
             route=msgspec.json.decode(row["route"], type=Route) if row["route"] else None,
+            takeovers=msgspec.json.decode(row["takeovers"], type=list[Takeover]),
         )
 
     async def call_records(self, turn_id: str) -> list[ToolCallRecord]:

@@ -15,7 +15,20 @@ ACTIVE_STATUSES: tuple[TurnStatus, ...] = ("running", *PAUSED_STATUSES)
 
 WaitsFor = Literal["approval", "output"]
 """What a paused call waits on: a person's approval, or its client tool's output."""
-CallStatus = Literal["running", "succeeded", "failed", "awaiting_approval", "awaiting_output"]
+CallStatus = Literal["running", "succeeded", "failed", "unknown", "awaiting_approval",
+                     "awaiting_output"]
+"""`unknown`: the call was running when its replica died, and was not repeated (its tool is not
+idempotent), so whether it was made is not known."""
+OUTCOME_UNKNOWN = "outcome_unknown"
+"""The error type of a call whose status is `unknown`."""
+
+
+def call_status(error_type: str | None, ok: bool) -> CallStatus:
+    """The status a call's row ends with."""
+    if error_type == OUTCOME_UNKNOWN:
+        return "unknown"
+    return "succeeded" if ok else "failed"
+
 WAITING_STATUS: dict[WaitsFor, CallStatus] = {
     "approval": "awaiting_approval", "output": "awaiting_output",
 }

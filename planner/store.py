@@ -1,10 +1,10 @@
 """`PostgresTurnStore`: the service's `TurnStore`, over its tables. Every write is one statement
 (or one transaction), so a turn outlives the process and any replica can read it; the reads
-are `TurnReads` (planner/results.py) and the pauses `PauseQueries` (planner/pauses.py)."""
+are `TurnReads` (planner/results.py), the pauses `PauseQueries` (planner/pauses.py) and the
+leases `TakeoverQueries` (planner/takeovers.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from typing import Any
 
 import asyncpg
@@ -24,7 +24,8 @@ from planner.records import (
 )
 from planner.results import TurnReads, conversation_of, waiting_calls
 from planner.routing import Route
-from planner.statuses import ACTIVE_SQL
+from planner.statuses import ACTIVE_SQL, call_status
+from planner.takeovers import TakeoverQueries
 from planner.transcripts import DIGEST_SQL
 from tools.storable import clean_text
 
@@ -54,14 +55,7 @@ _FINISH_CALLS = """UPDATE tool_calls AS t SET status = f.status, result = f.resu
            WHERE t.turn_id = $1 AND t.id = f.id"""
 
 
-INTERRUPTED = jsonb_text(Problem(
-    type="/problems/turn-interrupted", title="Turn interrupted", status=503,
-    detail="the process running this turn stopped before it finished; send the message again "
-           "to retry"))
-"""The problem an interrupted turn keeps (read back as any failed turn's error is)."""
-
-
-class PostgresTurnStore(TurnReads, PauseQueries):
+class PostgresTurnStore(TurnReads, PauseQueries, TakeoverQueries):
     """A `TurnStore` on the service's tables.
 
     A turn's start, its pauses and answers, and its end are committed on `pool` and wait for
@@ -69,7 +63,8 @@ class PostgresTurnStore(TurnReads, PauseQueries):
     is made. The rest of a turn's progress (replies, results, candidates, plans) goes through
     `progress`, when given: a pool whose commits do not wait for the flush. Those rows are
     visible at once, and the turn's next durable commit flushes them too; only a crash of
-    Postgres itself in between can lose them, and then the turn is marked interrupted.
+    Postgres itself in between can lose them, and then the turn goes on from the last step
+    that was flushed.
     """
 
     async def create_conversation(
@@ -240,29 +235,6 @@ class PostgresTurnStore(TurnReads, PauseQueries):
         await self.pool.execute(_FINISH_TURN, turn_id, "failed", None, jsonb_text(error),
                                 jsonb_text(usage))
 
-    async def heartbeat(self, owner: str, turn_ids: Collection[str]) -> None:
-        """Renew the lease of the turns `owner` is running now: a turn it wrote but is not
-        running (its request failed between the two) runs out of lease and is marked
-        interrupted."""
-        if not turn_ids:
-            return
-        await self.pool.execute(
-            """UPDATE turns SET heartbeat_at = now()
-               WHERE owner = $1 AND status = 'running' AND id = ANY($2::text[])""",
-            owner, list(turn_ids),
-        )
-
-    async def interrupt_abandoned(self, lease_s: float, *, owner: str | None = None) -> list[str]:
-        """Mark running turns interrupted: those of `owner`, or any whose lease ran out."""
-        rows = await self.pool.fetch(
-            """UPDATE turns SET status = 'interrupted', finished_at = now(), error = $3::jsonb
-               WHERE status = 'running'
-                 AND (owner = $1 OR heartbeat_at < now() - make_interval(secs => $2))
-               RETURNING id""",
-            owner, lease_s, INTERRUPTED,
-        )
-        return [r["id"] for r in rows]
-
     def _starts(self, calls: list[StartedCall]) -> asyncpg.Pool:
         """A call that may have side effects is on record, durably, before it is made."""
         return self.pool if any(c.side_effects for c in calls) else self.progress
@@ -317,6 +289,6 @@ def _started_rows(calls: list[StartedCall]) -> str:
 
 def _finished_rows(calls: list[FinishedCall]) -> str:
     return jsonb_text([
-        {"status": "succeeded" if c.ok else "failed", **msgspec.structs.asdict(c)}
+        {"status": call_status(c.error_type, c.ok), **msgspec.structs.asdict(c)}
         for c in calls
     ])

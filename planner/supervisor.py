@@ -1,53 +1,71 @@
-"""Owns running turns: keeps their leases alive, marks abandoned ones interrupted, and takes up
-paused turns whose waiting calls ran out of time."""
+"""Owns running turns: keeps their leases alive, takes over those of replicas that are gone, hands
+its own over when it stops, and takes up paused turns whose waiting calls ran out of time."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Collection, Coroutine
-from typing import Any, TypeVar
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
 
 import asyncpg
 
-from planner.events import TurnCompleted, TurnEvent, TurnFailed, TurnPaused
+from planner.errors import ReplicaStopping
+from planner.event_log import EventId, EventLog, RunLog
+from planner.events import Takeover, TurnCompleted, TurnEvent, TurnFailed, TurnPaused
 from planner.store import PostgresTurnStore
-from planner.turn import EventSink
+from planner.takeovers import Abandoned
+from planner.turn import EventSink, ignore
 
-Resume = Callable[[str, str], Coroutine[Any, Any, Any]]
+Resume = Callable[[str, str, EventSink], Coroutine[Any, Any, Any]]
 """Take up a paused turn (tenant, turn id) that this replica now owns."""
+TakeOver = Callable[[str, str, Takeover, EventSink], Coroutine[Any, Any, Any]]
+"""Finish a turn (tenant, turn id) this replica took over from one that is gone."""
+Run = Callable[[EventSink], Coroutine[Any, Any, Any]]
+"""A turn's run, reporting its events to the sink it is given."""
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class TurnSupervisor:
     """Turns run as tasks here, so a client that goes away never cuts a turn short.
 
-    A replica renews the lease (heartbeat) of its running turns; a turn whose lease ran out
-    belongs to a replica that died, and any replica marks it `interrupted`.
+    A replica renews the lease (heartbeat) of its running turns every third of a lease. A turn
+    whose lease ran out belongs to a replica that died: the first replica to see it takes it
+    over and finishes it (`take_over`). A replica that stops hands its turns over: it takes no
+    new ones, gives those running `grace_s` to finish, then ends their leases.
     """
 
     def __init__(
-        self, store: PostgresTurnStore, owner: str, lease_s: float,
-        resume: Resume | None = None, running: Collection[str] = frozenset(),
+        self, store: PostgresTurnStore, owner: str, lease_s: float, *,
+        take_over: TakeOver, resume: Resume | None = None,
+        running: Mapping[str, asyncio.Task[Any]] | None = None, events: EventLog | None = None,
     ) -> None:
         self.store, self.owner, self.lease_s = store, owner, lease_s
-        self.resume = resume
-        self.running = running
-        """The ids of the turns being run here now (the engine's live set): only their leases
+        self.resume, self.take_over = resume, take_over
+        self.events = events
+        """Where every run's events are stored; None: nowhere (they only stream live)."""
+        self.running: Mapping[str, asyncio.Task[Any]] = running if running is not None else {}
+        """The turns being run here now, by id (the engine's live set): only their leases
         are renewed."""
+        self.stopping = False
+        """Whether this replica has begun to stop: it takes no new turns, and takes over none."""
+        self._deadline = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop_task: asyncio.Task[None] | None = None
 
-    async def start(self) -> list[str]:
-        interrupted = await self.store.interrupt_abandoned(self.lease_s)
-        if interrupted:
-            log.warning("marked %d abandoned turns interrupted: %s", len(interrupted), interrupted)
+    async def start(self) -> None:
+        await self.take_over_abandoned()
         await self.take_up_overdue()
         self._loop_task = asyncio.create_task(self._renew(), name="turn-leases")
-        return interrupted
+
+    def check_accepting(self) -> None:
+        """Raise ReplicaStopping once this replica has begun to stop."""
+        if self.stopping:
+            raise ReplicaStopping()
 
     def spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(work)
@@ -55,44 +73,102 @@ class TurnSupervisor:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def outcome(self, work: Coroutine[Any, Any, T]) -> T:
-        """Run `work` here and wait for it; a caller that goes away stops waiting, not the work."""
-        return await asyncio.shield(self.spawn(work))
+    def run(self, tenant: str, turn_id: str, run: Run, emit: EventSink = ignore
+            ) -> asyncio.Task[Any]:
+        """Run a turn here: each event it reports is stored in the event log (so a client that
+        loses its stream can read it back from any replica), then passed to `emit`."""
+        if self.events is None:
+            return self.spawn(run(emit))
+        log_ = self.events.run(tenant, turn_id)
 
-    def follow(
-        self, run: Callable[[EventSink], Coroutine[Any, Any, Any]]
-    ) -> AsyncIterator[TurnEvent]:
+        async def stored(event: TurnEvent) -> None:
+            await log_.add(event)
+            await emit(event)
+
+        return self.spawn(_closing(run(stored), log_))
+
+    async def outcome(self, tenant: str, turn_id: str, run: Run, emit: EventSink = ignore
+                      ) -> Any:
+        """Run a turn here and wait for it; a caller that goes away stops waiting, not the
+        turn."""
+        return await asyncio.shield(self.run(tenant, turn_id, run, emit))
+
+    def follow(self, tenant: str, turn_id: str, run: Run) -> EventStream:
         """Start a turn here at once, and give its events up to its last one; a reader that
         stops early, or never starts, leaves the turn running to its end."""
-        events: asyncio.Queue[TurnEvent] = asyncio.Queue()
+        stream = EventStream()
+        if self.events is None:
+            self.spawn(run(stream.put))
+            return stream
+        log_ = self.events.run(tenant, turn_id)
 
-        async def emit(event: TurnEvent) -> None:
-            events.put_nowait(event)
+        async def stored(event: TurnEvent) -> None:
+            await stream.put(event, await log_.add(event))
 
-        self.spawn(run(emit))
-        return _until_done(events)
+        self.spawn(_closing(run(stored), log_))
+        return stream
 
-    async def stop(self) -> None:
-        """Cancel what still runs and mark this replica's running turns interrupted."""
-        for task in [*self._tasks, *([self._loop_task] if self._loop_task else [])]:
+    def begin_stop(self, grace_s: float) -> None:
+        """From now on take no new turns and take over none; the turns running here have
+        `grace_s` to finish (SIGTERM calls this, before the HTTP server drains)."""
+        if not self.stopping:
+            self.stopping = True
+            self._deadline = time.monotonic() + grace_s
+
+    async def stop(self, grace_s: float = 0.0) -> list[str]:
+        """Take no new turns, give those running what is left of `grace_s` since the stop
+        began to finish, then cancel the rest and hand them over (their leases end now, so
+        another replica takes them over at its next look). Returns the ids of the turns
+        handed over."""
+        self.begin_stop(grace_s)
+        grace_s = max(0.0, self._deadline - time.monotonic())
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        if self._tasks and grace_s > 0:
+            await asyncio.wait(set(self._tasks), timeout=grace_s)
+        handed = list(self.running)
+        for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self._loop_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
-        await self.store.interrupt_abandoned(self.lease_s, owner=self.owner)
+        if handed:
+            await self.store.release(self.owner, handed)
+            log.warning("handed over %d turns still running at the end of the grace period: "
+                        "%s", len(handed), handed)
+        return handed
 
     async def _renew(self) -> None:
         while True:
             await asyncio.sleep(self.lease_s / 3)
             try:
-                await self.store.heartbeat(self.owner, set(self.running))
-                await self.store.interrupt_abandoned(self.lease_s)
-                await self.take_up_overdue()
+                self._stop_lost(await self.store.heartbeat(self.owner, list(self.running)))
+                if not self.stopping:
+                    await self.take_over_abandoned()
+                    await self.take_up_overdue()
             except (asyncpg.PostgresError, OSError) as exc:
                 log.warning("could not renew turn leases: %s", exc)
+
+    def _stop_lost(self, lost: list[str]) -> None:
+        """Turns another replica took over while this one was stalled past their lease: they
+        run there now, so they stop here."""
+        for turn_id in lost:
+            task = self.running.get(turn_id)
+            if task is not None:
+                log.warning("turn %s was taken over by another replica; it stops here", turn_id)
+                task.cancel()
+
+    async def take_over_abandoned(self) -> list[Abandoned]:
+        """Turns whose replica is gone (their lease ran out) go on here."""
+        taken = await self.store.take_over_abandoned(self.owner, self.lease_s)
+        for turn in taken:
+            log.warning("taking over turn %s from replica %s", turn.turn_id,
+                        turn.takeover.previous)
+            self.run(turn.tenant, turn.turn_id,
+                     functools.partial(self.take_over, turn.tenant, turn.turn_id, turn.takeover))
+        return taken
 
     async def take_up_overdue(self) -> list[tuple[str, str]]:
         """Paused turns whose waiting calls are past their deadlines go on without them."""
@@ -101,13 +177,36 @@ class TurnSupervisor:
         taken = await self.store.expire_overdue(self.owner)
         for tenant, turn_id in taken:
             log.info("turn %s goes on: its waiting calls ran out of time", turn_id)
-            self.spawn(self.resume(tenant, turn_id))
+            self.run(tenant, turn_id, functools.partial(self.resume, tenant, turn_id))
         return taken
 
 
-async def _until_done(events: asyncio.Queue[TurnEvent]) -> AsyncIterator[TurnEvent]:
-    while True:
-        event = await events.get()
-        yield event
-        if isinstance(event, TurnCompleted | TurnFailed | TurnPaused):
-            return
+async def _closing(work: Coroutine[Any, Any, Any], log_: RunLog) -> Any:
+    """Run `work`; its events are all stored when it ends, however it ends."""
+    try:
+        return await work
+    finally:
+        await asyncio.shield(log_.close())
+
+
+class EventStream:
+    """A run's events as they happen, up to the one that ends it; `id` is the event log's id
+    of the last one given (None when nothing is logged)."""
+
+    def __init__(self) -> None:
+        self._events: asyncio.Queue[tuple[EventId | None, TurnEvent]] = asyncio.Queue()
+        self.id: EventId | None = None
+        self._done = False
+
+    async def put(self, event: TurnEvent, event_id: EventId | None = None) -> None:
+        self._events.put_nowait((event_id, event))
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> TurnEvent:
+        if self._done:
+            raise StopAsyncIteration
+        self.id, event = await self._events.get()
+        self._done = isinstance(event, TurnCompleted | TurnFailed | TurnPaused)
+        return event

@@ -11,17 +11,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import msgspec
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import (
     INVALID_SPAN,
     Link,
     NoOpTracer,
     Span,
+    SpanContext,
     SpanKind,
     Status,
     StatusCode,
@@ -38,6 +42,21 @@ from tools.redaction import Redactor
 
 CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 _CAPTURE_ON = {"true", "1", "yes", "span_only", "span_and_event"}
+
+
+def _turn_attributes(tenant: str, conversation_id: str, turn_id: str, mode: str, model: str
+                     ) -> dict[str, Any]:
+    return {
+        "gen_ai.operation.name": "invoke_agent",
+        "gen_ai.agent.name": AGENT_NAME,
+        "gen_ai.conversation.id": conversation_id,
+        "gen_ai.request.model": model,
+        "session.id": conversation_id,
+        "openinference.span.kind": "AGENT",
+        "switchboard.tenant": tenant,
+        "switchboard.turn.id": turn_id,
+        "switchboard.turn.mode": mode,
+    }
 
 
 def capture_from_env(environ: Mapping[str, str] | None = None) -> bool:
@@ -68,28 +87,24 @@ class TurnTracer:
     @contextlib.contextmanager
     def turn(
         self, *, tenant: str, conversation_id: str, turn_id: str, mode: str, model: str,
-        traceparent: str | None = None,
+        traceparent: str | None = None, taken_from: str | None = None,
     ) -> Iterator[Span]:
         """The root of a new trace, linked to the HTTP request that started it; a resumed turn
-        is a child of its first span (`traceparent`), so the whole turn is one trace."""
+        is a child of its first span (`traceparent`), so the whole turn is one trace. A turn
+        taken over from a replica that died (`taken_from`) links to that first span too."""
         parent = otel_context.Context()
         if traceparent is not None:
             parent = TraceContextTextMapPropagator().extract({"traceparent": traceparent})
         caller = trace.get_current_span().get_span_context()
         links = [Link(caller)] if caller.is_valid else []
-        attributes: dict[str, Any] = {
-            "gen_ai.operation.name": "invoke_agent",
-            "gen_ai.agent.name": AGENT_NAME,
-            "gen_ai.conversation.id": conversation_id,
-            "gen_ai.request.model": model,
-            "session.id": conversation_id,
-            "openinference.span.kind": "AGENT",
-            "switchboard.tenant": tenant,
-            "switchboard.turn.id": turn_id,
-            "switchboard.turn.mode": mode,
-        }
+        attributes = _turn_attributes(tenant, conversation_id, turn_id, mode, model)
         if traceparent is not None:
             attributes["switchboard.turn.resumed"] = True
+        if taken_from is not None:
+            attributes["switchboard.turn.taken_over_from"] = taken_from
+            first = trace.get_current_span(parent).get_span_context()
+            if first.is_valid:
+                links.append(Link(first, {"switchboard.link": "takeover"}))
         with self.tracer.start_as_current_span(
             f"invoke_agent {AGENT_NAME}",
             context=parent,
@@ -100,6 +115,33 @@ class TurnTracer:
             set_status_on_exception=False,
         ) as span:
             yield span
+
+    def lost_root(
+        self, *, traceparent: str, started_at: datetime, tenant: str, conversation_id: str,
+        turn_id: str, mode: str, model: str, replica: str,
+    ) -> None:
+        """The first span of a turn whose replica died before ending it, written by the replica
+        that took the turn over, with the ids it had: the trace keeps its root, and the spans
+        the dead replica exported keep their parent."""
+        if self.leaves is None:
+            return
+        first = trace.get_current_span(
+            TraceContextTextMapPropagator().extract({"traceparent": traceparent})
+        ).get_span_context()
+        if not first.is_valid or not first.trace_flags.sampled:
+            return
+        attributes = _turn_attributes(tenant, conversation_id, turn_id, mode, model)
+        attributes["switchboard.turn.lost_with"] = replica
+        self.leaves.finish(ReadableSpan(
+            name=f"invoke_agent {AGENT_NAME}",
+            context=SpanContext(first.trace_id, first.span_id, is_remote=False,
+                                trace_flags=first.trace_flags),
+            resource=self.leaves.resource, attributes=attributes, kind=SpanKind.INTERNAL,
+            start_time=int(started_at.timestamp() * 1e9), end_time=time.time_ns(),
+            status=Status(StatusCode.ERROR, "the replica running this turn stopped; another "
+                                            "took it over"),
+            instrumentation_scope=self.leaves.scope,
+        ))
 
     def retrieval(self, *, tenant: str, query: str, k: int) -> Span:
         if not self.enabled:  # tracing off: nothing to build, nothing to record

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from opentelemetry.trace import SpanContext
 
 from planner.conduct import CallConduct
-from planner.events import PendingCall, ToolCallRecord, TurnEvent
+from planner.events import PendingCall, Takeover, ToolCallRecord, TurnEvent
 from planner.messages import ChatMessage, ToolEntry, Usage
 from planner.model_client import ChatModel
 from planner.plan import Plan
@@ -64,6 +64,8 @@ class TurnState:
         self.conversation_id, self.id = conversation_id, turn_id
         self.request, self.model, self.emit, self.max_steps = request, model, emit, max_steps
         self.stand_in = stand_in
+        self.takeovers: list[Takeover] = []
+        """Each time a replica took the turn over from one that was gone."""
         self.route: Route | None = None
         """The router's decision that chose this turn's backend, if one did."""
         self.current: ChatModel = model
@@ -72,6 +74,9 @@ class TurnState:
         """The backend of a plan turn's joins and answer, when not the plan's own."""
         self.spent: dict[str, Usage] = {}
         """What this run of the turn's own model calls spent, by backend."""
+        self.charged: dict[str, Usage] = {}
+        """What this run spent, by backend: its own model calls and its expert tools' (what
+        token quotas count)."""
         self.recent_tools: list[str] = []
         """The tools the conversation's last turn called with success."""
         self.recent_requests: list[str] = []
@@ -134,6 +139,9 @@ class TurnState:
         if any(p.waits_for == "approval" for p in self.pending):
             return "awaiting_approval"
         return "requires_action"
+
+    def charge(self, backend: str, usage: Usage) -> None:
+        self.charged[backend] = self.charged.get(backend, Usage()) + usage
 
     def next_step(self) -> int:
         self.step += 1

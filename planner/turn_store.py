@@ -53,6 +53,10 @@ class PauseStore(Protocol):
         """A taken-up turn and the calls of the step it paused in."""
         ...
 
+    async def load_taken(self, tenant: str, turn_id: str) -> SavedTurn:
+        """A turn taken over from a replica that is gone, with every call that had not ended."""
+        ...
+
     async def edit_arguments(self, turn_id: str, call_id: str, arguments: dict[str, Any]) -> None:
         """The arguments a person approved a call with."""
         ...

@@ -265,6 +265,10 @@ class MemoryTurnStore(TurnStore):
     async def load_paused(self, tenant: str, turn_id: str) -> SavedTurn:
         raise StoreUnsupported(self.name, "be taken back up", turn_id, _NO_PAUSES)
 
+    async def load_taken(self, tenant: str, turn_id: str) -> SavedTurn:
+        raise StoreUnsupported(self.name, "be taken over", turn_id,
+                               "a turn lives and dies with this process here")
+
     async def edit_arguments(self, turn_id: str, call_id: str, arguments: dict[str, Any]) -> None:
         raise StoreUnsupported(self.name, f"edit the arguments of call {call_id!r}", turn_id,
                                _NO_PAUSES)

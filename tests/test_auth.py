@@ -207,14 +207,22 @@ async def test_a_body_over_the_limit_is_refused_with_413(
     assert response.headers["content-type"] == "application/problem+json"
 
 
-async def test_the_rate_limit_counts_per_key(
+async def test_the_rate_limit_counts_per_key_across_replicas(
     start_app: Callable[..., Any], database_url: str
 ) -> None:
-    app = await start_app(database_url, rate_limit_per_minute=3)
-    other = await new_key(app.client, "developer")  # the admin's first request
-    statuses = [(await app.client.get("/v1/tools")).status_code for _ in range(3)]
-    assert statuses == [200, 200, 429]
-    assert (await app.client.get("/v1/tools", headers=bearer(other))).status_code == 200
+    first = await start_app(database_url, rate_limit_per_minute=4)
+    second = await start_app(database_url, rate_limit_per_minute=4)
+    other = await new_key(first.client, "developer")  # the admin's first request
+    answers = [await app.client.get("/v1/tools") for app in (first, second, second, first)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert [a.headers["RateLimit-Remaining"] for a in answers] == ["2", "1", "0", "0"]
+    refused = answers[-1]
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert refused.json()["detail"] == (
+        "this key made 4 requests this minute, its limit (RATE_LIMIT_PER_MINUTE, counted "
+        f"across replicas); retry in {refused.headers['Retry-After']} s")
+    assert (await second.client.get("/v1/tools", headers=bearer(other))).status_code == 200
 
 
 async def test_the_cli_creates_a_key_that_the_service_accepts(

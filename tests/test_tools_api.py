@@ -52,7 +52,7 @@ async def test_create_returns_the_spec_with_version_1_and_without_its_secret(
     assert "hunter2" not in (await api.get("/v1/tools/get_weather")).text
 
 
-async def test_secret_is_kept_only_in_its_own_column(
+async def test_secret_is_kept_only_in_its_own_column_sealed(
     api: httpx.AsyncClient, database_url: str
 ) -> None:
     await api.post("/v1/tools", json=WEATHER)
@@ -61,8 +61,8 @@ async def test_secret_is_kept_only_in_its_own_column(
         row = await conn.fetchrow("SELECT spec::text AS spec, secret FROM tool_versions")
     finally:
         await conn.close()
-    assert row["secret"] == "hunter2"
-    assert "hunter2" not in row["spec"]
+    assert row["secret"].startswith("sealed:v1:")
+    assert "hunter2" not in row["spec"] + row["secret"]
 
 
 async def test_creating_an_existing_name_is_a_conflict(api: httpx.AsyncClient) -> None:

@@ -361,7 +361,7 @@ async def test_streamed_turn_sends_typed_events_in_order(
     assert kinds[-1] == "turn.completed"
     assert "reasoning.delta" in kinds and "message.delta" in kinds
     assert kinds.index("tool_call.started") < kinds.index("tool_call.finished")
-    assert [int(i) for i, _, _ in events] == list(range(1, len(events) + 1))
+    assert [i for i, _, _ in events] == [f"1.{n}" for n in range(1, len(events) + 1)]
     finished = next(d for _, k, d in events if k == "tool_call.finished")
     assert finished["call"]["result"] == {"city": "Oslo", "temp_c": 7}
     text = "".join(d["text"] for _, k, d in events if k == "message.delta")

@@ -31,6 +31,9 @@ class Received(msgspec.Struct, frozen=True):
 class ToolServer:
     def __init__(self, *, keep: bool = True) -> None:
         self.received: list[Received] = []
+        self.arrived: list[tuple[str, Any]] = []
+        """Each request's path and body as it arrives, before it is answered (a call whose
+        caller died mid-call is here, and perhaps never in `received`)."""
         self.keep = keep
         """Record what arrives (tests read it); a long-running load server does not."""
         self.url = ""
@@ -44,6 +47,8 @@ class ToolServer:
         async def record(request: Request[Any, Any, Any], result: Any, sleep_s: float) -> Any:
             started = time.monotonic()
             body = await request.json()
+            if server.keep:
+                server.arrived.append((request.url.path, body))
             if sleep_s:
                 await asyncio.sleep(sleep_s)
             if server.keep:

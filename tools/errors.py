@@ -9,6 +9,8 @@ ToolsError
 ├── DocumentUnreachable  an OpenAPI document could not be fetched from its URL (422)
 ├── EmbeddingError       the embedding model failed to load or encode
 ├── SearchBusy           too many searches wait on the embedder; retry after a moment (503)
+├── SlotUnavailable      Postgres could not be asked for a capped tool's slot (the call fails)
+├── SecretKeyMismatch    a stored secret was sealed with a key this process does not have
 └── McpError             an MCP server as a tool source
     ├── McpServerNotFound    no MCP server by that name (404)
     ├── McpServerExists      the name (and so the namespace) is taken (409)
@@ -107,6 +109,24 @@ class SearchBusy(ToolsError):
             f"{waiting} searches are waiting for the embedding model, as many as this replica "
             f"queues; retry in {retry_after_s} s"
         )
+
+
+class SlotUnavailable(ToolsError):
+    """Postgres could not be asked for a slot of a tool whose concurrency is capped."""
+
+    def __init__(self, tool: str, reason: str) -> None:
+        self.tool, self.reason = tool, reason
+        super().__init__(f"the concurrency cap of tool {tool!r} could not be checked: {reason}")
+
+
+class SecretKeyMismatch(ToolsError):
+    """A sealed secret opens with none of this process's keys."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "a stored secret was sealed with a key this process does not have: give every "
+            "replica the same SECRET_KEY, and keep the old one in SECRET_KEY_PREVIOUS until "
+            "`switchboard secrets rotate` has run")
 
 
 class McpError(ToolsError):

@@ -21,7 +21,7 @@ from referencing.exceptions import Unresolvable
 
 from tools.builtins import BuiltinFunction, BuiltinFunctions, default_builtins
 from tools.egress import EgressRefused
-from tools.errors import McpCallFailed, McpServerNotFound, McpUnreachable
+from tools.errors import McpCallFailed, McpServerNotFound, McpUnreachable, SlotUnavailable
 from tools.experts import ExpertFailure, Experts
 from tools.http_request import build_request, misplacement, public_url
 from tools.json_schema import ArgumentValidator, RegexInvalid
@@ -30,6 +30,7 @@ from tools.mcp.sessions import McpSessions
 from tools.outcome import CallOutcome, ModelUsage
 from tools.redaction import Redactor, header_credentials
 from tools.retry import backoff_delay, retryable_status
+from tools.slots import SharedSlots
 from tools.spec import (
     BuiltinExecutor,
     ClientExecutor,
@@ -108,7 +109,8 @@ _ToolKey = tuple[str, str, int]
 
 
 class ToolRunner:
-    """Runs tool calls. One per process: its semaphores are what cap a tool's concurrency."""
+    """Runs tool calls. A tool's concurrency cap counts across replicas when `slots` is given
+    (tools/slots.py), else in this runner."""
 
     def __init__(
         self,
@@ -119,15 +121,18 @@ class ToolRunner:
         backoff: Backoff | None = None,
         mcp: McpSessions | None = None,
         experts: Experts | None = None,
+        slots: SharedSlots | None = None,
     ) -> None:
         self._http = http
+        self._shared_slots = slots
+        """Where capped tools' calls are counted across replicas; None: in this process."""
         self._mcp = mcp
         self.experts = experts
         self._builtins = builtins if builtins is not None else default_builtins()
         self._max_output_bytes = max_output_bytes
         self._backoff = backoff or Backoff()
         self._validators: dict[_ToolKey, Validator] = {}
-        self._semaphores: dict[_ToolKey, asyncio.Semaphore] = {}
+        self._semaphores: dict[tuple[str, _ToolKey], asyncio.Semaphore] = {}
 
     def argument_problem(self, tool: ExecutableTool, arguments: Any) -> str | None:
         """Why these arguments do not fit the tool's parameters schema, or None when they do."""
@@ -140,7 +145,7 @@ class ToolRunner:
         if isinstance(prepared, _Fault):
             return _outcome(prepared, started_at, attempts=0, secrets=tool.secrets())
         started_at = _now()
-        result, attempts = await self._run(tool.record, prepared)
+        result, attempts = await self._run(tool, prepared)
         if isinstance(result, _Output):
             result = _cap(result, self._max_output_bytes)
         return _outcome(result, started_at, attempts=attempts, secrets=tool.secrets())
@@ -176,8 +181,10 @@ class ToolRunner:
                     "be called; answer without it or use another tool",
                 )
 
-    async def _run(self, record: ToolRecord, attempt: _Attempt) -> tuple[_Output | _Fault, int]:
+    async def _run(self, tool: ExecutableTool, attempt: _Attempt
+                   ) -> tuple[_Output | _Fault, int]:
         """Attempt once, and again after a backoff only for idempotent tools' retryable faults."""
+        record = tool.record
         policy = record.policy
         # Asking a model changes nothing anywhere, so a model tool is retried as an idempotent
         # one is.
@@ -186,15 +193,22 @@ class ToolRunner:
         attempts, used = 0, None
         while True:
             attempts += 1
-            result = await self._attempt(record, attempt)
+            result = await self._attempt(tool, attempt)
             used = _added(used, result.usage)
             if isinstance(result, _Output) or not result.retryable or attempts > budget:
                 return msgspec.structs.replace(result, usage=used), attempts
             await asyncio.sleep(self._backoff.delay(attempts))
 
-    async def _attempt(self, record: ToolRecord, attempt: _Attempt) -> _Output | _Fault:
+    async def _attempt(self, tool: ExecutableTool, attempt: _Attempt) -> _Output | _Fault:
+        try:
+            return await self._in_slot(tool, attempt)
+        except SlotUnavailable as exc:
+            return _Fault("tool_error", str(exc), retryable=True)
+
+    async def _in_slot(self, tool: ExecutableTool, attempt: _Attempt) -> _Output | _Fault:
+        record = tool.record
         # The timeout covers running, not waiting for a concurrency slot.
-        async with self._slot(record):
+        async with self._slot(tool):
             try:
                 async with asyncio.timeout(record.policy.timeout_s):
                     return await attempt()
@@ -210,11 +224,17 @@ class ToolRunner:
                 return _Fault("tool_error", f"{_target(record)} could not be called: "
                                             f"{type(exc).__name__}: {exc}")
 
-    def _slot(self, record: ToolRecord) -> contextlib.AbstractAsyncContextManager[Any]:
+    def _slot(self, tool: ExecutableTool) -> contextlib.AbstractAsyncContextManager[Any]:
+        """A slot of the tenant's tool, when its policy caps its concurrency: across replicas
+        when slots are shared, else in this process."""
+        record = tool.record
         limit = record.policy.max_concurrency
         if limit is None:
             return contextlib.nullcontext()
-        key = (record.namespace, record.name, record.version)
+        if self._shared_slots is not None:
+            return self._shared_slots.hold(tool.tenant, f"{record.namespace}/{record.name}",
+                                           limit, record.policy.timeout_s)
+        key = (tool.tenant, (record.namespace, record.name, record.version))
         if key not in self._semaphores:
             self._semaphores[key] = asyncio.Semaphore(limit)
         return self._semaphores[key]

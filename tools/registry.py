@@ -26,6 +26,7 @@ from tools.index import (
     SearchHit,
     ToolIndex,
 )
+from tools.sealed import SecretBox
 from tools.search_queue import SearchQueue
 from tools.sentences import search_texts
 from tools.spec import ModelExecutor, ToolRecord, ToolSpec
@@ -60,9 +61,11 @@ class ToolRegistry:
 
     def __init__(
         self, pool: asyncpg.Pool, embedder: Embedder, *, weights: RankingWeights | None = None,
-        queue: SearchQueue | None = None,
+        queue: SearchQueue | None = None, box: SecretBox | None = None,
     ) -> None:
         self.pool = pool
+        self.box = box
+        """Seals tools' secrets for storage (tools/sealed.py); None: stored as given."""
         self.model_backends: list[str] | None = None
         """The service's model backends, which `model` tools may ask (None: not checked)."""
         self.embedder = embedder
@@ -197,7 +200,7 @@ class ToolRegistry:
         self, tenant: str, keys: Sequence[tuple[str, str]]
     ) -> dict[tuple[str, str], ExecutableTool]:
         """The live versions of these tools with what it takes to call them (secrets included)."""
-        found = await store.live_specs(self.pool, tenant, keys)
+        found = await store.live_specs(self.pool, tenant, keys, self.box)
         return {key: ExecutableTool(record=record, tenant=tenant, secret=secret,
                                      secret_headers=headers)
                 for key, (record, secret, headers) in found.items()}
@@ -206,7 +209,7 @@ class ToolRegistry:
         self, tenant: str, keys: Sequence[tuple[str, str, int]]
     ) -> dict[tuple[str, str], ExecutableTool]:
         """These versions of tools that are not deleted, ready to call (secrets included)."""
-        found = await store.pinned_specs(self.pool, tenant, keys)
+        found = await store.pinned_specs(self.pool, tenant, keys, self.box)
         return {key: ExecutableTool(record=record, tenant=tenant, secret=secret,
                                      secret_headers=headers)
                 for key, (record, secret, headers) in found.items()}
@@ -275,19 +278,20 @@ class ToolRegistry:
         self._check_backends(specs, prefix)
         keys = [(s.namespace, s.name) for s in specs]
         async with self.pool.acquire() as conn:
-            before = await store.current_tools(conn, tenant, keys)
+            before = await store.current_tools(conn, tenant, keys, box=self.box)
         if mode == "create":
             _refuse_existing(specs, before)
         changed = [s for s in specs if not _same(s, before.get((s.namespace, s.name)))]
         prepared = await self._prepare(changed, before, progress)
         async with self.pool.acquire() as conn, conn.transaction():
-            locked = await store.current_tools(conn, tenant, [*keys, *remove], lock=True)
+            locked = await store.current_tools(conn, tenant, [*keys, *remove], lock=True,
+                                                box=self.box)
             if mode == "create":
                 _refuse_existing(specs, locked)
             versions = [_numbered(p, locked.get(_key(p))) for p in prepared]
             created_keys = frozenset(_key(v) for v in versions if _is_new(locked.get(_key(v))))
             change_id = await store.next_change_id(conn)
-            await store.write_versions(conn, tenant, versions, change_id)
+            await store.write_versions(conn, tenant, versions, change_id, self.box)
             deleted = [k for k in remove if await store.mark_deleted(conn, tenant, *k, change_id)]
             await store.notify(conn, self.origin, change_id)
             created_at = await conn.fetchval("SELECT now()")
@@ -310,7 +314,8 @@ class ToolRegistry:
 
     async def delete(self, tenant: str, namespace: str, name: str) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
-            await store.current_tools(conn, tenant, [(namespace, name)], lock=True)
+            await store.current_tools(conn, tenant, [(namespace, name)], lock=True,
+                                      box=self.box)
             change_id = await store.next_change_id(conn)
             if not await store.mark_deleted(conn, tenant, namespace, name, change_id):
                 raise ToolNotFound(namespace, name)

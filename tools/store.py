@@ -14,6 +14,7 @@ import numpy as np
 from tools.cursors import decode_cursor, encode_cursor
 from tools.embed import Vectors
 from tools.index import IndexedTool, SearchData
+from tools.sealed import SecretBox
 from tools.spec import ToolRecord, ToolSpec
 
 CHANNEL = "switchboard_tools"
@@ -53,13 +54,20 @@ def encode_spec(spec: ToolSpec) -> str:
     return msgspec.json.encode(spec.without_secret()).decode()
 
 
-def _encode_secret_headers(spec: ToolSpec) -> str | None:
+def _encode_secret_headers(spec: ToolSpec, box: SecretBox | None) -> str | None:
     headers = spec.secret_headers
-    return msgspec.json.encode(headers).decode() if headers else None
+    if not headers:
+        return None
+    return msgspec.json.encode(box.seal_values(headers) if box else headers).decode()
 
 
-def _secret_headers(raw: str | None) -> dict[str, str]:
-    return {} if raw is None else dict(json.loads(raw))
+def _secret_headers(raw: str | None, box: SecretBox | None) -> dict[str, str]:
+    headers = {} if raw is None else dict(json.loads(raw))
+    return box.open_values(headers) if box else headers
+
+
+def _secret(stored: str | None, box: SecretBox | None) -> str | None:
+    return stored if stored is None or box is None else box.open(stored)
 
 
 def _matrix_bytes(rows: Vectors) -> bytes:
@@ -124,7 +132,8 @@ async def load_change(conn: asyncpg.Connection | asyncpg.Pool, change_id: int) -
 
 
 async def current_tools(
-    conn: asyncpg.Connection, tenant: str, keys: Sequence[tuple[str, str]], *, lock: bool = False
+    conn: asyncpg.Connection, tenant: str, keys: Sequence[tuple[str, str]], *, lock: bool = False,
+    box: SecretBox | None = None,
 ) -> dict[tuple[str, str], CurrentTool]:
     """Current rows for the keys, deleted ones included; `lock` takes their row locks."""
     if not keys:
@@ -140,25 +149,26 @@ async def current_tools(
         [k[0] for k in keys],
         [k[1] for k in keys],
     )
-    return {(r["namespace"], r["name"]): _current(r) for r in rows}
+    return {(r["namespace"], r["name"]): _current(r, box) for r in rows}
 
 
-def _current(r: asyncpg.Record) -> CurrentTool:
+def _current(r: asyncpg.Record, box: SecretBox | None) -> CurrentTool:
     return CurrentTool(
         namespace=r["namespace"],
         name=r["name"],
         version=r["version"],
         deleted=r["deleted"],
         spec=_spec_decoder.decode(r["spec"]),
-        secret=r["secret"],
-        secret_headers=_secret_headers(r["secret_headers"]),
+        secret=_secret(r["secret"], box),
+        secret_headers=_secret_headers(r["secret_headers"], box),
         created_at=r["created_at"],
         search=_search_data(r),
     )
 
 
 async def live_specs(
-    db: asyncpg.Connection | asyncpg.Pool, tenant: str, keys: Sequence[tuple[str, str]]
+    db: asyncpg.Connection | asyncpg.Pool, tenant: str, keys: Sequence[tuple[str, str]],
+    box: SecretBox | None = None,
 ) -> dict[tuple[str, str], tuple[ToolRecord, str | None, dict[str, str]]]:
     """The live version of each tool with its secret and secret headers: what it takes to call
     it, nothing more."""
@@ -172,11 +182,12 @@ async def live_specs(
         tenant, [k[0] for k in keys], [k[1] for k in keys],
     )
     return {(r.namespace, r.name): (r, secret, headers)
-            for r, secret, headers in map(_with_secrets, rows)}
+            for r, secret, headers in (_with_secrets(row, box) for row in rows)}
 
 
 async def pinned_specs(
-    db: asyncpg.Connection | asyncpg.Pool, tenant: str, keys: Sequence[tuple[str, str, int]]
+    db: asyncpg.Connection | asyncpg.Pool, tenant: str, keys: Sequence[tuple[str, str, int]],
+    box: SecretBox | None = None,
 ) -> dict[tuple[str, str], tuple[ToolRecord, str | None, dict[str, str]]]:
     """These versions of tools that are not deleted, with their secrets and secret headers."""
     if not keys:
@@ -190,15 +201,16 @@ async def pinned_specs(
         tenant, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
     )
     return {(r.namespace, r.name): (r, secret, headers)
-            for r, secret, headers in map(_with_secrets, rows)}
+            for r, secret, headers in (_with_secrets(row, box) for row in rows)}
 
 
-def _with_secrets(row: asyncpg.Record) -> tuple[ToolRecord, str | None, dict[str, str]]:
-    headers = _secret_headers(row["secret_headers"])
+def _with_secrets(row: asyncpg.Record, box: SecretBox | None
+                  ) -> tuple[ToolRecord, str | None, dict[str, str]]:
+    headers = _secret_headers(row["secret_headers"], box)
     spec = _spec_decoder.decode(row["spec"])
     record = ToolRecord.of(spec, row["version"], row["created_at"], row["secret"] is not None,
                            list(headers))
-    return record, row["secret"], headers
+    return record, _secret(row["secret"], box), headers
 
 
 async def next_change_id(conn: asyncpg.Connection) -> int:
@@ -206,7 +218,8 @@ async def next_change_id(conn: asyncpg.Connection) -> int:
 
 
 async def write_versions(
-    conn: asyncpg.Connection, tenant: str, versions: Sequence[NewVersion], change_id: int
+    conn: asyncpg.Connection, tenant: str, versions: Sequence[NewVersion], change_id: int,
+    box: SecretBox | None = None,
 ) -> None:
     """Insert each new version and point the tool's current row at it (undeleting it)."""
     await conn.executemany(
@@ -214,8 +227,9 @@ async def write_versions(
                                      secret_headers)
            VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7::jsonb)""",
         [
-            (tenant, v.spec.namespace, v.spec.name, v.version, encode_spec(v.spec), v.spec.secret,
-             _encode_secret_headers(v.spec))
+            (tenant, v.spec.namespace, v.spec.name, v.version, encode_spec(v.spec),
+             v.spec.secret if box is None or v.spec.secret is None else box.seal(v.spec.secret),
+             _encode_secret_headers(v.spec, box))
             for v in versions
         ],
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
@@ -10,16 +9,19 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
-from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED
+from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from app.auth import require
+from app.errors import RequestFieldInvalid
 from app.idempotency import Claim, IdempotencyKeys
 from app.problems import PROBLEM_JSON
+from app.sse import kept_alive, live_events, stored_events
 from app.tenancy import tenant_of
 from planner.conversations import Conversations, Ran
-from planner.events import TurnEvent, TurnResult
+from planner.event_log import EventId, EventLog, StoredEvent
+from planner.events import TurnResult
 from planner.records import (
     Approved,
     ClientOutput,
@@ -31,6 +33,7 @@ from planner.records import (
 )
 
 Chats = NamedDependency[Conversations]
+Events = NamedDependency[EventLog]
 Idempotency = NamedDependency[IdempotencyKeys]
 _event_encoder = msgspec.json.Encoder()
 WRITE = require("chat:write")
@@ -96,23 +99,21 @@ class ConversationController(Controller):
         async def run(claim: Claim | None) -> Response[Any]:
             ran = await conversations.launch(tenant, conversation_id, data,
                                              idempotency.tie_to_turn(claim))
-            return _ran_response(ran)
+            return _ran_response(request, ran)
 
         return await idempotency.guarded(request, f"POST turns {conversation_id}", run)
 
 
-def _ran_response(ran: Ran) -> Response[Any]:
+def _ran_response(request: Request[Any, Any, Any], ran: Ran) -> Response[Any]:
     if isinstance(ran, TurnResult):
         return _turn_response(ran)
-    return ServerSentEvent(_sse(ran))
+    return _streamed(request, live_events(ran))
 
 
-async def _sse(events: AsyncIterator[TurnEvent]) -> AsyncIterator[ServerSentEventMessage]:
-    number = itertools.count(1)
-    async for event in events:
-        payload = _event_encoder.encode(event).decode()
-        kind = type(event).__struct_config__.tag
-        yield ServerSentEventMessage(data=payload, event=str(kind), id=str(next(number)))
+def _streamed(request: Request[Any, Any, Any],
+              messages: AsyncIterator[ServerSentEventMessage]) -> ServerSentEvent:
+    every = request.app.state.settings.sse_keepalive_s
+    return ServerSentEvent(kept_alive(messages, every))
 
 
 async def _answer(
@@ -123,7 +124,7 @@ async def _answer(
     ran = await conversations.answer(tenant, turn_id, call_id, decision, stream)
     if ran is None:  # other calls still wait
         return Response(await conversations.turn(tenant, turn_id), status_code=HTTP_202_ACCEPTED)
-    return _ran_response(ran)
+    return _ran_response(request, ran)
 
 
 def _turn_response(result: TurnResult) -> Response[Any]:
@@ -131,6 +132,28 @@ def _turn_response(result: TurnResult) -> Response[Any]:
         body = {**msgspec.to_builtins(result.error), "turn": msgspec.to_builtins(result)}
         return Response(body, status_code=result.error.status, media_type=PROBLEM_JSON)
     return Response(result)
+
+
+def _event_id(header: str | None, query: str | None) -> EventId | None:
+    """Where a reconnecting client left off; a value that is not an event id of ours is
+    refused, naming where it came from."""
+    for given, source in ((header, "header 'Last-Event-ID'"), (query, "query parameter 'after'")):
+        if given is None or not given.strip():
+            continue
+        found = EventId.parse(given)
+        if found is None:
+            raise RequestFieldInvalid(
+                "", f"{given[:40]!r} is not an event id: send the `id` of the last event "
+                "received, as given (like 1.17)", parameter=source)
+        return found
+    return None
+
+
+async def _chain(first: StoredEvent, rest: AsyncIterator[StoredEvent]
+                 ) -> AsyncIterator[StoredEvent]:
+    yield first
+    async for event in rest:
+        yield event
 
 
 class ApprovalIn(msgspec.Struct, frozen=True, kw_only=True):
@@ -180,6 +203,29 @@ class TurnController(Controller):
         decision = ClientOutput(output=data.output, error=data.error)
         return await _answer(request, conversations, turn_id, data.call_id, decision,
                              data.stream)
+
+    @get("/{turn_id:str}/events", summary="A turn's events, from where a stream left off",
+         status_code=200)
+    async def turn_events(
+        self, request: Request[Any, Any, Any], conversations: Chats, events: Events,
+        turn_id: FromPath[str],
+        last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
+        after: Annotated[str | None, QueryParameter(
+            description="The id of the last event received, for clients that cannot send "
+                        "Last-Event-ID")] = None,
+    ) -> Response[Any]:
+        """Server-sent events: those the turn stored after the one whose id is `Last-Event-ID`
+        (or `after`; all of them when neither is given), then each as it happens, until the
+        turn ends or pauses. Works on any replica, whichever runs the turn. 204 when the turn
+        is over and nothing is left to send."""
+        tenant = tenant_of(request)
+        last = _event_id(last_event_id, after)
+        await conversations.turn(tenant, turn_id)  # 404 for another tenant's or none
+        pending = events.follow(tenant, turn_id, last)
+        first = await anext(pending, None)
+        if first is None:
+            return Response(None, status_code=HTTP_204_NO_CONTENT)
+        return _streamed(request, stored_events(_chain(first, pending)))
 
     @get("/{turn_id:str}", summary="A turn: its status, answer, calls and usage")
     async def get_turn(

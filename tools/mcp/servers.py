@@ -87,7 +87,7 @@ class McpServers:
         self.connect_timeout_s = connect_timeout_s
         self.sessions = McpSessions(
             pool, egress, stdio_commands=stdio_commands, connect_timeout_s=connect_timeout_s,
-            on_tools_changed=self._on_change,
+            on_tools_changed=self._on_change, box=registry.box,
         )
         self._refreshing: dict[tuple[str, str], asyncio.Lock] = {}
 
@@ -110,7 +110,8 @@ class McpServers:
                               added=names)
 
     async def list_servers(self, tenant: str) -> list[McpServerRecord]:
-        return [McpServerRecord.of(row) for row in await store.list_all(self.pool, tenant)]
+        rows = await store.list_all(self.pool, tenant, self.registry.box)
+        return [McpServerRecord.of(row) for row in rows]
 
     async def get(self, tenant: str, name: str) -> McpServerTools:
         record = await self._record(tenant, name)
@@ -165,7 +166,8 @@ class McpServers:
 
     async def _store(self, tenant: str, spec: McpServerSpec, specs: list[ToolSpec]) -> None:
         """The server row and its tools: both, or neither."""
-        if not await store.insert(self.pool, tenant, spec.name, spec.transport):
+        if not await store.insert(self.pool, tenant, spec.name, spec.transport,
+                                  self.registry.box):
             raise McpServerExists(spec.name, "a server by that name is registered")
         try:
             await self.registry.write(tenant, specs)
@@ -200,7 +202,7 @@ class McpServers:
                 return names
 
     async def _refuse_taken(self, tenant: str, name: str) -> None:
-        if await store.get(self.pool, tenant, name) is not None:
+        if await store.get(self.pool, tenant, name, self.registry.box) is not None:
             raise McpServerExists(name, "a server by that name is registered")
         page = await self.registry.list_tools(tenant, namespace=name, tag=None, cursor=None,
                                               limit=1)
@@ -211,7 +213,7 @@ class McpServers:
             )
 
     async def _record(self, tenant: str, name: str) -> McpServerRecord:
-        row = await store.get(self.pool, tenant, name)
+        row = await store.get(self.pool, tenant, name, self.registry.box)
         if row is None:
             raise McpServerNotFound(name)
         return McpServerRecord.of(row)

@@ -14,6 +14,7 @@ from tools.errors import McpServerNotFound, McpUnreachable
 from tools.mcp import store
 from tools.mcp.session import McpSession
 from tools.mcp.transport import McpTransport, StdioTransport, describe
+from tools.sealed import SecretBox
 
 SessionKey = tuple[str, str]
 """(tenant, server name)"""
@@ -34,8 +35,10 @@ class McpSessions:
         stdio_commands: frozenset[str] | None = frozenset(),
         connect_timeout_s: float = 10.0,
         on_tools_changed: OnToolsChanged | None = None,
+        box: SecretBox | None = None,
     ) -> None:
         self.pool = pool
+        self.box = box
         self.egress = egress
         self.stdio_commands = stdio_commands
         self.connect_timeout_s = connect_timeout_s
@@ -66,7 +69,7 @@ class McpSessions:
             session = self._sessions.get(key)
             if session is not None and session.alive:
                 return session
-            row = await store.get(self.pool, tenant, name)
+            row = await store.get(self.pool, tenant, name, self.box)
             if row is None:
                 raise McpServerNotFound(name)
             if session is not None:

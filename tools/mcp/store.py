@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Literal
 
 import asyncpg
 import msgspec
 
-from tools.mcp.transport import McpTransport
+from tools.mcp.transport import HttpTransport, McpTransport, StdioTransport
+from tools.sealed import SecretBox
 from tools.storable import clean_text
 
 _transport_decoder = msgspec.json.Decoder(McpTransport)
@@ -30,10 +32,11 @@ class ServerRow(msgspec.Struct, frozen=True, kw_only=True):
 _COLUMNS = "name, transport, created_at, refreshed_at, refresh_status, refresh_error"
 
 
-def _row(r: asyncpg.Record) -> ServerRow:
+def _row(r: asyncpg.Record, box: SecretBox | None) -> ServerRow:
+    transport = _transport_decoder.decode(r["transport"])
     return ServerRow(
         name=r["name"],
-        transport=_transport_decoder.decode(r["transport"]),
+        transport=transport if box is None else _with_values(transport, box.open_values),
         created_at=r["created_at"],
         refreshed_at=r["refreshed_at"],
         refresh_status=r["refresh_status"],
@@ -41,10 +44,23 @@ def _row(r: asyncpg.Record) -> ServerRow:
     )
 
 
+def _with_values(transport: McpTransport,
+                 change: Callable[[Mapping[str, str]], dict[str, str]]) -> McpTransport:
+    """The transport with its write-only values (environment, headers) sealed or opened."""
+    match transport:
+        case StdioTransport(env=env):
+            return msgspec.structs.replace(transport, env=change(env))
+        case HttpTransport(headers=headers):
+            return msgspec.structs.replace(transport, headers=change(headers))
+
+
 async def insert(
-    conn: asyncpg.Pool | asyncpg.Connection, tenant: str, name: str, transport: McpTransport
+    conn: asyncpg.Pool | asyncpg.Connection, tenant: str, name: str, transport: McpTransport,
+    box: SecretBox | None = None,
 ) -> bool:
     """Store a new server, refreshed now; False when the name is taken."""
+    if box is not None:
+        transport = _with_values(transport, box.seal_values)
     row = await conn.fetchrow(
         """INSERT INTO mcp_servers (tenant_id, name, transport, refreshed_at, refresh_status)
            VALUES ($1, $2, $3::jsonb, now(), 'ok')
@@ -54,18 +70,20 @@ async def insert(
     return row is not None
 
 
-async def get(conn: asyncpg.Pool | asyncpg.Connection, tenant: str, name: str) -> ServerRow | None:
+async def get(conn: asyncpg.Pool | asyncpg.Connection, tenant: str, name: str,
+              box: SecretBox | None = None) -> ServerRow | None:
     row = await conn.fetchrow(
         f"SELECT {_COLUMNS} FROM mcp_servers WHERE tenant_id = $1 AND name = $2", tenant, name
     )
-    return None if row is None else _row(row)
+    return None if row is None else _row(row, box)
 
 
-async def list_all(conn: asyncpg.Pool | asyncpg.Connection, tenant: str) -> list[ServerRow]:
+async def list_all(conn: asyncpg.Pool | asyncpg.Connection, tenant: str,
+                   box: SecretBox | None = None) -> list[ServerRow]:
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM mcp_servers WHERE tenant_id = $1 ORDER BY name", tenant
     )
-    return [_row(r) for r in rows]
+    return [_row(r, box) for r in rows]
 
 
 async def record_refresh(
