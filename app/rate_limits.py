@@ -28,6 +28,12 @@ RETURNING count, extract(epoch FROM date_trunc('minute', now()) + interval '1 mi
 """
 
 
+async def count_request(pool: asyncpg.Pool, key: str) -> tuple[int, float]:
+    """The key's requests this minute, this one counted, and the seconds until the next."""
+    count, reset_s = await pool.fetchrow(_COUNT, key)
+    return int(count), float(reset_s)
+
+
 class SharedRateLimit(ASGIMiddleware):
     """At most `per_minute` requests per key per minute, across replicas."""
 
@@ -39,7 +45,7 @@ class SharedRateLimit(ASGIMiddleware):
                      ) -> None:
         connection: ASGIConnection[Any, Any, Any, Any] = ASGIConnection(scope)
         pool: asyncpg.Pool = connection.app.state.pool
-        count, reset_s = await pool.fetchrow(_COUNT, key_of(connection))
+        count, reset_s = await count_request(pool, key_of(connection))
         reset = max(1, math.ceil(reset_s))
         headers = {"RateLimit-Limit": str(self.per_minute),
                    "RateLimit-Remaining": str(max(0, self.per_minute - count)),

@@ -101,7 +101,9 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True):
     """A streamed plan's steps start as their JSON objects complete, before the plan does."""
     join_model: str | None = None
     """The backend of plan turns' joins and answers, when not the plan's own (JOIN_MODEL)."""
-    turn_lease_s: float = 30.0
+    turn_lease_s: float = 10.0
+    """How long a running turn outlives its last heartbeat (renewed every third of it) before
+    another replica takes it over; see README, "Running several replicas"."""
     approval_timeout_s: float = 86_400.0
     client_tool_timeout_s: float = 600.0
 

@@ -122,12 +122,12 @@ class TurnSupervisor:
         handed over."""
         self.begin_stop(grace_s)
         grace_s = max(0.0, self._deadline - time.monotonic())
+        if self._tasks and grace_s > 0:  # the leases are still renewed meanwhile
+            await asyncio.wait(set(self._tasks), timeout=grace_s)
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
-        if self._tasks and grace_s > 0:
-            await asyncio.wait(set(self._tasks), timeout=grace_s)
         handed = list(self.running)
         for task in list(self._tasks):
             task.cancel()

@@ -32,6 +32,9 @@ from tools.registry import ToolRegistry
 _counter = itertools.count()
 ADMIN_KEY = "sbk_test_admin_key_for_the_default_tenant"
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
+SECRET_KEY = "switchboard-tests-secret-key"
+"""What apps, replicas and CLI commands in tests seal stored secrets with, as a deployment
+gives every process one SECRET_KEY."""
 
 
 @pytest.fixture(scope="session")
@@ -126,7 +129,8 @@ def settings_for(tmp_path: Path) -> Callable[[str], Settings]:
         # Tests start from an empty registry unless they ask for the builtin tools.
         # Tool servers in tests listen on loopback, which tools may reach only when allowed.
         values: dict[str, Any] = {"register_builtins": False, "admin_key": ADMIN_KEY,
-                                  "egress_allowlist": "127.0.0.0/8", **overrides}
+                                  "egress_allowlist": "127.0.0.0/8", "secret_key": SECRET_KEY,
+                                  **overrides}
         engine = {k: values.pop(k) for k in list(values) if k in EngineSettings.__struct_fields__}
         return Settings(database_url=url, data_dir_path=str(tmp_path),
                         engine=EngineSettings(**engine), **values)

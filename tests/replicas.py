@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import ADMIN_KEY, AUTH
+from tests.conftest import ADMIN_KEY, AUTH, SECRET_KEY
 from tests.loopback import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +64,7 @@ async def replicas(
                 **os.environ, "DATABASE_URL": database_url, "MODEL_URL": model_url,
                 "PORT": str(port), "REGISTER_BUILTINS": "false", "DATA_DIR": str(data_dir),
                 "HF_HUB_OFFLINE": "1", "ADMIN_KEY": ADMIN_KEY, "EGRESS_ALLOWLIST": "127.0.0.1",
-                "LOG_LEVEL": "WARNING", **env,
+                "LOG_LEVEL": "WARNING", "SECRET_KEY": SECRET_KEY, **env,
             }
             log = (data_dir / f"replica-{n}.log").open("wb")
             proc = subprocess.Popen([sys.executable, "-m", "app", "serve"], cwd=ROOT, env=values,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.evals.bfcl import bfcl_cases
+from tests.conftest import SECRET_KEY
 from tests.eval_models import ANSWERS, QUESTIONS, case_model
 from tests.scripted_model import scripted_model
 
@@ -20,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def evals_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": database_url, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "DATABASE_URL": database_url, "HF_HUB_OFFLINE": "1",
+           "SECRET_KEY": SECRET_KEY}
     return subprocess.run([sys.executable, "-m", "app", "evals", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
 

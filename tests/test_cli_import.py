@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import SECRET_KEY
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SWITCHBOARD_BENCH_DATA", ROOT.parent / "shared" / "data"))
 BFCL_SIMPLE = SHARED_DATA / "bfcl" / "question" / "BFCL_v4_simple_python.json"
@@ -33,7 +35,8 @@ FACTORIAL = {
 
 
 def run_import(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": database_url, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "DATABASE_URL": database_url, "HF_HUB_OFFLINE": "1",
+           "SECRET_KEY": SECRET_KEY}
     return subprocess.run(
         [sys.executable, "-m", "app", "tools", "import", *args],
         cwd=ROOT,

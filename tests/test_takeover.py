@@ -4,6 +4,7 @@ what was stored; a replica that stops lets its turns finish, then hands the rest
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from planner.takeovers import MAX_TAKEOVERS
 from tests.replicas import Replica, replicas, sigkill, sigterm
 from tests.scripted_model import ScriptedHang, ScriptedReply, Step, scripted_model
 from tests.sse import read_stream
+from tests.test_tracing import stored_trace
 from tests.tool_server import ToolServer, http_tool, tool_server
 
 SLEEP = {"ms": {"type": "number"}, "label": {"type": "string"}}
@@ -112,6 +114,15 @@ async def test_a_killed_replicas_turn_is_finished_by_another_and_no_call_is_made
         assert '"error_type": "outcome_unknown"' in told[1]["content"]
         statuses = await _call_statuses(database_url, turn_id)
         assert statuses == {"look_up_order": "succeeded", "charge_card": "unknown"}
+        spans = (await stored_trace(second.client, turn_id))["spans"]
+        root = next(s for s in spans if s["parent_span_id"] is None)
+        assert root["attributes"]["switchboard.turn.lost_with"] == takeover["from"]
+        assert root["status"]["code"] == "ERROR"
+        [went_on] = [s for s in spans if s["parent_span_id"] == root["span_id"]
+                     and s["name"] == root["name"]]
+        assert went_on["attributes"]["switchboard.turn.taken_over_from"] == takeover["from"]
+        [link] = [link for link in went_on["links"] if link["span_id"] == root["span_id"]]
+        assert link["attributes"] == {"switchboard.link": "takeover"}
         stored = await read_stream(second.client, "GET", f"/v1/turns/{turn_id}/events")
         runs = [(e.id, e.type) for e in stored.events]
         assert runs[0] == ("1.1", "turn.started")
@@ -191,6 +202,31 @@ async def test_sigterm_lets_short_turns_finish_and_hands_long_ones_over(
         assert refused in (None, 503)
 
 
+async def test_a_turn_finishing_within_the_grace_period_keeps_its_lease_meanwhile(
+    database_url: str, start_app: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A grace period longer than the lease: the stopping replica renews its turns' leases
+    while they finish, so the replica watching does not take them over."""
+
+    def respond(body: dict[str, Any]) -> Step:
+        if body["messages"][-1]["role"] == "tool":
+            return ScriptedReply(content="Done.")
+        return ScriptedReply(tool_calls=[("charge_card", {"ms": 2500, "label": "once"})])
+
+    async with tool_server() as tools, scripted_model(responder=respond) as model, \
+            replicas(1, database_url, model.url, tmp_path, TURN_LEASE_S="1",
+                     SHUTDOWN_GRACE_S="6") as [first]:
+        watching = await start_app(database_url, model_url=model.url, turn_lease_s=1.0)
+        await _register(first, tools)
+        turn_id, _ = await _start_turn(first, "charge once")
+        await _until(lambda: len(tools.arrived) == 1)
+        sigterm(first)
+        await first.exited()
+        turn = await _finished(watching.client, turn_id)
+        assert (turn["status"], turn["takeovers"]) == ("completed", [])
+        assert [body["label"] for _, body in tools.arrived] == ["once"]
+
+
 async def _refused_while_stopping(replica: Replica) -> int | None:
     """What a new turn gets from a replica that is stopping: 503, or no connection at all."""
     try:
@@ -229,6 +265,30 @@ async def test_a_turn_taken_over_too_often_is_interrupted_with_a_problem(
                       "it finished, so it is not taken over again; send the message again to "
                       "retry"}
         assert model.requests == []
+
+        # A retry of the request that started it replays the turn, its problem as the answer.
+        body = b'{"message": "x"}'
+        await _tie_key(database_url, "retry-1", f"POST turns {conversation}", body, "turn_poison")
+        replayed = await app.client.post(
+            f"/v1/conversations/{conversation}/turns", content=body,
+            headers={"Idempotency-Key": "retry-1", "Content-Type": "application/json"})
+        assert replayed.status_code == 503
+        assert replayed.headers["content-type"] == "application/problem+json"
+        assert replayed.headers["Idempotent-Replayed"] == "true"
+        assert replayed.json()["type"] == "/problems/turn-interrupted"
+        assert (replayed.json()["status"], replayed.json()["turn"]["status"]) == (
+            503, "interrupted")
+
+
+async def _tie_key(database_url: str, key: str, route: str, body: bytes, turn_id: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            """INSERT INTO idempotency_keys (tenant_id, key, route, request_hash, turn_id)
+               VALUES ('default', $1, $2, $3, $4)""",
+            key, route, hashlib.sha256(body).hexdigest(), turn_id)
+    finally:
+        await conn.close()
 
 
 async def _call_statuses(database_url: str, turn_id: str) -> dict[str, str]:

@@ -101,7 +101,8 @@ class ConversationController(Controller):
                                              idempotency.tie_to_turn(claim))
             return _ran_response(request, ran)
 
-        return await idempotency.guarded(request, f"POST turns {conversation_id}", run)
+        return await idempotency.guarded(request, f"POST turns {conversation_id}", run,
+                                         _turn_response)
 
 
 def _ran_response(request: Request[Any, Any, Any], ran: Ran) -> Response[Any]:
@@ -128,7 +129,7 @@ async def _answer(
 
 
 def _turn_response(result: TurnResult) -> Response[Any]:
-    if result.status == "failed" and result.error is not None:
+    if result.error is not None:  # failed, or interrupted
         body = {**msgspec.to_builtins(result.error), "turn": msgspec.to_builtins(result)}
         return Response(body, status_code=result.error.status, media_type=PROBLEM_JSON)
     return Response(result)
