@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -129,6 +130,46 @@ async def test_a_killed_replicas_turn_is_finished_by_another_and_no_call_is_made
         taken = runs.index(("2.1", "turn.taken_over"))
         assert all(i.startswith("1.") for i, _ in runs[:taken])
         assert runs[-1][1] == "turn.completed" and runs[-1][0].startswith("2.")
+
+
+async def test_a_plan_taken_over_reruns_its_idempotent_step_and_reports_the_unstarted_one(
+    database_url: str, start_app: Callable[..., Any], tmp_path: Path
+) -> None:
+    """The plan's message names every step: the running one (idempotent) is made again, the
+    one waiting for it had not started and is reported as not made; the join goes on."""
+    steps = [{"id": "s1", "tool": "look_up_order", "arguments": {"ms": 1500, "label": "a"}},
+             {"id": "s2", "tool": "charge_card", "arguments": {"ms": 10, "label": "$s1.label"}}]
+
+    def respond(body: dict[str, Any]) -> Step:
+        if body["messages"][-1]["role"] == "tool":
+            return ScriptedReply(content="Looked it up; nothing charged.")
+        return ScriptedReply(content=json.dumps({"steps": steps}))
+
+    async with tool_server() as tools, scripted_model(responder=respond) as model, \
+            replicas(1, database_url, model.url, tmp_path, TURN_LEASE_S="1") as [first]:
+        await _register(first, tools)
+        conversation = (await first.client.post("/v1/conversations", json={})).json()["id"]
+        posted = asyncio.create_task(first.client.post(
+            f"/v1/conversations/{conversation}/turns",
+            json={"message": "look up and charge", "mode": "plan"}))
+        await _until(lambda: len(tools.arrived) == 1)
+        sigkill(first)
+        await first.exited()
+        posted.cancel()
+
+        second = await start_app(database_url, model_url=model.url, turn_lease_s=1.0)
+        turns = (await second.client.get(f"/v1/conversations/{conversation}")).json()["turns"]
+        turn = await _finished(second.client, turns[0]["id"])
+
+    assert (turn["status"], turn["message"]["content"]) == (
+        "completed", "Looked it up; nothing charged.")
+    calls = {c["id"]: c for c in turn["tool_calls"]}
+    assert calls["p0_s1"]["result"] == {"slept_ms": 1500, "label": "a"}
+    assert (calls["p0_s2"]["error_type"], calls["p0_s2"]["attempts"]) == ("not_started", 0)
+    assert [body["label"] for _, body in tools.arrived] == ["a", "a"]
+    told = {m["tool_call_id"]: m["content"] for m in model.requests[-1]["messages"]
+            if m["role"] == "tool"}
+    assert '"error_type": "not_started"' in told["p0_s2"]
 
 
 async def test_a_turn_killed_while_the_model_answered_asks_again_from_the_same_history(
