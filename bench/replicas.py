@@ -42,7 +42,6 @@ import msgspec
 import psutil
 
 from app.database import connect_pool
-from app.rate_limits import count_request
 from bench._markdown import publish
 from bench._stack import (
     SERVE,
@@ -58,7 +57,6 @@ from bench.load import MODEL_LATENCY_MS, PARALLEL, SCRIPTED_S, TOOL_MS, percenti
 from bench.parallel import register_others
 from planner.engine import EngineSettings
 from tests.tool_server import http_tool
-from tools.slots import SharedSlots
 
 BEGIN, END = "<!-- replicas:begin -->", "<!-- replicas:end -->"
 SECTION = "## Replicas"
@@ -275,6 +273,9 @@ async def shared_limits(rounds: int) -> dict[str, float]:
 
 
 async def _limits(database: str, rounds: int) -> dict[str, float]:
+    from app.rate_limits import count_request
+    from tools.slots import SharedSlots
+
     pool = await connect_pool(database)
     try:
         slots = SharedSlots(pool)

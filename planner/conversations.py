@@ -91,7 +91,8 @@ class Conversations:
         return self.supervisor.follow(
             tenant, turn_id,
             lambda emit: engine.run_turn(tenant, conversation_id, turn_id, request, emit,
-                                         route=route)
+                                         route=route),
+            first=True,
         )
 
     async def run(
@@ -145,7 +146,7 @@ class Conversations:
             return None if waiting else await self.engine.resume_turn(tenant, turn_id, emit)
 
         if not stream:
-            task = self.supervisor.run(tenant, turn_id, go_on)
+            task = self.supervisor.run(tenant, turn_id, go_on, streamed=False)
             if await asyncio.shield(decided):
                 return None
             result: TurnResult = await asyncio.shield(task)

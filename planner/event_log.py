@@ -1,5 +1,6 @@
-"""Every event of every turn, kept in Postgres, so a client that lost its stream reconnects to any
-replica and gets what it missed, then the rest as it happens.
+"""Every event of a streamed turn, kept in Postgres, so a client that lost its stream reconnects
+to any replica and gets what it missed, then the rest as it happens. (A client that waits for
+one answer has no stream to resume; it reads the turn.)
 
 An event's id is `{run}.{seq}`: `run` counts the turn's runs (its start, each resume after a
 pause, each takeover), `seq` the events of one run. A run's events go to its live stream at once
@@ -20,13 +21,14 @@ import asyncpg
 import msgspec
 
 from planner._db import jsonb_text
-from planner.events import MessageDelta, ReasoningDelta, TurnEvent
+from planner.events import TurnEvent
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "turn_events"
 FLUSH_S = 0.05
-"""How long a delta may wait to be stored with the ones after it."""
+"""How long an event may wait to be stored with the ones after it (one that ends a run is
+stored at once, and the run waits for it)."""
 POLL_S = 1.0
 """How often a reader looks without a notification (one lost while reconnecting)."""
 FINAL = ("turn.completed", "turn.failed", "turn.paused")
@@ -61,11 +63,14 @@ class StoredEvent(msgspec.Struct, frozen=True):
 class RunLog:
     """The events of one run of a turn: numbered as they happen, stored in batches."""
 
-    def __init__(self, pool: asyncpg.Pool, tenant: str, turn_id: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, tenant: str, turn_id: str, *, first: bool) -> None:
         self.pool, self.tenant, self.turn_id = pool, tenant, turn_id
-        self.run = 0
+        self.run = 1 if first else 0
+        """The run's number: 1 for a turn's first (nothing is stored before it); else asked
+        of Postgres with the first event."""
         self._seq = 0
         self._numbering = asyncio.Lock()
+        self._writing = asyncio.Lock()
         self._pending: list[tuple[int, str, str]] = []
         self._flushing: asyncio.Task[None] | None = None
 
@@ -81,33 +86,43 @@ class RunLog:
         kind = str(type(event).__struct_config__.tag)
         self._pending.append((self._seq, kind, _encoder.encode(event).decode()))
         if self._flushing is None or self._flushing.done():
-            delay = FLUSH_S if isinstance(event, MessageDelta | ReasoningDelta) else 0.0
-            self._flushing = asyncio.create_task(self._flush_after(delay))
+            self._flushing = asyncio.create_task(self._flush_after(FLUSH_S))
         if kind in FINAL:
             await self.close()
         return EventId(self.run, self._seq)
 
     async def close(self) -> None:
-        """Store what is queued, and wait for it."""
-        while self._flushing is not None and not self._flushing.done():
-            await asyncio.shield(self._flushing)
+        """Store what is queued now, and wait for it."""
+        flushing, self._flushing = self._flushing, None
+        if flushing is not None and not flushing.done():
+            flushing.cancel()  # its sleep; a batch being written is shielded
+            with contextlib.suppress(asyncio.CancelledError):
+                await flushing
         if self._pending:
-            await self._flush()
+            await self._stored()
 
     async def _flush_after(self, delay_s: float) -> None:
-        if delay_s:
+        while self._pending:  # what arrives while a batch is written goes in the next
             await asyncio.sleep(delay_s)
+            await asyncio.shield(self._stored())
+
+    async def _stored(self) -> None:
         try:
             await self._flush()
         except (asyncpg.PostgresError, OSError) as exc:
-            # The turn goes on; a client that reconnects misses these events, and says so
+            # The turn goes on; a client that reconnects misses these events, and sees so
             # by the gap in their ids.
             log.warning("could not store the events of turn %s: %s", self.turn_id, exc)
 
     async def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        if not batch:
-            return
+        # One batch at a time, in order: a reader takes the events after the last it saw, so
+        # a later batch committed first would hide an earlier one from it.
+        async with self._writing:
+            batch, self._pending = self._pending, []
+            if batch:
+                await self._insert(batch)
+
+    async def _insert(self, batch: list[tuple[int, str, str]]) -> None:
         await self.pool.execute(
             """WITH stored AS (
                    INSERT INTO turn_events (tenant_id, turn_id, run, seq, type, data)
@@ -128,8 +143,9 @@ class EventLog:
         self._waiting: dict[str, set[asyncio.Event]] = {}
         self._conn: asyncpg.Connection | None = None
 
-    def run(self, tenant: str, turn_id: str) -> RunLog:
-        return RunLog(self.pool, tenant, turn_id)
+    def run(self, tenant: str, turn_id: str, *, first: bool = False) -> RunLog:
+        """The log of a run of the turn; `first`: its first run (it has stored nothing)."""
+        return RunLog(self.pool, tenant, turn_id, first=first)
 
     async def start(self) -> None:
         """Listen for stored events, so readers wake at once (without it they poll)."""

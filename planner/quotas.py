@@ -3,7 +3,8 @@ across replicas (TOKEN_QUOTAS).
 
 A turn is refused before its model is called once its tenant has spent its quota on the turn's
 backend today; what a turn spends (its own model calls and its expert tools', by backend) is
-counted when it ends or pauses. A turn under way is not cut short, so the last turn of a day
+counted when it ends or pauses (while TOKEN_QUOTAS sets a quota). A turn under way is not cut
+short, so the last turn of a day
 may go past the quota by what it spends.
 """
 
@@ -58,7 +59,9 @@ class TokenQuotas:
             raise QuotaExceeded(tenant, backend, limit, spent, _next_day())
 
     async def spend(self, tenant: str, by_backend: Mapping[str, Usage]) -> None:
-        """Count what a turn spent, by backend."""
+        """Count what a turn spent, by backend (nothing to count when no quota is set)."""
+        if not self.limits:
+            return
         rows = [(tenant, backend, u.prompt_tokens + u.completion_tokens)
                 for backend, u in by_backend.items() if u.prompt_tokens + u.completion_tokens]
         if rows:

@@ -78,13 +78,15 @@ class TurnSupervisor:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def run(self, tenant: str, turn_id: str, run: Run, emit: EventSink = ignore
-            ) -> asyncio.Task[Any]:
-        """Run a turn here: each event it reports is stored in the event log (so a client that
-        loses its stream can read it back from any replica), then passed to `emit`."""
-        if self.events is None:
+    def run(self, tenant: str, turn_id: str, run: Run, emit: EventSink = ignore, *,
+            first: bool = False, streamed: bool = True) -> asyncio.Task[Any]:
+        """Run a turn here. The events of a `streamed` turn are stored in the event log (so a
+        client that loses its stream can read them back from any replica), then passed to
+        `emit`; a turn whose client waits for one answer has no stream to resume. `first`:
+        the turn's first run (it has stored no events yet)."""
+        if self.events is None or not streamed:
             return self.spawn(run(emit))
-        log_ = self.events.run(tenant, turn_id)
+        log_ = self.events.run(tenant, turn_id, first=first)
 
         async def stored(event: TurnEvent) -> None:
             await log_.add(event)
@@ -94,18 +96,19 @@ class TurnSupervisor:
 
     async def outcome(self, tenant: str, turn_id: str, run: Run, emit: EventSink = ignore
                       ) -> Any:
-        """Run a turn here and wait for it; a caller that goes away stops waiting, not the
-        turn."""
-        return await asyncio.shield(self.run(tenant, turn_id, run, emit))
+        """Run a turn here and wait for it, its answer not streamed; a caller that goes away
+        stops waiting, not the turn."""
+        return await asyncio.shield(self.run(tenant, turn_id, run, emit, streamed=False))
 
-    def follow(self, tenant: str, turn_id: str, run: Run) -> EventStream:
+    def follow(self, tenant: str, turn_id: str, run: Run, *, first: bool = False
+               ) -> EventStream:
         """Start a turn here at once, and give its events up to its last one; a reader that
         stops early, or never starts, leaves the turn running to its end."""
         stream = EventStream()
         if self.events is None:
             self.spawn(run(stream.put))
             return stream
-        log_ = self.events.run(tenant, turn_id)
+        log_ = self.events.run(tenant, turn_id, first=first)
 
         async def stored(event: TurnEvent) -> None:
             await stream.put(event, await log_.add(event))
@@ -177,7 +180,8 @@ class TurnSupervisor:
             log.warning("taking over turn %s from replica %s", turn.turn_id,
                         turn.takeover.previous)
             self.run(turn.tenant, turn.turn_id,
-                     functools.partial(self.take_over, turn.tenant, turn.turn_id, turn.takeover))
+                     functools.partial(self.take_over, turn.tenant, turn.turn_id, turn.takeover),
+                     streamed=turn.streamed)
         return taken
 
     async def take_up_overdue(self) -> list[tuple[str, str]]:

@@ -29,6 +29,8 @@ class Abandoned(msgspec.Struct, frozen=True):
     tenant: str
     turn_id: str
     takeover: Takeover
+    streamed: bool
+    """Whether its client was streaming it (and may reconnect for the rest)."""
 
 
 _takeover = msgspec.json.Decoder(Takeover)
@@ -98,11 +100,12 @@ class TakeoverQueries(PostgresTables):
                           takeovers = t.takeovers || jsonb_build_array(jsonb_build_object(
                               'from', l.owner, 'by', $1::text, 'at', now()))
                    FROM lapsed l WHERE t.id = l.id
-                   RETURNING t.tenant_id, t.id, t.takeovers -> -1 AS takeover""",
+                   RETURNING t.tenant_id, t.id, t.takeovers -> -1 AS takeover,
+                             coalesce((t.request ->> 'stream')::boolean, false) AS streamed""",
                 owner, lease_s,
             )
-        return [Abandoned(r["tenant_id"], r["id"], _takeover.decode(r["takeover"]))
-                for r in rows]
+        return [Abandoned(r["tenant_id"], r["id"], _takeover.decode(r["takeover"]),
+                          r["streamed"]) for r in rows]
 
     async def load_taken(self, tenant: str, turn_id: str) -> SavedTurn:
         """A turn taken over: what it had stored, with every call that had not ended."""

@@ -65,11 +65,12 @@ async def _register(replica: Replica, tools: ToolServer) -> None:
     assert response.status_code == 200, response.text
 
 
-async def _start_turn(replica: Replica, message: str) -> tuple[str, asyncio.Task[Any]]:
+async def _start_turn(replica: Replica, message: str, *, stream: bool = False
+                      ) -> tuple[str, asyncio.Task[Any]]:
     """A conversation and a turn posted in the background; the turn's id once it is written."""
     conversation = (await replica.client.post("/v1/conversations", json={})).json()["id"]
     posted = asyncio.create_task(replica.client.post(
-        f"/v1/conversations/{conversation}/turns", json={"message": message}))
+        f"/v1/conversations/{conversation}/turns", json={"message": message, "stream": stream}))
     turn_id = ""
 
     async def written() -> bool:
@@ -90,7 +91,7 @@ async def test_a_killed_replicas_turn_is_finished_by_another_and_no_call_is_made
     async with tool_server() as tools, scripted_model(responder=_answer_after_tools) as model, \
             replicas(1, database_url, model.url, tmp_path, TURN_LEASE_S="1") as [first]:
         await _register(first, tools)
-        turn_id, posted = await _start_turn(first, "charge my order")
+        turn_id, posted = await _start_turn(first, "charge my order", stream=True)
         await _until(lambda: len(tools.arrived) == 2)
         sigkill(first)
         await first.exited()

@@ -74,16 +74,20 @@ class SharedSlots:
 
 
 # The lowest free slot, taken only while fewer than `limit` are held (a cap lowered by a new
-# version leaves the slots above it to run out); a slot whose lease ran out is free.
+# version leaves the slots above it to run out); a slot whose lease ran out is free. With n
+# slots held the lowest free one is at most n, so n + 1 candidates are enough, however large
+# the cap.
 _TAKE = """
 WITH held AS (
     SELECT slot FROM tool_slots
     WHERE tenant_id = $1 AND tool = $2 AND expires_at >= now()
+), taken AS (
+    SELECT count(*)::int AS n FROM held
 )
 INSERT INTO tool_slots (tenant_id, tool, slot, holder, expires_at)
 SELECT $1, $2, s, $4, now() + make_interval(secs => $5)
-FROM generate_series(0, $3 - 1) AS s
-WHERE s NOT IN (SELECT slot FROM held) AND (SELECT count(*) FROM held) < $3
+FROM taken, generate_series(0, taken.n) AS s
+WHERE taken.n < $3 AND s NOT IN (SELECT slot FROM held)
 ORDER BY s LIMIT 1
 ON CONFLICT (tenant_id, tool, slot) DO UPDATE
     SET holder = excluded.holder, expires_at = excluded.expires_at
