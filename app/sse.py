@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import msgspec
@@ -20,20 +20,20 @@ _encoder = msgspec.json.Encoder()
 KEEP_ALIVE = ServerSentEventMessage(comment="keep-alive", data=None)
 
 
-async def live_events(events: EventStream) -> AsyncIterator[ServerSentEventMessage]:
+async def live_events(events: EventStream) -> AsyncGenerator[ServerSentEventMessage, None]:
     """A run's events as they happen."""
     async for event in events:
         yield _message(event, events.id)
 
 
 async def stored_events(events: AsyncIterator[StoredEvent]
-                        ) -> AsyncIterator[ServerSentEventMessage]:
+                        ) -> AsyncGenerator[ServerSentEventMessage, None]:
     """Events read back from the event log."""
     async for event in events:
         yield ServerSentEventMessage(data=event.data, event=event.type, id=str(event.id))
 
 
-async def kept_alive(messages: AsyncIterator[ServerSentEventMessage], every_s: float
+async def kept_alive(messages: AsyncGenerator[ServerSentEventMessage, None], every_s: float
                      ) -> AsyncIterator[ServerSentEventMessage]:
     """`messages`, with a keep-alive comment after each `every_s` without one."""
     source = aiter(messages)
@@ -56,8 +56,7 @@ async def kept_alive(messages: AsyncIterator[ServerSentEventMessage], every_s: f
             waiting.cancel()
             with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
                 await waiting
-        with contextlib.suppress(Exception):
-            await messages.aclose()  # type: ignore[attr-defined]
+        await messages.aclose()
 
 
 def _message(event: TurnEvent, event_id: object) -> ServerSentEventMessage:

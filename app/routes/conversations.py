@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -112,7 +112,7 @@ def _ran_response(request: Request[Any, Any, Any], ran: Ran) -> Response[Any]:
 
 
 def _streamed(request: Request[Any, Any, Any],
-              messages: AsyncIterator[ServerSentEventMessage]) -> ServerSentEvent:
+              messages: AsyncGenerator[ServerSentEventMessage, None]) -> ServerSentEvent:
     every = request.app.state.settings.sse_keepalive_s
     return ServerSentEvent(kept_alive(messages, every))
 
