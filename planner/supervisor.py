@@ -59,6 +59,8 @@ class TurnSupervisor:
         self.stopping = False
         """Whether this replica has begun to stop: it takes no new turns, and takes over none."""
         self._deadline = 0.0
+        self._mine: set[str] = set()
+        """The turns tasks here run (begun by the engine or not yet)."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop_task: asyncio.Task[None] | None = None
 
@@ -78,6 +80,15 @@ class TurnSupervisor:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def _own(self, turn_id: str, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """A task that runs `turn_id` here: from now until it ends, the turn's lease is renewed
+        and the turn is never taken over by this replica, even before the engine has begun
+        it."""
+        task = self.spawn(work)
+        self._mine.add(turn_id)
+        task.add_done_callback(lambda _: self._mine.discard(turn_id))
+        return task
+
     def run(self, tenant: str, turn_id: str, run: Run, emit: EventSink = ignore, *,
             first: bool = False, streamed: bool = True) -> asyncio.Task[Any]:
         """Run a turn here. The events of a `streamed` turn are stored in the event log (so a
@@ -85,14 +96,14 @@ class TurnSupervisor:
         `emit`; a turn whose client waits for one answer has no stream to resume. `first`:
         the turn's first run (it has stored no events yet)."""
         if self.events is None or not streamed:
-            return self.spawn(run(emit))
+            return self._own(turn_id, run(emit))
         log_ = self.events.run(tenant, turn_id, first=first)
 
         async def stored(event: TurnEvent) -> None:
             await log_.add(event)
             await emit(event)
 
-        return self.spawn(_closing(run(stored), log_))
+        return self._own(turn_id, _closing(run(stored), log_))
 
     async def outcome(self, tenant: str, turn_id: str, run: Run, emit: EventSink = ignore
                       ) -> Any:
@@ -106,14 +117,14 @@ class TurnSupervisor:
         stops early, or never starts, leaves the turn running to its end."""
         stream = EventStream()
         if self.events is None:
-            self.spawn(run(stream.put))
+            self._own(turn_id, run(stream.put))
             return stream
         log_ = self.events.run(tenant, turn_id, first=first)
 
         async def stored(event: TurnEvent) -> None:
             await stream.put(event, await log_.add(event))
 
-        self.spawn(_closing(run(stored), log_))
+        self._own(turn_id, _closing(run(stored), log_))
         return stream
 
     def begin_stop(self, grace_s: float) -> None:
@@ -136,7 +147,7 @@ class TurnSupervisor:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
-        handed = list(self.running)
+        handed = sorted({*self.running, *self._mine})
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -157,7 +168,8 @@ class TurnSupervisor:
             await asyncio.sleep(self.lease_s / SCANS_PER_LEASE)
             try:
                 if tick % beats == 0:
-                    self._stop_lost(await self.store.heartbeat(self.owner, list(self.running)))
+                    self._stop_lost(await self.store.heartbeat(
+                        self.owner, {*self.running, *self._mine}))
                 if not self.stopping:
                     await self.take_over_abandoned()
                     await self.take_up_overdue()
@@ -175,7 +187,8 @@ class TurnSupervisor:
 
     async def take_over_abandoned(self) -> list[Abandoned]:
         """Turns whose replica is gone (their lease ran out) go on here."""
-        taken = await self.store.take_over_abandoned(self.owner, self.lease_s)
+        taken = await self.store.take_over_abandoned(self.owner, self.lease_s,
+                                                     {*self.running, *self._mine})
         for turn in taken:
             log.warning("taking over turn %s from replica %s", turn.turn_id,
                         turn.takeover.previous)

@@ -44,6 +44,13 @@ _EVAL = jsonb_text(Problem(
            "runs the case again"))
 
 
+def _lapsed(lease_s: str, mine: str) -> str:
+    """SQL: a running turn whose lease ran out `lease_s` ago and that is not among `mine`
+    (the parameters' placeholders)."""
+    return (f"status = 'running' AND NOT id = ANY({mine}::text[]) "
+            f"AND heartbeat_at < now() - make_interval(secs => {lease_s})")
+
+
 class TakeoverQueries(PostgresTables):
     """The leases of `PostgresTurnStore`: renewing them, handing them over, taking over those
     that ran out."""
@@ -74,27 +81,26 @@ class TakeoverQueries(PostgresTables):
             owner, list(turn_ids),
         )
 
-    async def take_over_abandoned(self, owner: str, lease_s: float) -> list[Abandoned]:
-        """Running turns whose lease ran out become `owner`'s, each takeover kept with its turn.
+    async def take_over_abandoned(self, owner: str, lease_s: float,
+                                  running: Collection[str] = ()) -> list[Abandoned]:
+        """Running turns whose lease ran out become `owner`'s, each takeover kept with its turn
+        (but not those it is `running` itself, whose leases it is late to renew).
         One taken over MAX_TAKEOVERS times already is marked interrupted instead; so is an eval
         run's, whose tools were answered by the run and which the run itself starts again."""
         async with self.pool.acquire() as conn, conn.transaction():
-            lapsed = ("status = 'running' "
-                      "AND heartbeat_at < now() - make_interval(secs => $1)")
+            mine = list(running)
             await conn.execute(
                 f"""UPDATE turns SET status = 'interrupted', finished_at = now(), error = $3::jsonb
-                    WHERE {lapsed} AND jsonb_array_length(takeovers) >= $2""",
-                lease_s, MAX_TAKEOVERS, _GAVE_UP)
+                    WHERE {_lapsed("$1", "$4")} AND jsonb_array_length(takeovers) >= $2""",
+                lease_s, MAX_TAKEOVERS, _GAVE_UP, mine)
             await conn.execute(
                 f"""UPDATE turns SET status = 'interrupted', finished_at = now(), error = $2::jsonb
-                    WHERE {lapsed} AND conversation_id IN (
+                    WHERE {_lapsed("$1", "$3")} AND conversation_id IN (
                         SELECT id FROM conversations WHERE eval_run IS NOT NULL)""",
-                lease_s, _EVAL)
+                lease_s, _EVAL, mine)
             rows = await conn.fetch(
-                """WITH lapsed AS (
-                       SELECT id, owner FROM turns
-                       WHERE status = 'running'
-                         AND heartbeat_at < now() - make_interval(secs => $2)
+                f"""WITH lapsed AS (
+                       SELECT id, owner FROM turns WHERE {_lapsed("$2", "$3")}
                        FOR UPDATE SKIP LOCKED)
                    UPDATE turns t SET owner = $1::text, heartbeat_at = now(),
                           takeovers = t.takeovers || jsonb_build_array(jsonb_build_object(
@@ -102,7 +108,7 @@ class TakeoverQueries(PostgresTables):
                    FROM lapsed l WHERE t.id = l.id
                    RETURNING t.tenant_id, t.id, t.takeovers -> -1 AS takeover,
                              coalesce((t.request ->> 'stream')::boolean, false) AS streamed""",
-                owner, lease_s,
+                owner, lease_s, mine,
             )
         return [Abandoned(r["tenant_id"], r["id"], _takeover.decode(r["takeover"]),
                           r["streamed"]) for r in rows]
