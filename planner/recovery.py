@@ -3,8 +3,9 @@
 The replica that died had written the model's reply (or plan) and a row for each call before
 making it. Every call of that reply gets its result now: one that had finished keeps its stored
 outcome; one that was running is made again only if repeating it is safe (its tool is
-idempotent, or it is the engine's own), else it ends `unknown`, reported to the model as
-possibly made; a plan step that had not started is reported as not made.
+idempotent, or it is the engine's own, or the turn has no tool by its name, so it was never
+made), else it ends `unknown`, reported to the model as possibly made; a plan step that had
+not started is reported as not made.
 """
 
 from __future__ import annotations
@@ -76,9 +77,12 @@ def _call(saved: SavedCall) -> Call:
 
 
 async def _redo_or_unknown(calls: CallRunner, turn: TurnState, saved: SavedCall) -> None:
+    """Make the call again when that changes nothing more than the first attempt could: the
+    engine's own tools, an idempotent tool, or a name the turn has no tool by (a call the model
+    made up is refused again, as it was)."""
     tool = turn.tools.get(saved.name)
-    safe = saved.name in (SEARCH_TOOLS, READ_RESULT) or (
-        tool is not None and tool.record.policy.idempotent)
+    safe = saved.name in (SEARCH_TOOLS, READ_RESULT) or tool is None or \
+        tool.record.policy.idempotent
     if safe:
         await calls.start(turn, _call(saved))
     else:

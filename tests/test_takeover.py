@@ -195,6 +195,47 @@ async def test_a_turn_killed_while_the_model_answered_asks_again_from_the_same_h
             ("user", "remember this"), ("assistant", "Remembered.")]
 
 
+async def test_a_made_up_tool_call_cut_short_is_refused_again_not_reported_as_possibly_made(
+    database_url: str, start_app: Callable[..., Any]
+) -> None:
+    """A misbehaving model called a tool the turn does not have, and its replica died before
+    refusing it: the call was never made, so the takeover refuses it as unknown again."""
+    async with scripted_model(ScriptedReply(content="I cannot send money.")) as model:
+        app = await start_app(database_url, model_url=model.url, turn_lease_s=0.6)
+        conversation = (await app.client.post("/v1/conversations", json={})).json()["id"]
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(
+                """INSERT INTO turns (tenant_id, id, conversation_id, status, mode, model,
+                                      request, owner, heartbeat_at)
+                   VALUES ('default', 'turn_cut', $1, 'running', 'auto', 'default',
+                           '{"message": "send 5 to bob"}', 'gone', now() - interval '1 hour')""",
+                conversation)
+            await conn.execute(
+                """INSERT INTO messages (tenant_id, conversation_id, turn_id, role, content,
+                                         tool_calls)
+                   VALUES ('default', $1, 'turn_cut', 'user', 'send 5 to bob', NULL),
+                          ('default', $1, 'turn_cut', 'assistant', '', $2::jsonb)""",
+                conversation, json.dumps([{"id": "call_1", "type": "function", "function": {
+                    "name": "send_money", "arguments": '{"to": "bob"}'}}]))
+            await conn.execute(
+                """INSERT INTO tool_calls (tenant_id, turn_id, id, conversation_id, step, name,
+                                           arguments, raw_arguments, status)
+                   VALUES ('default', 'turn_cut', 'call_1', $1, 1, 'send_money',
+                           '{"to": "bob"}', '{"to": "bob"}', 'running')""", conversation)
+        finally:
+            await conn.close()
+
+        turn = await _finished(app.client, "turn_cut")
+
+    assert (turn["status"], turn["message"]["content"]) == ("completed", "I cannot send money.")
+    [call] = turn["tool_calls"]
+    assert (call["id"], call["error_type"]) == ("call_1", "unknown_tool")
+    assert await _call_statuses(database_url, "turn_cut") == {"send_money": "failed"}
+    told = [m["content"] for m in model.requests[-1]["messages"] if m["role"] == "tool"]
+    assert len(told) == 1 and '"error_type": "unknown_tool"' in told[0]
+
+
 async def test_a_turn_written_but_never_run_is_taken_over_and_answered(
     database_url: str, start_app: Callable[..., Any]
 ) -> None:
