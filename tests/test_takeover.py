@@ -116,12 +116,9 @@ async def test_a_killed_replicas_turn_is_finished_by_another_and_no_call_is_made
         assert '"error_type": "outcome_unknown"' in told[1]["content"]
         statuses = await _call_statuses(database_url, turn_id)
         assert statuses == {"look_up_order": "succeeded", "charge_card": "unknown"}
-        spans = (await stored_trace(second.client, turn_id))["spans"]
-        root = next(s for s in spans if s["parent_span_id"] is None)
+        root, went_on = await _root_and_continuation(second.client, turn_id)
         assert root["attributes"]["switchboard.turn.lost_with"] == takeover["from"]
         assert root["status"]["code"] == "ERROR"
-        [went_on] = [s for s in spans if s["parent_span_id"] == root["span_id"]
-                     and s["name"] == root["name"]]
         assert went_on["attributes"]["switchboard.turn.taken_over_from"] == takeover["from"]
         [link] = [link for link in went_on["links"] if link["span_id"] == root["span_id"]]
         assert link["attributes"] == {"switchboard.link": "takeover"}
@@ -361,6 +358,22 @@ async def test_a_turn_taken_over_too_often_is_interrupted_with_a_problem(
         assert replayed.json()["type"] == "/problems/turn-interrupted"
         assert (replayed.json()["status"], replayed.json()["turn"]["status"]) == (
             503, "interrupted")
+
+
+async def _root_and_continuation(client: httpx.AsyncClient, turn_id: str
+                                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The turn's first span and the one that went on from it, once both are stored (spans
+    are written in batches, the continuation's after the turn ends)."""
+    for _ in range(200):
+        spans = (await stored_trace(client, turn_id))["spans"]
+        root = next(s for s in spans if s["parent_span_id"] is None)
+        went_on = [s for s in spans if s["parent_span_id"] == root["span_id"]
+                   and s["name"] == root["name"]]
+        if went_on:
+            [continuation] = went_on
+            return root, continuation
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"turn {turn_id}: no span went on from its first one")
 
 
 async def _tie_key(database_url: str, key: str, route: str, body: bytes, turn_id: str) -> None:
