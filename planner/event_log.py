@@ -79,8 +79,14 @@ class RunLog:
         if not self.run:
             async with self._numbering:
                 if not self.run:
+                    # After a takeover, a run whose events died unstored still counts: its
+                    # client saw them live, and must not take this run's ids for them.
                     self.run = await self.pool.fetchval(
-                        "SELECT coalesce(max(run), 0) + 1 FROM turn_events WHERE turn_id = $1",
+                        """SELECT greatest(
+                               (SELECT coalesce(max(run), 0) FROM turn_events
+                                WHERE turn_id = $1),
+                               (SELECT jsonb_array_length(takeovers) FROM turns
+                                WHERE id = $1)) + 1""",
                         self.turn_id)
         self._seq += 1
         kind = str(type(event).__struct_config__.tag)
