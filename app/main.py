@@ -40,6 +40,7 @@ from app.routes.conversations import ConversationController, TurnController
 from app.routes.evals import EvalController
 from app.routes.keys import KeyController
 from app.routes.mcp import McpServerController
+from app.routes.retrieval import RetrievalController
 from app.routes.routers import RouterController
 from app.routes.tools import ToolController
 from app.routes.traces import TraceController
@@ -54,6 +55,7 @@ from planner.evals.service import Evals
 from planner.evals.store import EvalStore
 from planner.event_log import EventLog
 from planner.experts import ModelExperts
+from planner.learning import TurnLearning
 from planner.model_client import ChatModel, ModelClient, with_context_window
 from planner.quotas import TokenQuotas, parse_limits
 from planner.routers import Routers
@@ -65,6 +67,7 @@ from tools.egress import EgressPolicy, GuardedTransport
 from tools.embed import Embedder, SentenceTransformerEmbedder
 from tools.executors import ToolRunner
 from tools.http_client import http_client
+from tools.learning import Learning
 from tools.mcp.servers import McpServers
 from tools.registry import ToolRegistry
 from tools.reseal import check_opens
@@ -189,10 +192,13 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                                 experts=ModelExperts(models, telemetry.tracer),
                                 slots=SharedSlots(pool))
             store = PostgresTurnStore(pool, progress)
+            learning = Learning(registry)
+            learner = TurnLearning(pool, learning)
             engine = TurnEngine(store, registry, runner, models,
                                 default_model="default", settings=settings.engine, owner=owner,
                                 problem_of=turn_problem, tracer=telemetry.tracer,
-                                quotas=TokenQuotas(pool, parse_limits(settings.token_quotas)))
+                                quotas=TokenQuotas(pool, parse_limits(settings.token_quotas)),
+                                learner=learner)
             events = EventLog(pool, dsn)
             await events.start()
             supervisor = TurnSupervisor(store, owner, settings.engine.turn_lease_s,
@@ -221,6 +227,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 "routers": routers,
                 "supervisor": supervisor,
                 "events": events,
+                "learning": learning,
+                "learner": learner,
             })
             log.info(
                 "ready: %d tools indexed", sum(registry.index_size(t) for t in registry.tenants())
@@ -233,6 +241,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 await retention.stop()
                 await eval_runner.stop()
                 await supervisor.stop(settings.shutdown_grace_s)
+                await learner.settle()
                 await events.stop()
                 await mcp_servers.close()
                 await listener.stop()
@@ -243,7 +252,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app = Litestar(
         route_handlers=[health, list_models, ToolController, ConversationController,
                         TraceController, KeyController, TurnController, create_chat_completion,
-                        McpServerController, EvalController, RouterController,
+                        McpServerController, EvalController, RouterController, RetrievalController,
                         *VIEWER_ROUTES],
         dependencies={name: _from_state(name) for name in DEPENDENCIES},
         middleware=_middleware(settings),
@@ -280,7 +289,7 @@ def begin_stop(app: Litestar, grace_s: float) -> None:
 
 
 DEPENDENCIES = ("registry", "conversations", "servers", "idempotency", "api_keys", "traces",
-                "evals", "routers", "events")
+                "evals", "routers", "events", "learning", "learner")
 """What routes are given by name: each is made once, when the app starts, and kept in its
 state."""
 

@@ -47,6 +47,7 @@ from tools.errors import (
     DocumentInvalid,
     DocumentUnreachable,
     EmbeddingError,
+    ExampleNotFound,
     FieldError,
     McpCallFailed,
     McpListingInvalid,
@@ -65,6 +66,7 @@ PROBLEM_JSON = "application/problem+json"
 
 _PROBLEMS: dict[type[Exception], tuple[int, str, str]] = {
     ToolNotFound: (404, "not-found", "Not found"),
+    ExampleNotFound: (404, "not-found", "Not found"),
     McpServerNotFound: (404, "not-found", "Not found"),
     NotFound: (404, "not-found", "Not found"),
     ToolExists: (409, "conflict", "Already exists"),

@@ -41,6 +41,7 @@ from planner.events import (
     answer_message,
     usage_by_backend,
 )
+from planner.learning import TurnLearning
 from planner.messages import (
     ChatMessage,
     ModelReply,
@@ -124,9 +125,11 @@ class TurnEngine:
         self, store: TurnStore, registry: ToolRegistry, runner: ToolRunner,
         models: dict[str, ChatModel], *, default_model: str, settings: EngineSettings,
         owner: str, problem_of: ProblemOf, tracer: TurnTracer | None = None,
-        quotas: TokenQuotas | None = None,
+        quotas: TokenQuotas | None = None, learner: TurnLearning | None = None,
     ) -> None:
         self.store, self.registry = store, registry
+        self.learner = learner
+        """Learns retrieval examples from each completed turn; None: nothing is learnt."""
         """`store` is where turns are written as they run."""
         self.problem_of = problem_of
         self.quotas = quotas
@@ -330,6 +333,8 @@ class TurnEngine:
         except (asyncpg.PostgresError, OSError) as exc:
             return await self._fail(turn, exc)
         await turn.emit(TurnCompleted(turn=result))
+        if self.learner is not None:
+            self.learner.after(turn.tenant, turn.id)
         return result
 
     async def _run(self, turn: TurnState) -> str | None:

@@ -11,7 +11,8 @@ service's to say: app/problems.py.
     ├── TurnConflict            the conversation already has a running or paused turn
     ├── TurnNotPaused           a decision for a turn that waits on nothing
     ├── CallNotWaiting          a decision for a call the turn does not wait on (or not for it)
-    ├── DecisionInvalid         a decision that does not fit its call (names the field)
+    ├── DecisionInvalid         a decision that does not fit its call, or feedback that names
+    │                           calls the turn did not make (names the field)
     ├── StoreUnsupported        the turn store in use cannot do this, such as pausing a turn
     ├── ContextOverflow         what a turn must send does not fit the model's context window
     ├── ReplicaStopping         this replica is shutting down and takes no new turns

@@ -4,6 +4,7 @@ ToolsError
 ├── SpecInvalid          one or more fields of one or more specs are wrong (422)
 ├── ToolNotFound         no live tool (or version) by that name in that namespace (404)
 ├── ToolExists           create of a name that is already registered (409)
+├── ExampleNotFound      no learned example by that id for that tool (404)
 ├── ImportFormatError    a file given to `tools import` cannot be read as tool specs
 ├── DocumentInvalid      an OpenAPI document cannot be made into tools (422)
 ├── DocumentUnreachable  an OpenAPI document could not be fetched from its URL (422)
@@ -59,6 +60,15 @@ class ToolNotFound(ToolsError):
         super().__init__(
             f"{which} {name!r} not found in namespace {namespace!r}; "
             "list tools with GET /v1/tools or pass ?namespace= to look elsewhere"
+        )
+
+
+class ExampleNotFound(ToolsError):
+    def __init__(self, namespace: str, name: str, example_id: int) -> None:
+        self.namespace, self.name, self.example_id = namespace, name, example_id
+        super().__init__(
+            f"tool {name!r} in namespace {namespace!r} has no learned example {example_id}; "
+            f"GET /v1/tools/{name}/examples lists them"
         )
 
 

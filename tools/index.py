@@ -11,6 +11,7 @@ import numpy.typing as npt
 from tools.clause_matrix import ClauseMatrix
 from tools.embed import Vectors
 from tools.keywords import KeywordIndex
+from tools.learned import Learned
 
 ToolKey = tuple[str, str]  # (namespace, name)
 _CANDIDATES = 30
@@ -49,6 +50,19 @@ class RankingWeights(msgspec.Struct, frozen=True, kw_only=True):
     """...and this share of the k hits comes from that conversation's ranking, the rest from
     the request's own, so a request on a new topic still finds its tools. Both tuned on the
     dev half of bench/followups.py."""
+    learned: float = 0.25
+    """Weight of each learned example (a request that led to a good call of the tool, see
+    `tools.learned`) in the tool's vector, times its own weight (`example_weight`): below a
+    registered example's, so a few learned requests do not outweigh what the developer wrote,
+    while many of them do."""
+    learned_nearest: float = 0.0
+    """Weight of the request's best-matching learned example against the tool's vector in its
+    dense score (0: not searched)."""
+    negative: float = 1.0
+    """How far a tool is pushed down for a request close to one a user said it was the wrong
+    tool for: this times how far the cosine to that request rises above `negative_floor`,
+    scaled to 1 at an identical request."""
+    negative_floor: float = 0.75
 
 
 class SearchData(msgspec.Struct, frozen=True, kw_only=True):
@@ -107,7 +121,8 @@ class SearchHit(msgspec.Struct, frozen=True, kw_only=True):
     dense: float
     """Cosine similarity of the request's vector (moved by the framing shift, see
     `tools.framing`) to the tool's vector (text and examples), averaged (by
-    `RankingWeights.clauses`) with its best clause's when the description has several."""
+    `RankingWeights.clauses`) with its best clause's when the description has several, less
+    the push down of a request close to one a user said the tool was wrong for."""
     keyword: float
     """BM25 relative to the best keyword match (1.0), 0 when no keyword matches."""
     by_context: bool = False
@@ -144,6 +159,14 @@ class ToolIndex:
         self._live = np.zeros(0, dtype=bool)
         self._keywords = KeywordIndex()
         self._clauses = ClauseMatrix(dim)
+        self._parts: list[tuple[Vectors, Vectors, Vectors, str] | None] = []
+        """Each slot's tool vector, its examples' sum, its clause vectors and its keyword
+        text: what its rows are built from, kept to build them again when what it learnt
+        changes."""
+        self._learned: dict[ToolKey, Learned] = {}
+        self._nearest = ClauseMatrix(dim)
+        """Each tool's learned examples, for `RankingWeights.learned_nearest`."""
+        self._negatives = ClauseMatrix(dim)
         rows = np.zeros((0, dim), dtype=np.float32)
         self._searched = SearchData(model="", text="", vector=np.zeros(0, dtype=np.float32),
                                     examples=[], example_vectors=rows, clauses=[],
@@ -176,22 +199,64 @@ class ToolIndex:
             self._slots[tool.key] = slot
         # The matrices hold what search needs; the tool kept here is what a hit reports.
         self._tools[slot] = msgspec.structs.replace(tool, search=self._searched)
-        self._matrix[slot] = self._prototypes(search.vector[None, :], search.example_vectors)[0]
+        self._parts[slot] = (search.vector, search.example_vectors.sum(axis=0),
+                             search.clause_vectors, search.keywords)
         self._live[slot] = True
-        self._keywords.add(slot, search.keywords)
+        self._place(slot, tool.key)
+
+    def set_learned(self, key: ToolKey, learned: Learned) -> None:
+        """What the tool has learnt from use, in place of what it had learnt; kept for a tool
+        not indexed (yet), which gets it when it is."""
+        if learned.empty:
+            self._learned.pop(key, None)
+        else:
+            self._learned[key] = learned
+        slot = self._slots.get(key)
+        if slot is not None:
+            self._place(slot, key)
+
+    def learned(self, key: ToolKey) -> Learned | None:
+        return self._learned.get(key)
+
+    def vector(self, key: ToolKey) -> Vectors | None:
+        """The tool's row: its text's vector with its examples', normalised."""
+        slot = self._slots.get(key)
+        return None if slot is None else self._matrix[slot]
+
+    def _place(self, slot: int, key: ToolKey) -> None:
+        """Build the slot's rows from its parts and what it learnt."""
+        parts = self._parts[slot]
+        assert parts is not None
+        vector, examples, clauses, keywords = parts
+        learned = self._learned.get(key)
+        if learned is not None and len(learned.examples):
+            examples = examples + self.weights.learned * (learned.weights @ learned.examples)
+            # Learned requests are matched by their words too: their words are the users'.
+            keywords = " ".join([keywords, *learned.texts])
+        self._keywords.add(slot, keywords)
+        self._matrix[slot] = self._prototypes(vector[None, :], examples)[0]
         if self.weights.clauses:
-            self._clauses.put(slot, self._prototypes(search.clause_vectors,
-                                                     search.example_vectors))
+            self._clauses.put(slot, self._prototypes(clauses, examples))
+        if learned is None:
+            self._nearest.drop(slot)
+            self._negatives.drop(slot)
+            return
+        if self.weights.learned_nearest:
+            self._nearest.put(slot, learned.examples)
+        self._negatives.put(slot, learned.negatives)
 
     def remove(self, key: ToolKey) -> None:
         slot = self._slots.pop(key, None)
         if slot is None:
             return
         self._tools[slot] = None
+        self._parts[slot] = None
         self._live[slot] = False
         self._matrix[slot] = 0.0
         self._keywords.remove(slot)
         self._clauses.drop(slot)
+        self._nearest.drop(slot)
+        self._negatives.drop(slot)
         self._free.append(slot)
 
     def search(
@@ -267,6 +332,15 @@ class ToolIndex:
         if len(slots):
             share = self.weights.clauses / (1.0 + self.weights.clauses)
             dense[:, slots] += share * (best_clause - dense[:, slots])
+        slots, nearest = self._nearest.best(vectors)
+        if len(slots):
+            share = self.weights.learned_nearest / (1.0 + self.weights.learned_nearest)
+            dense[:, slots] += share * (nearest - dense[:, slots])
+        slots, negative = self._negatives.best(vectors)
+        if len(slots):
+            floor = self.weights.negative_floor
+            dense[:, slots] -= self.weights.negative * np.clip(
+                (negative - floor) / (1.0 - floor), 0.0, None)
         keyword = np.stack([self._keywords.scores(t, size) for t in texts])
         w = self.weights.keyword
         fused = np.stack([
@@ -277,10 +351,11 @@ class ToolIndex:
         return fused, dense, keyword
 
     def _prototypes(self, texts: Vectors, examples: Vectors) -> Vectors:
-        """Each text's vector (the tool text's, or a clause's) plus the examples', normalised."""
-        vectors = texts + self.weights.examples * examples.sum(axis=0)
+        """Each text's vector (the tool text's, or a clause's) plus the examples' (their sum,
+        learned ones counted in), normalised."""
+        vectors = texts + self.weights.examples * examples
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return vectors / np.where(norms > 0, norms, 1.0)
+        return (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32, copy=False)
 
     def _eligible(
         self, size: int, namespace: str | None, tags: frozenset[str]
@@ -362,6 +437,7 @@ class ToolIndex:
     def _grow(self) -> int:
         slot = len(self._tools)
         self._tools.append(None)
+        self._parts.append(None)
         if slot >= len(self._matrix):
             capacity = max(64, 2 * len(self._matrix))
             matrix = np.zeros((capacity, self.dim), dtype=np.float32)

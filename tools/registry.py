@@ -13,7 +13,7 @@ import asyncpg
 import msgspec
 import numpy as np
 
-from tools import store
+from tools import learned, store
 from tools.embed import Embedder, Vectors
 from tools.errors import FieldError, SpecInvalid, ToolExists, ToolNotFound
 from tools.executors import ExecutableTool
@@ -340,12 +340,37 @@ class ToolRegistry:
         self._change_ids.clear()
         for row in rows:
             self._apply(row.tenant_id, row.tool, row.change_id)
+        everything = await learned.load_all(self.pool, model, self.embedder.dim)
+        for tenant, tools in everything.items():
+            for key, what in tools.items():
+                self._index(tenant).set_learned(key, what)
         return len(rows)
+
+    async def refresh_learned(self, tenant: str, keys: Sequence[tuple[str, str]]) -> None:
+        """Take what these tools of the tenant have learnt from Postgres into its index (after
+        this replica or another changed it)."""
+        found = await learned.learned_of(self.pool, tenant, keys, self.embedder.model_name,
+                                         self.embedder.dim)
+        for key, what in found.items():
+            self._index(tenant).set_learned(key, what)
+
+    def learned(self, tenant: str, key: tuple[str, str]) -> learned.Learned | None:
+        index = self._indexes.get(tenant)
+        return None if index is None else index.learned(key)
+
+    def tool_vector(self, tenant: str, key: tuple[str, str]) -> Vectors | None:
+        """The live tool's row in the tenant's index (None: not indexed)."""
+        index = self._indexes.get(tenant)
+        return None if index is None else index.vector(key)
 
     async def apply_change(self, payload: str) -> None:
         """Handle a NOTIFY payload `origin:change_id` from any replica (own ones are skipped)."""
         origin, _, change = payload.partition(":")
         if origin == self.origin:
+            return
+        if change.startswith(store.LEARNED):
+            tenant, keys = store.learned_change(change)
+            await self.refresh_learned(tenant, keys)
             return
         for row in await store.load_change(self.pool, int(change)):
             if row.deleted:
@@ -357,12 +382,14 @@ class ToolRegistry:
                     self._apply(row.tenant_id, fresh.tool, row.change_id)
 
     def _apply(self, tenant: str, tool: IndexedTool, change_id: int) -> None:
-        if not self._is_newer(tenant, tool.key, change_id):
-            return
+        if self._is_newer(tenant, tool.key, change_id):
+            self._index(tenant).upsert(tool)
+
+    def _index(self, tenant: str) -> ToolIndex:
         index = self._indexes.get(tenant)
         if index is None:
             index = self._indexes[tenant] = ToolIndex(self.embedder.dim, self.weights)
-        index.upsert(tool)
+        return index
 
     def _remove(self, tenant: str, key: tuple[str, str], change_id: int) -> None:
         if self._is_newer(tenant, key, change_id) and tenant in self._indexes:

@@ -131,6 +131,9 @@ class ToolSpec(msgspec.Struct, frozen=True, kw_only=True):
     examples: Annotated[list[Example], msgspec.Meta(max_length=MAX_EXAMPLES)] = []
     executor: Executor | None = None
     policy: ToolPolicy = ToolPolicy()
+    learn_from_use: bool = True
+    """Keep the requests that led to a good call of this tool as learned examples
+    (GET /v1/tools/{name}/examples); false: learn nothing for it."""
 
     def without_secret(self) -> ToolSpec:
         """The spec as stored and returned: write-only fields removed."""
@@ -173,6 +176,7 @@ class ToolRecord(msgspec.Struct, frozen=True, kw_only=True):
     policy: ToolPolicy
     version: int
     created_at: datetime
+    learn_from_use: bool = True
     has_secret: bool = False
     secret_headers: list[str] = []
     """The names of the executor's write-only headers; their values are never returned."""

@@ -285,6 +285,24 @@ async def notify(conn: asyncpg.Connection, origin: str, change_id: int) -> None:
     await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{origin}:{change_id}")
 
 
+LEARNED = "learned:"
+"""A notification's change that says which tools of a tenant learnt something."""
+
+
+async def notify_learned(conn: asyncpg.Connection, origin: str, tenant: str,
+                         keys: Sequence[tuple[str, str]]) -> None:
+    """Tell every replica these tools' learned examples changed (sent on commit)."""
+    change = LEARNED + msgspec.json.encode([tenant, sorted(set(keys))]).decode()
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{origin}:{change}")
+
+
+def learned_change(change: str) -> tuple[str, list[tuple[str, str]]]:
+    """The tenant and tools of a `notify_learned` change."""
+    tenant, keys = msgspec.json.decode(change.removeprefix(LEARNED),
+                                       type=tuple[str, list[tuple[str, str]]])
+    return tenant, keys
+
+
 _RECORD_SQL = """
     SELECT v.spec, v.version, v.created_at, v.secret IS NOT NULL AS has_secret,
            ARRAY(SELECT jsonb_object_keys(v.secret_headers)) AS secret_headers

@@ -22,6 +22,7 @@ from app.tenancy import tenant_of
 from planner.conversations import Conversations, Ran
 from planner.event_log import EventId, EventLog, StoredEvent
 from planner.events import TurnResult
+from planner.learning import Feedback, FeedbackResult, TurnLearning
 from planner.records import (
     Approved,
     ClientOutput,
@@ -35,6 +36,7 @@ from planner.records import (
 Chats = NamedDependency[Conversations]
 Events = NamedDependency[EventLog]
 Idempotency = NamedDependency[IdempotencyKeys]
+Learner = NamedDependency[TurnLearning]
 _event_encoder = msgspec.json.Encoder()
 WRITE = require("chat:write")
 
@@ -204,6 +206,18 @@ class TurnController(Controller):
         decision = ClientOutput(output=data.output, error=data.error)
         return await _answer(request, conversations, turn_id, data.call_id, decision,
                              data.stream)
+
+    @post("/{turn_id:str}/feedback", status_code=200, summary="Rate a turn's tool calls",
+          guards=[WRITE])
+    async def rate_turn(
+        self, request: Request[Any, Any, Any], learner: Learner, turn_id: FromPath[str],
+        data: JSONBody[Feedback],
+    ) -> FeedbackResult:
+        """`good` confirms the requests retrieval learnt from the turn's calls (or from the
+        calls named); `bad` deletes them and records each call's request as one its tool was
+        wrong for, which pushes the tool down for similar requests. Rating again replaces the
+        rating."""
+        return await learner.feedback(tenant_of(request), turn_id, data)
 
     @get("/{turn_id:str}/events", summary="A turn's events, from where a stream left off",
          status_code=200)

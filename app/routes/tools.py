@@ -15,8 +15,9 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from app.auth import require
 from app.idempotency import IdempotencyKeys
 from app.tenancy import tenant_of
-from tools.errors import FieldError, SpecInvalid
+from tools.errors import ExampleNotFound, FieldError, SpecInvalid
 from tools.index import SearchHit
+from tools.learning import Learning, ToolExamples
 from tools.openapi import ImportOptions
 from tools.openapi_import import ImportedTools, fetch_document, import_openapi
 from tools.registry import ToolRegistry
@@ -25,6 +26,7 @@ from tools.validation import parse_specs, schema_errors
 
 Registry = NamedDependency[ToolRegistry]
 Idempotency = NamedDependency[IdempotencyKeys]
+Learnt = NamedDependency[Learning]
 WRITE = require("tools:write")
 MAX_PAGE = 500
 MAX_VERSION = 2**31 - 1  # versions are Postgres integers
@@ -270,3 +272,41 @@ class ToolController(Controller):
         namespace: Namespace = DEFAULT_NAMESPACE,
     ) -> ToolRecord:
         return await registry.get_version(tenant_of(request), namespace, name, version)
+
+    @get("/{name:str}/examples", summary="A tool's example requests, registered and learnt")
+    async def list_examples(
+        self,
+        request: Request[Any, Any, Any],
+        learning: Learnt,
+        name: FromPath[str],
+        namespace: Namespace = DEFAULT_NAMESPACE,
+    ) -> ToolExamples:
+        """The examples registered with the tool, and those learnt from use: requests that led
+        to a good call of it, with how often each was asked and whether the model had to find
+        the tool with `search_tools` (where retrieval missed it)."""
+        return await learning.examples(tenant_of(request), namespace, name)
+
+    @delete("/{name:str}/examples/{example_id:int}", status_code=HTTP_204_NO_CONTENT,
+            summary="Delete a learned example", guards=[WRITE])
+    async def delete_example(
+        self,
+        request: Request[Any, Any, Any],
+        learning: Learnt,
+        name: FromPath[str],
+        example_id: Annotated[int, PathParameter(ge=1, le=2**63 - 1)],
+        namespace: Namespace = DEFAULT_NAMESPACE,
+    ) -> None:
+        if not await learning.forget(tenant_of(request), namespace, name, example_id):
+            raise ExampleNotFound(namespace, name, example_id)
+
+    @delete("/{name:str}/examples", status_code=HTTP_204_NO_CONTENT,
+            summary="Delete every learned example of a tool", guards=[WRITE])
+    async def delete_examples(
+        self,
+        request: Request[Any, Any, Any],
+        learning: Learnt,
+        name: FromPath[str],
+        namespace: Namespace = DEFAULT_NAMESPACE,
+    ) -> None:
+        """Registered examples stay: they change with a new version of the tool."""
+        await learning.forget(tenant_of(request), namespace, name)
