@@ -59,3 +59,39 @@ CREATE TABLE search_finds (
     last_found_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, namespace, name)
 );
+
+-- A tenant's own embedding models, fine-tuned on its examples; their weights live under
+-- DATA_DIR (`path` is relative to it). At most one is active per tenant; none: the general one.
+CREATE TABLE retrieval_jobs (
+    tenant_id    text NOT NULL REFERENCES tenants (id),
+    id           text PRIMARY KEY,
+    status       text NOT NULL CHECK (status IN
+                     ('running', 'swapped', 'kept', 'failed')),
+    stage        text NOT NULL,
+    progress     real NOT NULL DEFAULT 0,
+    options      jsonb NOT NULL DEFAULT '{}',
+    comparison   jsonb,
+    model_id     text,
+    error        text,
+    owner        text NOT NULL,
+    heartbeat_at timestamptz NOT NULL DEFAULT now(),
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    finished_at  timestamptz
+);
+CREATE INDEX retrieval_jobs_tenant ON retrieval_jobs (tenant_id, created_at);
+-- One training job at a time per tenant.
+CREATE UNIQUE INDEX retrieval_jobs_one_running ON retrieval_jobs (tenant_id)
+    WHERE status = 'running';
+
+CREATE TABLE retrieval_models (
+    tenant_id     text NOT NULL REFERENCES tenants (id),
+    id            text PRIMARY KEY,
+    path          text NOT NULL,
+    base_model    text NOT NULL,
+    job_id        text NOT NULL REFERENCES retrieval_jobs (id),
+    comparison    jsonb NOT NULL,
+    active        boolean NOT NULL DEFAULT false,
+    activated_at  timestamptz,
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX retrieval_models_one_active ON retrieval_models (tenant_id) WHERE active;

@@ -139,7 +139,10 @@ class TurnLearning:
             return []
         texts = search_texts(message) if len(calls) > 1 else [message]
         registry = self.learning.registry
-        vectors = await registry.embedder.embed(texts)
+        if len(texts) == 1:  # most often embedded already, for the turn's search
+            vectors = (await registry.vector_of(message, tenant))[None, :]
+        else:
+            vectors = await (await registry.embedder_for(tenant)).embed(texts)
         examples = []
         for call in calls:
             pick = 0

@@ -62,8 +62,11 @@ class SentenceTransformerEmbedder:
     """
 
     def __init__(
-        self, model: str = BUNDLED_MODEL, *, batch_size: int = 16, runtime: Runtime = "auto"
+        self, model: str = BUNDLED_MODEL, *, batch_size: int = 16, runtime: Runtime = "auto",
+        name: str | None = None,
     ) -> None:
+        """`model` is a name or a path; `name` is what vectors it makes are labelled with
+        (default: `model`)."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from sentence_transformers import SentenceTransformer
@@ -76,7 +79,7 @@ class SentenceTransformerEmbedder:
         except (OSError, ValueError) as exc:
             hint = "" if Path(location).exists() else " (no such path; nothing is downloaded)"
             raise EmbeddingError(model, f"cannot load{hint}: {exc}") from exc
-        self._name = model
+        self._name = name or model
         dimension = getattr(self._model, "get_embedding_dimension", None) or (
             self._model.get_sentence_embedding_dimension
         )
@@ -135,8 +138,9 @@ class SentenceTransformerEmbedder:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self.embed_sync, texts)
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+    def close(self, *, finish: bool = False) -> None:
+        """Stop the worker; `finish`: let embeddings already asked for complete first."""
+        self._pool.shutdown(wait=False, cancel_futures=not finish)
 
 
 class _NotExportable(Exception):

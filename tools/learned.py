@@ -54,16 +54,30 @@ class NewExample(msgspec.Struct, frozen=True, kw_only=True):
 
 class Learned(msgspec.Struct, frozen=True, kw_only=True):
     """What one tool has learnt, as the index uses it: example rows with their weights (uses,
-    confirmation and search finds count), and negatives."""
+    confirmation and search finds count), and negatives; each row's model in `models` and
+    `negative_models` (empty: all by the model asked for)."""
 
     texts: list[str]
     examples: Vectors
     weights: Vectors
     negatives: Vectors
+    models: list[str] = []
+    negative_models: list[str] = []
 
     @property
     def empty(self) -> bool:
         return len(self.examples) == 0 and len(self.negatives) == 0
+
+    def of_model(self, model: str) -> Learned:
+        """Only the rows `model` embedded (a tenant's vectors of another model are not
+        comparable with its tools')."""
+        if not self.models and not self.negative_models:
+            return self
+        mine = [m == model for m in self.models]
+        theirs = [m == model for m in self.negative_models]
+        return Learned(texts=[t for t, keep in zip(self.texts, mine, strict=True) if keep],
+                       examples=self.examples[mine], weights=self.weights[mine],
+                       negatives=self.negatives[theirs])
 
 
 def _bytes(vector: Vectors) -> bytes:
@@ -155,41 +169,85 @@ async def learned_of(conn: asyncpg.Connection | asyncpg.Pool, tenant: str, keys:
     return _grouped(keys, examples, negatives, dim)
 
 
-async def load_all(conn: asyncpg.Connection | asyncpg.Pool, model: str, dim: int
-                   ) -> dict[str, dict[Key, Learned]]:
-    """Everything every tenant has learnt, by tenant and tool."""
+async def load_all(conn: asyncpg.Connection | asyncpg.Pool, dim: int,
+                   tenant: str | None = None) -> dict[str, dict[Key, Learned]]:
+    """What every tenant (or one) has learnt, by tenant and tool, each tool's vectors those of
+    the model most of them are by (`Learned.of_model` keeps one model's)."""
     examples = await conn.fetch(
-        """SELECT tenant_id, namespace, name, text, embedding, uses, confirmed, found_by_search
-           FROM learned_examples WHERE embedding_model = $1 ORDER BY id""", model)
+        """SELECT tenant_id, namespace, name, text, embedding, embedding_model, uses, confirmed,
+                  found_by_search
+           FROM learned_examples WHERE $1::text IS NULL OR tenant_id = $1 ORDER BY id""",
+        tenant)
     negatives = await conn.fetch(
-        """SELECT tenant_id, namespace, name, embedding FROM learned_negatives
-           WHERE embedding_model = $1 ORDER BY id""", model)
+        """SELECT tenant_id, namespace, name, embedding, embedding_model FROM learned_negatives
+           WHERE $1::text IS NULL OR tenant_id = $1 ORDER BY id""", tenant)
     tenants = {r["tenant_id"] for r in (*examples, *negatives)}
     return {
-        tenant: _grouped(
+        t: _grouped(
             sorted({(r["namespace"], r["name"]) for r in (*examples, *negatives)
-                    if r["tenant_id"] == tenant}),
-            [r for r in examples if r["tenant_id"] == tenant],
-            [r for r in negatives if r["tenant_id"] == tenant], dim)
-        for tenant in tenants
+                    if r["tenant_id"] == t}),
+            [r for r in examples if r["tenant_id"] == t],
+            [r for r in negatives if r["tenant_id"] == t], dim)
+        for t in tenants
     }
+
+
+async def texts_of_other_models(conn: asyncpg.Connection | asyncpg.Pool, tenant: str,
+                                model: str) -> list[tuple[int, str]]:
+    """(id, text) of the tenant's learned examples and negatives another model embedded; a
+    negative's id is negated."""
+    rows = await conn.fetch(
+        """SELECT id, text FROM learned_examples WHERE tenant_id = $1 AND embedding_model <> $2
+           UNION ALL
+           SELECT -id, text FROM learned_negatives WHERE tenant_id = $1 AND embedding_model <> $2
+           ORDER BY 1""", tenant, model)
+    return [(r["id"], r["text"]) for r in rows]
+
+
+async def re_embed(conn: asyncpg.Connection | asyncpg.Pool, ids: Sequence[int],
+                   vectors: Sequence[Vectors], model: str) -> None:
+    """Store these vectors (by `model`) for the examples (and negated ids: negatives)."""
+    for table, sign in (("learned_examples", 1), ("learned_negatives", -1)):
+        chosen = [(sign * i, _bytes(v)) for i, v in zip(ids, vectors, strict=True)
+                  if i * sign > 0]
+        if chosen:
+            await conn.executemany(
+                f"UPDATE {table} SET embedding = $2, embedding_model = $3 WHERE id = $1",
+                [(i, blob, model) for i, blob in chosen])
 
 
 def _grouped(keys: Sequence[Key], examples: Sequence[asyncpg.Record],
              negatives: Sequence[asyncpg.Record], dim: int) -> dict[Key, Learned]:
-    found: dict[Key, tuple[list[str], list[bytes], list[float], list[bytes]]] = {
-        key: ([], [], [], []) for key in keys}
+    found: dict[Key, _Rows] = {key: _Rows() for key in keys}
     for r in examples:
-        texts, blobs, weights, _ = found[(r["namespace"], r["name"])]
-        texts.append(r["text"])
-        blobs.append(r["embedding"])
-        weights.append(example_weight(r["uses"], r["confirmed"], r["found_by_search"]))
+        rows = found[(r["namespace"], r["name"])]
+        rows.texts.append(r["text"])
+        rows.blobs.append(r["embedding"])
+        rows.weights.append(example_weight(r["uses"], r["confirmed"], r["found_by_search"]))
+        rows.models.append(r.get("embedding_model", ""))
     for r in negatives:
-        found[(r["namespace"], r["name"])][3].append(r["embedding"])
-    return {key: Learned(texts=texts, examples=_rows(blobs, dim),
-                         weights=np.array(weights, dtype=np.float32),
-                         negatives=_rows(negative, dim))
-            for key, (texts, blobs, weights, negative) in found.items()}
+        rows = found[(r["namespace"], r["name"])]
+        rows.negatives.append(r["embedding"])
+        rows.negative_models.append(r.get("embedding_model", ""))
+    return {key: Learned(texts=rows.texts, examples=_rows(rows.blobs, dim),
+                         weights=np.array(rows.weights, dtype=np.float32),
+                         negatives=_rows(rows.negatives, dim),
+                         models=rows.models if any(rows.models) else [],
+                         negative_models=rows.negative_models
+                         if any(rows.negative_models) else [])
+            for key, rows in found.items()}
+
+
+class _Rows:
+    """One tool's learned rows as they are read."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.blobs: list[bytes] = []
+        self.weights: list[float] = []
+        self.models: list[str] = []
+        self.negatives: list[bytes] = []
+        self.negative_models: list[str] = []
 
 
 async def examples_of(conn: asyncpg.Connection | asyncpg.Pool, tenant: str, key: Key

@@ -39,10 +39,6 @@ class Learning:
     def __init__(self, registry: ToolRegistry) -> None:
         self.registry = registry
 
-    @property
-    def _model(self) -> str:
-        return self.registry.embedder.model_name
-
     async def settings(self, tenant: str) -> RetrievalSettings:
         on = await self.registry.pool.fetchval(
             "SELECT learning FROM retrieval_settings WHERE tenant_id = $1", tenant)
@@ -64,7 +60,7 @@ class Learning:
         async with self.registry.pool.acquire() as conn, conn.transaction():
             kept = 0
             for example in examples:
-                kept += await learned.add(conn, tenant, example, self._model)
+                kept += await learned.add(conn, tenant, example, self.registry.model_of(tenant))
                 if example.found_by_search:
                     await learned.count_find(conn, tenant, (example.namespace, example.name))
             await store.notify_learned(conn, self.registry.origin, tenant, keys)
@@ -95,7 +91,7 @@ class Learning:
                 """DELETE FROM learned_examples WHERE tenant_id = $1 AND turn_id = $2
                    AND call_id = ANY($3) RETURNING namespace, name""", tenant, turn_id, calls)
             for example in wrong:
-                await learned.negate(conn, tenant, example, self._model)
+                await learned.negate(conn, tenant, example, self.registry.model_of(tenant))
             keys = [(r["namespace"], r["name"]) for r in rows]
             keys += [(e.namespace, e.name) for e in wrong]
             if keys:

@@ -13,9 +13,9 @@ import asyncpg
 import msgspec
 import numpy as np
 
-from tools import learned, store
+from tools import learned, store, tenant_models
 from tools.embed import Embedder, Vectors
-from tools.errors import FieldError, SpecInvalid, ToolExists, ToolNotFound
+from tools.errors import EmbeddingError, FieldError, SpecInvalid, ToolExists, ToolNotFound
 from tools.executors import ExecutableTool
 from tools.framing import framed, framing_shift, shift_texts
 from tools.index import (
@@ -31,6 +31,7 @@ from tools.search_queue import SearchQueue
 from tools.sentences import search_texts
 from tools.spec import ModelExecutor, ToolRecord, ToolSpec
 from tools.store import CurrentTool, NewVersion, ToolRow
+from tools.tenant_models import ModelCache
 from tools.text import description_clauses, keyword_text, tool_text
 from tools.validation import pointer
 
@@ -62,8 +63,14 @@ class ToolRegistry:
     def __init__(
         self, pool: asyncpg.Pool, embedder: Embedder, *, weights: RankingWeights | None = None,
         queue: SearchQueue | None = None, box: SecretBox | None = None,
+        models: ModelCache | None = None,
     ) -> None:
         self.pool = pool
+        self.models = models
+        """Tenants' own embedding models (tools/tenant_models.py); None: every tenant uses
+        `embedder`."""
+        self.tenant_models: dict[str, str] = {}
+        """The tenants that use a model of their own, and its name."""
         self.box = box
         """Seals tools' secrets for storage (tools/sealed.py); None: stored as given."""
         self.model_backends: list[str] | None = None
@@ -77,9 +84,10 @@ class ToolRegistry:
         self._prefetched: OrderedDict[str, tuple[list[str], asyncio.Future[Vectors]]] = (
             OrderedDict()
         )
-        self._asked: OrderedDict[str, Vectors] = OrderedDict()
-        """The vectors of recent requests, which later turns search with as context."""
-        self._shift: Vectors | None = None
+        self._asked: OrderedDict[tuple[str, str], Vectors] = OrderedDict()
+        """The vectors of recent requests by (model, request), which later turns search with
+        as context."""
+        self._shifts: dict[str, Vectors] = {}
         self._shift_lock = asyncio.Lock()
 
     # -- reads -------------------------------------------------------------------------------
@@ -102,73 +110,103 @@ class ToolRegistry:
         if index is None or len(index) == 0:
             return []
         with self.queue.admitted(bounded=bounded):
-            return await self._search(index, query, k, namespace, tags, context)
+            embedder = await self.embedder_for(tenant)
+            return await self._search(index, embedder, query, k, namespace, tags, context)
+
+    async def embedder_for(self, tenant: str) -> Embedder:
+        """The model the tenant's tools and requests are embedded with: its own, or the
+        general one."""
+        name = self.tenant_models.get(tenant)
+        if name is None or self.models is None:
+            return self.embedder
+        return await self.models.get(name)
+
+    def model_of(self, tenant: str) -> str:
+        return self.tenant_models.get(tenant, self.embedder.model_name)
 
     async def _search(
-        self, index: ToolIndex, query: str, k: int, namespace: str | None, tags: Sequence[str],
-        context: Sequence[str],
+        self, index: ToolIndex, embedder: Embedder, query: str, k: int, namespace: str | None,
+        tags: Sequence[str], context: Sequence[str],
     ) -> list[SearchHit]:
-        pending = self._prefetched.pop(query, None)
+        model = embedder.model_name
+        pending = self._prefetched.pop(f"{model}\n{query}", None)
         if pending is not None:
             texts, future = pending
             vectors = await future
         else:
             texts = search_texts(query)
-            if query in self._asked and len(texts) == 1:  # asked already (a router's decision)
-                vectors = self._asked[query][None, :]
+            if (model, query) in self._asked and len(texts) == 1:  # asked already (a router)
+                vectors = self._asked[(model, query)][None, :]
             else:
-                vectors = await self.embedder.embed(texts)
-        self._asked[query] = vectors[0]
-        while len(self._asked) > ASKED:
-            self._asked.popitem(last=False)
-        shift = await self.framing_shift() if self.weights.framing else None
-        moved = [self._framed(v, shift) for v in (vectors[0], *await self._vectors(context))]
+                vectors = await embedder.embed(texts)
+        self._remember(model, query, vectors[0])
+        shift = await self.framing_shift(embedder) if self.weights.framing else None
+        before = await self._vectors(embedder, context)
+        moved = [self._framed(v, shift) for v in (vectors[0], *before)]
         parts = [QueryPart(text=t, vector=v) for t, v in zip(texts[1:], vectors[1:], strict=True)]
         earlier = [QueryPart(text=t, vector=v) for t, v in zip(context, moved[1:], strict=True)]
         return index.search(moved[0], query, k, namespace=namespace, tags=tags, parts=parts,
                             context=earlier)
 
-    async def vector_of(self, query: str) -> Vectors:
-        """The embedding of a request, shared with its search: the one being prefetched for it,
-        or one of a recent search, or made now (and kept for the search to come)."""
-        pending = self._prefetched.get(query)
+    async def vector_of(self, query: str, tenant: str | None = None) -> Vectors:
+        """The embedding of a request by the tenant's model (the general one when no tenant is
+        given), shared with its search: the one being prefetched for it, or one of a recent
+        search, or made now (and kept for the search to come)."""
+        embedder = self.embedder if tenant is None else await self.embedder_for(tenant)
+        model = embedder.model_name
+        pending = self._prefetched.get(f"{model}\n{query}")
         if pending is not None:
             return (await pending[1])[0]
-        if query not in self._asked:
-            self._asked[query] = (await self.embedder.embed([query]))[0]
-        return self._asked[query]
+        if (model, query) not in self._asked:
+            self._remember(model, query, (await embedder.embed([query]))[0])
+        return self._asked[(model, query)]
+
+    def _remember(self, model: str, query: str, vector: Vectors) -> None:
+        self._asked[(model, query)] = vector
+        self._asked.move_to_end((model, query))
+        while len(self._asked) > ASKED:
+            self._asked.popitem(last=False)
 
     def _framed(self, vector: Vectors, shift: Vectors | None) -> Vectors:
         return vector if shift is None else framed(vector, shift, self.weights.framing)
 
-    async def _vectors(self, texts: Sequence[str]) -> list[Vectors]:
+    async def _vectors(self, embedder: Embedder, texts: Sequence[str]) -> list[Vectors]:
         """The vectors of earlier requests: most were searched for in their own turn."""
-        missing = [t for t in dict.fromkeys(texts) if t not in self._asked]
+        model = embedder.model_name
+        missing = [t for t in dict.fromkeys(texts) if (model, t) not in self._asked]
         if missing:
-            self._asked.update(zip(missing, await self.embedder.embed(missing), strict=True))
-        return [self._asked[t] for t in texts]
+            for text, vector in zip(missing, await embedder.embed(missing), strict=True):
+                self._remember(model, text, vector)
+        return [self._asked[(model, t)] for t in texts]
 
-    async def framing_shift(self) -> Vectors:
-        """The embedder's framing shift (tools/framing.py), measured on the first call. The
-        service calls this at start-up, so the first search does not wait for it."""
-        if self._shift is not None:  # every search asks; only the first measures
-            return self._shift
+    async def framing_shift(self, embedder: Embedder | None = None) -> Vectors:
+        """The embedder's framing shift (tools/framing.py; the general embedder's by default),
+        measured on the first call. The service calls this at start-up, so the first search
+        does not wait for it."""
+        embedder = embedder or self.embedder
+        model = embedder.model_name
+        if model in self._shifts:  # every search asks; only the first measures
+            return self._shifts[model]
         async with self._shift_lock:
-            if self._shift is None:
-                self._shift = framing_shift(await self.embedder.embed(shift_texts()))
-        return self._shift
+            if model not in self._shifts:
+                self._shifts[model] = framing_shift(await embedder.embed(shift_texts()))
+        return self._shifts[model]
 
     def prefetch(self, tenant: str, query: str) -> None:
         """Start embedding `query` (and its sentences) for a search of `tenant` that is about to
         come (a turn's message, while the turn is written), so that search waits less. Each
         prefetch serves one search; unused ones are dropped, oldest first, past `PREFETCHED`."""
         index = self._indexes.get(tenant)
-        if index is None or len(index) == 0 or query in self._prefetched:
+        name = self.tenant_models.get(tenant)
+        embedder = self.embedder if name is None or self.models is None \
+            else self.models.loaded(name)
+        key = f"{self.model_of(tenant)}\n{query}"
+        if index is None or len(index) == 0 or embedder is None or key in self._prefetched:
             return
         texts = search_texts(query)
-        future = asyncio.ensure_future(self.embedder.embed(texts))
+        future = asyncio.ensure_future(embedder.embed(texts))
         future.add_done_callback(_retrieve_exception)  # a failure is raised by the search
-        self._prefetched[query] = (texts, future)
+        self._prefetched[key] = (texts, future)
         while len(self._prefetched) > PREFETCHED:
             self._prefetched.popitem(last=False)[1][1].cancel()
 
@@ -282,7 +320,8 @@ class ToolRegistry:
         if mode == "create":
             _refuse_existing(specs, before)
         changed = [s for s in specs if not _same(s, before.get((s.namespace, s.name)))]
-        prepared = await self._prepare(changed, before, progress)
+        prepared = await self._prepare(await self.embedder_for(tenant), changed, before,
+                                       progress)
         async with self.pool.acquire() as conn, conn.transaction():
             locked = await store.current_tools(conn, tenant, [*keys, *remove], lock=True,
                                                 box=self.box)
@@ -327,29 +366,78 @@ class ToolRegistry:
     async def load(self) -> int:
         """Rebuild every tenant's index from Postgres, embedding again what another model made
         and the clauses of rows stored before they were cut (or cut by other rules)."""
-        rows = await store.load_live(self.pool)
-        model = self.embedder.model_name
-        current: list[ToolRow] = []
-        stale: list[ToolRow] = []
-        for row in rows:
-            (stale if _is_stale(row, model) else current).append(row)
-        if stale:
-            log.info("embedding %d tools again with %s", len(stale), model)
-            rows = current + await self._refresh(stale)
+        if self.models is not None:
+            self.tenant_models = await tenant_models.active_models(self.pool)
+        rows = await self._fresh_rows(await store.load_live(self.pool))
         self._indexes.clear()
         self._change_ids.clear()
         for row in rows:
             self._apply(row.tenant_id, row.tool, row.change_id)
-        everything = await learned.load_all(self.pool, model, self.embedder.dim)
+        everything = await learned.load_all(self.pool, self.embedder.dim)
         for tenant, tools in everything.items():
+            model = self.model_of(tenant)
             for key, what in tools.items():
-                self._index(tenant).set_learned(key, what)
+                self._index(tenant).set_learned(key, what.of_model(model))
         return len(rows)
+
+    async def _fresh_rows(self, rows: list[ToolRow]) -> list[ToolRow]:
+        """The rows, those embedded by another model than their tenant's (or cut into clauses
+        by other rules) embedded again, and stored so."""
+        current: list[ToolRow] = []
+        stale: list[ToolRow] = []
+        for row in rows:
+            (stale if _is_stale(row, self.model_of(row.tenant_id)) else current).append(row)
+        for tenant in sorted({r.tenant_id for r in stale}):
+            mine = [r for r in stale if r.tenant_id == tenant]
+            embedder = await self.embedder_for(tenant)
+            log.info("embedding %d tools of %s again with %s", len(mine), tenant,
+                     embedder.model_name)
+            current += await self._refresh(embedder, mine)
+        return current
+
+    async def use_model(self, tenant: str, name: str | None) -> None:
+        """Search the tenant's tools with this model from now on (None: the general one). Its
+        index is built afresh beside the one in use, which answers until the new one is
+        complete; tools and learned examples another model embedded are embedded again."""
+        if self.tenant_models.get(tenant) == name:
+            return
+        embedder = self.embedder if name is None or self.models is None \
+            else await self.models.get(name)
+        if embedder.dim != self.embedder.dim:
+            raise EmbeddingError(embedder.model_name, f"makes {embedder.dim}-dimensional "
+                                 f"vectors; the registry holds {self.embedder.dim}")
+        rows = [r for r in await store.load_live(self.pool) if r.tenant_id == tenant]
+        stale = [r for r in rows if _is_stale(r, embedder.model_name)]
+        rows = [r for r in rows if r not in stale] + await self._refresh(embedder, stale)
+        index = ToolIndex(self.embedder.dim, self.weights)
+        for row in rows:
+            index.upsert(row.tool)
+        what = await self._learned_with(embedder, tenant)
+        for key, taught in what.items():
+            index.set_learned(key, taught)
+        if name is None:
+            self.tenant_models.pop(tenant, None)
+        else:
+            self.tenant_models[tenant] = name
+        self._indexes[tenant] = index
+        for row in rows:
+            self._change_ids[(tenant, *row.tool.key)] = row.change_id
+
+    async def _learned_with(self, embedder: Embedder, tenant: str
+                            ) -> dict[tuple[str, str], learned.Learned]:
+        """What the tenant's tools learnt, with vectors by `embedder`: those another model made
+        are embedded again and stored."""
+        stale = await learned.texts_of_other_models(self.pool, tenant, embedder.model_name)
+        if stale:
+            vectors = await self._embed(embedder, [text for _, text in stale], None)
+            await learned.re_embed(self.pool, [i for i, _ in stale], vectors,
+                                   embedder.model_name)
+        return (await learned.load_all(self.pool, self.embedder.dim, tenant)).get(tenant, {})
 
     async def refresh_learned(self, tenant: str, keys: Sequence[tuple[str, str]]) -> None:
         """Take what these tools of the tenant have learnt from Postgres into its index (after
         this replica or another changed it)."""
-        found = await learned.learned_of(self.pool, tenant, keys, self.embedder.model_name,
+        found = await learned.learned_of(self.pool, tenant, keys, self.model_of(tenant),
                                          self.embedder.dim)
         for key, what in found.items():
             self._index(tenant).set_learned(key, what)
@@ -372,14 +460,25 @@ class ToolRegistry:
             tenant, keys = store.learned_change(change)
             await self.refresh_learned(tenant, keys)
             return
+        if change.startswith(store.MODEL):
+            await self.sync_model(change.removeprefix(store.MODEL))
+            return
         for row in await store.load_change(self.pool, int(change)):
             if row.deleted:
                 self._remove(row.tenant_id, row.tool.key, row.change_id)
-            elif not _is_stale(row, self.embedder.model_name):
-                self._apply(row.tenant_id, row.tool, row.change_id)
-            else:
-                for fresh in await self._refresh([row]):
-                    self._apply(row.tenant_id, fresh.tool, row.change_id)
+                continue
+            if _is_stale(row, self.model_of(row.tenant_id)) and row.tool.search.model \
+                    != self.embedder.model_name:
+                # Embedded by a tenant model this replica does not use (yet): the tenant may
+                # have changed models, which rebuilds its index, this tool included.
+                await self.sync_model(row.tenant_id)
+            for fresh in await self._fresh_rows([row]):
+                self._apply(row.tenant_id, fresh.tool, row.change_id)
+
+    async def sync_model(self, tenant: str) -> None:
+        """Use the model Postgres says the tenant uses, if this replica does not yet."""
+        if self.models is not None:
+            await self.use_model(tenant, await tenant_models.active_model(self.pool, tenant))
 
     def _apply(self, tenant: str, tool: IndexedTool, change_id: int) -> None:
         if self._is_newer(tenant, tool.key, change_id):
@@ -407,30 +506,33 @@ class ToolRegistry:
 
     async def _prepare(
         self,
+        embedder: Embedder,
         specs: Sequence[ToolSpec],
         before: dict[tuple[str, str], CurrentTool],
         progress: Progress | None,
     ) -> list[NewVersion]:
         """Embed what changed; reuse stored vectors where the embedded texts are the same. The
         texts are made off the event loop (thousands of specs take a while)."""
-        wanted = await asyncio.to_thread(lambda: [self._search_texts(s) for s in specs])
+        wanted = await asyncio.to_thread(
+            lambda: [self._search_texts(embedder.model_name, s) for s in specs])
         current = [before.get((s.namespace, s.name)) for s in specs]
         stored = [None if c is None else c.search for c in current]
-        made = await self._embed_parts(wanted, stored, progress)
+        made = await self._embed_parts(embedder, wanted, stored, progress)
         return [NewVersion(spec=spec, version=0, search=search)
                 for spec, search in zip(specs, made, strict=True)]
 
-    def _search_texts(self, spec: ToolSpec) -> SearchData:
+    def _search_texts(self, model: str, spec: ToolSpec) -> SearchData:
         """What a spec is found by, its vectors not made yet."""
         clauses = description_clauses(spec.namespace, spec.name, spec.description)
         none = np.zeros((0, self.embedder.dim), dtype=np.float32)
-        return SearchData(model=self.embedder.model_name, text=tool_text(spec),
+        return SearchData(model=model, text=tool_text(spec),
                           vector=none.reshape(-1), examples=list(spec.examples),
                           example_vectors=none, clauses=clauses, clause_vectors=none,
                           keywords=keyword_text(spec))
 
     async def _embed_parts(
         self,
+        embedder: Embedder,
         wanted: Sequence[SearchData],
         stored: Sequence[SearchData | None],
         progress: Progress | None,
@@ -449,7 +551,7 @@ class ToolRegistry:
             if not old or old[i][0] != texts
             for text in texts
         ]
-        fresh = iter(await self._embed(todo, progress))
+        fresh = iter(await self._embed(embedder, todo, progress))
         dim = self.embedder.dim
         return [
             want.with_vectors([
@@ -460,20 +562,23 @@ class ToolRegistry:
             for want, old in zip(wanted, reusable, strict=True)
         ]
 
-    async def _embed(self, texts: list[str], progress: Progress | None) -> list[Vectors]:
+    async def _embed(self, embedder: Embedder, texts: list[str], progress: Progress | None
+                     ) -> list[Vectors]:
         out: list[Vectors] = []
         for start in range(0, len(texts), EMBED_BATCH):
-            out.extend(await self.embedder.embed(texts[start : start + EMBED_BATCH]))
+            out.extend(await embedder.embed(texts[start : start + EMBED_BATCH]))
             if progress is not None:
                 progress(len(out), len(texts))
         return out
 
-    async def _refresh(self, rows: list[ToolRow]) -> list[ToolRow]:
+    async def _refresh(self, embedder: Embedder, rows: list[ToolRow]) -> list[ToolRow]:
         """Embed again what is stale in stored rows (see `_is_stale`) and store it."""
-        model = self.embedder.model_name
+        if not rows:
+            return []
+        model = embedder.model_name
         wanted = [msgspec.structs.replace(r.tool.search, model=model, clauses=_clauses_of(r))
                   for r in rows]
-        made = await self._embed_parts(wanted, [r.tool.search for r in rows], None)
+        made = await self._embed_parts(embedder, wanted, [r.tool.search for r in rows], None)
         fresh = [
             msgspec.structs.replace(r, tool=msgspec.structs.replace(r.tool, search=search))
             for r, search in zip(rows, made, strict=True)

@@ -296,6 +296,14 @@ async def notify_learned(conn: asyncpg.Connection, origin: str, tenant: str,
     await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{origin}:{change}")
 
 
+MODEL = "model:"
+"""A notification's change that says a tenant changed its embedding model."""
+
+
+async def notify_model(conn: asyncpg.Connection, origin: str, tenant: str) -> None:
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{origin}:{MODEL}{tenant}")
+
+
 def learned_change(change: str) -> tuple[str, list[tuple[str, str]]]:
     """The tenant and tools of a `notify_learned` change."""
     tenant, keys = msgspec.json.decode(change.removeprefix(LEARNED),
