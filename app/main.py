@@ -74,6 +74,8 @@ from tools.reseal import check_opens
 from tools.search_queue import SearchQueue
 from tools.slots import SharedSlots
 from tools.sync import ChangeListener
+from tools.tenant_models import ModelCache
+from tools.tuning_jobs import RetrievalTraining
 
 log = logging.getLogger("switchboard")
 
@@ -173,7 +175,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             box = secret_box(settings)
             await check_opens(pool, box)  # a replica with the wrong SECRET_KEY stops here
             registry = ToolRegistry(pool, model, queue=SearchQueue(settings.search_max_wait_s),
-                                    box=box)
+                                    box=box, models=ModelCache(
+                                        pool, settings.data_dir,
+                                        held=settings.tenant_models_held))
             await registry.framing_shift()  # measured now, not on the first search
             listener = ChangeListener(registry, dsn)
             await listener.start()
@@ -193,6 +197,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                                 slots=SharedSlots(pool))
             store = PostgresTurnStore(pool, progress)
             learning = Learning(registry)
+            training = RetrievalTraining(registry, settings.data_dir, owner)
             learner = TurnLearning(pool, learning)
             engine = TurnEngine(store, registry, runner, models,
                                 default_model="default", settings=settings.engine, owner=owner,
@@ -229,6 +234,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 "events": events,
                 "learning": learning,
                 "learner": learner,
+                "training": training,
             })
             log.info(
                 "ready: %d tools indexed", sum(registry.index_size(t) for t in registry.tenants())
@@ -242,6 +248,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 await eval_runner.stop()
                 await supervisor.stop(settings.shutdown_grace_s)
                 await learner.settle()
+                await training.stop()
                 await events.stop()
                 await mcp_servers.close()
                 await listener.stop()
@@ -289,7 +296,7 @@ def begin_stop(app: Litestar, grace_s: float) -> None:
 
 
 DEPENDENCIES = ("registry", "conversations", "servers", "idempotency", "api_keys", "traces",
-                "evals", "routers", "events", "learning", "learner")
+                "evals", "routers", "events", "learning", "learner", "training")
 """What routes are given by name: each is made once, when the app starts, and kept in its
 state."""
 

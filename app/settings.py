@@ -61,6 +61,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     days (app/retention.py)."""
     retention_interval_s: float = 3600.0
     """How often the retention job runs (on one replica at a time)."""
+    tenant_models_held: int = 4
+    """Tenants' own embedding models a replica keeps loaded (about 100 MB each); the one used
+    longest ago is let go and loaded again (a few seconds) when next used."""
     token_quotas: str = ""
     """Tokens per UTC day, as JSON: tenant (or "*") -> backend (or "*") -> tokens; unset:
     none (planner/quotas.py)."""
@@ -133,6 +136,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "SSE_KEEPALIVE_S": ("sse_keepalive_s", "seconds, a positive number"),
     "RETENTION_DAYS": ("retention_days", "days, a positive number"),
     "RETENTION_INTERVAL_S": ("retention_interval_s", "seconds, a positive number"),
+    "TENANT_MODELS_HELD": ("tenant_models_held", "a positive integer"),
     "SECRET_KEY": ("secret_key", "a passphrase or a generated key, the same on every replica"),
     "SECRET_KEY_PREVIOUS": ("secret_key_previous", "earlier SECRET_KEY values, comma-separated"),
     "TOKEN_QUOTAS": ("token_quotas", 'JSON like {"*": {"*": 2000000}, "acme": {"big": 100000}} '
@@ -182,7 +186,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     positive = ("SEARCH_K", "SEARCH_MAX_WAIT_S", "LIVENESS_MAX_LAG_S", "CANDIDATE_K",
                 "MAX_STEPS", "HISTORY_TOKEN_BUDGET", "TURN_LEASE_S", "MAX_PARALLEL_CALLS",
                 "MAX_PLAN_STEPS", "MAX_OUTPUT_BYTES", "MCP_CONNECT_TIMEOUT_S", "SSE_KEEPALIVE_S",
-                "RETENTION_DAYS", "RETENTION_INTERVAL_S")
+                "RETENTION_DAYS", "RETENTION_INTERVAL_S", "TENANT_MODELS_HELD")
     for name in positive:
         value = _value(settings, _ENV[name][0])
         if value <= 0:

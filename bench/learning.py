@@ -51,6 +51,8 @@ from tests.loopback import serving
 from tests.scripted_model import ScriptedReply, Step, scripted_model
 from tests.tool_server import http_tool, tool_server
 from tools.embed import SentenceTransformerEmbedder
+from tools.index import RankingWeights
+from tools.registry import ToolRegistry
 from tools.spec import ToolSpec, function_name
 
 SECTION = "## Learning from use"
@@ -71,7 +73,8 @@ def usage_requests(data: Path, scored: Sequence[Query], count: int) -> list[tupl
     taken = {q.text.casefold() for q in scored}
     with (data / "metatool" / "all_clean_data.csv").open(encoding="utf-8", newline="") as rows:
         pairs = sorted({(r["Query"].strip(), function_name(r["Tool"]))
-                        for r in csv.DictReader(rows) if r["Query"].strip().casefold() not in taken})
+                        for r in csv.DictReader(rows)
+                        if r["Query"].strip().casefold() not in taken})
     return random.Random(USAGE_SEED).sample(pairs, min(count, len(pairs)))
 
 
@@ -103,7 +106,7 @@ def usage_model(wanted: dict[str, str]) -> Any:
 
 @contextlib.asynccontextmanager
 async def service(database: str, data_dir: str, model_url: str
-                  ) -> AsyncIterator[tuple[httpx.AsyncClient, TurnLearning]]:
+                  ) -> AsyncIterator[tuple[httpx.AsyncClient, TurnLearning, ToolRegistry]]:
     settings = Settings(database_url=database, model_url=model_url, data_dir_path=data_dir,
                         register_builtins=False, admin_key=ADMIN_KEY, tracing=False,
                         egress_allowlist="127.0.0.0/8", rate_limit_per_minute=0)
@@ -112,7 +115,7 @@ async def service(database: str, data_dir: str, model_url: str
     async with serving(app, lifespan="on") as server:
         auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
         async with httpx.AsyncClient(base_url=server.url, timeout=120, headers=auth) as client:
-            yield client, app.state["learner"]
+            yield client, app.state["learner"], app.state["registry"]
 
 
 async def recall(client: httpx.AsyncClient, queries: Sequence[Query]) -> Scores:
@@ -148,7 +151,8 @@ async def use(client: httpx.AsyncClient, requests: Sequence[tuple[str, str]],
     return completed, time.monotonic() - started
 
 
-async def measure(data: Path, count: int, concurrency: int, quick: bool) -> dict[str, Any]:
+async def measure(data: Path, count: int, concurrency: int, quick: bool, tune: bool = False
+                  ) -> dict[str, Any]:
     plain, _ = metatool_pools(data)
     queries = plain.queries[:300] if quick else plain.queries
     requests = usage_requests(data, plain.queries, count)
@@ -161,7 +165,7 @@ async def measure(data: Path, count: int, concurrency: int, quick: bool) -> dict
         tools.keep = False
         with embedded_postgres() as postgres, tempfile.TemporaryDirectory() as folder:
             database = await fresh_database(postgres, "bench_learning")
-            async with service(database, folder, model.url) as (client, learner):
+            async with service(database, folder, model.url) as (client, learner, registry):
                 specs = [_http_spec(s, tools.url) for s in plain.tools]
                 (await client.post("/v1/tools/bulk", json={"tools": specs})).raise_for_status()
                 splits = {"dev": [q for q in queries if not q.held_out],
@@ -171,8 +175,28 @@ async def measure(data: Path, count: int, concurrency: int, quick: bool) -> dict
                 await learner.settle()
                 after = {s: await recall(client, qs) for s, qs in splits.items()}
                 learnt = await _learnt(client, plain.tools)
+                if tune:
+                    await _tune(registry, splits["dev"])
     return {"before": before, "after": after, "turns": completed, "requests": len(wanted),
             "seconds": seconds, **learnt}
+
+
+TUNED = [RankingWeights(learned=w, learned_nearest=n)
+         for w in (0.25, 0.5, 1.0) for n in (0.0, 0.5, 1.0)]
+
+
+async def _tune(registry: ToolRegistry, dev: Sequence[Query]) -> None:
+    """Dev-half recall of other learned weights, on what the usage taught (printed only)."""
+    for weights in TUNED:
+        other = ToolRegistry(registry.pool, registry.embedder, weights=weights)
+        await other.load()
+        found = {k: 0.0 for k in CUTOFFS}
+        for query in dev:
+            names = [h.name for h in await other.search("default", query.text, 10)]
+            for k in CUTOFFS:
+                found[k] += len(query.relevant & set(names[:k])) / len(query.relevant)
+        print(f"learned={weights.learned} nearest={weights.learned_nearest}: dev "
+              + " ".join(f"R@{k} {v / len(dev):.3f}" for k, v in found.items()), flush=True)
 
 
 def _http_spec(spec: ToolSpec, url: str) -> dict[str, Any]:
@@ -224,9 +248,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--quick", action="store_true",
                         help="1,000 requests, 300 scored queries; prints only")
+    parser.add_argument("--tune", action="store_true",
+                        help="also print dev-half recall of other learned weights")
     args = parser.parse_args(argv)
     count = args.requests or (1000 if args.quick else 5000)
-    result = asyncio.run(measure(args.data, count, args.concurrency, args.quick))
+    result = asyncio.run(measure(args.data, count, args.concurrency, args.quick, args.tune))
     command = ".venv/bin/python -m bench.learning --data ../shared/data" + (
         " --quick" if args.quick else "")
     publish(report(result, quick=args.quick, command=command), quick=args.quick,

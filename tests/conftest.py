@@ -109,6 +109,11 @@ class RunningApp:
         self.client = httpx.AsyncClient(base_url=server.url, timeout=30, headers=AUTH)
 
     @property
+    def state(self) -> Any:
+        """The app's state: what it made at start-up (its registry, its jobs)."""
+        return self.server.server.config.app.state
+
+    @property
     def stopped(self) -> bool:
         return self.server.task is None or self.server.task.done()
 

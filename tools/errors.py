@@ -5,6 +5,11 @@ ToolsError
 ├── ToolNotFound         no live tool (or version) by that name in that namespace (404)
 ├── ToolExists           create of a name that is already registered (409)
 ├── ExampleNotFound      no learned example by that id for that tool (404)
+├── JobNotFound          no retrieval training job by that id (404)
+├── JobConflict          the tenant's embedder is being trained already (409)
+├── NothingToTrain       too few examples to train (or to judge) a tenant's embedder (422)
+├── NothingToRollBack    the tenant uses the general embedder already (409)
+├── TrainingFailed       the training process ended with an error (the job records it)
 ├── ImportFormatError    a file given to `tools import` cannot be read as tool specs
 ├── DocumentInvalid      an OpenAPI document cannot be made into tools (422)
 ├── DocumentUnreachable  an OpenAPI document could not be fetched from its URL (422)
@@ -70,6 +75,40 @@ class ExampleNotFound(ToolsError):
             f"tool {name!r} in namespace {namespace!r} has no learned example {example_id}; "
             f"GET /v1/tools/{name}/examples lists them"
         )
+
+
+class JobNotFound(ToolsError):
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"retrieval training job {job_id!r} not found")
+
+
+class JobConflict(ToolsError):
+    def __init__(self, running: str) -> None:
+        self.running = running
+        super().__init__(f"job {running!r} is training this tenant's embedder already; "
+                         f"follow it with GET /v1/retrieval/jobs/{running}")
+
+
+class NothingToTrain(ToolsError):
+    def __init__(self, examples: int, needed: int) -> None:
+        self.examples, self.needed = examples, needed
+        super().__init__(
+            f"the tenant's tools have {examples} example requests; training needs at least "
+            f"{needed}, a fifth of them held out to judge the result: register examples with "
+            "the tools, or let retrieval learn them from use")
+
+
+class NothingToRollBack(ToolsError):
+    def __init__(self) -> None:
+        super().__init__("the tenant uses the general embedding model already; there is "
+                         "nothing to roll back")
+
+
+class TrainingFailed(ToolsError):
+    def __init__(self, code: int, output: str) -> None:
+        self.code, self.output = code, output
+        super().__init__(f"training ended with exit code {code}: {output}")
 
 
 class ToolExists(ToolsError):
