@@ -8,11 +8,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
+from app.database import connect_pool
 from tests.scripted_model import ScriptedFailure, ScriptedModel, ScriptedReply
 from tests.test_auth import new_key
 from tests.tool_server import ToolServer, http_tool
+from tools import learned
+from tools.learned import NewExample
 
 TICKET = "Has anyone answered my complaint yet? It is SUP-4471"
 SIMILAR = "has anyone replied to my complaint SUP-9020"
@@ -312,3 +316,40 @@ async def test_a_failed_turn_teaches_nothing(app: Any, model: ScriptedModel) -> 
     assert response.status_code >= 400
     await settled(app.client)
     assert (await examples(app.client, "zd_fetch"))["learned"] == []
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return (vector / np.linalg.norm(vector)).astype(np.float32)
+
+
+async def test_near_duplicates_merge_and_a_full_tool_drops_its_most_redundant_example(
+    database_url: str
+) -> None:
+    pool = await connect_pool(database_url)
+    rng = np.random.default_rng(3)
+    spread = [_unit(rng.standard_normal(384)) for _ in range(learned.PER_TOOL)]
+
+    def example(text: str, vector: np.ndarray, search: bool = False) -> NewExample:
+        return NewExample(namespace="default", name="zd_fetch", version=1, text=text,
+                          vector=vector, found_by_search=search, turn_id="t", call_id="c")
+
+    async def add(text: str, vector: np.ndarray, search: bool = False) -> bool:
+        async with pool.acquire() as conn, conn.transaction():
+            return await learned.add(conn, "default", example(text, vector, search), "m")
+
+    try:
+        assert [await add(f"r{i}", v) for i, v in enumerate(spread[:-1])] == [True] * (
+            learned.PER_TOOL - 1)
+        twin = _unit(spread[0] + 0.01 * rng.standard_normal(384).astype(np.float32))
+        assert await add("r0 again", twin) is False  # merged: cosine >= MERGE_COSINE
+        near_r1 = _unit(spread[1] + 0.5 * spread[2])  # close to r1 (0.89), not a twin
+        assert await add("near r1", near_r1, search=True) is True  # the tool is full now
+        assert await add("last", spread[-1]) is True  # one more: the most redundant goes
+        shown = await learned.examples_of(pool, "default", ("default", "zd_fetch"))
+        assert len(shown) == learned.PER_TOOL
+        texts = {e.text: e for e in shown}
+        assert texts["r0"].uses == 2
+        assert "near r1" in texts  # found by search_tools: kept before the others
+        assert "r1" not in texts  # the most redundant of the rest
+    finally:
+        await pool.close()

@@ -73,6 +73,21 @@ class ClauseMatrix:
         live = owners >= 0
         return owners[live], best[:, live]
 
+    def best_of(self, queries: Vectors, slots: npt.NDArray[np.intp]
+                ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
+        """As `best`, over these slots only (those of them that have rows): the cost is their
+        rows', not the matrix's."""
+        blocks = [(slot, self._block_of[slot]) for slot in slots.tolist()
+                  if slot in self._block_of]
+        if not blocks:
+            return np.zeros(0, dtype=np.intp), np.zeros((len(queries), 0), dtype=np.float32)
+        ranges = [np.arange(self._starts[b], self._block_end(b)) for _, b in blocks]
+        lengths = np.array([len(r) for r in ranges])
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        cosines = queries @ self._matrix[np.concatenate(ranges)].T
+        best = np.maximum.reduceat(cosines, starts, axis=1)
+        return np.array([slot for slot, _ in blocks], dtype=np.intp), best
+
     def _block_end(self, block: int) -> int:
         return self._starts[block + 1] if block + 1 < len(self._starts) else self._rows
 

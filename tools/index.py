@@ -14,6 +14,9 @@ from tools.keywords import KeywordIndex
 from tools.learned import Learned
 
 ToolKey = tuple[str, str]  # (namespace, name)
+_NEAREST_WIDTH = 200
+"""Tools (the closest to a request by their vectors) whose learned examples are compared with
+it one by one (`RankingWeights.learned_nearest`)."""
 _CANDIDATES = 30
 """Tools considered when hits are picked sentence by sentence: the best this many for the whole
 request and for each sentence."""
@@ -55,9 +58,12 @@ class RankingWeights(msgspec.Struct, frozen=True, kw_only=True):
     `tools.learned`) in the tool's vector, times its own weight (`example_weight`): below a
     registered example's, so a few learned requests do not outweigh what the developer wrote,
     while many of them do."""
-    learned_nearest: float = 0.0
+    learned_nearest: float = 1.0
     """Weight of the request's best-matching learned example against the tool's vector in its
-    dense score (0: not searched)."""
+    dense score (0: not searched), scaled by n / (n + 5) for a tool with n learned requests: a
+    request phrased like one that was learnt finds its tool even when the tool's other
+    requests pull its vector elsewhere. Tuned with `learned` on the dev half of
+    bench/learning.py."""
     negative: float = 1.0
     """How far a tool is pushed down for a request close to one a user said it was the wrong
     tool for: this times how far the cosine to that request rises above `negative_floor`,
@@ -166,6 +172,7 @@ class ToolIndex:
         self._learned: dict[ToolKey, Learned] = {}
         self._nearest = ClauseMatrix(dim)
         """Each tool's learned examples, for `RankingWeights.learned_nearest`."""
+        self._learned_counts = np.zeros(0, dtype=np.float32)
         self._negatives = ClauseMatrix(dim)
         rows = np.zeros((0, dim), dtype=np.float32)
         self._searched = SearchData(model="", text="", vector=np.zeros(0, dtype=np.float32),
@@ -243,6 +250,7 @@ class ToolIndex:
             return
         if self.weights.learned_nearest:
             self._nearest.put(slot, learned.examples)
+            self._learned_counts[slot] = len(learned.examples)
         self._negatives.put(slot, learned.negatives)
 
     def remove(self, key: ToolKey) -> None:
@@ -332,10 +340,16 @@ class ToolIndex:
         if len(slots):
             share = self.weights.clauses / (1.0 + self.weights.clauses)
             dense[:, slots] += share * (best_clause - dense[:, slots])
-        slots, nearest = self._nearest.best(vectors)
-        if len(slots):
+        if len(self._nearest):
+            # Only the tools already close to a request can be lifted into its hits, so only
+            # their examples are compared: the cost stays that of a few thousand rows.
+            near = np.unique(np.concatenate([_best(d, _NEAREST_WIDTH) for d in dense]))
+            slots, nearest = self._nearest.best_of(vectors, near)
             share = self.weights.learned_nearest / (1.0 + self.weights.learned_nearest)
-            dense[:, slots] += share * (nearest - dense[:, slots])
+            # A tool with few learned requests leans on its best one less: one odd request
+            # should not decide a search.
+            many = self._learned_counts[slots]
+            dense[:, slots] += share * many / (many + 5.0) * (nearest - dense[:, slots])
         slots, negative = self._negatives.best(vectors)
         if len(slots):
             floor = self.weights.negative_floor
@@ -444,7 +458,9 @@ class ToolIndex:
             matrix[: len(self._matrix)] = self._matrix
             live = np.zeros(capacity, dtype=bool)
             live[: len(self._live)] = self._live
-            self._matrix, self._live = matrix, live
+            counts = np.zeros(capacity, dtype=np.float32)
+            counts[: len(self._learned_counts)] = self._learned_counts
+            self._matrix, self._live, self._learned_counts = matrix, live, counts
         return slot
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from tools.embed import Vectors
 
 Key = tuple[str, str]  # (namespace, name)
-PER_TOOL = 20
+PER_TOOL = 50
 """Learned examples kept per tool: more add little once a tool's requests are covered."""
 MERGE_COSINE = 0.95
 """A request this close to a learned example of the same tool is counted as a use of it."""
