@@ -115,6 +115,10 @@ async def test_two_backends_score_as_constructed_and_the_frontier_ranks_them(
         assert tools.received == []  # a mocked run never reaches a tool
         assert report["status"] == "completed"
         assert report["progress"] == {"done": 16, "total": 16}
+        await app.state["learner"].settle()  # an eval run's turns teach retrieval nothing
+        for spec in specs:
+            shown = (await client.get(f"/v1/tools/{spec['name']}/examples")).json()
+            assert shown["learned"] == [], spec["name"]
         good, bad = report["results"]
         assert (good["config"], good["cases"], good["accuracy"], good["call_accuracy"],
                 good["retrieval_recall"], good["parallel_share"], good["failed_turns"]) == (
