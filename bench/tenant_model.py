@@ -97,6 +97,7 @@ async def measure(data: Path, metatool: int, epochs: int, quick: bool) -> dict[s
     if quick:
         hf_held, mt_held = hf_held[:100], mt_held[:100]
     requests = [(q.text, next(iter(q.relevant))) for q in hf_dev]
+    taught = {tool for _, tool in requests}
     drawn = usage_requests(data, plain.queries, metatool + 40)
     requests += drawn[:metatool]
     wanted: dict[str, str] = {}
@@ -114,10 +115,10 @@ async def measure(data: Path, metatool: int, epochs: int, quick: bool) -> dict[s
             async with service(database, folder, model.url) as (client, learner, _):
                 specs = [_spec(s, tools.url) for s in [*hf.tools, *plain.tools]]
                 (await client.post("/v1/tools/bulk", json={"tools": specs})).raise_for_status()
-                result["general"] = await _scores(client, hf_held, mt_held)
+                result["general"] = await _scores(client, hf_held, mt_held, taught)
                 await use(client, [(t, w) for t, w in wanted.items() if t not in probe])
                 await learner.settle()
-                result["learnt"] = await _scores(client, hf_held, mt_held)
+                result["learnt"] = await _scores(client, hf_held, mt_held, taught)
                 await client.put("/v1/retrieval/settings", json={"learning": False})
                 result["latency_before"] = await turns_latency(client, probe)
                 started = time.monotonic()
@@ -134,13 +135,22 @@ async def measure(data: Path, metatool: int, epochs: int, quick: bool) -> dict[s
                 result["job"] = job
                 result["child_rss_mib"] = resource.getrusage(
                     resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-                result["tenant"] = await _scores(client, hf_held, mt_held)
+                result["tenant"] = await _scores(client, hf_held, mt_held, taught)
     return result
 
 
-async def _scores(client: httpx.AsyncClient, hf: Sequence[Query], mt: Sequence[Query]
-                  ) -> dict[str, Scores]:
+TAUGHT = "APIBench HuggingFace, tool learnt from"
+UNTAUGHT = "APIBench HuggingFace, tool learnt nothing"
+POOLS = ("APIBench HuggingFace", TAUGHT, UNTAUGHT, "MetaTool")
+
+
+async def _scores(client: httpx.AsyncClient, hf: Sequence[Query], mt: Sequence[Query],
+                  taught: set[str]) -> dict[str, Scores]:
+    """Held-out recall, the HuggingFace requests also split by whether their tool was the
+    answer of a dev request (and so has learned examples) or not."""
     return {"APIBench HuggingFace": await recall(client, hf),
+            TAUGHT: await recall(client, [q for q in hf if q.relevant <= taught]),
+            UNTAUGHT: await recall(client, [q for q in hf if not q.relevant <= taught]),
             "MetaTool": await recall(client, mt)}
 
 
@@ -177,7 +187,7 @@ def report(result: dict[str, Any], command: str) -> str:
         "learnt |",
         "|---|---|---|---|---|",
     ]
-    for pool in ("APIBench HuggingFace", "MetaTool"):
+    for pool in POOLS:
         cells = []
         for when in ("general", "learnt", "tenant"):
             s: Scores = result[when][pool]
@@ -198,8 +208,13 @@ def main(argv: list[str] | None = None) -> None:
     result = asyncio.run(measure(args.data, args.metatool, args.epochs, args.quick))
     command = (f".venv/bin/python -m bench.tenant_model --data ../shared/data --metatool "
                f"{args.metatool} --epochs {args.epochs}" + (" --quick" if args.quick else ""))
-    publish(report(result, command), quick=args.quick, heading=SECTION, markers=MARKERS)
+    publish(_marked(report(result, command)), quick=args.quick, heading=SECTION, markers=MARKERS)
     print(msgspec.json.encode(result["job"]).decode())
+
+
+def _marked(block: str) -> str:
+    """The block between its markers, so the next full run finds it."""
+    return f"{MARKERS[0]}\n{block}\n{MARKERS[1]}"
 
 
 if __name__ == "__main__":
