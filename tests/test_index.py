@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 
 from tools.embed import Vectors
 from tools.index import IndexedTool, QueryPart, SearchData, ToolIndex
+from tools.learned import Learned
 
 DIM = 4
 GCD, WEATHER, OTHER_A, OTHER_B = np.eye(DIM, dtype=np.float32)
@@ -96,3 +98,33 @@ def test_older_requests_weigh_half_as_much_as_the_one_after_them() -> None:
     assert [h.name for h in hits] == ["other_0", "gcd"]
     hits = index.search(_unit(OTHER_A), "zzz", 2, context=[before, last])
     assert [h.name for h in hits] == ["other_0", "weather_forecast"]
+
+
+def _taught(*vectors: Vectors) -> Learned:
+    rows = np.stack([_unit(v) for v in vectors]) if vectors else np.zeros((0, DIM), np.float32)
+    return Learned(texts=[f"asked {i}" for i in range(len(vectors))], examples=rows,
+                   weights=np.ones(len(vectors), dtype=np.float32),
+                   negatives=np.zeros((0, DIM), dtype=np.float32))
+
+
+def test_a_learned_request_lifts_its_tool_and_survives_the_tools_removal_and_return() -> None:
+    index = _index()
+    asked = _unit(WEATHER + 1.5 * GCD)  # a request the GCD tools answer better, by vectors
+    assert index.search(asked, "zzz", 1)[0].name != "weather_forecast"
+    index.set_learned(("default", "weather_forecast"), _taught(*[asked] * 10))
+    assert index.search(asked, "zzz", 1)[0].name == "weather_forecast"
+    index.remove(("default", "weather_forecast"))
+    assert "weather_forecast" not in [h.name for h in index.search(asked, "zzz", 24)]
+    index.upsert(_tool("weather_forecast", WEATHER))
+    assert index.search(asked, "zzz", 1)[0].name == "weather_forecast"
+    index.set_learned(("default", "weather_forecast"), _taught())
+    assert index.search(asked, "zzz", 1)[0].name != "weather_forecast"
+
+
+def test_a_negative_pushes_its_tool_below_its_near_twins_for_that_request() -> None:
+    index = _index()
+    assert index.search(GCD, "zzz", 1)[0].name == "gcd"
+    index.set_learned(("default", "gcd"), msgspec.structs.replace(
+        _taught(), negatives=np.stack([GCD])))
+    assert [h.name for h in index.search(GCD, "zzz", 2)] == ["calculate_gcd", "math_gcd"]
+    assert index.search(WEATHER, "zzz", 1)[0].name == "weather_forecast"  # others unmoved

@@ -73,6 +73,13 @@ class ClauseMatrix:
         live = owners >= 0
         return owners[live], best[:, live]
 
+    def rows(self, slot: int) -> Vectors:
+        """A copy of the slot's rows (none when it has none)."""
+        block = self._block_of.get(slot)
+        if block is None:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self._matrix[self._starts[block] : self._block_end(block)].copy()
+
     def best_of(self, queries: Vectors, slots: npt.NDArray[np.intp]
                 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
         """As `best`, over these slots only (those of them that have rows): the cost is their

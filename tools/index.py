@@ -55,9 +55,9 @@ class RankingWeights(msgspec.Struct, frozen=True, kw_only=True):
     dev half of bench/followups.py."""
     learned: float = 0.25
     """Weight of each learned example (a request that led to a good call of the tool, see
-    `tools.learned`) in the tool's vector, times its own weight (`example_weight`): below a
-    registered example's, so a few learned requests do not outweigh what the developer wrote,
-    while many of them do."""
+    `tools.learned`) in the tool's vector, as a share of a registered example's (`examples`)
+    and times its own weight (`example_weight`): a few learned requests do not outweigh what
+    the developer wrote, while many of them do."""
     learned_nearest: float = 1.0
     """Weight of the request's best-matching learned example against the tool's vector in its
     dense score (0: not searched), scaled by n / (n + 5) for a tool with n learned requests: a
@@ -169,7 +169,7 @@ class ToolIndex:
         """Each slot's tool vector, its examples' sum, its clause vectors and its keyword
         text: what its rows are built from, kept to build them again when what it learnt
         changes."""
-        self._learned: dict[ToolKey, Learned] = {}
+        self._learned: dict[ToolKey, _Taught] = {}
         self._nearest = ClauseMatrix(dim)
         """Each tool's learned examples, for `RankingWeights.learned_nearest`."""
         self._learned_counts = np.zeros(0, dtype=np.float32)
@@ -217,13 +217,14 @@ class ToolIndex:
         if learned.empty:
             self._learned.pop(key, None)
         else:
-            self._learned[key] = learned
+            self._learned[key] = _Taught(
+                total=(learned.weights @ learned.examples).astype(np.float32)
+                if len(learned.examples) else np.zeros(self.dim, dtype=np.float32),
+                texts=" ".join(learned.texts), count=len(learned.examples),
+                rows=learned.examples, negatives=learned.negatives)
         slot = self._slots.get(key)
         if slot is not None:
             self._place(slot, key)
-
-    def learned(self, key: ToolKey) -> Learned | None:
-        return self._learned.get(key)
 
     def vector(self, key: ToolKey) -> Vectors | None:
         """The tool's row: its text's vector with its examples', normalised."""
@@ -235,28 +236,34 @@ class ToolIndex:
         parts = self._parts[slot]
         assert parts is not None
         vector, examples, clauses, keywords = parts
-        learned = self._learned.get(key)
-        if learned is not None and len(learned.examples):
-            examples = examples + self.weights.learned * (learned.weights @ learned.examples)
+        taught = self._learned.get(key)
+        if taught is not None and taught.count:
+            examples = examples + self.weights.learned * taught.total
             # Learned requests are matched by their words too: their words are the users'.
-            keywords = " ".join([keywords, *learned.texts])
+            keywords = f"{keywords} {taught.texts}"
         self._keywords.add(slot, keywords)
         self._matrix[slot] = self._prototypes(vector[None, :], examples)[0]
         if self.weights.clauses:
             self._clauses.put(slot, self._prototypes(clauses, examples))
-        if learned is None:
+        if taught is None:
             self._nearest.drop(slot)
             self._negatives.drop(slot)
+            self._learned_counts[slot] = 0
             return
-        if self.weights.learned_nearest:
-            self._nearest.put(slot, learned.examples)
-            self._learned_counts[slot] = len(learned.examples)
-        self._negatives.put(slot, learned.negatives)
+        if self.weights.learned_nearest and taught.rows is not None:
+            # The rows live in the matrix from now on, not twice.
+            self._nearest.put(slot, taught.rows)
+            self._learned[key] = msgspec.structs.replace(taught, rows=None)
+        self._learned_counts[slot] = taught.count
+        self._negatives.put(slot, taught.negatives)
 
     def remove(self, key: ToolKey) -> None:
         slot = self._slots.pop(key, None)
         if slot is None:
             return
+        taught = self._learned.get(key)
+        if taught is not None and taught.rows is None:  # kept for when the tool comes back
+            self._learned[key] = msgspec.structs.replace(taught, rows=self._nearest.rows(slot))
         self._tools[slot] = None
         self._parts[slot] = None
         self._live[slot] = False
@@ -462,6 +469,18 @@ class ToolIndex:
             counts[: len(self._learned_counts)] = self._learned_counts
             self._matrix, self._live, self._learned_counts = matrix, live, counts
         return slot
+
+
+class _Taught(msgspec.Struct, frozen=True, kw_only=True):
+    """What a tool learnt, as the index keeps it: the weighted sum of its learned examples,
+    their words, how many; the rows themselves only while the tool has no slot (otherwise they
+    are in the nearest-example matrix)."""
+
+    total: Vectors
+    texts: str
+    count: int
+    rows: Vectors | None
+    negatives: Vectors
 
 
 def _best(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.intp]:

@@ -442,10 +442,6 @@ class ToolRegistry:
         for key, what in found.items():
             self._index(tenant).set_learned(key, what)
 
-    def learned(self, tenant: str, key: tuple[str, str]) -> learned.Learned | None:
-        index = self._indexes.get(tenant)
-        return None if index is None else index.learned(key)
-
     def tool_vector(self, tenant: str, key: tuple[str, str]) -> Vectors | None:
         """The live tool's row in the tenant's index (None: not indexed)."""
         index = self._indexes.get(tenant)
