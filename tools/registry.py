@@ -432,7 +432,8 @@ class ToolRegistry:
             vectors = await self._embed(embedder, [text for _, text in stale], None)
             await learned.re_embed(self.pool, [i for i, _ in stale], vectors,
                                    embedder.model_name)
-        return (await learned.load_all(self.pool, self.embedder.dim, tenant)).get(tenant, {})
+        found = (await learned.load_all(self.pool, self.embedder.dim, tenant)).get(tenant, {})
+        return {key: what.of_model(embedder.model_name) for key, what in found.items()}
 
     async def refresh_learned(self, tenant: str, keys: Sequence[tuple[str, str]]) -> None:
         """Take what these tools of the tenant have learnt from Postgres into its index (after

@@ -9,8 +9,8 @@ negative, a tool the current model ranks above it. A batch never holds one tool 
 its other requests would count as negatives of their own tool. Progress is printed as one JSON
 object per line (`{"step": 3, "steps": 40, "loss": 1.9}`); the model is saved to `--out`.
 
-It runs at the lowest CPU priority with few threads (`--threads`, default 1) so the service's
-turns keep their share of the machine: see bench/BENCHMARKS.md, "A tenant's own embedder".
+It runs at the lowest CPU priority (nice 19), so the service's turns come first and training
+takes what they leave: see bench/BENCHMARKS.md, "A tenant's own embedder".
 """
 
 from __future__ import annotations

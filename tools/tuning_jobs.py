@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -335,6 +336,7 @@ class RetrievalTraining:
                 sys.executable, "-m", "tools.tuning", "--base", self.registry.embedder.model_name,
                 "--pairs", file.name, "--out", str(out),
                 "--options", msgspec.json.encode(options).decode(),
+                "--threads", str(os.cpu_count() or 1),
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
             try:
                 assert child.stdout is not None
