@@ -75,9 +75,9 @@ async def learned_texts(client: httpx.AsyncClient, tool: str, count: int = 1) ->
         await asyncio.sleep(0.05)
 
 
-async def settled(client: httpx.AsyncClient) -> None:
-    """Give learning that should not happen its chance to (it would by then)."""
-    await asyncio.sleep(0.5)
+async def settled(app: Any) -> None:
+    """Wait for whatever learning the app's turns started (the background tasks)."""
+    await app.state["learner"].settle()
 
 
 async def rank(client: httpx.AsyncClient, query: str, tool: str) -> int:
@@ -113,7 +113,8 @@ async def test_learned_examples_lift_their_tool_for_requests_like_them(
     before = await rank(app.client, SIMILAR, "zd_fetch")
     ticket_call(model)
     await run_turn(app.client, TICKET)
-    await learned_texts(app.client, "zd_fetch")
+    await app.state["learner"].settle()  # stored, and in the index
+    assert await learned_texts(app.client, "zd_fetch") == [TICKET]
     assert before > 0
     assert await rank(app.client, SIMILAR, "zd_fetch") == 0
 
@@ -154,7 +155,7 @@ async def test_failed_refused_and_unknown_calls_teach_nothing(
     assert (await app.client.put("/v1/tools/zd_fetch", json=failing)).status_code == 200
     ticket_call(model)
     await run_turn(app.client, TICKET)
-    await settled(app.client)
+    await settled(app)
     assert (await examples(app.client, "get_weather"))["learned"] == []
     assert (await examples(app.client, "zd_fetch"))["learned"] == []
 
@@ -195,7 +196,7 @@ async def test_bad_feedback_removes_the_example_and_pushes_the_tool_down(
 ) -> None:
     ticket_call(model, "read_document")
     turn = await run_turn(app.client, TICKET)
-    await learned_texts(app.client, "read_document")
+    await app.state["learner"].settle()
     lifted = await rank(app.client, TICKET, "read_document")
     response = await app.client.post(f"/v1/turns/{turn['id']}/feedback",
                                      json={"rating": "bad", "calls": ["call_1"]})
@@ -258,7 +259,7 @@ async def test_a_tool_or_a_tenant_can_say_not_to_learn(
     model.push(ScriptedReply(tool_calls=[("get_weather", {"city": "Oslo"})]),
                ScriptedReply(content="Sunny."))
     await run_turn(app.client, "Is it raining in Oslo?")
-    await settled(app.client)
+    await settled(app)
     assert (await examples(app.client, "zd_fetch"))["learned"] == []
     assert (await examples(app.client, "get_weather"))["learn_from_use"] is False
     assert (await examples(app.client, "get_weather"))["learned"] == []
@@ -314,7 +315,7 @@ async def test_a_failed_turn_teaches_nothing(app: Any, model: ScriptedModel) -> 
     response = await app.client.post(f"/v1/conversations/{conversation}/turns",
                                      json={"message": TICKET})
     assert response.status_code >= 400
-    await settled(app.client)
+    await settled(app)
     assert (await examples(app.client, "zd_fetch"))["learned"] == []
 
 
