@@ -83,6 +83,15 @@ async def _start_turn(replica: Replica, message: str, *, stream: bool = False
     return turn_id, posted
 
 
+async def _stored_events(database_url: str, turn_id: str) -> bool:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return bool(await conn.fetchval(
+            "SELECT count(*) FROM turn_events WHERE turn_id = $1 AND run = 1", turn_id))
+    finally:
+        await conn.close()
+
+
 async def test_a_killed_replicas_turn_is_finished_by_another_and_no_call_is_made_twice(
     database_url: str, start_app: Callable[..., Any], tmp_path: Path
 ) -> None:
@@ -93,6 +102,13 @@ async def test_a_killed_replicas_turn_is_finished_by_another_and_no_call_is_made
         await _register(first, tools)
         turn_id, posted = await _start_turn(first, "charge my order", stream=True)
         await _until(lambda: len(tools.arrived) == 2)
+        # Killed once its first events are stored (they are written in batches; on a loaded
+        # machine the calls can arrive first), so the stored stream has both runs to check.
+
+        async def stored() -> bool:
+            return await _stored_events(database_url, turn_id)
+
+        await _until(stored)
         sigkill(first)
         await first.exited()
         posted.cancel()
