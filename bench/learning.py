@@ -33,7 +33,7 @@ import random
 import re
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -119,11 +119,21 @@ async def service(database: str, data_dir: str, model_url: str
 
 
 async def recall(client: httpx.AsyncClient, queries: Sequence[Query]) -> Scores:
+    """Recall@k of each query searched over `GET /v1/tools/search`."""
+
+    async def ranked(text: str) -> list[str]:
+        response = await client.get("/v1/tools/search", params={"q": text, "k": 10})
+        response.raise_for_status()
+        return [h["name"] for h in response.json()["results"]]
+
+    return await scored(queries, ranked)
+
+
+async def scored(queries: Sequence[Query], ranked: Callable[[str], Awaitable[list[str]]]
+                 ) -> Scores:
     found = {k: 0.0 for k in CUTOFFS}
     for query in queries:
-        response = await client.get("/v1/tools/search", params={"q": query.text, "k": 10})
-        response.raise_for_status()
-        names = [h["name"] for h in response.json()["results"]]
+        names = await ranked(query.text)
         for k in CUTOFFS:
             found[k] += len(query.relevant & set(names[:k])) / len(query.relevant)
     return Scores(queries=len(queries),
@@ -190,13 +200,13 @@ async def _tune(registry: ToolRegistry, dev: Sequence[Query]) -> None:
     for weights in TUNED:
         other = ToolRegistry(registry.pool, registry.embedder, weights=weights)
         await other.load()
-        found = {k: 0.0 for k in CUTOFFS}
-        for query in dev:
-            names = [h.name for h in await other.search("default", query.text, 10)]
-            for k in CUTOFFS:
-                found[k] += len(query.relevant & set(names[:k])) / len(query.relevant)
+
+        async def ranked(text: str, other: ToolRegistry = other) -> list[str]:
+            return [h.name for h in await other.search("default", text, 10)]
+
+        found = await scored(dev, ranked)
         print(f"learned={weights.learned} nearest={weights.learned_nearest}: dev "
-              + " ".join(f"R@{k} {v / len(dev):.3f}" for k, v in found.items()), flush=True)
+              + " ".join(f"R@{k} {v:.3f}" for k, v in found.recall.items()), flush=True)
 
 
 def _http_spec(spec: ToolSpec, url: str) -> dict[str, Any]:

@@ -39,7 +39,15 @@ import msgspec
 
 from bench._markdown import publish
 from bench._stack import embedded_postgres, fresh_database
-from bench.learning import CUTOFFS, Scores, recall, service, usage_model, usage_requests
+from bench.learning import (
+    CUTOFFS,
+    Scores,
+    recall,
+    service,
+    usage_model,
+    usage_requests,
+    use,
+)
 from bench.retrieval_pools import Query, apibench_pools, metatool_pools
 from tests.scripted_model import scripted_model
 from tests.tool_server import http_tool, tool_server
@@ -79,18 +87,6 @@ async def turns_latency(client: httpx.AsyncClient, texts: Sequence[str],
     return times
 
 
-async def use(client: httpx.AsyncClient, requests: Sequence[tuple[str, str]]) -> None:
-    queue = list(requests)
-
-    async def worker() -> None:
-        while queue:
-            text, _ = queue.pop()
-            conversation = (await client.post("/v1/conversations", json={})).json()["id"]
-            await client.post(f"/v1/conversations/{conversation}/turns", json={"message": text})
-
-    await asyncio.gather(*(worker() for _ in range(6)))
-
-
 async def measure(data: Path, metatool: int, epochs: int, quick: bool) -> dict[str, Any]:
     hf = apibench_pools(data)[0]
     plain, _ = metatool_pools(data)
@@ -119,7 +115,7 @@ async def measure(data: Path, metatool: int, epochs: int, quick: bool) -> dict[s
                 specs = [_spec(s, tools.url) for s in [*hf.tools, *plain.tools]]
                 (await client.post("/v1/tools/bulk", json={"tools": specs})).raise_for_status()
                 result["general"] = await _scores(client, hf_held, mt_held, taught)
-                await use(client, [(t, w) for t, w in wanted.items() if t not in probe])
+                await use(client, [(t, w) for t, w in wanted.items() if t not in probe], 6)
                 await learner.settle()
                 result["learnt"] = await _scores(client, hf_held, mt_held, taught)
                 await client.put("/v1/retrieval/settings", json={"learning": False})

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import msgspec
 
 from tools import learned, store
-from tools.learned import Key, LearnedExample, NewExample, SearchFinds
+from tools.learned import LearnedExample, NewExample, SearchFinds
 from tools.registry import ToolRegistry
 
 
@@ -129,4 +129,3 @@ class Learning:
         return await learned.search_finds(self.registry.pool, tenant)
 
 
-__all__ = ["Key", "Learning", "RetrievalSettings", "ToolExamples"]

@@ -406,7 +406,7 @@ class ToolRegistry:
         if embedder.dim != self.embedder.dim:
             raise EmbeddingError(embedder.model_name, f"makes {embedder.dim}-dimensional "
                                  f"vectors; the registry holds {self.embedder.dim}")
-        rows = [r for r in await store.load_live(self.pool) if r.tenant_id == tenant]
+        rows = await store.load_live(self.pool, tenant)
         stale = [r for r in rows if _is_stale(r, embedder.model_name)]
         rows = [r for r in rows if r not in stale] + await self._refresh(embedder, stale)
         index = ToolIndex(self.embedder.dim, self.weights)

@@ -121,8 +121,11 @@ def _tool_row(r: asyncpg.Record) -> ToolRow:
                    tool=tool)
 
 
-async def load_live(conn: asyncpg.Connection | asyncpg.Pool) -> list[ToolRow]:
-    rows = await conn.fetch(_TOOL_ROW_SQL + " WHERE t.deleted_at IS NULL")
+async def load_live(conn: asyncpg.Connection | asyncpg.Pool, tenant: str | None = None
+                    ) -> list[ToolRow]:
+    """Every live tool, or one tenant's."""
+    rows = await conn.fetch(_TOOL_ROW_SQL + " WHERE t.deleted_at IS NULL"
+                            " AND ($1::text IS NULL OR t.tenant_id = $1)", tenant)
     return [_tool_row(r) for r in rows]
 
 

@@ -56,7 +56,6 @@ class ModelCache:
         self._loader = loader
         self._models: OrderedDict[str, Embedder] = OrderedDict()
         self._loading: dict[str, asyncio.Future[Embedder]] = {}
-        self.loads = 0
 
     def loaded(self, name: str) -> Embedder | None:
         return self._models.get(name)
@@ -86,7 +85,6 @@ class ModelCache:
             raise EmbeddingError(name, f"its weights are not at {folder}: replicas must share "
                                        "DATA_DIR (or the folder was deleted)")
         embedder = await asyncio.to_thread(self._loader, folder, name)
-        self.loads += 1
         self._models[name] = embedder
         while len(self._models) > self.held:
             _, dropped = self._models.popitem(last=False)

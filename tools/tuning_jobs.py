@@ -256,7 +256,7 @@ class RetrievalTraining:
     # -- the parts -----------------------------------------------------------------------
 
     async def _examples(self, tenant: str) -> tuple[list[ToolRow], list[Example]]:
-        rows = [r for r in await store.load_live(self.pool) if r.tenant_id == tenant]
+        rows = await store.load_live(self.pool, tenant)
         examples = [Example(text, r.tool.key, False)
                     for r in rows for text in r.tool.search.examples]
         live = {r.tool.key for r in rows}
