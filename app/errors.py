@@ -9,6 +9,7 @@ to a client.
     │   ├── KeyNotFound          no live API key by that id in the caller's tenant
     │   └── TraceNotFound        no trace by that id (or for that turn) for this tenant
     ├── RequestFieldInvalid      a request field asks for what the route cannot do (422)
+    ├── BodyNotJson              the body does not parse as JSON (400)
     └── IdempotencyConflict      an Idempotency-Key reused with another request (422), or
                                  whose first request still runs (409)
 """
@@ -54,6 +55,17 @@ class RequestFieldInvalid(AppError, ValueError):
         """`parameter`: the header or query parameter it came in, for a field not in the
         body."""
         super().__init__(f"{parameter or pointer or '/'}: {message}")
+
+
+class BodyNotJson(AppError, ValueError):
+    """The body is not JSON; the message says where the parser stopped."""
+
+    def __init__(self, parser_said: str) -> None:
+        self.parser_said = parser_said
+        reason = parser_said.removeprefix("JSON is malformed: ")
+        if parser_said == "Input data was truncated":
+            reason = "it ends before the JSON does (a closing quote, bracket or brace is missing)"
+        super().__init__(f"the body is not valid JSON: {reason}")
 
 
 class IdempotencyConflict(AppError):

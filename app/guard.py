@@ -24,15 +24,13 @@ from litestar import Request
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import BodyKwarg, QueryParameter
 
-from app.errors import RequestFieldInvalid
+from app.errors import BodyNotJson, RequestFieldInvalid
 from tools.errors import FieldError, SpecInvalid
 from tools.json_schema import MAX_NESTING
 from tools.storable import nul_escape_at
-from tools.validation import explain, pointer
+from tools.validation import field_error
 
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
-_MSGSPEC_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
-_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 _QUERY_LITERALS: dict[type, tuple[re.Pattern[str], str]] = {
     int: (re.compile(r"-?[0-9]+"), "a whole number such as 10"),
     float: (re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?"), "a number such as 0.5"),
@@ -48,9 +46,13 @@ async def guard_request(request: Request[Any, Any, Any]) -> None:
     handler = request.route_handler
     _check_query_types(request, handler)
     if request.method in ("POST", "PUT", "PATCH"):
+        shape = _body_type(handler)
         body = await request.body()
         if body:
-            _check_body(body, _body_type(handler))
+            _check_body(body, shape)
+        elif shape is not None and not _optional(shape):
+            raise RequestFieldInvalid("", "the body is empty: send a JSON object "
+                                          "(Content-Type: application/json)")
 
 
 def _refuse_nul_in_path_and_query(request: Request[Any, Any, Any]) -> None:
@@ -120,10 +122,10 @@ def _check_body(body: bytes, shape: Any) -> None:
     try:
         msgspec.json.decode(body, type=shape, strict=True)
     except msgspec.ValidationError as exc:
-        where, message = _located(str(exc))
-        raise RequestFieldInvalid(where, explain(message)) from exc
-    except msgspec.DecodeError:
-        return  # not JSON: the handler's own parsing says so, in its words
+        error = field_error(str(exc), shape)
+        raise RequestFieldInvalid(error.pointer, error.message) from exc
+    except msgspec.DecodeError as exc:
+        raise BodyNotJson(str(exc)) from exc
 
 
 def json_nesting(body: bytes) -> int:
@@ -135,14 +137,6 @@ def json_nesting(body: bytes) -> int:
     steps = (np.isin(codes, (0x5B, 0x7B)).astype(np.int32)
              - np.isin(codes, (0x5D, 0x7D)).astype(np.int32))
     return int(np.cumsum(steps).max(initial=0))
-
-
-def _located(message: str) -> tuple[str, str]:
-    """msgspec's "... - at `$.a[0].b`" as the JSON pointer /a/0/b and the message."""
-    found = _MSGSPEC_AT.match(message)
-    assert found is not None  # the pattern matches any text
-    parts = [int(n) if n else name for name, n in _PATH_PART.findall(found["path"] or "")]
-    return pointer(*parts), found["message"]
 
 
 # Keyed by the handler's function, held weakly (an id would be reused once a handler is gone).
@@ -169,6 +163,10 @@ def _query_types(handler: HTTPRouteHandler) -> dict[str, Any]:
             and typing.get_origin(kind := _scalar(field.annotation)) is not list
         }
     return _QUERY_TYPES[handler.fn]
+
+
+def _optional(annotation: Any) -> bool:
+    return type(None) in typing.get_args(annotation)
 
 
 def _scalar(annotation: Any) -> Any:

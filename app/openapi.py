@@ -34,10 +34,12 @@ _EVENT = {"type": "object", "required": ["data"], "properties": {
 _TURN_ROUTES = ("/v1/conversations/{conversation_id}/turns", "/v1/turns/{turn_id}/approvals",
                 "/v1/turns/{turn_id}/outputs")
 _DESCRIBED = {
-    400: "A query or path parameter is invalid", 401: "No API key, or an unknown one",
+    400: "The request cannot be read (a body that is not JSON, a malformed header)",
+    401: "No API key, or an unknown one",
     403: "The key's role may not do this", 404: "Nothing by that name or id",
     405: "The path does not take this method", 409: "A conflict with what exists or runs",
-    413: "The body is larger than MAX_BODY_BYTES", 422: "The body is invalid",
+    413: "The body is larger than MAX_BODY_BYTES",
+    422: "A field of the body, or a query or path parameter, is invalid",
     429: "Too many requests from this key", 502: "An upstream server failed",
     503: "A dependency (the database, the model server, the embedder) is busy or down",
 }
@@ -174,6 +176,8 @@ def _problem_responses(path: str, method: str, operation: dict[str, Any]) -> Non
         statuses.add(404)
     if "requestBody" in operation:
         statuses |= {413, 422}
+    if operation.get("parameters"):
+        statuses.add(422)
     if method != "get":
         statuses.add(409)
     if path.startswith(("/v1/mcp", "/v1/chat", "/v1/conversations", "/v1/turns")):

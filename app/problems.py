@@ -10,8 +10,10 @@ from typing import Any
 import asyncpg
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.handlers import HTTPRouteHandler
 
 from app.errors import (
+    BodyNotJson,
     DatabaseError,
     IdempotencyConflict,
     NotFound,
@@ -101,7 +103,7 @@ _PROBLEMS: dict[type[Exception], tuple[int, str, str]] = {
     EvalRunNotFound: (404, "not-found", "Not found"),
     EvalSetExists: (409, "conflict", "Already exists"),
     EvalSetBusy: (409, "conflict", "Runs of the set are running"),
-    EvalConfigUnknown: (400, "invalid-request", "Request is invalid"),
+    EvalConfigUnknown: (422, "invalid-request", "Request is invalid"),
 }
 """Each error's status, problem type and title, where its message is the whole detail (planner
 errors may add a route to it: `planner_detail`)."""
@@ -176,11 +178,15 @@ def problem(
 
 
 def on_spec_invalid(request: Request[Any, Any, Any], exc: SpecInvalid) -> Response[Problem]:
-    # A bad query parameter is a bad request (400); a body that parses but does not fit is
-    # unprocessable (422).
-    if all(e.parameter is not None for e in exc.errors):
-        return problem(request, 400, "invalid-request", "Request is invalid", str(exc), exc.errors)
-    return problem(request, 422, "invalid-request", "Request body is invalid", str(exc), exc.errors)
+    # A bad value is a 422 wherever it came (a field, a query or path parameter): one problem
+    # type, one status. 400 is kept for a request that cannot be read at all.
+    title = ("Request is invalid" if all(e.parameter is not None for e in exc.errors)
+             else "Request body is invalid")
+    return problem(request, 422, "invalid-request", title, str(exc), exc.errors)
+
+
+def on_body_not_json(request: Request[Any, Any, Any], exc: BodyNotJson) -> Response[Problem]:
+    return problem(request, 400, "malformed-json", "Body is not JSON", str(exc))
 
 
 def on_request_field(
@@ -230,10 +236,8 @@ def on_validation(request: Request[Any, Any, Any], exc: ValidationException) -> 
     """Litestar's own request parsing (query parameters, body JSON) mapped to field errors."""
     errors = [_field_error(e) for e in exc.extra or [] if isinstance(e, dict)]
     detail = "; ".join(f"{e.parameter or e.pointer or '/'}: {e.message}" for e in errors)
-    # A body that parses but does not fit is unprocessable (422); bad parameters are a 400.
-    status = 422 if errors and all(e.parameter is None for e in errors) else 400
     return problem(
-        request, status, "invalid-request", "Request is invalid", detail or str(exc.detail), errors
+        request, 422, "invalid-request", "Request is invalid", detail or str(exc.detail), errors
     )
 
 
@@ -267,8 +271,15 @@ def on_idempotency(
 def on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
     """Litestar's own errors, keeping their headers (a 405's Allow, a 429's Retry-After)."""
     slug = _STATUS_SLUGS.get(exc.status_code, "http-error")
+    detail = str(exc.detail)
+    handler = request.scope.get("route_handler")  # none when no route matched (404, 405)
+    limit = (handler.resolve_request_max_body_size()
+             if isinstance(handler, HTTPRouteHandler) else None)
+    if exc.status_code == 413 and limit is not None:
+        detail = (f"the body is larger than {limit:,} bytes, the limit MAX_BODY_BYTES sets; "
+                  "send less (split a bulk request), or raise MAX_BODY_BYTES")
     found = Problem(type=f"/problems/{slug}", title=_title(exc.status_code),
-                    status=exc.status_code, detail=str(exc.detail))
+                    status=exc.status_code, detail=detail)
     return respond(request, found, headers=dict(exc.headers or {}))
 
 
@@ -310,6 +321,7 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     **{kind: on_known for kind in _PROBLEMS if not issubclass(kind, PlannerError)},
     SpecInvalid: on_spec_invalid,
     RequestFieldInvalid: on_request_field,
+    BodyNotJson: on_body_not_json,
     DocumentInvalid: on_document_invalid,
     DocumentUnreachable: on_document_unreachable,
     McpUnreachable: on_mcp_unreachable,

@@ -19,7 +19,7 @@ TurnJson = Literal["candidates", "plans"]
 Mode = Literal["auto", "plan"]
 
 
-class TurnRequest(msgspec.Struct, frozen=True, kw_only=True):
+class TurnRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """What a turn is asked to do, as a client sends it and as the turn keeps it."""
 
     message: Annotated[str, msgspec.Meta(min_length=1, max_length=100_000)]

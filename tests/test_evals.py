@@ -178,7 +178,7 @@ async def test_two_backends_score_as_constructed_and_the_frontier_ranks_them(
         assert [r["kind"] for r in parallel_1["turns"][0]["reasons"]] == ["not_parallel"]
 
         unknown = await client.get(f"/v1/evals/runs/{run_id}/cases", params={"config": "nope"})
-        assert unknown.status_code == 400
+        assert unknown.status_code == 422
         assert unknown.json()["detail"] == (f"eval run {run_id!r} has no configuration 'nope'; "
                                             "it ran: oracle, sloppy")
 

@@ -55,7 +55,7 @@ class SpecInvalid(ToolsError):
         where = (
             f"item {first.index} at {first.pointer}" if first.index is not None else first.pointer
         )
-        super().__init__(f"invalid tool spec: {where or '/'}: {first.message}{more}")
+        super().__init__(f"{where or '/'}: {first.message}{more}")
 
 
 class ToolNotFound(ToolsError):

@@ -65,7 +65,10 @@ class ArgumentMap(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         return [*self.path, *self.query, *self.header, *self.body, *whole]
 
 
-class HttpExecutor(msgspec.Struct, tag="http", tag_field="kind", frozen=True, kw_only=True):
+class HttpExecutor(
+    msgspec.Struct, tag="http", tag_field="kind", frozen=True, kw_only=True,
+    forbid_unknown_fields=True,
+):
     """Call the tool over HTTP: by default the arguments are the JSON body (the query string
     for GET); `arguments` spreads them over path, query, headers and body instead."""
 
@@ -79,25 +82,37 @@ class HttpExecutor(msgspec.Struct, tag="http", tag_field="kind", frozen=True, kw
     secret_headers: dict[str, str] | msgspec.UnsetType = msgspec.UNSET
 
 
-class BuiltinExecutor(msgspec.Struct, tag="builtin", tag_field="kind", frozen=True, kw_only=True):
+class BuiltinExecutor(
+    msgspec.Struct, tag="builtin", tag_field="kind", frozen=True, kw_only=True,
+    forbid_unknown_fields=True,
+):
     """Call a Python callable registered in the service process."""
 
     function: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 
-class ClientExecutor(msgspec.Struct, tag="client", tag_field="kind", frozen=True, kw_only=True):
+class ClientExecutor(
+    msgspec.Struct, tag="client", tag_field="kind", frozen=True, kw_only=True,
+    forbid_unknown_fields=True,
+):
     """The frontend runs the call: the turn pauses (`requires_action`) until the caller posts the
     call's output back."""
 
 
-class McpExecutor(msgspec.Struct, tag="mcp", tag_field="kind", frozen=True, kw_only=True):
+class McpExecutor(
+    msgspec.Struct, tag="mcp", tag_field="kind", frozen=True, kw_only=True,
+    forbid_unknown_fields=True,
+):
     """Call the tool on a registered MCP server (POST /v1/mcp/servers) by its MCP name."""
 
     server: Name
     tool: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 
 
-class ModelExecutor(msgspec.Struct, tag="model", tag_field="kind", frozen=True, kw_only=True):
+class ModelExecutor(
+    msgspec.Struct, tag="model", tag_field="kind", frozen=True, kw_only=True,
+    forbid_unknown_fields=True,
+):
     """Ask one of the service's model backends (`MODEL_BACKENDS`): an expert model as a tool.
     The call's arguments are the user message and `system` its instructions; with
     `output_schema` the answer is JSON under that schema, checked before it is returned."""
@@ -111,7 +126,7 @@ class ModelExecutor(msgspec.Struct, tag="model", tag_field="kind", frozen=True, 
 Executor = HttpExecutor | BuiltinExecutor | ClientExecutor | McpExecutor | ModelExecutor
 
 
-class ToolPolicy(msgspec.Struct, frozen=True, kw_only=True):
+class ToolPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
     max_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 0
     idempotent: bool = False
@@ -119,7 +134,7 @@ class ToolPolicy(msgspec.Struct, frozen=True, kw_only=True):
     requires_approval: bool = False
 
 
-class ToolSpec(msgspec.Struct, frozen=True, kw_only=True):
+class ToolSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A tool as registered. `parameters` is a JSON Schema (2020-12) whose root is an object."""
 
     name: Name

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -25,6 +27,8 @@ from tools.storable import nul_escape_at
 _META = Draft202012Validator(Draft202012Validator.META_SCHEMA)
 _MSGSPEC_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _MISSING_FIELD = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
+_UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`$")
+_BAD_TAG = re.compile(r"^Invalid value (?P<value>.+)$")
 _PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 URL_TEMPLATE = re.compile(r"\{([^{}/]+)\}")
 
@@ -39,7 +43,7 @@ def parse_spec(raw: Any, *, prefix: Sequence[str | int] = (), index: int | None 
     try:
         spec = msgspec.convert(raw, ToolSpec, strict=True)
     except msgspec.ValidationError as exc:
-        raise SpecInvalid([_from_msgspec(str(exc), prefix, index)]) from exc
+        raise SpecInvalid([field_error(str(exc), ToolSpec, prefix=prefix, index=index)]) from exc
     if nul_escape_at(msgspec.json.encode(raw)) is not None:
         raise SpecInvalid([FieldError(pointer(*prefix), "holds a NUL character (\\u0000); "
                                       "strings may not contain it", index=index)])
@@ -161,8 +165,9 @@ _FULL_MATCH_SHOWN = FULL_MATCH_GUARD.replace("\\", "\\\\")
 _HINTS = {
     NAME_PATTERN.removesuffix(FULL_MATCH_GUARD):
         "use 1-64 letters, digits, '_' or '-' (e.g. math_factorial)",
-    "Invalid value": "executor.kind must be one of: http, builtin",
 }
+SERVICE_SET = frozenset({"id", "version", "created_at", "has_secret"})
+"""Fields responses carry and requests may not: the service sets them."""
 
 
 def explain(message: str) -> str:
@@ -175,16 +180,97 @@ def explain(message: str) -> str:
     return message
 
 
-def _from_msgspec(message: str, prefix: Sequence[str | int], index: int | None) -> FieldError:
-    """Map msgspec's "... - at `$.a[0].b`" to a JSON pointer such as /a/0/b."""
-    parts: list[str | int] = list(prefix)
-    match = _MSGSPEC_PATH.search(message)
-    if match:
-        message = message[: match.start()]
-        for name, number in _PATH_PART.findall(match.group("path")):
-            parts.append(int(number) if number else name)
-    missing = _MISSING_FIELD.match(message)
-    if missing:
-        parts.append(missing.group("field"))
-        message = f"required field `{missing.group('field')}` is missing"
-    return FieldError(pointer(*parts), explain(message), index=index)
+def field_error(
+    message: str, root: Any, *, prefix: Sequence[str | int] = (), index: int | None = None
+) -> FieldError:
+    """msgspec's "... - at `$.a[0].b`", raised decoding `root`, as a field error at the JSON
+    pointer /a/0/b (after `prefix`), saying how to fix it: the missing field's own pointer, the
+    known name nearest an unknown one, the kinds a tagged union takes."""
+    found = _MSGSPEC_PATH.search(message)
+    parts: list[str | int] = []
+    if found:
+        message = message[: found.start()]
+        parts = [int(n) if n else name for name, n in _PATH_PART.findall(found.group("path"))]
+    if missing := _MISSING_FIELD.match(message):
+        parts.append(missing["field"])
+        message = f"required field `{missing['field']}` is missing"
+    elif unknown := _UNKNOWN_FIELD.match(message):
+        message = unknown_field(unknown["field"], _Shape.of(root).fields_at(parts))
+        parts.append(unknown["field"])
+    elif (bad := _BAD_TAG.match(message)) and parts:
+        kinds = _Shape.of(root).tags_at(parts[:-1], str(parts[-1]))
+        if kinds:
+            message = f"unknown {parts[-1]} {bad['value']}: use one of {', '.join(kinds)}"
+    return FieldError(pointer(*prefix, *parts), explain(message), index=index)
+
+
+def unknown_field(name: str, known: Sequence[str]) -> str:
+    """What to say of a field the object does not take: the known one it is likely a typo of."""
+    if name in SERVICE_SET and name not in known:
+        return f"unknown field `{name}`: the service sets it; leave it out of requests"
+    nearest = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if nearest:
+        return f"unknown field `{name}`: did you mean `{nearest[0]}`?"
+    if not known:
+        return f"unknown field `{name}`"
+    return f"unknown field `{name}`; the fields here are: {', '.join(known)}"
+
+
+class _Shape:
+    """The objects a type decodes, walked along a path: which fields and which tags each place
+    takes (for every variant of a union, since the value that failed is not at hand)."""
+
+    def __init__(self, root: Any) -> None:
+        self.root = msgspec.inspect.type_info(root)
+
+    @staticmethod
+    @functools.cache
+    def of(root: Any) -> _Shape:
+        return _Shape(root)
+
+    def fields_at(self, parts: Sequence[str | int]) -> list[str]:
+        names: dict[str, None] = {}
+        for struct in self._structs(self._at(parts)):
+            if struct.tag_field is not None:
+                names[struct.tag_field] = None
+            names.update((f.encode_name, None) for f in struct.fields)
+        return list(names)
+
+    def tags_at(self, parts: Sequence[str | int], field: str) -> list[str]:
+        return [str(s.tag) for s in self._structs(self._at(parts)) if s.tag_field == field]
+
+    def _at(self, parts: Sequence[str | int]) -> list[msgspec.inspect.Type]:
+        here = [self.root]
+        for part in parts:
+            here = [inner for t in here for inner in _step(t, part)]
+        return here
+
+    @staticmethod
+    def _structs(types: list[msgspec.inspect.Type]) -> list[msgspec.inspect.StructType]:
+        found: list[msgspec.inspect.StructType] = []
+        for t in types:
+            if isinstance(t, msgspec.inspect.StructType):
+                found.append(t)
+            elif isinstance(t, msgspec.inspect.UnionType):
+                found += _Shape._structs(list(t.types))
+        return found
+
+
+def _step(t: msgspec.inspect.Type, part: str | int) -> list[msgspec.inspect.Type]:
+    """The types one path part below `t` can be."""
+    match t:
+        case msgspec.inspect.UnionType(types=types):
+            return [inner for u in types for inner in _step(u, part)]
+        case msgspec.inspect.StructType(fields=fields):
+            return [f.type for f in fields if f.encode_name == part]
+        case msgspec.inspect.DictType(value_type=value):
+            return [value]
+        case msgspec.inspect.ListType(item_type=item) | msgspec.inspect.SetType(item_type=item) \
+                | msgspec.inspect.FrozenSetType(item_type=item) \
+                | msgspec.inspect.VarTupleType(item_type=item):
+            return [item] if isinstance(part, int) else []
+        case msgspec.inspect.TupleType(item_types=items):
+            return [items[part]] if isinstance(part, int) and part < len(items) else []
+        case msgspec.inspect.Metadata(type=inner):
+            return _step(inner, part)
+    return []

@@ -11,6 +11,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from app.auth import ApiKey, ApiKeys, NewKey, Role, require
+from app.pages import Cursor, Limit, page_of
 from app.tenancy import DEFAULT_TENANT, tenant_of
 from tools.errors import FieldError, SpecInvalid
 from tools.spec import NAME_PATTERN
@@ -18,7 +19,7 @@ from tools.spec import NAME_PATTERN
 Keys = NamedDependency[ApiKeys]
 
 
-class KeyRequest(msgspec.Struct, frozen=True, kw_only=True):
+class KeyRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     role: Role
     tenant: Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)] | None = None
     """Defaults to the caller's tenant; only the default tenant's admins may name another."""
@@ -26,7 +27,8 @@ class KeyRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class KeyList(msgspec.Struct, frozen=True):
-    keys: list[ApiKey]
+    items: list[ApiKey]
+    next_cursor: str | None = None
 
 
 class KeyController(Controller):
@@ -46,10 +48,11 @@ class KeyController(Controller):
     async def list(
         self, request: Request[Any, Any, Any], api_keys: Keys,
         tenant: Annotated[str | None, QueryParameter(pattern=NAME_PATTERN)] = None,
+        cursor: Cursor = None, limit: Limit = 50,
     ) -> KeyList:
         where = FieldError("", "", parameter="query parameter 'tenant'")
         listed = _managed(tenant_of(request), tenant, "list the keys of", where)
-        return KeyList(await api_keys.of_tenant(listed))
+        return KeyList(*page_of(await api_keys.of_tenant(listed), lambda k: k.id, cursor, limit))
 
     @delete("/{key_id:str}", status_code=HTTP_204_NO_CONTENT, summary="Revoke a key")
     async def revoke(

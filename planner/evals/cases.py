@@ -15,7 +15,7 @@ MAX_CASES = 5_000
 MAX_TURNS = 16
 
 
-class ExpectedCall(msgspec.Struct, frozen=True, kw_only=True):
+class ExpectedCall(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A call the turn should make: for each argument, the values that are right. `""` among
     them means the argument may be left out (BFCL's convention)."""
 
@@ -23,7 +23,7 @@ class ExpectedCall(msgspec.Struct, frozen=True, kw_only=True):
     arguments: dict[str, list[Any]] = {}
 
 
-class CaseTurn(msgspec.Struct, frozen=True, kw_only=True):
+class CaseTurn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     user: Annotated[str, msgspec.Meta(min_length=1, max_length=100_000)]
     expected_calls: list[ExpectedCall] = []
     """[] means no tool may be called."""
@@ -34,7 +34,7 @@ class CaseTurn(msgspec.Struct, frozen=True, kw_only=True):
     """Texts the final answer must hold (compared without case)."""
 
 
-class EvalCase(msgspec.Struct, frozen=True, kw_only=True):
+class EvalCase(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     id: CaseId
     turns: Annotated[list[CaseTurn], msgspec.Meta(min_length=1, max_length=MAX_TURNS)]
     tool_results: dict[str, Any] = {}
@@ -43,7 +43,7 @@ class EvalCase(msgspec.Struct, frozen=True, kw_only=True):
     tags: list[str] = []
 
 
-class EvalSetIn(msgspec.Struct, frozen=True, kw_only=True):
+class EvalSetIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     cases: Annotated[list[EvalCase], msgspec.Meta(min_length=1, max_length=MAX_CASES)]
 

@@ -16,7 +16,7 @@ ConfigName = Annotated[str, msgspec.Meta(min_length=1, max_length=100,
                                          pattern=full_match(r"^[A-Za-z0-9_.:-]+$"))]
 
 
-class EvalConfig(msgspec.Struct, frozen=True, kw_only=True):
+class EvalConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One way to run the service: each field unset takes the service's default."""
 
     name: ConfigName
@@ -29,7 +29,7 @@ class EvalConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_steps: Annotated[int, msgspec.Meta(ge=1, le=64)] | None = None
 
 
-class RunIn(msgspec.Struct, frozen=True, kw_only=True):
+class RunIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     set: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
     configs: Annotated[list[EvalConfig], msgspec.Meta(min_length=1, max_length=16)]
     repeats: Annotated[int, msgspec.Meta(ge=1, le=10)] = 1

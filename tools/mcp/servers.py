@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 _PAGE = 500
 
 
-class McpServerSpec(msgspec.Struct, frozen=True, kw_only=True):
+class McpServerSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A server to register. Its tools go to the namespace `name`."""
 
     name: Name

@@ -25,7 +25,10 @@ _STDERR_TAIL_BYTES = 2000
 _HTTP_TIMEOUT = httpx2.Timeout(30.0, read=None)
 
 
-class StdioTransport(msgspec.Struct, tag="stdio", tag_field="kind", frozen=True, kw_only=True):
+class StdioTransport(
+    msgspec.Struct, tag="stdio", tag_field="kind", frozen=True, kw_only=True,
+    forbid_unknown_fields=True
+):
     """Run `command` with `args` as a child process and speak MCP over its stdin and stdout."""
 
     command: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
@@ -34,7 +37,10 @@ class StdioTransport(msgspec.Struct, tag="stdio", tag_field="kind", frozen=True,
     env: dict[str, str] = {}
 
 
-class HttpTransport(msgspec.Struct, tag="http", tag_field="kind", frozen=True, kw_only=True):
+class HttpTransport(
+    msgspec.Struct, tag="http", tag_field="kind", frozen=True, kw_only=True,
+    forbid_unknown_fields=True,
+):
     """Speak MCP over Streamable HTTP at `url`."""
 
     url: Annotated[str, msgspec.Meta(pattern=URL_PATTERN, description="http(s) URL")]
