@@ -189,7 +189,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 connect_timeout_s=settings.mcp_connect_timeout_s,
             )
             models = await _models(settings, http)
-            registry.model_backends = sorted(models)
+            registry.admission.model_backends = sorted(models)
+            registry.admission.egress = EgressPolicy.parse(settings.egress_allowlist)
             runner = ToolRunner(tool_http, default_builtins(),
                                 max_output_bytes=settings.max_output_bytes,
                                 mcp=mcp_servers.sessions,

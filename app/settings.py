@@ -13,6 +13,7 @@ from app.errors import SettingsError
 from planner.engine import EngineSettings
 from planner.model_client import ModelBackend, Price
 from planner.quotas import parse_limits
+from tools.egress import AllowlistInvalid, EgressPolicy
 from tools.sealed import SecretBox, load_keys
 
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
@@ -201,6 +202,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if settings.model_context_window is not None and settings.model_context_window < 1024:
         raise SettingsError(f"MODEL_CONTEXT_WINDOW={settings.model_context_window}: expected "
                             f"{_ENV['MODEL_CONTEXT_WINDOW'][1]}")
+    try:
+        EgressPolicy.parse(settings.egress_allowlist)
+    except AllowlistInvalid as exc:
+        raise SettingsError(f"EGRESS_ALLOWLIST: {exc}; expected "
+                            f"{_ENV['EGRESS_ALLOWLIST'][1]}") from exc
     names = [b.name for b in model_backends(settings)]
     join = settings.engine.join_model
     if join is not None and join not in names:

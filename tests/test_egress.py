@@ -105,16 +105,52 @@ async def test_redirects_are_not_followed(server: tuple[str, Seen]) -> None:
     assert seen.paths == ["/hop"]
 
 
-async def test_a_tool_on_a_private_address_fails_with_egress_refused_in_a_turn(
+async def test_a_tool_on_a_private_address_is_refused_at_registration(
+    start_app: Callable[..., Any], database_url: str
+) -> None:
+    app = await start_app(database_url, egress_allowlist="")
+    tool = {"name": "metadata", "description": "Instance metadata",
+            "executor": {"kind": "http", "url": "http://169.254.169.254/latest/meta-data"}}
+    response = await app.client.post("/v1/tools", json=tool)
+    assert response.status_code == 422
+    assert response.json()["errors"] == [{
+        "pointer": "/executor/url",
+        "message": "refused to call 169.254.169.254: 169.254.169.254 resolves to "
+                   "169.254.169.254, a link-local address (cloud metadata services live "
+                   "there); tools may call public addresses only, unless EGRESS_ALLOWLIST "
+                   "names the host, address or network"}]
+    assert (await app.client.get("/v1/tools/metadata")).status_code == 404
+
+
+async def test_a_bulk_write_names_each_tool_the_policy_refuses(
+    start_app: Callable[..., Any], database_url: str
+) -> None:
+    app = await start_app(database_url, egress_allowlist="")
+    tools = [{"name": "public", "description": "x",
+              "executor": {"kind": "http", "url": "https://93.184.215.14/x"}},
+             {"name": "local", "description": "x",
+              "executor": {"kind": "http", "url": "http://localhost:9/x"}}]
+    response = await app.client.post("/v1/tools/bulk", json={"tools": tools})
+    assert response.status_code == 422
+    [error] = response.json()["errors"]
+    assert (error["pointer"], error["index"]) == ("/tools/1/executor/url", 1)
+    assert error["message"].startswith("refused to call localhost: localhost resolves to ")
+    assert (await app.client.get("/v1/tools")).json()["items"] == []
+
+
+async def test_a_tool_whose_address_became_refused_fails_with_egress_refused_in_a_turn(
     start_app: Callable[..., Any], database_url: str, server: tuple[str, Seen]
 ) -> None:
+    """Registered while the allowlist named its network; called by a replica whose allowlist
+    does not: the call is refused, and nothing reaches the server."""
     url, seen = server
+    allowed = await start_app(database_url)
+    tool = {"name": "internal_admin", "description": "An internal admin endpoint",
+            "parameters": {"type": "object", "properties": {}},
+            "executor": {"kind": "http", "url": f"{url}/echo"}}
+    assert (await allowed.client.post("/v1/tools", json=tool)).status_code == 201
     async with scripted_model() as model:
         app = await start_app(database_url, model_url=model.url, egress_allowlist="")
-        tool = {"name": "internal_admin", "description": "An internal admin endpoint",
-                "parameters": {"type": "object", "properties": {}},
-                "executor": {"kind": "http", "url": f"{url}/echo"}}
-        await app.client.post("/v1/tools", json=tool)
         model.push(ScriptedReply(tool_calls=[("internal_admin", {})]),
                    ScriptedReply(content="I cannot reach it."))
         conversation = (await app.client.post("/v1/conversations", json={})).json()["id"]

@@ -296,6 +296,26 @@ async def test_non_2xx_reports_the_status_and_the_start_of_the_body(
     )
 
 
+async def test_an_html_error_page_reaches_the_model_as_its_status_and_a_plain_excerpt(
+    runner: ToolRunner, server: ToolServer
+) -> None:
+    page = ("<!DOCTYPE html><html><head><title>501 Not Implemented</title><style>"
+            + "body { font-family: sans-serif; } " * 200 + "</style><script>var x = 1;"
+            "</script></head><body><h1>Not Implemented</h1><p>POST to /weather not "
+            "supported.</p><hr><address>Apache/2.4.58 Server at tools.example Port 80"
+            "</address></body></html>")
+    server.routes["/weather"] = answer(Reply(501, page.encode(), "text/html; charset=utf-8"))
+
+    outcome = await runner.execute_call(http_tool(server, "/weather"), {})
+
+    assert (outcome.ok, outcome.error_type) == (False, "http_status")
+    assert outcome.error == (
+        f"POST {server.url}/weather answered HTTP 501 (the tool's server does not do this; its "
+        "owner must fix the tool): (an HTML page) 501 Not Implemented: "
+        "Not Implemented POST to /weather not supported. Apache/2.4.58 Server at "
+        "tools.example Port 80")
+
+
 async def test_html_body_is_bad_output_naming_the_content_type(
     runner: ToolRunner, server: ToolServer
 ) -> None:

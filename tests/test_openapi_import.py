@@ -274,8 +274,8 @@ async def test_a_document_that_cannot_be_fetched_or_read_is_a_422_saying_why(
     bad = await api.post(IMPORT, json={"url": f"{pets.url}/openapi.json", "namespace": "p"})
     assert bad.status_code == 422
     assert bad.json()["detail"] == (
-        f"{pets.url}/openapi.json at /openapi: OpenAPI version None is not supported; use "
-        "3.0.x or 3.1.x (convert Swagger 2.0 documents first)")
+        f"{pets.url}/openapi.json at /openapi: the document has no `openapi` field; OpenAPI "
+        "3.0.x or 3.1.x is needed")
     gone = await api.post(IMPORT, json={"url": "http://127.0.0.1:9/openapi.json",
                                         "namespace": "p"})
     assert gone.status_code == 422
@@ -289,6 +289,51 @@ async def test_a_document_that_cannot_be_fetched_or_read_is_a_422_saying_why(
         "pointer": "/document", "message": "give the OpenAPI document inline as `document` "
         "or its address as `url`: exactly one of the two"}]
 
+
+async def test_a_swagger_2_document_is_named_as_such_with_how_to_convert_it(
+    api: httpx.AsyncClient,
+) -> None:
+    swagger = {"swagger": "2.0", "info": {"title": "Pets", "version": "1"}, "paths": {}}
+    bad = await api.post(IMPORT, json={"document": swagger, "namespace": "p"})
+    assert bad.status_code == 422
+    assert bad.json()["errors"] == [{
+        "pointer": "/swagger",
+        "message": "this is a Swagger 2.0 document; OpenAPI 3.0 or 3.1 is needed: convert it "
+                   "first (e.g. with swagger2openapi, or editor.swagger.io's Edit > Convert to "
+                   "OpenAPI 3)"}]
+
+
+async def test_an_inline_yaml_document_imports_as_its_json_would(
+    api: httpx.AsyncClient,
+) -> None:
+    base = "https://pets.example"
+    as_yaml = await api.post(IMPORT, json={"document": yaml.safe_dump(PETS_DOCUMENT),
+                                           "namespace": "from_yaml", "base_url": base})
+    as_json = await api.post(IMPORT, json={"document": PETS_DOCUMENT, "namespace": "from_json",
+                                           "base_url": base})
+    assert as_yaml.status_code == as_json.status_code == 200, as_yaml.text
+    created = as_yaml.json()["created"]
+    assert created == as_json.json()["created"]
+    assert created != []
+
+
+async def test_a_yaml_alias_bomb_is_refused_before_it_is_expanded(
+    api: httpx.AsyncClient,
+) -> None:
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for previous, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]")
+    bad = await api.post(IMPORT, json={"document": "\n".join(lines), "namespace": "p"})
+    assert bad.status_code == 422
+    assert bad.json()["detail"] == (
+        "the document at /: its YAML aliases expand to more than 1,000,000 values; write it "
+        "without aliases that repeat other aliases")
+
+
+async def test_text_that_is_neither_json_nor_yaml_is_a_422(api: httpx.AsyncClient) -> None:
+    bad = await api.post(IMPORT, json={"document": "openapi: [3.1", "namespace": "p"})
+    assert bad.status_code == 422
+    assert bad.json()["detail"].startswith("the document at /: neither JSON nor YAML: ")
 
 
 async def test_the_cli_imports_a_yaml_document_through_the_same_conversion(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from app.errors import SettingsError
 from app.main import QUIET_LOGGERS, create_app
 from app.settings import Settings, load_settings, model_backends
 from planner.model_client import Price
+from tools.egress import EgressPolicy
 
 
 def test_defaults_when_the_environment_is_empty() -> None:
@@ -96,3 +98,20 @@ def test_a_join_model_that_names_no_backend_stops_start_up() -> None:
         load_settings({"JOIN_MODEL": "small"})
     assert str(raised.value) == ("JOIN_MODEL=small: no such model backend; configured: "
                                  "default (MODEL_BACKENDS)")
+
+
+@pytest.mark.parametrize("entry", ["not a cidr/99", "10.0.0.0/99", "-bad-.example.com", "a b"])
+def test_a_malformed_egress_allowlist_entry_stops_start_up(entry: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"EGRESS_ALLOWLIST": f"tools.internal, {entry}"})
+    assert str(raised.value) == (
+        f"EGRESS_ALLOWLIST: {entry!r} is neither a host name, an IP address nor a network such "
+        "as 10.0.0.0/8; expected host names, IPs or CIDRs, comma-separated")
+
+
+def test_egress_allowlist_takes_hosts_addresses_and_networks() -> None:
+    settings = load_settings({"EGRESS_ALLOWLIST": "tools.internal, 10.1.2.3, fd00::/8, db."})
+    policy = EgressPolicy.parse(settings.egress_allowlist)
+    assert policy.hosts == {"tools.internal", "db"}
+    assert policy.networks == [ipaddress.ip_network("10.1.2.3/32"),
+                               ipaddress.ip_network("fd00::/8")]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -19,6 +20,13 @@ from tools.http_client import AiohttpTransport
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+_HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+
+class AllowlistInvalid(ValueError):
+    """An allowlist entry is neither an IP address, a network in CIDR form, nor a host name."""
 
 
 class EgressRefused(httpx.TransportError):
@@ -34,7 +42,11 @@ class EgressPolicy:
                 continue
             try:
                 self.networks.append(ipaddress.ip_network(entry, strict=False))
-            except ValueError:
+            except ValueError as exc:
+                if "/" in entry or not _HOST_NAME.fullmatch(entry) or len(entry) > 253:
+                    raise AllowlistInvalid(
+                        f"{entry!r} is neither a host name, an IP address nor a network "
+                        "such as 10.0.0.0/8") from exc
                 self.hosts.add(entry.lower().rstrip("."))
 
     @classmethod
@@ -66,6 +78,11 @@ def _kind(address: IPAddress) -> str:
 class EgressDenied(Exception):
     """The destination may not be reached; raised by `checked_address` for any HTTP library."""
 
+    def __init__(self, host: str, reason: str) -> None:
+        self.host, self.reason = host, reason
+        super().__init__(f"refused to call {host}: {reason}; tools may call public addresses "
+                         "only, unless EGRESS_ALLOWLIST names the host, address or network")
+
 
 async def checked_address(policy: EgressPolicy, host: str, port: int | None) -> IPAddress:
     """The address to connect to, after checking every address `host` resolves to.
@@ -76,10 +93,7 @@ async def checked_address(policy: EgressPolicy, host: str, port: int | None) -> 
     for address in addresses:
         reason = policy.refuses(host, address)
         if reason is not None:
-            raise EgressDenied(
-                f"refused to call {host}: {reason}; tools may call public addresses only, "
-                "unless EGRESS_ALLOWLIST names the host, address or network"
-            )
+            raise EgressDenied(host, reason)
     return addresses[0]
 
 

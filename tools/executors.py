@@ -21,6 +21,7 @@ from referencing.exceptions import Unresolvable
 
 from tools.builtins import BuiltinFunction, BuiltinFunctions, default_builtins
 from tools.egress import EgressRefused
+from tools.error_pages import looks_like_html, plain_excerpt
 from tools.errors import McpCallFailed, McpServerNotFound, McpUnreachable, SlotUnavailable
 from tools.experts import ExpertFailure, Experts
 from tools.http_request import build_request, misplacement, public_url
@@ -58,6 +59,9 @@ ErrorType = Literal[
 
 _MAX_LISTED_PROBLEMS = 10
 _ERROR_BODY_CHARS = 500
+_HTML_EXCERPT_CHARS = 200
+_ERROR_HEAD_BYTES = 16_384
+"""Read of an error body: enough to get past an HTML page's styles to its text."""
 _SNIPPET_CHARS = 200
 
 
@@ -306,8 +310,9 @@ class ToolRunner:
 
     async def _read_response(self, response: httpx.Response, target: str) -> _Output | _Fault:
         if not response.is_success:
-            head, _ = await _read_head(response, _ERROR_BODY_CHARS * 4)
-            return _status_fault(response.status_code, head, target)
+            head, _ = await _read_head(response, _ERROR_HEAD_BYTES)
+            return _status_fault(response.status_code, head, target,
+                                 response.headers.get("content-type"))
         head, total = await _read_head(response, self._max_output_bytes)
         return _decode_body(head, total, response.headers.get("content-type"), target)
 
@@ -439,12 +444,17 @@ def _not_json(head: bytes, content_type: str | None, target: str, status: str) -
     )
 
 
-def _status_fault(status: int, head: bytes, target: str) -> _Fault:
-    body = head.decode(errors="replace")[:_ERROR_BODY_CHARS]
+def _status_fault(status: int, head: bytes, target: str, content_type: str | None) -> _Fault:
+    body = head.decode(errors="replace")
+    if looks_like_html(content_type, body):
+        body = f"(an HTML page) {plain_excerpt(body, _HTML_EXCERPT_CHARS)}"
+    body = body[:_ERROR_BODY_CHARS]
     retryable = retryable_status(status)
     hint = ""
     if retryable:
         hint = " (the tool's server is failing or busy)"
+    elif status in (501, 505):
+        hint = " (the tool's server does not do this; its owner must fix the tool)"
     elif 400 <= status < 500:
         hint = " (check the arguments against the tool's parameters)"
     return _Fault("http_status", f"{target} answered HTTP {status}{hint}: {body}",

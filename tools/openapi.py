@@ -109,10 +109,16 @@ def _version(document: Any) -> str:
     if not isinstance(document, dict):
         raise DocumentInvalid("", "expected an OpenAPI document: a JSON object")
     version = document.get("openapi")
-    if not isinstance(version, str) or not re.match(r"^3\.[01]\.\d+", version):
+    if version is None and "swagger" in document:
         raise DocumentInvalid(
-            "/openapi", f"OpenAPI version {version!r} is not supported; use 3.0.x or 3.1.x "
-            "(convert Swagger 2.0 documents first)",
+            "/swagger", f"this is a Swagger {document['swagger']} document; OpenAPI 3.0 or 3.1 "
+            "is needed: convert it first (e.g. with swagger2openapi, or editor.swagger.io's "
+            "Edit > Convert to OpenAPI 3)",
+        )
+    if not isinstance(version, str) or not re.match(r"^3\.[01]\.\d+", version):
+        found = "has no `openapi` field" if version is None else f"is version {version!r}"
+        raise DocumentInvalid(
+            "/openapi", f"the document {found}; OpenAPI 3.0.x or 3.1.x is needed",
         )
     if not isinstance(document.get("paths", {}), dict):
         raise DocumentInvalid("/paths", "must be an object mapping paths to path items")

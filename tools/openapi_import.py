@@ -97,11 +97,35 @@ def parse_document(text: str, source: str) -> Any:
             loaded = yaml.load(text, Loader=_Loader)  # a SafeLoader: builds plain data only
         except yaml.YAMLError as exc:
             raise DocumentInvalid("", f"neither JSON nor YAML: {exc}", source) from exc
+        if _expanded_values(loaded, {}) > MAX_EXPANDED_VALUES:
+            raise DocumentInvalid("", f"its YAML aliases expand to more than "
+                                      f"{MAX_EXPANDED_VALUES:,} values; write it without "
+                                      "aliases that repeat other aliases", source)
         # Through JSON: YAML's integer keys (response codes) become the strings JSON would have.
-        return json.loads(json.dumps(loaded, default=str))
+        try:
+            return json.loads(json.dumps(loaded, default=str))
+        except ValueError as exc:  # an alias inside the node it names
+            raise DocumentInvalid("", f"a YAML alias contains itself ({exc})", source) from exc
     except RecursionError:
         raise DocumentInvalid("", f"is nested too deeply to read; at most {MAX_NESTING} levels "
                                   "are allowed", source) from None
+
+
+MAX_EXPANDED_VALUES = 1_000_000
+"""The most values a YAML document may hold once its aliases are expanded: a few hundred bytes
+of aliases of aliases can stand for billions ("billion laughs")."""
+
+
+def _expanded_values(node: Any, seen: dict[int, int]) -> int:
+    """How many values `node` holds with every alias written out, counted once per distinct
+    object (so counting costs what the document's text does, not its expansion)."""
+    if not isinstance(node, dict | list):
+        return 1
+    if id(node) not in seen:
+        seen[id(node)] = 0  # a node that contains itself counts once; JSON then refuses it
+        items = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        seen[id(node)] = 1 + sum(_expanded_values(item, seen) for item in items)
+    return seen[id(node)]
 
 
 def read_openapi_file(path: Path) -> Any | None:

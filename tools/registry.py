@@ -14,8 +14,9 @@ import msgspec
 import numpy as np
 
 from tools import learned, store, tenant_models
+from tools.admission import Admission
 from tools.embed import Embedder, Vectors
-from tools.errors import EmbeddingError, FieldError, SpecInvalid, ToolExists, ToolNotFound
+from tools.errors import EmbeddingError, ToolExists, ToolNotFound
 from tools.executors import ExecutableTool
 from tools.framing import framed, framing_shift, shift_texts
 from tools.index import (
@@ -29,11 +30,10 @@ from tools.index import (
 from tools.sealed import SecretBox
 from tools.search_queue import SearchQueue
 from tools.sentences import search_texts
-from tools.spec import ModelExecutor, ToolRecord, ToolSpec
+from tools.spec import ToolRecord, ToolSpec
 from tools.store import CurrentTool, NewVersion, ToolRow
 from tools.tenant_models import ModelCache
 from tools.text import description_clauses, keyword_text, tool_text
-from tools.validation import pointer
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,8 @@ class ToolRegistry:
         """The tenants that use a model of their own, and its name."""
         self.box = box
         """Seals tools' secrets for storage (tools/sealed.py); None: stored as given."""
-        self.model_backends: list[str] | None = None
-        """The service's model backends, which `model` tools may ask (None: not checked)."""
+        self.admission = Admission()
+        """What specs must meet against the service's configuration (backends, egress)."""
         self.embedder = embedder
         self.queue = queue or SearchQueue()
         self.weights = weights or RankingWeights()
@@ -267,24 +267,6 @@ class ToolRegistry:
 
     # -- writes ------------------------------------------------------------------------------
 
-    def _check_backends(self, specs: Sequence[ToolSpec], prefix: tuple[str, ...]) -> None:
-        """A `model` tool must name a backend this service has. `prefix` points at the list
-        the specs came in (bulk), or is empty for one spec."""
-        known = self.model_backends
-        if known is None:
-            return
-        errors = [
-            FieldError(pointer(*prefix, i, "executor", "backend") if prefix
-                       else pointer("executor", "backend"),
-                       f"model backend {s.executor.backend!r} is not configured; configured "
-                       f"backends: {', '.join(known)} (MODEL_BACKENDS)",
-                       index=i if prefix else None)
-            for i, s in enumerate(specs)
-            if isinstance(s.executor, ModelExecutor) and s.executor.backend not in known
-        ]
-        if errors:
-            raise SpecInvalid(errors)
-
     async def create(self, tenant: str, spec: ToolSpec) -> ToolRecord:
         result = await self.write(tenant, [spec], mode="create")
         return result.records[0]
@@ -313,7 +295,7 @@ class ToolRegistry:
 
         `remove` names tools (namespace, name) to delete in the same transaction.
         """
-        self._check_backends(specs, prefix)
+        await self.admission.check(specs, prefix)
         keys = [(s.namespace, s.name) for s in specs]
         async with self.pool.acquire() as conn:
             before = await store.current_tools(conn, tenant, keys, box=self.box)

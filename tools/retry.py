@@ -12,9 +12,10 @@ import msgspec
 
 
 def retryable_status(status: int) -> bool:
-    """Whether an HTTP status says the server is failing or busy (429 or any 5xx), so that the
-    same request may succeed later; other errors would fail again."""
-    return status == 429 or status >= 500
+    """Whether an HTTP status says the server is failing or busy (429 or a 5xx), so that the
+    same request may succeed later; other errors would fail again, as would 501 (the server
+    does not do this) and 505 (nor speak this HTTP version)."""
+    return status == 429 or (status >= 500 and status not in (501, 505))
 
 
 def backoff_delay(retry: int, base_s: float, max_s: float) -> float:

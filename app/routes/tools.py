@@ -14,12 +14,13 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from app.auth import require
 from app.idempotency import IdempotencyKeys
+from app.pages import Cursor, Limit, page_of
 from app.tenancy import tenant_of
 from tools.errors import ExampleNotFound, FieldError, SpecInvalid
 from tools.index import SearchHit
 from tools.learning import Learning, ToolExamples
 from tools.openapi import ImportOptions
-from tools.openapi_import import ImportedTools, fetch_document, import_openapi
+from tools.openapi_import import ImportedTools, fetch_document, import_openapi, parse_document
 from tools.registry import ToolRegistry
 from tools.spec import DEFAULT_NAMESPACE, NAME_PATTERN, URL_PATTERN, ToolRecord, ToolSpec
 from tools.validation import parse_specs, schema_errors
@@ -28,7 +29,6 @@ Registry = NamedDependency[ToolRegistry]
 Idempotency = NamedDependency[IdempotencyKeys]
 Learnt = NamedDependency[Learning]
 WRITE = require("tools:write")
-MAX_PAGE = 500
 MAX_VERSION = 2**31 - 1  # versions are Postgres integers
 MAX_K = 100
 Namespace = Annotated[
@@ -36,7 +36,7 @@ Namespace = Annotated[
 ]
 
 
-class BulkRequest(msgspec.Struct, frozen=True):
+class BulkRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tools: Annotated[
         list[dict[str, Any]],
         msgspec.Meta(description="Tool specs, each as for POST /v1/tools.", max_length=10_000),
@@ -54,7 +54,10 @@ HttpUrl = Annotated[str, msgspec.Meta(pattern=URL_PATTERN, description="http(s) 
 
 class OpenApiImport(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     namespace: Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
-    document: dict[str, Any] | None = None
+    document: Annotated[
+        dict[str, Any] | str | None,
+        msgspec.Meta(description="The document: as JSON, or as its JSON or YAML text."),
+    ] = None
     url: HttpUrl | None = None
     base_url: Annotated[
         HttpUrl | None,
@@ -84,7 +87,7 @@ class OpenApiImport(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
 class ToolPage(msgspec.Struct, frozen=True):
     items: list[ToolRecord]
-    next_cursor: str | None
+    next_cursor: str | None = None
 
 
 class SearchResults(msgspec.Struct, frozen=True):
@@ -160,7 +163,9 @@ class ToolController(Controller):
         errors = data.source_errors()
         if errors:
             raise SpecInvalid(errors)
-        document = data.document
+        document: Any = data.document
+        if isinstance(document, str):
+            document = await asyncio.to_thread(parse_document, document, "the document")
         if data.url is not None:
             state = request.app.state
             document = await fetch_document(
@@ -177,8 +182,8 @@ class ToolController(Controller):
         registry: Registry,
         namespace: Annotated[str | None, QueryParameter(pattern=NAME_PATTERN)] = None,
         tag: Annotated[str | None, QueryParameter()] = None,
-        cursor: Annotated[str | None, QueryParameter()] = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 50,
+        cursor: Cursor = None,
+        limit: Limit = 50,
     ) -> ToolPage:
         page = await registry.list_tools(
             tenant_of(request), namespace=namespace, tag=tag, cursor=cursor, limit=limit
@@ -259,8 +264,12 @@ class ToolController(Controller):
         registry: Registry,
         name: FromPath[str],
         namespace: Namespace = DEFAULT_NAMESPACE,
-    ) -> list[ToolRecord]:
-        return await registry.versions(tenant_of(request), namespace, name)
+        cursor: Cursor = None,
+        limit: Limit = 50,
+    ) -> ToolPage:
+        """Oldest first."""
+        found = await registry.versions(tenant_of(request), namespace, name)
+        return ToolPage(*page_of(found, lambda r: r.version, cursor, limit))
 
     @get("/{name:str}/versions/{version:int}", summary="One version of a tool")
     async def get_version(
