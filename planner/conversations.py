@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -52,9 +53,16 @@ class Conversations:
         found = await self.store.get_conversation(tenant, conversation_id)
         return found, await self.store.list_turns(tenant, conversation_id)
 
-    async def messages(self, tenant: str, conversation_id: str) -> list[StoredMessage]:
+    async def listed(self, tenant: str, metadata: dict[str, str],
+                   before: tuple[datetime, str] | None, limit: int) -> list[Conversation]:
+        """The tenant's conversations, newest first, with the metadata given."""
+        return await self.store.list_conversations(tenant, metadata, before, limit)
+
+    async def messages(self, tenant: str, conversation_id: str, after: int, limit: int
+                       ) -> list[StoredMessage]:
+        """`limit` messages of the conversation after message `after`, in order."""
         await self.store.get_conversation(tenant, conversation_id)
-        return await self.store.list_messages(tenant, conversation_id)
+        return await self.store.list_messages(tenant, conversation_id, after=after, limit=limit)
 
     async def turn(self, tenant: str, turn_id: str) -> TurnResult:
         """A turn as it stands (or ended)."""

@@ -4,6 +4,7 @@ while the turn ran."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -53,13 +54,35 @@ class TurnReads(PostgresTables):
             raise ConversationNotFound(conversation_id)
         return conversation_of(row)
 
-    async def list_messages(self, tenant: str, conversation_id: str) -> list[StoredMessage]:
-        """Every message of the conversation, in the order written."""
+    async def list_conversations(
+        self, tenant: str, metadata: dict[str, str], before: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[Conversation]:
+        """The tenant's conversations, newest first, whose metadata has each key with the value
+        given (compared as text), from after `before` (created_at, id); eval runs' own are not
+        listed."""
+        at, last = before if before is not None else (None, None)
+        rows = await self.pool.fetch(
+            """SELECT id, metadata, created_at FROM conversations c
+               WHERE tenant_id = $1 AND eval_run IS NULL
+                 AND NOT EXISTS (SELECT 1 FROM jsonb_each_text($2::jsonb) wanted
+                                 WHERE c.metadata ->> wanted.key IS DISTINCT FROM wanted.value)
+                 AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
+               ORDER BY created_at DESC, id DESC LIMIT $5""",
+            tenant, msgspec.json.encode(metadata).decode(), at, last, limit,
+        )
+        return [conversation_of(r) for r in rows]
+
+    async def list_messages(self, tenant: str, conversation_id: str, *, after: int = 0,
+                            limit: int | None = None) -> list[StoredMessage]:
+        """The conversation's messages in the order written: every one, or `limit` of them
+        after message `after`."""
         rows = await self.pool.fetch(
             """SELECT id, turn_id, role, content, reasoning, tool_calls::text, tool_call_id,
                       created_at
-               FROM messages WHERE tenant_id = $1 AND conversation_id = $2 ORDER BY id""",
-            tenant, conversation_id,
+               FROM messages WHERE tenant_id = $1 AND conversation_id = $2 AND id > $3
+               ORDER BY id LIMIT $4""",
+            tenant, conversation_id, after, limit,
         )
         return [
             StoredMessage(

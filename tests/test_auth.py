@@ -54,7 +54,7 @@ async def test_a_key_is_shown_once_stored_as_a_hash_and_revocable(
     created = (await app.client.post("/v1/keys", json={"role": "developer", "name": "ci"})).json()
     assert created["key"].startswith(f"sbk_{created['id']}_")
     assert (created["tenant"], created["role"]) == ("default", "developer")
-    listed = (await app.client.get("/v1/keys")).json()["keys"]
+    listed = (await app.client.get("/v1/keys")).json()["items"]
     assert created["key"] not in json.dumps(listed)
     assert [k["role"] for k in listed if k["id"] == created["id"]] == ["developer"]
     conn = await asyncpg.connect(database_url)
@@ -116,7 +116,7 @@ async def test_another_tenants_ids_are_not_found_on_any_route(
             turn = (await a.post(f"/v1/conversations/{conversation}/turns",
                                  json={"message": "hi"})).json()
             trace_id = await _trace_of(a, turn["id"])
-            alice_key_id = (await a.get("/v1/keys")).json()["keys"][0]["id"]
+            alice_key_id = (await a.get("/v1/keys")).json()["items"][0]["id"]
             server = {"name": "calc", "transport": {"kind": "stdio", "command": sys.executable,
                                                     "args": [MCP_SERVER]}}
             assert (await a.post("/v1/mcp/servers", json=server)).status_code == 201
@@ -154,12 +154,12 @@ async def test_another_tenants_ids_are_not_found_on_any_route(
             assert (await b.get("/v1/tools")).json()["items"] == []
             search = await b.get("/v1/tools/search", params={"q": "private calculator"})
             assert search.json()["results"] == []
-            assert (await b.get("/v1/traces")).json()["traces"] == []
+            assert (await b.get("/v1/traces")).json()["items"] == []
             assert alice_key_id not in json.dumps((await b.get("/v1/keys")).json())
             assert (await b.get("/v1/mcp/servers")).json()["items"] == []
             # Alice still has everything.
             assert (await a.get("/v1/tools/secret_tool")).status_code == 200
-            assert (await a.get("/v1/traces")).json()["traces"][0]["trace_id"] == trace_id
+            assert (await a.get("/v1/traces")).json()["items"][0]["trace_id"] == trace_id
 
 
 async def _trace_of(client: httpx.AsyncClient, turn_id: str) -> str:

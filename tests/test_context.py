@@ -140,7 +140,7 @@ async def test_sixteen_large_results_fit_an_8192_token_window_and_the_rest_can_b
     page = next(c for c in turn["tool_calls"] if c["id"] == read["arguments"]["call_id"])
     assert len(page["result"]["text"]) == 60_000  # stored whole
     stored = (await app.client.get(f"/v1/conversations/{conversation}/messages")).json()
-    whole = next(m["content"] for m in stored["messages"]
+    whole = next(m["content"] for m in stored["items"]
                  if m.get("tool_call_id") == page["id"])
     offset = read["arguments"]["offset"]
     assert read["result"]["total"] == len(whole)

@@ -469,7 +469,7 @@ async def test_a_refresh_removes_a_tool_that_disappeared(
     gone = await app.client.get("/v1/tools/pid", params={"namespace": "calc"})
     assert gone.status_code == 404
     versions = await app.client.get("/v1/tools/pid/versions", params={"namespace": "calc"})
-    assert [v["version"] for v in versions.json()] == [1]
+    assert [v["version"] for v in versions.json()["items"]] == [1]
 
 
 async def test_delete_stops_the_server_and_deletes_its_tools(
@@ -496,7 +496,8 @@ async def test_a_deleted_servers_name_can_be_registered_again(app: RunningApp) -
     assert (await app.client.delete("/v1/mcp/servers/calc")).status_code == 204
     again = await register(app.client, "calc", stdio())
     assert again["tools"] == EXPECTED_TOOLS
-    add = (await app.client.get("/v1/tools/add/versions", params={"namespace": "calc"})).json()
+    add = (await app.client.get("/v1/tools/add/versions",
+                                params={"namespace": "calc"})).json()["items"]
     assert [v["version"] for v in add] == [1, 2]
 
 

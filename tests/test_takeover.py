@@ -204,7 +204,7 @@ async def test_a_turn_killed_while_the_model_answered_asks_again_from_the_same_h
         assert model.requests[0]["messages"] == model.requests[1]["messages"]
         conversation = turn["conversation_id"]
         messages = (await second.client.get(f"/v1/conversations/{conversation}/messages")).json()
-        assert [(m["role"], m["content"]) for m in messages["messages"]] == [
+        assert [(m["role"], m["content"]) for m in messages["items"]] == [
             ("user", "remember this"), ("assistant", "Remembered.")]
 
 

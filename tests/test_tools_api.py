@@ -87,7 +87,7 @@ async def test_put_makes_a_new_version_and_old_versions_stay_readable(
     assert (await api.get("/v1/tools/get_weather")).json()["description"] == changed["description"]
     old = (await api.get("/v1/tools/get_weather/versions/1")).json()
     assert old["description"] == WEATHER["description"]
-    versions = (await api.get("/v1/tools/get_weather/versions")).json()
+    versions = (await api.get("/v1/tools/get_weather/versions")).json()["items"]
     assert [v["version"] for v in versions] == [1, 2]
 
 
@@ -262,7 +262,7 @@ async def test_list_pages_with_a_cursor_and_filters(api: httpx.AsyncClient) -> N
 
 async def test_a_forged_cursor_is_a_clear_error(api: httpx.AsyncClient) -> None:
     response = await api.get("/v1/tools", params={"cursor": "not-a-cursor"})
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert response.json()["errors"] == [
         {
             "pointer": "",
@@ -301,7 +301,7 @@ async def test_search_filters_by_namespace_and_tag(api: httpx.AsyncClient) -> No
 
 async def test_search_rejects_a_bad_k_naming_the_parameter(api: httpx.AsyncClient) -> None:
     response = await api.get("/v1/tools/search", params={"q": "x", "k": 0})
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert response.json()["errors"] == [
         {"pointer": "", "message": "Expected `int` >= 1", "parameter": "query parameter 'k'"}
     ]

@@ -191,23 +191,23 @@ async def test_trace_listing_filters_by_conversation_tool_status_and_duration(
     async def listed(**params: Any) -> list[str | None]:
         response = await client.get("/v1/traces", params=params)
         assert response.status_code == 200, response.text
-        return [t["turn_id"] for t in response.json()["traces"]]
+        return [t["turn_id"] for t in response.json()["items"]]
 
     assert await listed() == [quick["id"], ok["id"]]
     assert await listed(conversation_id=other) == [quick["id"]]
     assert await listed(tool="task_d") == [ok["id"]]
     assert await listed(status="error") == []
     durations = {t["turn_id"]: t["duration_ms"]
-                 for t in (await client.get("/v1/traces")).json()["traces"]}
+                 for t in (await client.get("/v1/traces")).json()["items"]}
     longest = max(durations, key=durations.__getitem__)
     shortest = min(durations, key=durations.__getitem__)
     assert await listed(min_duration_ms=durations[longest]) == [longest]
     assert await listed(max_duration_ms=durations[shortest]) == [shortest]
     page = (await client.get("/v1/traces", params={"limit": 1})).json()
-    assert [t["turn_id"] for t in page["traces"]] == [quick["id"]]
+    assert [t["turn_id"] for t in page["items"]] == [quick["id"]]
     rest = (await client.get("/v1/traces", params={"cursor": page["next_cursor"]})).json()
-    assert [t["turn_id"] for t in rest["traces"]] == [ok["id"]]
-    summary = page["traces"][0]
+    assert [t["turn_id"] for t in rest["items"]] == [ok["id"]]
+    summary = page["items"][0]
     assert (summary["status"], summary["span_count"], summary["tools"]) == ("ok", 3, [])
 
 

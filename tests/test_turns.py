@@ -170,7 +170,7 @@ async def test_a_reply_and_its_calls_are_stored_in_call_order_whatever_order_the
         {"slept_ms": 300, "label": "slow"},
         {"slept_ms": 10, "label": "fast"},
     ]
-    messages = (await chat.get(f"/v1/conversations/{conversation}/messages")).json()["messages"]
+    messages = (await chat.get(f"/v1/conversations/{conversation}/messages")).json()["items"]
     assert [m["role"] for m in messages] == ["user", "assistant", *["tool"] * 4, "assistant"]
     reply = messages[1]
     assert reply["reasoning"] == "slow one first"
@@ -311,7 +311,7 @@ async def test_a_second_turn_sees_the_first_turns_history(
         ("assistant", "Hello Ann."),
         ("user", "What is my name?"),
     ]
-    messages = (await chat.get(f"/v1/conversations/{conversation}/messages")).json()["messages"]
+    messages = (await chat.get(f"/v1/conversations/{conversation}/messages")).json()["items"]
     assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
 
 

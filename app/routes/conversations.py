@@ -16,6 +16,7 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_
 from app.auth import require
 from app.errors import RequestFieldInvalid
 from app.idempotency import Claim, IdempotencyKeys
+from app.pages import MAX_PAGE, Cursor, Limit
 from app.problems import PROBLEM_JSON
 from app.sse import kept_alive, live_events, stored_events
 from app.tenancy import tenant_of
@@ -32,6 +33,8 @@ from planner.records import (
     TurnRequest,
     TurnRow,
 )
+from tools.cursors import decode_cursor, encode_cursor
+from tools.errors import FieldError, SpecInvalid
 
 Chats = NamedDependency[Conversations]
 Events = NamedDependency[EventLog]
@@ -41,7 +44,7 @@ _event_encoder = msgspec.json.Encoder()
 WRITE = require("chat:write")
 
 
-class NewConversation(msgspec.Struct, frozen=True):
+class NewConversation(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     metadata: dict[str, Any] = {}
 
 
@@ -52,8 +55,19 @@ class ConversationOut(msgspec.Struct, frozen=True, kw_only=True):
     turns: list[TurnRow] = []
 
 
-class MessagesOut(msgspec.Struct, frozen=True):
-    messages: list[StoredMessage]
+class MessagePage(msgspec.Struct, frozen=True):
+    items: list[StoredMessage]
+    next_cursor: str | None = None
+
+
+class ConversationPage(msgspec.Struct, frozen=True):
+    items: list[ConversationOut]
+    next_cursor: str | None = None
+
+
+MetadataFilter = Annotated[list[str] | None, QueryParameter(
+    description="`key:value`: only conversations whose metadata has the key with the value "
+                "(compared as text); repeat for several", max_length=20)]
 
 
 class ConversationController(Controller):
@@ -69,6 +83,22 @@ class ConversationController(Controller):
         made = await conversations.create(tenant_of(request), data.metadata if data else {})
         return ConversationOut(id=made.id, metadata=made.metadata, created_at=made.created_at)
 
+    @get("/", summary="The tenant's conversations, newest first")
+    async def list_conversations(
+        self, request: Request[Any, Any, Any], conversations: Chats,
+        metadata: MetadataFilter = None, cursor: Cursor = None, limit: Limit = 50,
+    ) -> ConversationPage:
+        """Without their turns (GET one for those). Conversations eval runs hold are not
+        listed."""
+        before = decode_cursor(cursor, tuple[datetime, str]) if cursor else None
+        found = await conversations.listed(tenant_of(request), _wanted(metadata or []), before,
+                                         limit + 1)
+        items = [ConversationOut(id=c.id, metadata=c.metadata, created_at=c.created_at)
+                 for c in found[:limit]]
+        last = found[limit - 1] if len(found) > limit else None
+        return ConversationPage(items, None if last is None else
+                                encode_cursor((last.created_at, last.id)))
+
     @get("/{conversation_id:str}", summary="A conversation and its turns")
     async def get_conversation(
         self, request: Request[Any, Any, Any], conversations: Chats,
@@ -78,12 +108,17 @@ class ConversationController(Controller):
         return ConversationOut(id=found.id, metadata=found.metadata, created_at=found.created_at,
                                turns=turns)
 
-    @get("/{conversation_id:str}/messages", summary="Every message, in order")
+    @get("/{conversation_id:str}/messages", summary="The messages, in order")
     async def list_messages(
         self, request: Request[Any, Any, Any], conversations: Chats,
-        conversation_id: FromPath[str],
-    ) -> MessagesOut:
-        return MessagesOut(await conversations.messages(tenant_of(request), conversation_id))
+        conversation_id: FromPath[str], cursor: Cursor = None, limit: Limit = MAX_PAGE,
+    ) -> MessagePage:
+        after = decode_cursor(cursor, tuple[int])[0] if cursor else 0
+        found = await conversations.messages(tenant_of(request), conversation_id, after,
+                                             limit + 1)
+        more = len(found) > limit
+        return MessagePage(found[:limit],
+                           encode_cursor((found[limit - 1].id,)) if more else None)
 
     @post(
         "/{conversation_id:str}/turns",
@@ -159,7 +194,7 @@ async def _chain(first: StoredEvent, rest: AsyncIterator[StoredEvent]
         yield event
 
 
-class ApprovalIn(msgspec.Struct, frozen=True, kw_only=True):
+class ApprovalIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     call_id: str
     approve: bool
     arguments: dict[str, Any] | None = None
@@ -169,7 +204,7 @@ class ApprovalIn(msgspec.Struct, frozen=True, kw_only=True):
     stream: bool = False
 
 
-class OutputIn(msgspec.Struct, frozen=True, kw_only=True):
+class OutputIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     call_id: str
     output: Any = None
     error: Annotated[str, msgspec.Meta(min_length=1, max_length=10_000)] | None = None
@@ -247,3 +282,16 @@ class TurnController(Controller):
         self, request: Request[Any, Any, Any], conversations: Chats, turn_id: FromPath[str]
     ) -> TurnResult:
         return await conversations.turn(tenant_of(request), turn_id)
+
+
+def _wanted(pairs: list[str]) -> dict[str, str]:
+    """`key:value` filters as a mapping; the first colon splits (a value may hold more)."""
+    wanted: dict[str, str] = {}
+    for pair in pairs:
+        key, colon, value = pair.partition(":")
+        if not colon or not key:
+            raise SpecInvalid([FieldError(
+                "", f"{pair!r} is not key:value (e.g. metadata=user:alice)",
+                parameter="query parameter 'metadata'")])
+        wanted[key] = value
+    return wanted

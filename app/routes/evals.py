@@ -15,6 +15,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from app.auth import require
+from app.pages import Cursor, Limit, page_of
 from app.tenancy import tenant_of
 from planner.evals.cases import EvalSetIn
 from planner.evals.frontier import Frontier, Objectives
@@ -31,10 +32,12 @@ serve it)."""
 
 class SetList(msgspec.Struct, frozen=True):
     items: list[EvalSetSummary]
+    next_cursor: str | None = None
 
 
 class RunList(msgspec.Struct, frozen=True):
     items: list[RunSummary]
+    next_cursor: str | None = None
     """The newest 100."""
 
 
@@ -44,6 +47,7 @@ class RunStarted(msgspec.Struct, frozen=True):
 
 class CaseList(msgspec.Struct, frozen=True):
     items: list[CaseOutcome]
+    next_cursor: str | None = None
 
 
 _encoder = msgspec.json.Encoder()
@@ -61,8 +65,9 @@ class EvalController(Controller):
         return await evals.create_set(tenant_of(request), data)
 
     @get("/sets", guards=[require("evals:read")], summary="The tenant's eval sets, newest first")
-    async def list_sets(self, request: Request[Any, Any, Any], evals: EvalsDep) -> SetList:
-        return SetList(await evals.sets(tenant_of(request)))
+    async def list_sets(self, request: Request[Any, Any, Any], evals: EvalsDep,
+                        cursor: Cursor = None, limit: Limit = 50) -> SetList:
+        return SetList(*page_of(await evals.sets(tenant_of(request)), _id, cursor, limit))
 
     @get("/sets/{set_id:str}", guards=[require("evals:read")], summary="An eval set's cases")
     async def get_set(
@@ -85,8 +90,9 @@ class EvalController(Controller):
         return RunStarted(await evals.start_run(tenant_of(request), data))
 
     @get("/runs", guards=[require("evals:read")], summary="The tenant's runs, newest first")
-    async def list_runs(self, request: Request[Any, Any, Any], evals: EvalsDep) -> RunList:
-        return RunList(await evals.runs(tenant_of(request)))
+    async def list_runs(self, request: Request[Any, Any, Any], evals: EvalsDep,
+                        cursor: Cursor = None, limit: Limit = 50) -> RunList:
+        return RunList(*page_of(await evals.runs(tenant_of(request)), _id, cursor, limit))
 
     @get("/runs/{run_id:str}", guards=[require("evals:read")],
          summary="A run's progress and each configuration's numbers (SSE with "
@@ -113,9 +119,10 @@ class EvalController(Controller):
         self, request: Request[Any, Any, Any], evals: EvalsDep, run_id: FromPath[str],
         config: Annotated[str | None, QueryParameter()] = None,
         passed: Annotated[bool | None, QueryParameter()] = None,
+        cursor: Cursor = None, limit: Limit = 100,
     ) -> CaseList:
-        return CaseList(await evals.cases(tenant_of(request), run_id, config=config,
-                                          passed=passed))
+        found = await evals.cases(tenant_of(request), run_id, config=config, passed=passed)
+        return CaseList(*page_of(found, _case_key, cursor, limit))
 
     @get("/runs/{run_id:str}/frontier", guards=[require("evals:read")],
          summary="The configurations no other beats, and the one to deploy")
@@ -148,3 +155,11 @@ async def _progress(
             number += 1
         await asyncio.sleep(PROGRESS_EVERY_S)
         report = await evals.report(tenant, report.id)
+
+
+def _id(item: EvalSetSummary | RunSummary) -> str:
+    return item.id
+
+
+def _case_key(outcome: CaseOutcome) -> str:
+    return f"{outcome.config}/{outcome.case_id}/{outcome.repeat}"

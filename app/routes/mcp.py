@@ -11,6 +11,7 @@ from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from app.auth import require
+from app.pages import Cursor, Limit, page_of
 from app.tenancy import tenant_of
 from tools.mcp.servers import McpServerRecord, McpServers, McpServerSpec, McpServerTools
 
@@ -20,6 +21,7 @@ WRITE = require("tools:write")
 
 class McpServerPage(msgspec.Struct, frozen=True):
     items: list[McpServerRecord]
+    next_cursor: str | None = None
 
 
 class McpServerController(Controller):
@@ -38,9 +40,11 @@ class McpServerController(Controller):
 
     @get("/", summary="List registered MCP servers")
     async def list_servers(
-        self, request: Request[Any, Any, Any], servers: Servers
+        self, request: Request[Any, Any, Any], servers: Servers, cursor: Cursor = None,
+        limit: Limit = 50,
     ) -> McpServerPage:
-        return McpServerPage(await servers.list_servers(tenant_of(request)))
+        found = await servers.list_servers(tenant_of(request))
+        return McpServerPage(*page_of(found, lambda s: s.name, cursor, limit))
 
     @get("/{name:str}", summary="An MCP server and the names of its tools")
     async def get_server(

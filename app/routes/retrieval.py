@@ -12,6 +12,7 @@ from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from app.auth import require
+from app.pages import Cursor, Limit, page_of
 from app.tenancy import tenant_of
 from tools.learned import SearchFinds
 from tools.learning import Learning, RetrievalSettings
@@ -24,6 +25,7 @@ Training = NamedDependency[RetrievalTraining]
 class ModelList(msgspec.Struct, frozen=True):
     items: list[TenantModel]
     """Newest first; at most one is active (none: the general model)."""
+    next_cursor: str | None = None
 
 
 class RolledBack(msgspec.Struct, frozen=True):
@@ -35,6 +37,7 @@ class MissList(msgspec.Struct, frozen=True):
     items: list[SearchFinds]
     """Each tool the model had to find with `search_tools` before a good call of it, the most
     found first: requests retrieval did not offer the tool for."""
+    next_cursor: str | None = None
 
 
 class RetrievalController(Controller):
@@ -53,8 +56,10 @@ class RetrievalController(Controller):
 
     @get("/misses", guards=[require("tools:read")],
          summary="Tools the model had to find with search_tools")
-    async def list_misses(self, request: Request[Any, Any, Any], learning: Learnt) -> MissList:
-        return MissList(items=await learning.search_finds(tenant_of(request)))
+    async def list_misses(self, request: Request[Any, Any, Any], learning: Learnt,
+                          cursor: Cursor = None, limit: Limit = 50) -> MissList:
+        found = await learning.search_finds(tenant_of(request))
+        return MissList(*page_of(found, lambda f: f"{f.namespace}/{f.name}", cursor, limit))
 
     @post("/train", status_code=HTTP_202_ACCEPTED, guards=[require("tools:write")],
           summary="Fine-tune the tenant's own embedding model")
@@ -73,9 +78,10 @@ class RetrievalController(Controller):
         return await training.job(tenant_of(request), job_id)
 
     @get("/models", guards=[require("tools:read")], summary="The tenant's own embedding models")
-    async def list_models(self, request: Request[Any, Any, Any], training: Training
-                          ) -> ModelList:
-        return ModelList(items=await training.models(tenant_of(request)))
+    async def list_models(self, request: Request[Any, Any, Any], training: Training,
+                          cursor: Cursor = None, limit: Limit = 50) -> ModelList:
+        found = await training.models(tenant_of(request))
+        return ModelList(*page_of(found, lambda m: m.id, cursor, limit))
 
     @post("/models/rollback", status_code=200, guards=[require("tools:write")],
           summary="Go back to the model used before the current one")

@@ -11,6 +11,7 @@ from litestar.params import JSONBody
 from litestar.status_codes import HTTP_201_CREATED
 
 from app.auth import require
+from app.pages import Cursor, Limit, page_of
 from app.tenancy import tenant_of
 from planner.routers import Routers, RouterSummary
 from planner.routing import RouterIn
@@ -20,6 +21,7 @@ RoutersDep = NamedDependency[Routers]
 
 class RouterList(msgspec.Struct, frozen=True):
     items: list[RouterSummary]
+    next_cursor: str | None = None
     """Newest first; the first routes the tenant's `"model": "auto"` turns."""
 
 
@@ -35,6 +37,7 @@ class RouterController(Controller):
         return await routers.create(tenant_of(request), data)
 
     @get("/", guards=[require("evals:read")], summary="The tenant's routers, newest first")
-    async def list_routers(self, request: Request[Any, Any, Any], routers: RoutersDep
-                           ) -> RouterList:
-        return RouterList(items=await routers.list(tenant_of(request)))
+    async def list_routers(self, request: Request[Any, Any, Any], routers: RoutersDep,
+                           cursor: Cursor = None, limit: Limit = 50) -> RouterList:
+        found = await routers.list(tenant_of(request))
+        return RouterList(*page_of(found, lambda r: r.id, cursor, limit))

@@ -12,6 +12,7 @@ from litestar.params import FromPath, QueryParameter
 
 from app.auth import require
 from app.errors import TraceNotFound
+from app.pages import Cursor, Limit
 from app.span_store import Trace, TraceFilter, TraceReads, TraceSummary
 from app.tenancy import tenant_of
 from planner.conversations import Conversations
@@ -22,8 +23,8 @@ Traces = NamedDependency[TraceReads]
 
 
 class TraceList(msgspec.Struct, frozen=True):
-    traces: list[TraceSummary]
-    next_cursor: str | None
+    items: list[TraceSummary]
+    next_cursor: str | None = None
 
 
 # Span times are nanoseconds in a signed 64-bit integer: that reaches into the year 2262.
@@ -60,8 +61,8 @@ class TraceController(Controller):
         max_duration_ms: Annotated[float | None, QueryParameter(ge=0)] = None,
         since: Annotated[datetime | None, QueryParameter()] = None,
         until: Annotated[datetime | None, QueryParameter()] = None,
-        cursor: Annotated[str | None, QueryParameter()] = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+        cursor: Cursor = None,
+        limit: Limit = 50,
     ) -> TraceList:
         _check_moments(since=since, until=until)
         where = TraceFilter(conversation_id=conversation_id, tool=tool, status=status,

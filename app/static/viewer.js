@@ -220,7 +220,7 @@ function markCurrentTurn() {
 async function loadTraces({ more = false } = {}) {
   try {
     const page = await getJSON(listQuery(more ? state.cursor : null));
-    state.traces = more ? state.traces.concat(page.traces) : page.traces;
+    state.traces = more ? state.traces.concat(page.items) : page.items;
     state.cursor = page.next_cursor;
     state.listFailed = false;
     clearError("list");
