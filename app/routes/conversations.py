@@ -242,6 +242,14 @@ class TurnController(Controller):
             return Response(None, status_code=HTTP_204_NO_CONTENT)
         return _streamed(request, stored_events(_chain(first, pending)))
 
+    @get("/{turn_id:str}/messages", summary="A turn's messages, in order")
+    async def turn_messages(
+        self, request: Request[Any, Any, Any], conversations: Chats, turn_id: FromPath[str]
+    ) -> MessagesOut:
+        """The user's message, the model's replies (with the calls each asked for), the tool
+        results as the model read them, and the engine's notes to the model."""
+        return MessagesOut(await conversations.turn_messages(tenant_of(request), turn_id))
+
     @get("/{turn_id:str}", summary="A turn: its status, answer, calls and usage")
     async def get_turn(
         self, request: Request[Any, Any, Any], conversations: Chats, turn_id: FromPath[str]
