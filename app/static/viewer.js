@@ -320,7 +320,8 @@ function callButton(record, callId) {
   outcome === "pending" ? null : el("span", { class: `badge badge-${outcome}` }, outcome));
 }
 
-const spanOfCall = (model, callId) => model.spans.find((s) => s.attributes["gen_ai.tool.call.id"] === callId);
+/** The span a call ran in: the later one when the call paused its turn (for approval, say). */
+const spanOfCall = (model, callId) => model.spans.findLast((s) => s.attributes["gen_ai.tool.call.id"] === callId);
 
 function turnEnd(turn) {
   if (turn.error) {
