@@ -183,6 +183,8 @@ class TraceSummary(msgspec.Struct, frozen=True, kw_only=True):
     duration_ms: float
     span_count: int
     tools: list[str]
+    failed_calls: int = 0
+    """Tool calls that ended in an error: a turn can complete though some of its calls failed."""
 
 
 class TraceFilter(msgspec.Struct, frozen=True, kw_only=True):
@@ -245,7 +247,9 @@ async def _list_traces(
                   (SELECT count(*) FROM spans c WHERE c.trace_id = r.trace_id) AS span_count,
                   ARRAY(SELECT DISTINCT c.tool_name FROM spans c
                         WHERE c.trace_id = r.trace_id AND c.tool_name IS NOT NULL
-                        ORDER BY c.tool_name) AS tools
+                        ORDER BY c.tool_name) AS tools,
+                  (SELECT count(*) FROM spans c WHERE c.trace_id = r.trace_id
+                     AND c.tool_name IS NOT NULL AND c.status_code = 'ERROR') AS failed_calls
            FROM spans r
            WHERE r.tenant_id = $1 AND r.parent_span_id IS NULL AND r.turn_id IS NOT NULL
              AND ($2::text IS NULL OR r.conversation_id = $2)
@@ -271,7 +275,7 @@ async def _list_traces(
             trace_id=r["trace_id"], turn_id=r["turn_id"], conversation_id=r["conversation_id"],
             name=r["name"], status="error" if r["status_code"] == "ERROR" else "ok",
             start_time_unix_nano=r["start_ns"], duration_ms=float(r["duration_ms"]),
-            span_count=r["span_count"], tools=list(r["tools"]),
+            span_count=r["span_count"], tools=list(r["tools"]), failed_calls=r["failed_calls"],
         )
         for r in rows
     ]

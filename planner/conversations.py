@@ -64,6 +64,13 @@ class Conversations:
         await self.store.get_conversation(tenant, conversation_id)
         return await self.store.list_messages(tenant, conversation_id, after=after, limit=limit)
 
+    async def turn_messages(self, tenant: str, turn_id: str) -> list[StoredMessage]:
+        """The turn's messages, in the order written."""
+        found = await self.store.turn_messages(tenant, turn_id)
+        if found is None:
+            raise TurnNotFound(turn_id)
+        return found
+
     async def turn(self, tenant: str, turn_id: str) -> TurnResult:
         """A turn as it stands (or ended)."""
         result = await self.find_turn(tenant, turn_id)

@@ -36,6 +36,8 @@ OUTCOME_COLUMNS = ("result::text, error, error_type, started_at, finished_at, at
 """A call row's columns that read back as its `CallOutcome` (`outcome_fields`)."""
 _TURN_SQL = """SELECT id, conversation_id, status, mode, model, answer, error::text,
                       usage::text, started_at, finished_at FROM turns"""
+_MESSAGE_SQL = """SELECT id, turn_id, role, content, reasoning, tool_calls::text, tool_call_id,
+                         created_at FROM messages"""
 _WAITING = f"""SELECT id, name, arguments::text, raw_arguments, status, deadline FROM tool_calls
                WHERE turn_id = $1 AND status IN {WAITING_SQL} AND decision IS NULL
                ORDER BY step, position"""
@@ -78,21 +80,24 @@ class TurnReads(PostgresTables):
         """The conversation's messages in the order written: every one, or `limit` of them
         after message `after`."""
         rows = await self.pool.fetch(
-            """SELECT id, turn_id, role, content, reasoning, tool_calls::text, tool_call_id,
-                      created_at
-               FROM messages WHERE tenant_id = $1 AND conversation_id = $2 AND id > $3
-               ORDER BY id LIMIT $4""",
+            _MESSAGE_SQL + """ WHERE tenant_id = $1 AND conversation_id = $2 AND id > $3
+                               ORDER BY id LIMIT $4""",
             tenant, conversation_id, after, limit,
         )
-        return [
-            StoredMessage(
-                id=r["id"], turn_id=r["turn_id"], role=r["role"], content=r["content"],
-                reasoning=r["reasoning"], tool_call_id=r["tool_call_id"],
-                tool_calls=_tool_calls.decode(r["tool_calls"]) if r["tool_calls"] else None,
-                created_at=r["created_at"],
-            )
-            for r in rows
-        ]
+        return [_message(r) for r in rows]
+
+    async def turn_messages(self, tenant: str, turn_id: str) -> list[StoredMessage] | None:
+        """The turn's messages, in the order written; None when the tenant has no such turn."""
+        # Through the turn's conversation: messages are indexed by conversation.
+        rows = await self.pool.fetch(
+            _MESSAGE_SQL + """ WHERE conversation_id = (SELECT conversation_id FROM turns
+                                                        WHERE tenant_id = $1 AND id = $2)
+                               AND turn_id = $2 ORDER BY id""",
+            tenant, turn_id,
+        )
+        if not rows and await self.get_turn(tenant, turn_id) is None:
+            return None
+        return [_message(r) for r in rows]
 
     async def last_candidates(self, tenant: str, conversation_id: str, turn_id: str
                               ) -> list[Candidate]:
@@ -212,6 +217,15 @@ def _turn(row: asyncpg.Record) -> TurnRow:
         error=msgspec.json.decode(row["error"]) if row["error"] else None,
         usage=msgspec.json.decode(row["usage"]), started_at=row["started_at"],
         finished_at=row["finished_at"],
+    )
+
+
+def _message(row: asyncpg.Record) -> StoredMessage:
+    return StoredMessage(
+        id=row["id"], turn_id=row["turn_id"], role=row["role"], content=row["content"],
+        reasoning=row["reasoning"], tool_call_id=row["tool_call_id"],
+        tool_calls=_tool_calls.decode(row["tool_calls"]) if row["tool_calls"] else None,
+        created_at=row["created_at"],
     )
 
 

@@ -86,6 +86,10 @@ class TurnStore(PauseStore, Protocol):
         """Every message of the conversation, in the order written."""
         ...
 
+    async def turn_messages(self, tenant: str, turn_id: str) -> list[StoredMessage] | None:
+        """The turn's messages, in the order written; None when the tenant has no such turn."""
+        ...
+
     async def set_turn_route(self, turn_id: str, route: Route) -> None:
         """A routed turn moved to another backend: its route and its model."""
         ...

@@ -153,6 +153,13 @@ class MemoryTurnStore(TurnStore):
             return []
         return list(conversation.messages)
 
+    async def turn_messages(self, tenant: str, turn_id: str) -> list[StoredMessage] | None:
+        turn = await self.get_turn(tenant, turn_id)
+        if turn is None:
+            return None
+        messages = await self.list_messages(tenant, turn.conversation_id)
+        return [m for m in messages if m.turn_id == turn_id]
+
     async def add_messages(
         self, tenant: str, conversation_id: str, turn_id: str, messages: list[ChatMessage],
         reasoning: str | None = None,

@@ -16,7 +16,7 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_
 from app.auth import require
 from app.errors import RequestFieldInvalid
 from app.idempotency import Claim, IdempotencyKeys
-from app.pages import MAX_PAGE, Cursor, Limit
+from app.pages import MAX_PAGE, Cursor, Limit, page_of
 from app.problems import PROBLEM_JSON
 from app.sse import kept_alive, live_events, stored_events
 from app.tenancy import tenant_of
@@ -276,6 +276,16 @@ class TurnController(Controller):
         if first is None:
             return Response(None, status_code=HTTP_204_NO_CONTENT)
         return _streamed(request, stored_events(_chain(first, pending)))
+
+    @get("/{turn_id:str}/messages", summary="A turn's messages, in order")
+    async def turn_messages(
+        self, request: Request[Any, Any, Any], conversations: Chats, turn_id: FromPath[str],
+        cursor: Cursor = None, limit: Limit = MAX_PAGE,
+    ) -> MessagePage:
+        """The user's message, the model's replies (with the calls each asked for), the tool
+        results as the model read them, and the engine's notes to the model."""
+        found = await conversations.turn_messages(tenant_of(request), turn_id)
+        return MessagePage(*page_of(found, lambda m: m.id, cursor, limit))
 
     @get("/{turn_id:str}", summary="A turn: its status, answer, calls and usage")
     async def get_turn(

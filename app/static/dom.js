@@ -45,10 +45,13 @@ async function getJSON(path) {
     throw new Error(`GET ${path} failed: ${err.message}`);
   }
   const text = await response.text();
-  if (response.status === 401) throw new Error("Enter an API key with the viewer role above to read this page.");
-  if (!response.ok) throw new Error(`GET ${path} → ${response.status}: ${problemText(text, response)}`);
+  if (response.status === 401) throw failure("Enter an API key with the viewer role above to read this page.", response);
+  if (!response.ok) throw failure(`GET ${path} → ${response.status}: ${problemText(text, response)}`, response);
   return parseJSON(text);
 }
+
+/** An error that keeps the response's status, for callers that treat a refusal apart. */
+const failure = (message, response) => Object.assign(new Error(message), { status: response.status });
 
 /** The `detail` of an RFC 9457 problem, else the status text. */
 function problemText(text, response) {

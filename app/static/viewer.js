@@ -3,7 +3,7 @@
 
 const state = {
   traces: [], cursor: null, listFailed: false, errors: new Map(),
-  trace: null, spanId: null, zoom: null, loading: 0,
+  trace: null, record: null, spanId: null, zoom: null, loading: 0,
 };
 
 // ---------------------------------------------------------------- API
@@ -168,8 +168,17 @@ function emptyList() {
       : "Each turn of a conversation is recorded as one trace. Run a turn and press Refresh."));
 }
 
+/** A turn's state in the list: failed; completed though some of its calls failed; or ok. */
+function turnState(trace) {
+  if (trace.status === "error") return { name: "error", text: "failed" };
+  const failed = trace.failed_calls || 0;
+  if (failed) return { name: "warning", text: `${failed} call${failed === 1 ? "" : "s"} failed` };
+  return { name: "ok", text: "ok" };
+}
+
 function conversationGroup(group) {
   const errors = group.turns.filter((t) => t.status === "error").length;
+  const warnings = group.turns.filter((t) => turnState(t).name === "warning").length;
   const latest = group.turns[group.turns.length - 1];
   const count = `${group.turns.length} turn${group.turns.length === 1 ? "" : "s"}`;
   return el("section", { class: "conversation", "data-testid": "conversation", dataset: { conversationId: group.id } },
@@ -177,6 +186,7 @@ function conversationGroup(group) {
       el("span", { class: "conversation-id mono" }, shortId(group.id)),
       el("span", { class: "conversation-meta muted" }, count,
         errors ? el("span", { class: "failed" }, ` · ${errors} with errors`) : null,
+        warnings ? el("span", { class: "warned" }, ` · ${warnings} with failed calls`) : null,
         ` · ${relativeDay(latest)}`)),
     el("ul", { class: "turns", "data-testid": "turn-list" }, group.turns.map(turnItem)));
 }
@@ -184,20 +194,21 @@ function conversationGroup(group) {
 function turnItem(trace) {
   const started = wallClock(toNano(trace.start_time_unix_nano));
   const tools = trace.tools || [];
+  const turn = turnState(trace);
   return el("li", {},
     el("button", {
-      type: "button", class: `turn status-${trace.status}`, "data-testid": "turn-item",
+      type: "button", class: `turn status-${turn.name}`, "data-testid": "turn-item",
       dataset: { traceId: trace.trace_id, turnId: trace.turn_id || "" },
       title: `turn ${trace.turn_id}\ntrace ${trace.trace_id}`,
       onclick: () => openTrace(trace.trace_id),
     },
     el("span", { class: "turn-line" },
-      el("span", { class: `dot status-${trace.status}`, "aria-label": trace.status }),
+      el("span", { class: `dot status-${turn.name}`, "data-testid": "turn-dot", title: turn.text, "aria-label": turn.text }),
       el("span", { class: "turn-time" }, formatClock(started)),
       el("span", { class: "turn-spans muted" }, `${trace.span_count} spans`),
       el("span", { class: "turn-duration" }, formatMs(trace.duration_ms))),
     el("span", { class: "turn-tools" },
-      tools.length ? tools.slice(0, 4).map((t) => el("span", { class: "tool-chip" }, t)) : el("span", { class: "muted" }, "no tool calls"),
+      tools.length ? tools.slice(0, 4).map((t) => el("span", { class: "tool-chip", title: t }, t)) : el("span", { class: "muted" }, "no tool calls"),
       tools.length > 4 ? el("span", { class: "muted" }, `+${tools.length - 4}`) : null)));
 }
 
@@ -232,6 +243,95 @@ async function loadTraces({ more = false } = {}) {
   renderConversations();
 }
 
+// ---------------------------------------------------------------- the turn's stored content
+
+const CONTENT_REFUSED = "This key may not read conversations, so the turn's messages, arguments "
+  + "and results are not shown: use a key whose role may (viewer, chat or admin).";
+
+/** What the turn stored as it ran (its messages, and each call's arguments and outcome), read
+ *  from the conversation routes: so only a key that may read the conversation sees it, and none
+ *  of it has to be in the spans. */
+async function loadRecord(turnId) {
+  if (!turnId) return null;
+  const path = `/v1/turns/${encodeURIComponent(turnId)}`;
+  try {
+    const [turn, stored] = await Promise.all([getJSON(path), getJSON(`${path}/messages`)]);
+    return { turn, messages: stored.items, calls: new Map(turn.tool_calls.map((c) => [c.id, c])) };
+  } catch (err) {
+    return { refused: err.status === 403 ? CONTENT_REFUSED : `The turn's messages could not be loaded: ${err.message}` };
+  }
+}
+
+// The engine's own notes to the model are stored as user messages with this prefix
+// (planner/transcripts.py NOTE_PREFIX).
+const NOTE_PREFIX = "[switchboard]";
+
+/** The turn as it was said: the request, each model reply with the calls it asked for, each
+ *  call's outcome, the engine's notes, and the answer (or what ended the turn). */
+function turnContent(record) {
+  if (!record) return null;
+  if (record.refused) return el("p", { class: "content-note", "data-testid": "content-refused" }, record.refused);
+  const last = record.messages.at(-1);
+  return el("section", { class: "turn-content", "data-testid": "turn-content", "aria-label": "What the turn said" },
+    el("ol", { class: "exchange" }, runsOfResults(record.messages).map((m) => exchangeItem(record, m, m === last))),
+    turnEnd(record.turn));
+}
+
+/** The messages, with each run of tool results (one batch of calls) as one list. */
+function runsOfResults(messages) {
+  const items = [];
+  for (const message of messages) {
+    const previous = items.at(-1);
+    if (message.role === "tool" && Array.isArray(previous)) previous.push(message);
+    else items.push(message.role === "tool" ? [message] : message);
+  }
+  return items;
+}
+
+function exchangeItem(record, message, last) {
+  if (Array.isArray(message)) {
+    return el("li", { class: "said said-tool", "data-testid": "turn-results" }, el("span", { class: "said-role" }, "results"),
+      el("div", { class: "calls" }, message.map((m) => callButton(record, m.tool_call_id))));
+  }
+  if (message.role === "user") {
+    const note = message.content?.startsWith(NOTE_PREFIX);
+    return el("li", { class: `said said-${note ? "note" : "user"}`, "data-testid": note ? "turn-note" : "turn-request" },
+      el("span", { class: "said-role" }, note ? "engine note" : "user"), textBlock(message.content ?? ""));
+  }
+  const answer = last && record.turn.status === "completed" && !message.tool_calls;
+  return el("li", { class: `said said-${message.role}`, "data-testid": answer ? "turn-answer" : "turn-step" },
+    el("span", { class: "said-role" }, answer ? "answer" : "model"),
+    el("div", { class: "said-body" },
+      message.reasoning ? el("details", { class: "reasoning" }, el("summary", {}, "reasoning"), el("div", { class: "prose" }, message.reasoning)) : null,
+      message.content ? textBlock(message.content) : null,
+      message.tool_calls ? el("div", { class: "calls" }, message.tool_calls.map((c) => callButton(record, c.id))) : null));
+}
+
+/** A call of the turn: its tool, its id and how it ended; it selects the call's span. */
+function callButton(record, callId) {
+  const call = record.calls.get(callId);
+  const span = state.trace ? spanOfCall(state.trace, callId) : null;
+  const outcome = !call || !call.finished_at ? "pending" : call.error ? "error" : "ok";
+  return el("button", {
+    type: "button", class: `call call-${outcome}`, "data-testid": "turn-call", dataset: { callId },
+    title: call?.error || (span ? "Show this call's span" : "This call has no span"), disabled: !span,
+    onclick: () => span && selectSpan(span.id),
+  }, el("span", { class: "call-name" }, call?.name || callId), el("span", { class: "chip mono" }, callId),
+  outcome === "pending" ? null : el("span", { class: `badge badge-${outcome}` }, outcome));
+}
+
+/** The span a call ran in: the later one when the call paused its turn (for approval, say). */
+const spanOfCall = (model, callId) => model.spans.findLast((s) => s.attributes["gen_ai.tool.call.id"] === callId);
+
+function turnEnd(turn) {
+  if (turn.error) {
+    return el("p", { class: "turn-end is-error", "data-testid": "turn-error" },
+      el("strong", {}, `${turn.status}: `), turn.error.detail || turn.error.title);
+  }
+  if (turn.status === "completed" || turn.status === "running") return null;
+  return el("p", { class: "turn-end", "data-testid": "turn-status" }, turn.status.replaceAll("_", " "));
+}
+
 // ---------------------------------------------------------------- main: the waterfall
 
 async function openTrace(traceId) {
@@ -245,7 +345,11 @@ async function loadTrace({ trace, turn, span }) {
   try {
     const raw = await getJSON(trace ? `/v1/traces/${encodeURIComponent(trace)}` : `/v1/turns/${encodeURIComponent(turn)}/trace`);
     if (ticket !== state.loading) return;
-    state.trace = buildTrace(raw);
+    const model = buildTrace(raw);
+    const record = await loadRecord(model.spans[0]?.attributes["switchboard.turn.id"]);
+    if (ticket !== state.loading) return;
+    state.trace = model;
+    state.record = record;
     state.zoom = null;
     clearError("trace");
     if (!trace) history.replaceState(null, "", `#${new URLSearchParams({ trace: state.trace.id })}`);
@@ -254,6 +358,7 @@ async function loadTrace({ trace, turn, span }) {
   } catch (err) {
     if (ticket !== state.loading) return;
     state.trace = null;
+    state.record = null;
     showError("trace", err);
     $("#trace").replaceChildren(el("div", { class: "empty" }, "This trace could not be loaded."));
     selectSpan(null);
@@ -267,7 +372,8 @@ function renderTrace(model) {
     main.replaceChildren(el("div", { class: "empty" }, "This trace has no spans yet; it may still be running."));
     return;
   }
-  main.replaceChildren(traceHeader(model), el("div", { class: "toolbar" }, legend(), zoomControls(model)), waterfall(model));
+  main.replaceChildren(traceHeader(model), turnContent(state.record),
+    el("div", { class: "toolbar" }, legend(), zoomControls(model)), waterfall(model));
   drawArrowsSoon();
 }
 
@@ -336,8 +442,9 @@ function spanRow(model, span) {
     onkeydown: (event) => onRowKey(event, span),
   },
   el("div", { class: "label", style: { paddingLeft: `${10 + span.depth * 18}px` } },
-    el("span", { class: `op-square op-${span.op}`, title: OPERATION_NAMES[span.op] }),
-    el("span", { class: "span-name", title: span.name }, spanTitle(span)),
+    el("span", { class: "span-head" },
+      el("span", { class: `op-square op-${span.op}`, title: OPERATION_NAMES[span.op] }),
+      el("span", { class: "span-name", title: span.name }, spanTitle(span))),
     spanChips(span).map((c) => el("span", { class: "chip mono" }, c)),
     span.deps.length ? el("span", { class: "waits", "data-testid": "waits-for", title: `waited for ${span.deps.map(spanTitle).join(", ")}` },
       `waits for ${span.deps.map(callName).join(", ")}`) : null,
@@ -526,14 +633,50 @@ function spanDetail(model, span) {
     el("dl", { class: "facts", "data-testid": "detail-facts" }, detailFacts(model, span)),
     dependencies(span),
     a["switchboard.reasoning"] ? section("Reasoning", el("div", { class: "prose", "data-testid": "detail-reasoning" }, a["switchboard.reasoning"])) : null,
-    jsonSection("Arguments", a["gen_ai.tool.call.arguments"], "detail-arguments"),
-    jsonSection(span.status === "ERROR" ? "Result (error)" : "Result", a["gen_ai.tool.call.result"], "detail-result"),
+    ...storedContent(span, state.record),
     messagesSection("Input messages", a["gen_ai.input.messages"], "detail-input-messages"),
     messagesSection("Output messages", a["gen_ai.output.messages"], "detail-output-messages"),
     section("Attributes", attributeTable(a)),
     span.events.length ? section("Events", eventList(model, span)) : null,
     span.links.length ? section("Links", linkList(model, span)) : null,
   ].filter(Boolean);
+}
+
+/** What the turn stored for this span: a call's arguments and outcome, the turn's request and
+ *  answer. A call the store does not know shows what the span captured, if anything. */
+function storedContent(span, record) {
+  const call = span.op === "tool" && record?.calls?.get(span.attributes["gen_ai.tool.call.id"]);
+  if (call) return callContent(call);
+  const a = span.attributes;
+  const captured = [
+    jsonSection("Arguments", a["gen_ai.tool.call.arguments"], "detail-arguments"),
+    jsonSection(span.status === "ERROR" ? "Result (error)" : "Result", a["gen_ai.tool.call.result"], "detail-result"),
+  ];
+  if (span.op === "agent" && record?.turn) return turnSections(record);
+  if (record?.refused && (span.op === "agent" || span.op === "tool") && !captured.some(Boolean)) {
+    return [el("p", { class: "content-note", "data-testid": "detail-content-refused" }, record.refused)];
+  }
+  return captured;
+}
+
+function callContent(call) {
+  const ended = call.finished_at !== null && call.finished_at !== undefined;
+  return [
+    section("Arguments", el("pre", { class: "code", "data-testid": "detail-arguments" }, pretty(call.arguments))),
+    call.error
+      ? section(`Error${call.error_type ? ` (${call.error_type})` : ""}`, el("pre", { class: "code is-error", "data-testid": "detail-error" }, call.error))
+      : ended ? section(call.truncated ? "Result (cut to the output limit)" : "Result", el("pre", { class: "code", "data-testid": "detail-result" }, pretty(call.result))) : null,
+  ];
+}
+
+function turnSections(record) {
+  const request = record.messages.find((m) => m.role === "user" && !m.content?.startsWith(NOTE_PREFIX));
+  const { message, error } = record.turn;
+  return [
+    request ? section("Request", el("div", { class: "prose", "data-testid": "detail-request" }, request.content)) : null,
+    message ? section("Answer", el("div", { class: "prose", "data-testid": "detail-answer" }, message.content)) : null,
+    error ? section("Error", el("div", { class: "prose", "data-testid": "detail-turn-error" }, error.detail || error.title)) : null,
+  ];
 }
 
 function statusLine(span) {
