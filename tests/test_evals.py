@@ -157,10 +157,10 @@ async def test_two_backends_score_as_constructed_and_the_frontier_ranks_them(
         [tool_span] = [s for s in trace["spans"] if s["name"].startswith("execute_tool")]
         assert tool_span["attributes"]["switchboard.tool.answered_by"] == "mocked"
         assert (await client.get(f"/v1/turns/{turn['turn_id']}")).json()["status"] == "completed"
-        listed = (await client.get("/v1/traces")).json()["traces"]
+        listed = (await client.get("/v1/traces")).json()["items"]
         assert listed == []  # an eval run's turns stay out of the listing...
         asked = (await client.get("/v1/traces", params={
-            "conversation_id": first["conversation_id"]})).json()["traces"]
+            "conversation_id": first["conversation_id"]})).json()["items"]
         assert [t["trace_id"] for t in asked] == [turn["trace_id"]]  # ...unless asked for
 
         # The same cases wanting their calls dispatched together: sloppy's come one by one.

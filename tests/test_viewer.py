@@ -422,7 +422,7 @@ async def test_the_turn_list_tells_a_clean_turn_from_one_whose_calls_failed_and_
                                     json={"message": "hello"})).json()["turn"]
     await stored_trace(app.client, failed["id"])
     listed = {t["turn_id"]: (t["status"], t["failed_calls"])
-              for t in (await app.client.get("/v1/traces")).json()["traces"]}
+              for t in (await app.client.get("/v1/traces")).json()["items"]}
     assert listed == {clean["id"]: ("ok", 0), warned["id"]: ("ok", 1),
                       failed["id"]: ("error", 0)}
 
