@@ -10,10 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from litestar import Litestar, Request, post
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -23,7 +21,6 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, StatusCode, Trace
 from app.span_store import PostgresSpanProcessor
 from planner.leaf_spans import LeafSpans
 from planner.tracing import TurnTracer
-from tests.loopback import serving
 from tests.scripted_model import ScriptedFailure, ScriptedModel, ScriptedReply
 from tests.tool_server import ToolServer, http_tool
 from tools.outcome import CallOutcome
@@ -37,8 +34,10 @@ SLEEP = {"ms": {"type": "number"}, "label": {"type": "string"}}
 
 
 async def start_traced_app(start_app: Callable[..., Any], database_url: str,
-                           model: ScriptedModel, tools: ToolServer) -> httpx.AsyncClient:
-    app = await start_app(database_url, model_url=model.url)
+                           model: ScriptedModel, tools: ToolServer, **settings: Any
+                           ) -> httpx.AsyncClient:
+    """An app whose tenant has four HTTP tools, `task_a` to `task_d`, with secrets."""
+    app = await start_app(database_url, model_url=model.url, **settings)
     specs = [
         {**http_tool(f"{tools.url}/sleep", f"task_{c}", f"Background task {c}", SLEEP, ["ms"]),
          "executor": {"kind": "http", "url": f"{tools.url}/sleep", "secret": SECRET,
@@ -270,73 +269,6 @@ async def test_an_unknown_trace_is_a_404_problem(
     response = await app.client.get("/v1/traces/0123456789abcdef0123456789abcdef")
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
-
-
-class OtlpReceiver:
-    """A real OTLP/HTTP trace receiver: decodes each protobuf export request."""
-
-    def __init__(self) -> None:
-        self.spans: list[Any] = []
-        self.resources: list[dict[str, Any]] = []
-
-    def app(self) -> Litestar:
-        receiver = self
-
-        @post("/v1/traces", status_code=200)
-        async def export(request: Request[Any, Any, Any]) -> bytes:
-            assert request.headers["content-type"] == "application/x-protobuf"
-            message = ExportTraceServiceRequest()
-            message.ParseFromString(await request.body())
-            for resource_spans in message.resource_spans:
-                receiver.resources.append({a.key: a.value.string_value
-                                           for a in resource_spans.resource.attributes})
-                for scope in resource_spans.scope_spans:
-                    receiver.spans.extend(scope.spans)
-            return b""
-
-        return Litestar([export])
-
-
-async def test_spans_are_exported_over_otlp_http_to_a_real_receiver(
-    start_app: Callable[..., Any], database_url: str, model: ScriptedModel, tools: ToolServer,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    receiver = OtlpReceiver()
-    async with serving(receiver.app()) as otlp:
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.url)
-        monkeypatch.setenv("OTEL_SERVICE_NAME", "switchboard-test")
-        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
-        client = await start_traced_app(start_app, database_url, model, tools)
-        turn = await run_plan_turn(client, model)
-        await stored_trace(client, turn["id"])
-        for _ in range(100):
-            if any(s.name == "invoke_agent switchboard" for s in receiver.spans):
-                break
-            await asyncio.sleep(0.05)
-    names = [s.name for s in receiver.spans]
-    assert "invoke_agent switchboard" in names
-    assert names.count("chat default") == 2
-    assert sorted(n for n in names if n.startswith("execute_tool")) == [
-        "execute_tool task_a", "execute_tool task_b", "execute_tool task_c",
-        "execute_tool task_d"]
-    http = [s for s in receiver.spans if s.name.startswith("POST /v1/conversations")]
-    assert http, names
-    assert not any(n.endswith(("http send", "http receive")) for n in names)
-    assert receiver.resources[0]["service.name"] == "switchboard-test"
-    root = next(s for s in receiver.spans if s.name == "invoke_agent switchboard")
-    attributes = {a.key: a.value for a in root.attributes}
-    assert attributes["gen_ai.conversation.id"].string_value == turn["conversation_id"]
-    # The turn's trace is its own; it links back to the HTTP request that started it.
-    assert len(root.links) == 1
-    assert root.links[0].span_id in {s.span_id for s in http}
-    assert root.trace_id not in {s.trace_id for s in http}
-    # Retrieval, chat and tool spans are the root's children, in its trace.
-    kinds = ("retrieval", "chat ", "execute_tool")
-    leaves = [s for s in receiver.spans if s.name.startswith(kinds)]
-    assert len(leaves) == 7, names
-    assert {(s.trace_id, s.parent_span_id) for s in leaves} == {(root.trace_id, root.span_id)}
-    assert len({s.span_id for s in [root, *leaves]}) == 8
-    assert all(s.end_time_unix_nano >= s.start_time_unix_nano > 0 for s in leaves)
 
 
 def test_a_full_span_queue_drops_and_counts_instead_of_blocking() -> None:
