@@ -46,9 +46,9 @@ from planner.span_content import (
     Document,
     as_json,
     documents_json,
+    invocation_parameters,
     messages_json,
     reply_json,
-    reply_output,
     tool_definitions,
 )
 from tools.outcome import CallOutcome
@@ -297,9 +297,13 @@ class TurnTracer:
                 "llm.token_count.prompt_details.cache_read": usage.cached_tokens,
             })
         if self.options.capture_content:
-            span.set_attribute("gen_ai.output.messages", self._cut(redact(reply_json(reply))))
-            output, mime_type = reply_output(reply)
-            span.set_attributes(_output(self._cut(redact(output)), mime_type))
+            whole = self._cut(redact(reply_json(reply)))
+            span.set_attribute("gen_ai.output.messages", whole)
+            # A list view shows the output: a reply's text when it is only text, else the
+            # whole reply with its tool calls.
+            text_only = reply.content and not reply.tool_calls
+            span.set_attributes(_output(self._cut(redact(reply.content)), TEXT) if text_only
+                                else _output(whole, JSON))
             if reply.reasoning:
                 span.set_attribute("switchboard.reasoning", self._cut(redact(reply.reasoning)))
 
@@ -414,5 +418,5 @@ def _sampling(backend: ModelBackend, request: ModelRequest) -> dict[str, Any]:
     }
     given = {name: value for name, value in settings.items() if value is not None}
     attributes: dict[str, Any] = {f"gen_ai.request.{name}": v for name, v in given.items()}
-    attributes["llm.invocation_parameters"] = as_json(given)
+    attributes["llm.invocation_parameters"] = invocation_parameters(given)
     return attributes
