@@ -15,9 +15,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from planner.evals.bfcl import bfcl_cases
 from planner.tracing import CAPTURE_ENV
+from tests.eval_models import ANSWERS, QUESTIONS, case_model
 from tests.loopback import serving
-from tests.scripted_model import ScriptedFailure, ScriptedModel, ScriptedReply
+from tests.scripted_model import ScriptedFailure, ScriptedModel, ScriptedReply, scripted_model
+from tests.test_evals import finished, register, slice_set
 from tests.test_tracing import SECRET, run_plan_turn, start_traced_app
 from tests.tool_server import ToolServer, http_tool
 
@@ -374,3 +377,22 @@ async def test_phoenix_files_the_traces_under_the_service_name_unless_told_a_pro
     assert sorted({(r["service.name"], r["openinference.project.name"])
                    for r in otlp.resources}) == [("switchboard-eu", "support-bot"),
                                                  ("switchboard-eu", "switchboard-eu")]
+
+
+async def test_an_eval_runs_turns_are_traces_of_their_own_not_the_launching_requests(
+    otlp: OtlpReceiver, start_app: Callable[..., Any], database_url: str,
+) -> None:
+    specs, cases = slice_set()
+    parsed = bfcl_cases(QUESTIONS, ANSWERS)[1]
+    async with scripted_model(responder=case_model(parsed, one_at_a_time=False)) as model:
+        client = (await start_app(database_url, model_url=model.url)).client
+        await register(client, specs, "http://127.0.0.1:9/unused", idempotent=True)
+        set_id = (await client.post("/v1/evals/sets", json={"name": "s", "cases": cases})).json()
+        run = (await client.post("/v1/evals/runs", json={"set": set_id["id"],
+                                                         "configs": [{"name": "auto"}]})).json()
+        await finished(client, run["id"])
+    launched = await otlp.span_named("POST /v1/evals/runs")
+    turns = [s for s in otlp.spans if s["name"] == "invoke_agent switchboard"]
+    assert len(turns) == len(cases)
+    assert [s["parent_span_id"] for s in turns] == [None] * len(cases)
+    assert launched["trace_id"] not in {s["trace_id"] for s in turns}
