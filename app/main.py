@@ -47,7 +47,7 @@ from app.routes.traces import TraceController
 from app.routes.viewer import VIEWER_ROUTES
 from app.settings import Settings, load_settings, model_backends, secret_box
 from app.span_store import TraceReads
-from app.telemetry import Telemetry, build_telemetry
+from app.telemetry import Telemetry, build_telemetry, name_by_route, request_span_details
 from planner.conversations import Conversations
 from planner.engine import TurnEngine
 from planner.evals.runner import EvalRunner
@@ -369,15 +369,17 @@ def _plugins(telemetry: Telemetry) -> list[Any]:
     from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 
     config = OpenTelemetryConfig(tracer_provider=telemetry.provider,
-                                 exclude_spans=["receive", "send"])
+                                 exclude_spans=["receive", "send"],
+                                 scope_span_details_extractor=request_span_details)
     return [OpenTelemetryPlugin(config)]
 
 
 def _middleware(settings: Settings) -> list[Any]:
-    """Authentication first: the rate limit counts per API key."""
+    """The request's span named by its route first (a refused request is a span too), then
+    authentication: the rate limit counts per API key."""
     # OPTIONS and HEAD need a key too: every method of a route is guarded alike.
     auth = DefineMiddleware(KeyAuthentication, exclude=PUBLIC_PATHS, exclude_http_methods=[])
-    middleware: list[Any] = [auth]
+    middleware: list[Any] = [name_by_route, auth]
     if settings.rate_limit_per_minute > 0:
         middleware.append(SharedRateLimit(settings.rate_limit_per_minute, PUBLIC_PATHS))
     return middleware

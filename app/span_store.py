@@ -22,6 +22,8 @@ from app.errors import TraceNotFound
 
 log = logging.getLogger(__name__)
 TENANT_ATTRIBUTE = "switchboard.tenant"
+TURN_ATTRIBUTE = "switchboard.turn.id"
+RESUMED_ATTRIBUTE = "switchboard.turn.resumed"
 
 
 class SpanStoreStats(msgspec.Struct, kw_only=True):
@@ -121,7 +123,7 @@ def span_row(span: ReadableSpan) -> tuple[Any, ...]:
     attributes = dict(span.attributes or {})
     context = span.get_span_context()
     assert context is not None
-    parent = format_span_id(span.parent.span_id) if span.parent else None
+    parent = _stored_parent(span, attributes)
     events = [{"name": e.name, "time_unix_nano": e.timestamp,
                "attributes": dict(e.attributes or {})} for e in span.events]
     links = [{"trace_id": format_trace_id(link.context.trace_id),
@@ -135,6 +137,17 @@ def span_row(span: ReadableSpan) -> tuple[Any, ...]:
         attributes.get("gen_ai.conversation.id"), attributes.get("switchboard.turn.id"),
         attributes.get("gen_ai.tool.name"),
     )
+
+
+def _stored_parent(span: ReadableSpan, attributes: dict[str, Any]) -> str | None:
+    """A turn's first span is stored as the root of its trace: its parent, the HTTP request
+    that started the turn, belongs to no tenant and is stored nowhere here (it is exported
+    over OTLP). A resumed part of the turn is the first span's child."""
+    if span.parent is None:
+        return None
+    if TURN_ATTRIBUTE in attributes and not attributes.get(RESUMED_ATTRIBUTE):
+        return None
+    return format_span_id(span.parent.span_id)
 
 
 def _json(value: Any) -> str:

@@ -10,6 +10,7 @@ from opentelemetry import trace
 
 from planner.events import RetrievedTool, ToolsRetrieved
 from planner.records import Candidate
+from planner.span_content import Document
 from planner.tool_block import Found, Key, compose
 from planner.tracing import TurnTracer
 from planner.turn import TurnState
@@ -77,17 +78,23 @@ class Candidates:
                       ) -> list[Found]:
         """Retrieval's best k for `query`, in a conversation whose earlier requests, the last
         first, are `context`; said in the trace and to the turn's events."""
-        with self.tracer.retrieval(tenant=turn.tenant, query=query, k=k) as span:
+        with self.tracer.retrieval(tenant=turn.tenant, query=query, k=k,
+                                   redact=turn.redactor()) as span:
             if self.ranks(turn.tenant, k):
                 span.set_attribute("switchboard.retrieval.context_messages", len(context))
                 hits = await self.registry.search(turn.tenant, query, k, context=context)
                 found = [Found((h.namespace, h.name), h.score, by_context=h.by_context,
                                dense=h.dense) for h in hits]
                 span.set_attribute("switchboard.retrieval.scores", [h.score for h in hits])
+                documents = [Document(id=f"{h.namespace}/{h.name}", score=h.score,
+                                      content=h.description) for h in hits]
             else:
                 found = [Found(key, None) for key in self.registry.keys(turn.tenant)]
                 span.set_attribute("switchboard.retrieval.ranked", False)
+                documents = [Document(id=f"{ns}/{name}", score=None) for ns, name in
+                             (f.key for f in found)]
             span.set_attribute("switchboard.retrieval.tools", [f.key[1] for f in found])
+            self.tracer.retrieved(span, documents)
         await turn.emit(ToolsRetrieved(tools=[RetrievedTool(f.key[1], f.key[0], f.score)
                                               for f in found]))
         return found

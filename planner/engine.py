@@ -72,7 +72,7 @@ from planner.records import (
 from planner.recovery import finish_unfinished
 from planner.routing import Route
 from planner.statuses import TurnStatus
-from planner.tracing import TurnTracer, mark_error
+from planner.tracing import TurnTracer
 from planner.transcripts import NOTE_PREFIX
 from planner.turn import EventSink, StandIn, TurnState, ignore
 from planner.turn_store import TurnStore
@@ -285,7 +285,8 @@ class TurnEngine:
     ) -> TurnResult:
         with self.tracer.turn(tenant=turn.tenant, conversation_id=turn.conversation_id,
                               turn_id=turn.id, mode=turn.request.mode,
-                              model=turn.model.backend.model, traceparent=traceparent,
+                              model=turn.model.backend.model, message=turn.request.message,
+                              redact=turn.redactor(), traceparent=traceparent,
                               taken_from=taken_from) as span:
             if traceparent is None:
                 turn.traceparent = _traceparent(span)
@@ -300,8 +301,7 @@ class TurnEngine:
                 self.running.pop(turn.id, None)
                 if self.quotas is not None:
                     await self._charge(turn)
-            if result.error is not None:
-                mark_error(span, result.error.type.rsplit("/", 1)[-1], result.error.detail)
+            self.tracer.turn_result(span, result, turn.redactor())
             return result
 
     async def _charge(self, turn: TurnState) -> None:

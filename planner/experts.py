@@ -43,12 +43,12 @@ class ModelExperts:
             max_completion_tokens=executor.max_tokens,
         )
         redact = Redactor([backend.api_key])
-        with self.tracer.chat(tenant=tenant, model=backend.model, server=backend.base_url,
-                              phase="expert", request=request, redact=redact) as span:
+        with self.tracer.chat(tenant=tenant, backend=backend, phase="expert", request=request,
+                              redact=redact) as span:
             try:
                 reply = await model.complete(request)
             except (ModelUnavailable, ModelResponseError, ValueError) as exc:
-                mark_error(span, type(exc).__name__, str(exc))
+                mark_error(span, type(exc).__name__, str(exc), exc)
                 raise ExpertFailure(str(exc),
                                     retryable=isinstance(exc, ModelUnavailable)) from exc
             self.tracer.chat_reply(span, reply, redact)

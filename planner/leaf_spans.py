@@ -75,7 +75,8 @@ _UNSET = Status(StatusCode.UNSET)
 class _LeafSpan(Span, ReadableSpan):
     """A recording span that is its own ReadableSpan once it ends: the processors get this very
     object, so ending it builds nothing. As a context manager it records an exception that
-    escapes it (type, message, stack; status ERROR) and ends."""
+    escapes it (type, message, stack; status ERROR) unless an error is marked already, and
+    ends."""
 
     # ReadableSpan's fields, with the types this span keeps them in (mutable until it ends).
     _context: SpanContext
@@ -167,7 +168,10 @@ class _LeafSpan(Span, ReadableSpan):
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> None:
-        if isinstance(exc_val, Exception):
+        # An error the code inside marked already (planner.tracing.mark_error, which knows its
+        # type better) is not recorded twice as it escapes.
+        marked = self._status.status_code is StatusCode.ERROR
+        if isinstance(exc_val, Exception) and not marked:
             self.record_exception(exc_val)
             self.set_status(Status(StatusCode.ERROR, str(exc_val)))
         self.end()

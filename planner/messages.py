@@ -84,6 +84,8 @@ class ModelReply(msgspec.Struct, frozen=True, kw_only=True):
     finish_reason: str | None
     usage: Usage
     model: str
+    id: str | None = None
+    """The completion's id as the server gave it (`chatcmpl-…`)."""
 
 
 class FunctionSpec(msgspec.Struct, frozen=True, kw_only=True):

@@ -116,8 +116,8 @@ class ModelCalls:
             for part in shown.feed(delta.text):
                 await _show(turn, part)
 
-        with self.tracer.chat(tenant=turn.tenant, model=backend.model, server=backend.base_url,
-                              phase=phase, request=request, redact=redact) as span:
+        with self.tracer.chat(tenant=turn.tenant, backend=backend, phase=phase, request=request,
+                              redact=redact) as span:
             if fitted is not None:
                 self.tracer.context(span, fitted, backend.context_window or 0,
                                     self.counter(turn).method)
@@ -125,7 +125,7 @@ class ModelCalls:
                 reply = await turn.current.complete(request, stream=turn.request.stream,
                                                   on_delta=on_delta)
             except PlannerError as exc:
-                mark_error(span, type(exc).__name__, str(exc))
+                mark_error(span, type(exc).__name__, str(exc), exc)
                 raise
             self.tracer.chat_reply(span, reply, redact)
         for part in shown.flush() if shown is not None and turn.request.stream else []:

@@ -356,6 +356,7 @@ def build_payload(
             "rejects the pair; drop response_format, or use tool_choice='auto' or 'none'"
         )
     thinking = _first(request.enable_thinking, backend.enable_thinking)
+    sampled = sampling(backend, request)
     return ChatCompletionPayload(
         model=backend.model,
         messages=request.messages,
@@ -364,11 +365,27 @@ def build_payload(
         tool_choice=_wire_tool_choice(request.tool_choice),
         response_format=request.response_format,
         chat_template_kwargs=None if thinking is None else {"enable_thinking": thinking},
-        max_completion_tokens=_first(request.max_completion_tokens, backend.max_completion_tokens),
-        temperature=_first(request.temperature, backend.temperature),
-        seed=_first(request.seed, backend.seed),
+        max_completion_tokens=sampled.max_completion_tokens,
+        temperature=sampled.temperature,
+        seed=sampled.seed,
         stream=stream,
         stream_options={"include_usage": True} if stream else None,
+    )
+
+
+class Sampling(msgspec.Struct, frozen=True, kw_only=True):
+    temperature: float | None
+    max_completion_tokens: int | None
+    seed: int | None
+
+
+def sampling(backend: ModelBackend, request: ModelRequest) -> Sampling:
+    """What a request is sampled with: its own values, else the backend's defaults (None:
+    the server's)."""
+    return Sampling(
+        temperature=_first(request.temperature, backend.temperature),
+        max_completion_tokens=_first(request.max_completion_tokens, backend.max_completion_tokens),
+        seed=_first(request.seed, backend.seed),
     )
 
 
@@ -434,6 +451,7 @@ class _WireError(msgspec.Struct):
 class _WireCompletion(msgspec.Struct):
     """A whole reply or one stream chunk; SGLang reports a failed stream as `{"error": ...}`."""
 
+    id: str = ""
     choices: list[_WireChoice] = []
     usage: _WireUsage | None = None
     model: str = ""
@@ -497,6 +515,7 @@ class _ReplyBuilder:
         self._finish_reason: str | None = None
         self._usage = Usage()
         self._model = ""
+        self._id = ""
 
     def add_completion(self, completion: _WireCompletion) -> ModelReply:
         if not completion.choices or completion.choices[0].message is None:
@@ -521,6 +540,7 @@ class _ReplyBuilder:
         self, part: _WireCompletion, message: _WireMessage | None, *, streamed: bool
     ) -> None:
         self._model = self._model or part.model
+        self._id = self._id or part.id
         if part.usage is not None:
             self._usage = part.usage.to_usage()
         if part.choices and part.choices[0].finish_reason:
@@ -549,6 +569,7 @@ class _ReplyBuilder:
             finish_reason=self._finish_reason,
             usage=self._usage,
             model=self._model,
+            id=self._id or None,
         )
 
     def _finish_call(self, index: int, call: _PartialCall) -> ToolCallRequest:

@@ -1,15 +1,16 @@
-"""Spans for every step of a turn, named and attributed by the OpenTelemetry GenAI conventions
-(plus OpenInference's span kinds for Phoenix and `session.id` for Langfuse).
+"""Spans for every step of a turn, named and attributed by the OpenTelemetry GenAI conventions,
+with OpenInference's attributes beside them (for Arize Phoenix; Langfuse reads both).
 
-One trace per turn: `invoke_agent switchboard` is its root; `retrieval`, `chat {model}` and
-`execute_tool {tool}` are its children. Message content, reasoning, arguments and results are
-recorded only when content capture is on, cut to a length limit, with secrets redacted.
+One trace per turn: `invoke_agent switchboard` is its root, itself a child of the HTTP request
+that started the turn; `retrieval`, `chat {model}` (`plan {model}`, `join {model}`) and
+`execute_tool {tool}` are its children. Message content, reasoning, arguments, results, the
+query and the answer are recorded only when content capture is on, cut to a length limit, with
+secrets redacted.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -34,14 +35,35 @@ from opentelemetry.trace import (
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from planner.context import Fitted
+from planner.events import TurnResult
 from planner.leaf_spans import AGENT_NAME, LeafSpans
-from planner.messages import ChatMessage, ModelReply, ModelRequest
+from planner.messages import ModelReply, ModelRequest
+from planner.model_client import ModelBackend, sampling
 from planner.routing import Route
+from planner.span_content import (
+    JSON,
+    TEXT,
+    Document,
+    as_json,
+    documents_json,
+    invocation_parameters,
+    messages_json,
+    reply_json,
+    tool_definitions,
+)
 from tools.outcome import CallOutcome
 from tools.redaction import Redactor
 
 CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 _CAPTURE_ON = {"true", "1", "yes", "span_only", "span_and_event"}
+
+CALL_NAMES = {"plan": "plan", "join": "join"}
+"""A model call's span is named `{operation} {model}` by the GenAI conventions, and every call
+of a turn is a `chat`; but a plan turn makes three kinds of call, and Phoenix's and Jaeger's
+trees show names, not attributes. So a plan and a join call are named for what they do (`plan
+default`, `join default`) while `gen_ai.operation.name` stays `chat`, which is what GenAI-aware
+backends group by; steps and expert calls keep `chat {model}`. `switchboard.phase` says the
+same as an attribute, for filters."""
 
 
 def _turn_attributes(tenant: str, conversation_id: str, turn_id: str, mode: str, model: str
@@ -87,16 +109,19 @@ class TurnTracer:
     @contextlib.contextmanager
     def turn(
         self, *, tenant: str, conversation_id: str, turn_id: str, mode: str, model: str,
-        traceparent: str | None = None, taken_from: str | None = None,
+        message: str, redact: Redactor, traceparent: str | None = None,
+        taken_from: str | None = None,
     ) -> Iterator[Span]:
-        """The root of a new trace, linked to the HTTP request that started it; a resumed turn
-        is a child of its first span (`traceparent`), so the whole turn is one trace. A turn
-        taken over from a replica that died (`taken_from`) links to that first span too."""
-        parent = otel_context.Context()
+        """The turn's span. A new turn's is a child of the current span, the HTTP request
+        that started it, so the request and its turn are one trace. A resumed turn's is a
+        child of its first span (`traceparent`), so the whole turn stays one trace, and links
+        to the request that resumed it; a turn taken over from a replica that died
+        (`taken_from`) links to that first span too."""
+        parent, links = None, []
         if traceparent is not None:
             parent = TraceContextTextMapPropagator().extract({"traceparent": traceparent})
-        caller = trace.get_current_span().get_span_context()
-        links = [Link(caller)] if caller.is_valid else []
+            caller = trace.get_current_span().get_span_context()
+            links = [Link(caller)] if caller.is_valid else []
         attributes = _turn_attributes(tenant, conversation_id, turn_id, mode, model)
         if traceparent is not None:
             attributes["switchboard.turn.resumed"] = True
@@ -105,6 +130,8 @@ class TurnTracer:
             first = trace.get_current_span(parent).get_span_context()
             if first.is_valid:
                 links.append(Link(first, {"switchboard.link": "takeover"}))
+        if self.options.capture_content:
+            attributes.update(_input(self._cut(redact(message)), TEXT))
         with self.tracer.start_as_current_span(
             f"invoke_agent {AGENT_NAME}",
             context=parent,
@@ -116,13 +143,25 @@ class TurnTracer:
         ) as span:
             yield span
 
+    def turn_result(self, span: Span, result: TurnResult, redact: Redactor) -> None:
+        """How the turn's part ended: its answer (with content capture on), or its error."""
+        if not span.is_recording():
+            return
+        span.set_attribute("switchboard.turn.status", result.status)
+        if result.error is not None:
+            mark_error(span, result.error.type.rsplit("/", 1)[-1], result.error.detail)
+        if self.options.capture_content and result.message is not None:
+            span.set_attributes(_output(self._cut(redact(result.message.content)), TEXT))
+
     def lost_root(
         self, *, traceparent: str, started_at: datetime, tenant: str, conversation_id: str,
         turn_id: str, mode: str, model: str, replica: str,
     ) -> None:
         """The first span of a turn whose replica died before ending it, written by the replica
-        that took the turn over, with the ids it had: the trace keeps its root, and the spans
-        the dead replica exported keep their parent."""
+        that took the turn over, with the ids it had: the trace keeps its turn's root, and the
+        spans the dead replica exported keep their parent. It has no parent itself: the HTTP
+        request that started the turn died with its replica, unended and unexported, and its
+        id was not kept."""
         if self.leaves is None:
             return
         first = trace.get_current_span(
@@ -132,36 +171,56 @@ class TurnTracer:
             return
         attributes = _turn_attributes(tenant, conversation_id, turn_id, mode, model)
         attributes["switchboard.turn.lost_with"] = replica
+        message = "the replica running this turn stopped; another took it over"
         self.leaves.finish(ReadableSpan(
             name=f"invoke_agent {AGENT_NAME}",
             context=SpanContext(first.trace_id, first.span_id, is_remote=False,
                                 trace_flags=first.trace_flags),
             resource=self.leaves.resource, attributes=attributes, kind=SpanKind.INTERNAL,
             start_time=int(started_at.timestamp() * 1e9), end_time=time.time_ns(),
-            status=Status(StatusCode.ERROR, "the replica running this turn stopped; another "
-                                            "took it over"),
+            status=Status(StatusCode.ERROR, message),
             instrumentation_scope=self.leaves.scope,
         ))
 
-    def retrieval(self, *, tenant: str, query: str, k: int) -> Span:
+    def retrieval(self, *, tenant: str, query: str, k: int, redact: Redactor) -> Span:
         if not self.enabled:  # tracing off: nothing to build, nothing to record
             return INVALID_SPAN
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "retrieval",
+            "gen_ai.request.top_k": k,
             "openinference.span.kind": "RETRIEVER",
             "switchboard.tenant": tenant,
             "switchboard.retrieval.k": k,
         }
         if self.options.capture_content:
-            attributes["switchboard.retrieval.query"] = self._cut(query)
+            text = self._cut(redact(query))
+            attributes["gen_ai.retrieval.query.text"] = text
+            attributes.update(_input(text, TEXT))
         return self._leaf("retrieval", attributes=attributes)
+
+    def retrieved(self, span: Span, documents: Sequence[Document]) -> None:
+        """What retrieval found, best first: as the GenAI conventions' documents and as
+        OpenInference's (`retrieval.documents.{i}.document.*`, Phoenix's retriever panel).
+        Ids and scores always; what was matched only with content capture on."""
+        if not span.is_recording():
+            return
+        content = self.options.capture_content
+        attributes: dict[str, Any] = {
+            "gen_ai.retrieval.documents": documents_json(documents, content=content)}
+        for i, document in enumerate(documents):
+            prefix = f"retrieval.documents.{i}.document"
+            attributes[f"{prefix}.id"] = document.id
+            if document.score is not None:
+                attributes[f"{prefix}.score"] = document.score
+            if content and document.content is not None:
+                attributes[f"{prefix}.content"] = self._cut(document.content)
+        span.set_attributes(attributes)
 
     def chat(
         self,
         *,
         tenant: str,
-        model: str,
-        server: str,
+        backend: ModelBackend,
         phase: str,
         request: ModelRequest,
         redact: Redactor,
@@ -171,18 +230,24 @@ class TurnTracer:
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "chat",
             "gen_ai.provider.name": self.options.provider_name,
-            "gen_ai.request.model": model,
+            "gen_ai.request.model": backend.model,
+            "llm.model_name": backend.model,
             "openinference.span.kind": "LLM",
-            "server.address": server,
+            "server.address": backend.base_url,
             "switchboard.tenant": tenant,
             "switchboard.phase": phase,
             "switchboard.tools.offered": len(request.tools),
+            **_sampling(backend, request),
         }
-        if self.options.capture_content and self.enabled:
-            attributes["gen_ai.input.messages"] = self._cut(
-                redact(_messages_json(request.messages))
-            )
-        return self._leaf(f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes)
+        if request.tools:
+            attributes["gen_ai.tool.definitions"] = tool_definitions(
+                request.tools, whole=self.options.capture_content)
+        if self.options.capture_content:
+            messages = self._cut(redact(messages_json(request.messages)))
+            attributes["gen_ai.input.messages"] = messages
+            attributes.update(_input(messages, JSON))
+        name = f"{CALL_NAMES.get(phase, 'chat')} {backend.model}"
+        return self._leaf(name, kind=SpanKind.CLIENT, attributes=attributes)
 
     def route(self, span: Span, route: Route) -> None:
         """A router's decision on the turn's span: the backend, why, and each candidate's
@@ -193,7 +258,7 @@ class TurnTracer:
             "switchboard.route.router": route.router,
             "switchboard.route.chosen": route.chosen,
             "switchboard.route.why": route.why,
-            "switchboard.route.candidates": _json(msgspec.to_builtins(route.candidates)),
+            "switchboard.route.candidates": as_json(msgspec.to_builtins(route.candidates)),
         })
 
     def context(self, span: Span, fitted: Fitted, window: int, counted_by: str) -> None:
@@ -219,12 +284,26 @@ class TurnTracer:
                 "gen_ai.response.finish_reasons": [reply.finish_reason or "unknown"],
                 "gen_ai.usage.input_tokens": usage.prompt_tokens,
                 "gen_ai.usage.output_tokens": usage.completion_tokens,
+                "llm.token_count.prompt": usage.prompt_tokens,
+                "llm.token_count.completion": usage.completion_tokens,
+                "llm.token_count.total": usage.prompt_tokens + usage.completion_tokens,
             }
         )
+        if reply.id is not None:
+            span.set_attribute("gen_ai.response.id", reply.id)
         if usage.cached_tokens is not None:
-            span.set_attribute("gen_ai.usage.cache_read.input_tokens", usage.cached_tokens)
+            span.set_attributes({
+                "gen_ai.usage.cache_read.input_tokens": usage.cached_tokens,
+                "llm.token_count.prompt_details.cache_read": usage.cached_tokens,
+            })
         if self.options.capture_content:
-            span.set_attribute("gen_ai.output.messages", self._cut(redact(_reply_json(reply))))
+            whole = self._cut(redact(reply_json(reply)))
+            span.set_attribute("gen_ai.output.messages", whole)
+            # A list view shows the output: a reply's text when it is only text, else the
+            # whole reply with its tool calls.
+            text_only = reply.content and not reply.tool_calls
+            span.set_attributes(_output(self._cut(redact(reply.content)), TEXT) if text_only
+                                else _output(whole, JSON))
             if reply.reasoning:
                 span.set_attribute("switchboard.reasoning", self._cut(redact(reply.reasoning)))
 
@@ -249,12 +328,16 @@ class TurnTracer:
             "gen_ai.tool.call.id": call_id,
             "gen_ai.tool.type": kind,
             "openinference.span.kind": "TOOL",
+            "tool.name": name,
+            "tool_call.id": call_id,
             "switchboard.tenant": tenant,
             "switchboard.step": step,
             "switchboard.depends_on": list(depends_on),
         }
-        if self.options.capture_content and self.enabled:
-            attributes["gen_ai.tool.call.arguments"] = self._cut(redact(_json(arguments)))
+        if self.options.capture_content:
+            given = self._cut(redact(as_json(arguments)))
+            attributes["gen_ai.tool.call.arguments"] = given
+            attributes.update(_input(given, JSON))
         links_ = [Link(c) for c in links]
         return self._leaf(f"execute_tool {name}", attributes=attributes, links=links_)
 
@@ -267,7 +350,9 @@ class TurnTracer:
         if self.options.capture_content:
             body = (outcome.result if outcome.ok
                     else {"error": outcome.error, "error_type": outcome.error_type})
-            span.set_attribute("gen_ai.tool.call.result", self._cut(redact(_json(body))))
+            result = self._cut(redact(as_json(body)))
+            span.set_attribute("gen_ai.tool.call.result", result)
+            span.set_attributes(_output(result, JSON))
 
     def _leaf(self, name: str, *, kind: SpanKind = SpanKind.INTERNAL,
               attributes: dict[str, Any], links: Sequence[Link] = ()) -> Span:
@@ -284,46 +369,54 @@ class TurnTracer:
         return text if len(text) <= limit else f"{text[:limit]}…[cut: {len(text)} chars]"
 
 
-def mark_error(span: Span, error_type: str, message: str) -> None:
+def detached() -> contextlib.AbstractContextManager[object]:
+    """Work started in here (a task) belongs to no trace of the caller's: a background job
+    that outlives the request that launched it, whose turns are traces of their own."""
+    return _attached(otel_context.Context())
+
+
+@contextlib.contextmanager
+def _attached(context: otel_context.Context) -> Iterator[object]:
+    token = otel_context.attach(context)
+    try:
+        yield context
+    finally:
+        otel_context.detach(token)
+
+
+def mark_error(span: Span, error_type: str, message: str,
+               exception: BaseException | None = None) -> None:
+    """An error on a span as every viewer reads one: `error.type` (GenAI conventions), an
+    ERROR status, and an `exception` event (the exception itself, with its stack, when there
+    is one)."""
+    if not span.is_recording():
+        return
     span.set_attribute("error.type", error_type)
     span.set_status(Status(StatusCode.ERROR, message))
+    if exception is not None:
+        span.record_exception(exception)
+    else:
+        span.add_event("exception", {"exception.type": error_type, "exception.message": message})
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str, sort_keys=True)
+def _input(value: str, mime_type: str) -> dict[str, str]:
+    return {"input.value": value, "input.mime_type": mime_type}
 
 
-def _messages_json(messages: Sequence[ChatMessage]) -> str:
-    return _json([_message_parts(m) for m in messages])
+def _output(value: str, mime_type: str) -> dict[str, str]:
+    return {"output.value": value, "output.mime_type": mime_type}
 
 
-def _message_parts(message: ChatMessage) -> dict[str, Any]:
-    """A chat message in the GenAI conventions' shape: a role and typed parts."""
-    parts: list[dict[str, Any]] = []
-    if message.role == "tool":
-        parts.append(
-            {"type": "tool_call_response", "id": message.tool_call_id, "response": message.content}
-        )
-    elif message.content:
-        parts.append({"type": "text", "content": message.content})
-    for call in message.tool_calls or []:
-        parts.append(
-            {
-                "type": "tool_call",
-                "id": call.id,
-                "name": call.function.name,
-                "arguments": call.function.arguments,
-            }
-        )
-    return {"role": message.role, "parts": parts}
-
-
-def _reply_json(reply: ModelReply) -> str:
-    parts: list[dict[str, Any]] = (
-        [{"type": "text", "content": reply.content}] if reply.content else []
-    )
-    parts += [
-        {"type": "tool_call", "id": c.id, "name": c.name, "arguments": c.arguments}
-        for c in reply.tool_calls
-    ]
-    return _json([{"role": "assistant", "parts": parts, "finish_reason": reply.finish_reason}])
+def _sampling(backend: ModelBackend, request: ModelRequest) -> dict[str, Any]:
+    """The request's sampling settings as the GenAI conventions name them, those it has (its
+    own, else its backend's defaults), and as OpenInference's invocation parameters."""
+    used = sampling(backend, request)
+    settings = {
+        "temperature": used.temperature,
+        "max_tokens": used.max_completion_tokens,
+        "seed": used.seed,
+    }
+    given = {name: value for name, value in settings.items() if value is not None}
+    attributes: dict[str, Any] = {f"gen_ai.request.{name}": v for name, v in given.items()}
+    attributes["llm.invocation_parameters"] = invocation_parameters(given)
+    return attributes

@@ -22,6 +22,7 @@ from planner.messages import Usage
 from planner.model_client import ModelBackend
 from planner.prompt import SEARCH_TOOLS
 from planner.records import TurnRequest
+from planner.tracing import detached
 from planner.turn import StandIn
 from tools.executors import ExecutableTool
 from tools.registry import ToolRegistry
@@ -75,7 +76,8 @@ class EvalRunner:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def launch(self, run: RunRow, cases: list[EvalCase]) -> None:
-        task = asyncio.create_task(self._run(run, cases))
+        with detached():  # its turns are traces of their own, not the launching request's
+            task = asyncio.create_task(self._run(run, cases))
         self._tasks[run.id] = task
         task.add_done_callback(lambda _t: self._tasks.pop(run.id, None))
 
