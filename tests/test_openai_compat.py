@@ -746,3 +746,20 @@ async def test_a_tool_result_no_turn_waits_on_is_refused_naming_the_call(
         "tool_calls of the last completion, once each")
     assert model.requests == []
 
+
+async def test_models_retrieve_reads_a_configured_backend(client: AsyncOpenAI) -> None:
+    listed = (await client.models.list()).data[0]
+    found = await client.models.retrieve("default")
+    assert (found.id, found.object, found.created, found.owned_by) == (
+        "default", "model", listed.created, "switchboard")
+
+
+async def test_models_retrieve_of_an_unknown_id_is_a_404_naming_it_and_the_known_ones(
+    client: AsyncOpenAI,
+) -> None:
+    with pytest.raises(openai.NotFoundError) as raised:
+        await client.models.retrieve("gpt-4o")
+    assert raised.value.body == {
+        "message": "model 'gpt-4o' not found; configured: default (GET /v1/models lists them)",
+        "type": "not_found_error", "param": None, "code": "not-found"}
+    assert raised.value.response.headers["content-type"] == "application/problem+json"
