@@ -7,7 +7,8 @@ to a client.
     ├── MigrationError           a migration file is malformed, was changed, or failed
     ├── NotFound                 (404)
     │   ├── KeyNotFound          no live API key by that id in the caller's tenant
-    │   └── TraceNotFound        no trace by that id (or for that turn) for this tenant
+    │   ├── TraceNotFound        no trace by that id (or for that turn) for this tenant
+    │   └── ModelNotFound        no configured model backend by that id
     ├── RequestFieldInvalid      a request field asks for what the route cannot do (422)
     ├── BodyNotJson              the body does not parse as JSON (400)
     └── IdempotencyConflict      an Idempotency-Key reused with another request (422), or
@@ -45,6 +46,10 @@ class KeyNotFound(NotFound):
 
 class TraceNotFound(NotFound):
     """No trace by that id (or for that turn) for this tenant."""
+
+
+class ModelNotFound(NotFound):
+    """No configured model backend by that id; the message lists those there are."""
 
 
 class RequestFieldInvalid(AppError, ValueError):

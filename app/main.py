@@ -17,7 +17,7 @@ import httpx
 import msgspec
 from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
+from litestar.di import Provide
 from litestar.logging.config import LoggingConfig
 from litestar.middleware import DefineMiddleware
 from litestar.openapi.config import OpenAPIConfig
@@ -40,6 +40,7 @@ from app.routes.conversations import ConversationController, TurnController
 from app.routes.evals import EvalController
 from app.routes.keys import KeyController
 from app.routes.mcp import McpServerController
+from app.routes.models import get_model, list_models
 from app.routes.retrieval import RetrievalController
 from app.routes.routers import RouterController
 from app.routes.tools import ToolController
@@ -86,23 +87,6 @@ class Health(msgspec.Struct, frozen=True):
     tools_indexed: int
 
 
-class ModelInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """A backend in the shape OpenAI clients list models in, plus where it is served."""
-
-    id: str
-    object: str = "model"
-    created: int
-    """When this process configured it (Unix seconds)."""
-    owned_by: str = "switchboard"
-    model: str
-    base_url: str
-
-
-class ModelList(msgspec.Struct, frozen=True):
-    data: list[ModelInfo]
-    object: str = "list"
-
-
 HEALTH_TIMEOUT_S = 2.0
 
 
@@ -120,17 +104,6 @@ async def health(request: Request[Any, Any, Any]) -> Response[Health]:
         return Response(body, status_code=HTTP_503_SERVICE_UNAVAILABLE)
     indexed = sum(registry.index_size(t) for t in registry.tenants())
     return Response(Health("ok", "ok", indexed))
-
-
-@get("/v1/models", tags=["service"], summary="The configured model backends")
-async def list_models(
-    request: Request[Any, Any, Any], conversations: NamedDependency[Conversations]
-) -> ModelList:
-    created: int = request.app.state.started_at
-    return ModelList([
-        ModelInfo(id=b.name, created=created, model=b.model, base_url=b.base_url)
-        for b in conversations.backends()
-    ])
 
 
 def _freeze_start_up() -> None:
@@ -258,7 +231,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
 
     allow = AllowHeaders()
     app = Litestar(
-        route_handlers=[health, list_models, ToolController, ConversationController,
+        route_handlers=[health, list_models, get_model, ToolController, ConversationController,
                         TraceController, KeyController, TurnController, create_chat_completion,
                         McpServerController, EvalController, RouterController, RetrievalController,
                         *VIEWER_ROUTES],

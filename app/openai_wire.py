@@ -29,7 +29,7 @@ from planner.events import (
     TurnStarted,
 )
 from planner.messages import ChatMessage, Usage
-from planner.records import TurnRequest
+from planner.records import MAX_CLIENT_TOOLS, ClientTool, TurnRequest, TurnToolChoice
 from planner.statuses import PAUSED_STATUSES
 
 CONVERSATION_HEADER = "X-Switchboard-Conversation"
@@ -68,7 +68,9 @@ class StreamOptions(msgspec.Struct, frozen=True, kw_only=True):
 
 class ChatCompletionIn(msgspec.Struct, frozen=True, kw_only=True):
     """The fields Switchboard reads. Sampling fields (temperature, top_p, max_tokens, seed,
-    stop, penalties, user, ...) are accepted and ignored: the backend's settings apply."""
+    stop, penalties, user, parallel_tool_calls, ...) are accepted and ignored: the backend's
+    settings apply. `tools` are the client's own functions: the turn offers them beside the
+    registered tools it finds, and hands their calls back as `tool_calls`."""
 
     model: str
     messages: Annotated[list[MessageIn], msgspec.Meta(min_length=1)]
@@ -76,9 +78,9 @@ class ChatCompletionIn(msgspec.Struct, frozen=True, kw_only=True):
     stream_options: StreamOptions | None = None
     metadata: dict[str, Any] | None = None
     n: int | None = None
-    tools: list[Any] | None = None
+    tools: Annotated[list[ClientTool], msgspec.Meta(max_length=MAX_CLIENT_TOOLS)] | None = None
     functions: list[Any] | None = None
-    tool_choice: Any = None
+    tool_choice: TurnToolChoice | None = None
     function_call: Any = None
     response_format: dict[str, Any] | None = None
     logprobs: bool | None = None
@@ -95,6 +97,9 @@ class ChatAsk(msgspec.Struct, frozen=True, kw_only=True):
     include_usage: bool
     outputs: list[ToolOutput] = []
     """Results of the client tools a paused turn waits on: the turn goes on, no new one."""
+    tool_traffic: str | None = None
+    """Where the messages first hold tool calls or results: they must continue a conversation
+    Switchboard holds, since only it knows what those calls were."""
 
 
 class OpenAIError(msgspec.Struct, frozen=True, kw_only=True):
@@ -201,10 +206,9 @@ def read_request(body: ChatCompletionIn, header_conversation: str | None) -> Cha
     metadata = dict(body.metadata or {})
     conversation_id = _conversation_id(metadata.pop("conversation_id", None),
                                        header_conversation)
-    continuing = conversation_id is not None
-    texts = [_text(message, i, continuing) for i, message in enumerate(body.messages)]
+    texts = [_text(message, i) for i, message in enumerate(body.messages)]
     include_usage = body.stream_options is not None and body.stream_options.include_usage
-    outputs = _tool_outputs(body.messages, texts, conversation_id)
+    outputs = _tool_outputs(body.messages, texts)
     if outputs:
         return ChatAsk(conversation_id=conversation_id, metadata=metadata, history=[],
                        turn=TurnRequest(message="", stream=body.stream, model=body.model),
@@ -222,10 +226,10 @@ def read_request(body: ChatCompletionIn, header_conversation: str | None) -> Cha
         metadata=metadata,
         history=history,
         turn=TurnRequest(message=texts[spoken[-1]], stream=body.stream, model=body.model,
-                         instructions=instructions or None,
-                         tool_choice="none" if "none" in (body.tool_choice,
-                                                          body.function_call) else "auto"),
+                         instructions=instructions or None, tools=body.tools or [],
+                         tool_choice=_tool_choice(body)),
         include_usage=include_usage,
+        tool_traffic=_first_tool_traffic(body.messages),
     )
 
 
@@ -244,19 +248,16 @@ def _check_last(messages: list[MessageIn], spoken: list[int], texts: list[str]) 
 
 
 def _refuse_unsupported(body: ChatCompletionIn) -> None:
-    tools_note = ("Switchboard picks tools itself, by searching the tools registered with "
-                  "POST /v1/tools, and runs them server-side; register the tools there and "
-                  "leave this field out")
     if body.n is not None and body.n != 1:
         raise RequestFieldInvalid("/n", f"n={body.n} is not supported: a turn has one answer; "
                                         "send n=1 or leave it out")
-    for field in ("tools", "functions"):
-        if getattr(body, field):
-            raise RequestFieldInvalid(f"/{field}", f"client-side tools are not supported: "
-                                                   f"{tools_note}")
-    for field in ("tool_choice", "function_call"):
-        if getattr(body, field) not in (None, "auto", "none"):
-            raise RequestFieldInvalid(f"/{field}", f"only 'auto' is supported: {tools_note}")
+    if body.functions:
+        raise RequestFieldInvalid("/functions", "the deprecated functions field is not "
+                                  'supported: send them as tools, {"type": "function", '
+                                  '"function": {...}} each')
+    if body.function_call not in (None, "auto", "none"):
+        raise RequestFieldInvalid("/function_call", "the deprecated function_call field takes "
+                                  "'auto' or 'none' only: name a function with tool_choice")
     if body.response_format is not None and body.response_format.get("type") != "text":
         raise RequestFieldInvalid("/response_format", "structured output is not supported: "
                                                       "answers are text; leave this field out")
@@ -265,12 +266,24 @@ def _refuse_unsupported(body: ChatCompletionIn) -> None:
                                                "answer comes from several model calls")
 
 
+def _tool_choice(body: ChatCompletionIn) -> TurnToolChoice:
+    if body.tool_choice is not None:
+        return body.tool_choice
+    return "none" if body.function_call == "none" else "auto"
+
+
 def _tool_traffic(message: MessageIn) -> bool:
     return message.role in ("tool", "function") or bool(message.tool_calls)
 
 
-def _tool_outputs(messages: list[MessageIn], texts: list[str], conversation_id: str | None
-                  ) -> list[ToolOutput]:
+def _first_tool_traffic(messages: list[MessageIn]) -> str | None:
+    for i, message in enumerate(messages):
+        if _tool_traffic(message):
+            return f"/messages/{i}" + ("/tool_calls" if message.tool_calls else "/role")
+    return None
+
+
+def _tool_outputs(messages: list[MessageIn], texts: list[str]) -> list[ToolOutput]:
     """The trailing `tool` messages: results of the client tools a paused turn waits on."""
     first = len(messages)
     while first > 0 and messages[first - 1].role == "tool":
@@ -282,21 +295,14 @@ def _tool_outputs(messages: list[MessageIn], texts: list[str], conversation_id: 
             raise RequestFieldInvalid(f"/messages/{i}/tool_call_id", "a tool result must name "
                                       "the call it answers (the id from the tool_calls)")
         outputs.append(ToolOutput(call_id=call_id, content=texts[i]))
-    if outputs and conversation_id is None:
-        raise RequestFieldInvalid(
-            f"/messages/{first}/role", "tool results answer a turn that waits on client tools: "
-            "continue its conversation (metadata.conversation_id or the "
-            f"{CONVERSATION_HEADER} header)")
     return outputs
 
 
-def _text(message: MessageIn, index: int, continuing: bool) -> str:
-    if message.role == "function" or (_tool_traffic(message) and not continuing):
-        raise RequestFieldInvalid(
-            f"/messages/{index}" + ("/tool_calls" if message.tool_calls else "/role"),
-            "tool calls and their results belong to a conversation Switchboard holds: "
-            "continue it (metadata.conversation_id or the "
-            f"{CONVERSATION_HEADER} header), or send system, user and assistant messages only")
+def _text(message: MessageIn, index: int) -> str:
+    if message.role == "function":
+        raise RequestFieldInvalid(f"/messages/{index}/role", "the deprecated function role is "
+                                  "not supported: send a function's result as a tool message "
+                                  "with the tool_call_id it answers")
     if message.content is None or isinstance(message.content, str):
         return message.content or ""
     for number, part in enumerate(message.content):

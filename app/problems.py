@@ -33,6 +33,7 @@ from planner.errors import (
     TurnConflict,
     TurnNotFound,
     TurnNotPaused,
+    TurnRequestInvalid,
     UnknownModel,
 )
 from planner.evals.errors import (
@@ -94,6 +95,7 @@ _PROBLEMS: dict[type[Exception], tuple[int, str, str]] = {
     TurnNotPaused: (409, "turn-not-paused", "The turn waits on nothing"),
     CallNotWaiting: (409, "call-not-waiting", "The call waits on nothing"),
     DecisionInvalid: (422, "invalid-request", "Request body is invalid"),
+    TurnRequestInvalid: (422, "invalid-request", "Request body is invalid"),
     StoreUnsupported: (501, "store-unsupported", "Not supported by this turn store"),
     ContextOverflow: (422, "context-overflow", "Too large for the model's context window"),
     ReplicaStopping: (503, "replica-stopping", "Replica shutting down"),
@@ -133,7 +135,8 @@ def planner_problem(exc: PlannerError) -> Problem:
     status, slug, title = _kind(exc) or (500, "turn-failed", "Turn failed")
     if isinstance(exc, CallNotWaiting) and not exc.exists:
         status = 404
-    errors = exc.errors if isinstance(exc, DecisionInvalid | EvalInvalid) else []
+    errors = (exc.errors if isinstance(exc, DecisionInvalid | EvalInvalid | TurnRequestInvalid)
+              else [])
     if isinstance(exc, EvalConfigUnknown):
         errors = [FieldError("", str(exc), parameter="query parameter 'config'")]
     return Problem(type=f"/problems/{slug}", title=title, status=status,

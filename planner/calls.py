@@ -39,6 +39,7 @@ from planner.records import (
     SavedCall,
     StartedCall,
 )
+from planner.request_tools import is_request_tool
 from planner.statuses import WaitsFor
 from planner.tracing import TurnTracer
 from planner.turn import StandIn, TurnState
@@ -236,6 +237,13 @@ class CallRunner:
             return None
         stand_in = turn.stand_in if turn.stand_in and turn.stand_in.answers(tool) else None
         waits_for = None if stand_in else self._waits_for(tool, call)
+        if waits_for == "output":
+            # The client runs what it is handed: arguments are checked here, as a server-side
+            # call's are before it runs, so the model is told, not the client given them.
+            problem = self.runner.argument_problem(tool, call.arguments)
+            if problem is not None:
+                await self.refuse(turn, call, problem, "invalid_arguments")
+                return None
         if waits_for is not None:
             await self._wait(turn, call, tool, waits_for)
             return None
@@ -439,13 +447,14 @@ def running_row(call: Call, tool: ExecutableTool | None) -> StartedCall:
 
 
 def _row(call: Call, tool: ExecutableTool | None, raw: str, arguments: Any) -> StartedCall:
+    registered = tool if tool is not None and not is_request_tool(tool) else None
     return StartedCall(
         id=call.id,
         step=call.step,
         position=call.position,
         name=call.name,
-        namespace=tool.record.namespace if tool else None,
-        version=tool.record.version if tool else None,
+        namespace=registered.record.namespace if registered else None,
+        version=registered.record.version if registered else None,
         raw_arguments=raw,
         arguments=None if isinstance(arguments, str) else arguments,
         depends_on=call.depends_on,

@@ -10,6 +10,7 @@ from opentelemetry import trace
 
 from planner.events import RetrievedTool, ToolsRetrieved
 from planner.records import Candidate
+from planner.request_tools import is_request_tool
 from planner.span_content import Document
 from planner.tool_block import Found, Key, compose
 from planner.tracing import TurnTracer
@@ -70,8 +71,8 @@ class Candidates:
             await self.store.set_turn_json(turn.id, "candidates", [
                 Candidate(function=function, namespace=t.record.namespace, name=t.record.name,
                           version=t.record.version)
-                for function, t in turn.tools.items()
-            ])
+                for function, t in turn.tools.items() if not is_request_tool(t)
+            ])  # the turn's own tools are in its request
         return added
 
     async def _search(self, turn: TurnState, query: str, k: int, context: Sequence[str] = ()

@@ -88,6 +88,16 @@ class Conversations:
     async def paused_turn(self, tenant: str, conversation_id: str) -> str | None:
         return await self.store.paused_turn(tenant, conversation_id)
 
+    async def waiting_on(self, tenant: str, call_ids: list[str]) -> list[str]:
+        """The conversations whose paused turn waits on any of these calls: how a client that
+        sends the whole history, tool results last, is matched to the turn they answer."""
+        return await self.store.waiting_on(tenant, call_ids)
+
+    def check(self, request: TurnRequest) -> None:
+        """Refuse a turn whose own tools or tool choice cannot be honoured, before anything
+        is written (planner/request_tools.py)."""
+        self.engine.check_request(request)
+
     async def waiting_calls(self, turn_id: str) -> list[PendingCall]:
         return await self.store.waiting_calls(turn_id)
 

@@ -45,6 +45,7 @@ from planner.learning import TurnLearning
 from planner.messages import (
     ChatMessage,
     ModelReply,
+    ToolChoice,
 )
 from planner.model_calls import ModelCalls
 from planner.model_client import ChatModel
@@ -70,7 +71,8 @@ from planner.records import (
     Waiting,
 )
 from planner.recovery import finish_unfinished
-from planner.routing import Route
+from planner.request_tools import check_request, offered, reply_choice
+from planner.routing import AUTO_MODEL, Route
 from planner.statuses import TurnStatus
 from planner.tracing import TurnTracer
 from planner.transcripts import NOTE_PREFIX
@@ -154,6 +156,12 @@ class TurnEngine:
             raise UnknownModel(key, sorted(self.models))
         return self.models[key]
 
+    def check_request(self, request: TurnRequest) -> None:
+        """Refuse a turn whose own tools or tool choice cannot be honoured, before anything of
+        it is written (planner/request_tools.py)."""
+        auto = request.model == AUTO_MODEL
+        check_request(request, None if auto else self.model_for(request.model).backend)
+
     async def open_conversation(
         self, tenant: str, metadata: dict[str, Any], history: list[ChatMessage],
         model: str | None = None,
@@ -170,6 +178,7 @@ class TurnEngine:
         did) and its user message; raises TurnConflict if one runs."""
         model = self.model_for(request.model)
         join = self._join_model(request)  # an unknown one is refused before the turn is written
+        check_request(request, model.backend)
         if self.quotas is not None:
             for backend in {model.backend.name, *([join.backend.name] if join else [])}:
                 await self.quotas.check(tenant, backend)
@@ -271,6 +280,7 @@ class TurnEngine:
         turn = TurnState(self.store, tenant, conversation_id, turn_id, request,
                          self.model_for(request.model), emit, max_steps)
         turn.join = self._join_model(request)
+        turn.tools.update(offered(request, tenant))  # first: the same bytes on every step
         return turn
 
     def _join_model(self, request: TurnRequest) -> ChatModel | None:
@@ -382,7 +392,8 @@ class TurnEngine:
     async def _auto_loop(self, turn: TurnState) -> str | None:
         """Native tool calls in a loop; every call of one reply runs at the same time."""
         while turn.step < turn.max_steps:
-            reply = await self._ask(turn, SYSTEM_AUTO, "auto", "step")
+            choice = reply_choice(turn.request, turn.step)
+            reply = await self._ask(turn, SYSTEM_AUTO, choice, "step")
             if not reply.tool_calls:
                 if await self._nudged(turn, reply):
                     continue
@@ -549,7 +560,8 @@ class TurnEngine:
         if fallback == "auto mode":
             turn.planless = True
 
-    async def _ask(self, turn: TurnState, system: str, tool_choice: str, phase: str) -> ModelReply:
+    async def _ask(self, turn: TurnState, system: str, tool_choice: ToolChoice, phase: str
+                   ) -> ModelReply:
         """One model call. A reply with tool calls is written by CallRunner with the rows of its
         calls; an answer is written with the turn's end (`complete_turn`)."""
         reply = await self.model_calls.call(turn, system, tool_choice, phase)

@@ -13,6 +13,8 @@ service's to say: app/problems.py.
     ├── CallNotWaiting          a decision for a call the turn does not wait on (or not for it)
     ├── DecisionInvalid         a decision that does not fit its call, or feedback that names
     │                           calls the turn did not make (names the field)
+    ├── TurnRequestInvalid      a turn's own tools or tool choice that cannot be honoured
+    │                           (names the field)
     ├── StoreUnsupported        the turn store in use cannot do this, such as pausing a turn
     ├── ContextOverflow         what a turn must send does not fit the model's context window
     ├── ReplicaStopping         this replica is shutting down and takes no new turns
@@ -114,6 +116,14 @@ class DecisionInvalid(PlannerError):
     def __init__(self, message: str, errors: list[FieldError]) -> None:
         self.errors = errors
         super().__init__(message)
+
+
+class TurnRequestInvalid(PlannerError):
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = errors
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        super().__init__(f"{first.pointer}: {first.message}{more}")
 
 
 class UnknownModel(PlannerError):

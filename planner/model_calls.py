@@ -20,6 +20,7 @@ from planner.messages import (
     Delta,
     ModelReply,
     ModelRequest,
+    ToolChoice,
     Usage,
 )
 from planner.model_client import ChatModel
@@ -39,7 +40,7 @@ class ModelCalls:
         """Each backend's token counter, calibrated by what its server reports."""
 
     async def call(
-        self, turn: TurnState, system: str, tool_choice: str, phase: str,
+        self, turn: TurnState, system: str, tool_choice: ToolChoice, phase: str,
         response_format: dict[str, Any] | None = None,
         on_plan_text: Callable[[str], None] | None = None,
     ) -> ModelReply:
@@ -84,7 +85,7 @@ class ModelCalls:
         return usable or set(self.models)
 
     async def _call_once(
-        self, turn: TurnState, system: str, tool_choice: str, phase: str,
+        self, turn: TurnState, system: str, tool_choice: ToolChoice, phase: str,
         response_format: dict[str, Any] | None, on_plan_text: Callable[[str], None] | None,
         shown_any: list[bool],
     ) -> ModelReply:
@@ -93,7 +94,7 @@ class ModelCalls:
                                             *turn.messages])
         request = ModelRequest(
             messages=messages,
-            tools=turn.entries, tool_choice=tool_choice,  # type: ignore[arg-type]
+            tools=turn.entries, tool_choice=tool_choice,
             response_format=response_format, temperature=turn.request.temperature,
             enable_thinking=turn.request.thinking,
         )

@@ -13,10 +13,44 @@ from planner.messages import AssistantToolCall, ChatMessage, Role, Usage
 from planner.plan import Plan
 from planner.statuses import CallStatus, TurnStatus
 from tools.outcome import CallOutcome
+from tools.spec import Name, empty_object_schema
 
 TurnJson = Literal["candidates", "plans"]
 """The turn's JSON fields the run rewrites as it goes."""
 Mode = Literal["auto", "plan"]
+
+
+class ClientFunction(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: Name
+    description: str = ""
+    parameters: dict[str, Any] = msgspec.field(default_factory=empty_object_schema)
+    """A JSON Schema whose root is an object, checked as a registered tool's is."""
+    strict: bool | None = None
+    """Accepted; the arguments are checked against `parameters` whatever it says."""
+
+
+class ClientTool(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A function the caller runs itself, offered to the model for one turn, in the OpenAI
+    `tools` shape; its calls pause the turn as a client tool's do."""
+
+    type: Literal["function"]
+    function: ClientFunction
+
+
+class FunctionName(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+
+
+class NamedToolChoice(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`{"type": "function", "function": {"name": ...}}`: the turn's first reply calls it."""
+
+    type: Literal["function"]
+    function: FunctionName
+
+
+MAX_CLIENT_TOOLS = 128
+"""A caller's own functions per turn, as OpenAI's API takes them."""
+TurnToolChoice = Literal["auto", "none", "required"] | NamedToolChoice
 
 
 class TurnRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -36,8 +70,13 @@ class TurnRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """Sampling temperature; unset: the backend's."""
     thinking: bool | None = None
     """Whether a reasoning model thinks before answering; unset: the backend's default."""
-    tool_choice: Literal["auto", "none"] = "auto"
-    """`none`: the model answers without tools, and none runs."""
+    tool_choice: TurnToolChoice = "auto"
+    """`none`: the model answers without tools, and none runs. `required`, or a function
+    named: the turn's first reply must call a tool (that one); later replies choose freely, so
+    the turn can answer from the results."""
+    tools: Annotated[list[ClientTool], msgspec.Meta(max_length=MAX_CLIENT_TOOLS)] = []
+    """The caller's own functions for this turn, offered beside the registered tools it finds
+    (planner/request_tools.py)."""
     instructions: str | None = None
     """The application's own instructions for this turn (a chat frontend's system prompt);
     they follow Switchboard's system prompt, whose rules they cannot lift."""

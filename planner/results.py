@@ -175,6 +175,18 @@ class TurnReads(PostgresTables):
         )
         return None if value is None else str(value)
 
+    async def waiting_on(self, tenant: str, call_ids: list[str]) -> list[str]:
+        """The conversations whose paused turn waits on any of these calls (one, unless call
+        ids repeat across conversations)."""
+        rows = await self.pool.fetch(
+            f"""SELECT DISTINCT t.conversation_id FROM tool_calls c JOIN turns t ON t.id = c.turn_id
+                WHERE c.tenant_id = $1 AND c.id = ANY($2::text[]) AND c.status IN {WAITING_SQL}
+                  AND c.decision IS NULL AND t.status IN {PAUSED_SQL}
+                ORDER BY t.conversation_id""",
+            tenant, call_ids,
+        )
+        return [str(r["conversation_id"]) for r in rows]
+
     async def turn_trace_id(self, tenant: str, turn_id: str) -> str | None:
         """The turn's trace id; None when the turn is unknown or was not traced."""
         value = await self.pool.fetchval(

@@ -3,9 +3,11 @@ a real Postgres, an HTTP tool on loopback, and the scripted SGLang stand-in."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
+import asyncpg
 import openai
 import pytest
 from openai import AsyncOpenAI
@@ -204,10 +206,9 @@ async def test_an_unknown_model_is_refused_naming_the_field_and_the_known_ids(
     [
         ({"n": 2}, "n", "/n: n=2 is not supported: a turn has one answer; send n=1 or leave it "
                         "out"),
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools",
-         "/tools: client-side tools are not supported: Switchboard picks tools itself, by "
-         "searching the tools registered with POST /v1/tools, and runs them server-side; "
-         "register the tools there and leave this field out"),
+        ({"functions": [{"name": "f", "parameters": {}}]}, "functions",
+         '/functions: the deprecated functions field is not supported: send them as tools, '
+         '{"type": "function", "function": {...}} each'),
     ],
 )
 async def test_a_field_whose_meaning_would_be_lost_is_refused_by_name(
@@ -482,3 +483,283 @@ async def test_tool_choice_none_answers_without_any_tool(
     assert request["tool_choice"] == "none"
     assert (completion.model_extra or {})["switchboard"]["tool_calls"] == []
     assert tools.received == []
+
+
+# --- the client's own tools -------------------------------------------------------------------
+
+PICK_COLOUR: dict[str, Any] = {"type": "function", "function": {
+    "name": "pick_colour", "description": "Let the user pick a colour",
+    "parameters": {"type": "object", "properties": {"palette": {"type": "string"}},
+                   "required": ["palette"]}}}
+
+
+def tool_result(call_id: str, content: str) -> dict[str, str]:
+    return {"role": "tool", "tool_call_id": call_id, "content": content}
+
+
+def offered(request: dict[str, Any]) -> list[str]:
+    return [t["function"]["name"] for t in request["tools"]]
+
+
+async def test_a_request_tool_call_comes_back_as_tool_calls_and_its_result_gets_the_answer(
+    client: AsyncOpenAI, model: ScriptedModel
+) -> None:
+    model.push(ScriptedReply(tool_calls=[("pick_colour", {"palette": "warm"})]),
+               ScriptedReply(content="You picked red."))
+    asked: list[Any] = [user("pick me a colour")]
+    first = await client.chat.completions.create(model="default", messages=asked,
+                                                 tools=[PICK_COLOUR])
+    choice = first.choices[0]
+    assert (choice.finish_reason, choice.message.content) == ("tool_calls", None)
+    [call] = choice.message.tool_calls or []
+    assert (call.id, call.type, call.function.name, call.function.arguments) == (
+        "call_1_0", "function", "pick_colour", '{"palette": "warm"}')
+    assert model.requests[0]["tools"][1] == PICK_COLOUR  # as the client wrote it
+
+    # A stateless client: the whole history, the call and its result last; no conversation id.
+    history = [*asked, choice.message.model_dump(exclude_none=True), tool_result(call.id, "red")]
+    second = await client.chat.completions.create(model="default", messages=history,
+                                                  tools=[PICK_COLOUR])
+    assert second.id == first.id  # the same turn, gone on
+    assert (second.choices[0].finish_reason, second.choices[0].message.content) == (
+        "stop", "You picked red.")
+    assert [m["content"] for m in model.requests[1]["messages"] if m["role"] == "tool"] == [
+        '{"result": "red"}']
+
+
+async def test_a_streamed_request_tool_call_arrives_as_indexed_deltas_and_its_result_streams_on(
+    client: AsyncOpenAI, model: ScriptedModel
+) -> None:
+    model.push(ScriptedReply(tool_calls=[("pick_colour", {"palette": "cool"})]),
+               ScriptedReply(content="Blue it is."))
+    asked: list[Any] = [user("pick me a colour")]
+    stream = await client.chat.completions.create(model="default", messages=asked,
+                                                  tools=[PICK_COLOUR], stream=True)
+    chunks = [chunk async for chunk in stream]
+    [call] = [t for c in chunks if c.choices for t in c.choices[0].delta.tool_calls or []]
+    assert call.function is not None
+    assert (call.index, call.id, call.type, call.function.name, call.function.arguments) == (
+        0, "call_1_0", "function", "pick_colour", '{"palette": "cool"}')
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+    assistant = {"role": "assistant", "tool_calls": [
+        {"id": call.id, "type": "function",
+         "function": {"name": "pick_colour", "arguments": '{"palette": "cool"}'}}]}
+    resumed = await client.chat.completions.create(
+        model="default", messages=[*asked, assistant, tool_result("call_1_0", "blue")],
+        tools=[PICK_COLOUR], stream=True)
+    rest = [chunk async for chunk in resumed]
+    assert "".join(c.choices[0].delta.content or "" for c in rest if c.choices) == "Blue it is."
+    assert rest[-1].choices[0].finish_reason == "stop"
+
+
+async def test_a_registered_tool_runs_here_and_a_request_tool_of_the_same_reply_is_handed_over(
+    client: AsyncOpenAI, model: ScriptedModel, tools: ToolServer
+) -> None:
+    model.push(ScriptedReply(tool_calls=[("get_weather", {"city": "Oslo"}),
+                                         ("pick_colour", {"palette": "warm"})]),
+               ScriptedReply(content="7 degrees in Oslo, and red."))
+    asked: list[Any] = [user("weather in Oslo, and pick a colour")]
+    first = await client.chat.completions.create(model="default", messages=asked,
+                                                 tools=[PICK_COLOUR])
+    [handed] = first.choices[0].message.tool_calls or []
+    assert (handed.function.name, first.choices[0].finish_reason) == ("pick_colour", "tool_calls")
+    [ran] = (first.model_extra or {})["switchboard"]["tool_calls"]
+    assert (ran["name"], ran["result"]) == ("get_weather", {"city": "Oslo", "temp_c": 7})
+    assert [r.body for r in tools.calls("/weather")] == [{"city": "Oslo"}]
+
+    history = [*asked, first.choices[0].message.model_dump(exclude_none=True),
+               tool_result(handed.id, "red")]
+    second = await client.chat.completions.create(model="default", messages=history,
+                                                  tools=[PICK_COLOUR])
+    assert second.choices[0].message.content == "7 degrees in Oslo, and red."
+    results = [(m["tool_call_id"], m["content"]) for m in model.requests[1]["messages"]
+               if m["role"] == "tool"]
+    assert results == [("call_1_0", '{"result": {"city": "Oslo", "temp_c": 7}}'),
+                       ("call_1_1", '{"result": "red"}')]
+    assert len(tools.calls("/weather")) == 1
+
+
+async def test_a_conversation_with_request_tool_calls_is_continued_by_its_whole_history(
+    client: AsyncOpenAI, model: ScriptedModel
+) -> None:
+    model.push(ScriptedReply(tool_calls=[("pick_colour", {"palette": "warm"})]),
+               ScriptedReply(content="You picked red."), ScriptedReply(content="Red, again."))
+    history: list[Any] = [user("pick me a colour")]
+    first = await client.chat.completions.create(model="default", messages=history,
+                                                 tools=[PICK_COLOUR])
+    history += [first.choices[0].message.model_dump(exclude_none=True),
+                tool_result("call_1_0", "red")]
+    second = await client.chat.completions.create(model="default", messages=history,
+                                                  tools=[PICK_COLOUR])
+    history += [{"role": "assistant", "content": "You picked red."}, user("which one?")]
+    third = await client.chat.completions.create(model="default", messages=history,
+                                                 tools=[PICK_COLOUR])
+    ours = {(c.model_extra or {})["switchboard"]["conversation_id"] for c in (first, second, third)}
+    assert len(ours) == 1
+    assert third.choices[0].message.content == "Red, again."
+    assert [m["role"] for m in model.requests[2]["messages"][1:]] == [
+        "user", "assistant", "tool", "assistant", "user"]
+
+
+async def test_a_request_tool_keeps_its_name_and_a_registered_tool_of_that_name_is_qualified(
+    client: AsyncOpenAI, model: ScriptedModel, tools: ToolServer
+) -> None:
+    theirs = {"type": "function", "function": {
+        "name": "get_weather", "description": "The weather where the user is",
+        "parameters": {"type": "object", "properties": {}}}}
+    model.push(ScriptedReply(tool_calls=[("get_weather", {})]))
+    completion = await client.chat.completions.create(
+        model="default", messages=[user("weather here?")], tools=[theirs])
+    assert offered(model.requests[0]) == ["search_tools", "get_weather", "default_get_weather"]
+    [call] = completion.choices[0].message.tool_calls or []
+    assert (call.function.name, completion.choices[0].finish_reason) == (
+        "get_weather", "tool_calls")
+    assert tools.received == []
+
+
+async def test_tool_choice_none_answers_without_handing_over_a_request_tool(
+    client: AsyncOpenAI, model: ScriptedModel
+) -> None:
+    model.push(ScriptedReply(content="Pick any colour you like."))
+    completion = await client.chat.completions.create(
+        model="default", messages=[user("pick me a colour")], tools=[PICK_COLOUR],
+        tool_choice="none")
+    assert (completion.choices[0].finish_reason, completion.choices[0].message.content) == (
+        "stop", "Pick any colour you like.")
+    assert completion.choices[0].message.tool_calls is None
+    [request] = model.requests
+    assert (request["tool_choice"], offered(request)) == ("none", ["search_tools", "pick_colour"])
+
+
+@pytest.mark.parametrize(
+    ("tool_choice", "sent"),
+    [("required", "required"),
+     ({"type": "function", "function": {"name": "pick_colour"}},
+      {"type": "function", "function": {"name": "pick_colour"}})],
+)
+async def test_a_forced_tool_choice_holds_for_the_first_reply_and_later_ones_choose_freely(
+    client: AsyncOpenAI, model: ScriptedModel, tool_choice: Any, sent: Any
+) -> None:
+    model.push(ScriptedReply(tool_calls=[("pick_colour", {"palette": "warm"})]),
+               ScriptedReply(content="Red."))
+    asked: list[Any] = [user("pick me a colour")]
+    first = await client.chat.completions.create(
+        model="default", messages=asked, tools=[PICK_COLOUR], tool_choice=tool_choice)
+    history = [*asked, first.choices[0].message.model_dump(exclude_none=True),
+               tool_result("call_1_0", "red")]
+    await client.chat.completions.create(model="default", messages=history,
+                                         tools=[PICK_COLOUR], tool_choice=tool_choice)
+    assert [r["tool_choice"] for r in model.requests] == [sent, "auto"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "param", "message"),
+    [
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {
+            "type": "array"}}}]}, "tools.0.function.parameters.type",
+         '/tools/0/function/parameters/type: the root of parameters must be {"type": '
+         '"object", "properties": {...}}: tool arguments are always a JSON object'),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {
+            "type": "object", "properties": {"n": {"type": "integer", "minimum": "1"}}}}}]},
+         "tools.0.function.parameters.properties.n.minimum",
+         "/tools/0/function/parameters/properties/n/minimum: not a valid JSON Schema "
+         "(2020-12): '1' is not of type 'number'"),
+        ({"tools": [PICK_COLOUR, PICK_COLOUR]}, "tools.1.function.name",
+         "/tools/1/function/name: 'pick_colour' is also the name of /tools/0; each function "
+         "needs a name of its own"),
+        ({"tools": [{"type": "function", "function": {"name": "search_tools"}}]},
+         "tools.0.function.name",
+         "/tools/0/function/name: 'search_tools' is the name of one of Switchboard's own "
+         "tools; give the function another name"),
+        ({"tools": [{"type": "function", "function": {"name": "pick colour"}}]},
+         "tools.0.function.name",
+         "/tools/0/function/name: Expected `str` matching regex '^[A-Za-z0-9_-]{1,64}$': use "
+         "1-64 letters, digits, '_' or '-' (e.g. math_factorial)"),
+        ({"tools": [PICK_COLOUR], "tool_choice": {"type": "function",
+                                                  "function": {"name": "get_weather"}}},
+         "tool_choice.function.name",
+         "/tool_choice/function/name: 'get_weather' is not one of the request's tools "
+         "(pick_colour); name one of them, since registered tools are found by search, not "
+         "by name"),
+    ],
+)
+async def test_a_request_tool_or_tool_choice_that_cannot_be_honoured_is_refused_by_field(
+    client: AsyncOpenAI, model: ScriptedModel, database_url: str, extra: dict[str, Any],
+    param: str, message: str
+) -> None:
+    with pytest.raises(openai.UnprocessableEntityError) as raised:
+        await client.chat.completions.create(
+            model="default", messages=[user("hi")], **extra)  # type: ignore[list-item]
+    assert (raised.value.param, raised.value.body["message"]) == (  # type: ignore[index]
+        param, message)
+    assert raised.value.response.headers["content-type"] == "application/problem+json"
+    assert model.requests == []
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM conversations") == 0
+    finally:
+        await conn.close()
+
+
+async def test_malformed_arguments_for_a_request_tool_go_back_to_the_model_not_to_the_client(
+    client: AsyncOpenAI, model: ScriptedModel
+) -> None:
+    model.push(ScriptedReply(tool_calls=[("pick_colour", '{"palette": ')]),
+               ScriptedReply(tool_calls=[("pick_colour", {"palette": "warm"})]))
+    completion = await client.chat.completions.create(
+        model="default", messages=[user("pick me a colour")], tools=[PICK_COLOUR])
+    [call] = completion.choices[0].message.tool_calls or []
+    assert (call.id, call.function.arguments) == ("call_2_0", '{"palette": "warm"}')
+    [told] = [m["content"] for m in model.requests[1]["messages"] if m["role"] == "tool"]
+    assert json.loads(told) == {
+        "error": "arguments are not valid JSON (Expecting value at position 12); send a JSON "
+                 "object. Correct the call and make it again.",
+        "error_type": "invalid_arguments"}
+
+
+async def test_arguments_a_request_tool_schema_refuses_go_back_to_the_model_not_to_the_client(
+    client: AsyncOpenAI, model: ScriptedModel
+) -> None:
+    model.push(ScriptedReply(tool_calls=[("pick_colour", {"palette": 3})]),
+               ScriptedReply(tool_calls=[("pick_colour", {"palette": "warm"})]))
+    completion = await client.chat.completions.create(
+        model="default", messages=[user("pick me a colour")], tools=[PICK_COLOUR])
+    [call] = completion.choices[0].message.tool_calls or []
+    assert (call.id, call.function.arguments) == ("call_2_0", '{"palette": "warm"}')
+    [told] = [m["content"] for m in model.requests[1]["messages"] if m["role"] == "tool"]
+    assert json.loads(told) == {
+        "error": "arguments invalid: /palette: 3 is not of type 'string'. Correct the call and "
+                 "make it again.",
+        "error_type": "invalid_arguments"}
+
+
+async def test_a_tool_result_no_turn_waits_on_is_refused_naming_the_call(
+    client: AsyncOpenAI, model: ScriptedModel
+) -> None:
+    with pytest.raises(openai.UnprocessableEntityError) as raised:
+        await client.chat.completions.create(
+            model="default", messages=[user("pick"), tool_result("call_gone", "red")],
+            tools=[PICK_COLOUR])
+    assert raised.value.body["message"] == (  # type: ignore[index]
+        "/messages: no turn waits on the results of 'call_gone': send results only for the "
+        "tool_calls of the last completion, once each")
+    assert model.requests == []
+
+
+async def test_models_retrieve_reads_a_configured_backend(client: AsyncOpenAI) -> None:
+    listed = (await client.models.list()).data[0]
+    found = await client.models.retrieve("default")
+    assert (found.id, found.object, found.created, found.owned_by) == (
+        "default", "model", listed.created, "switchboard")
+
+
+async def test_models_retrieve_of_an_unknown_id_is_a_404_naming_it_and_the_known_ones(
+    client: AsyncOpenAI,
+) -> None:
+    with pytest.raises(openai.NotFoundError) as raised:
+        await client.models.retrieve("gpt-4o")
+    assert raised.value.body == {
+        "message": "model 'gpt-4o' not found; configured: default (GET /v1/models lists them)",
+        "type": "not_found_error", "param": None, "code": "not-found"}
+    assert raised.value.response.headers["content-type"] == "application/problem+json"

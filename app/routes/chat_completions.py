@@ -1,5 +1,5 @@
 """`POST /v1/chat/completions`: the OpenAI-compatible chat route. Switchboard finds and runs
-tools server-side; the client sees an assistant message (or a stream of chunks)."""
+registered tools server-side; the client's own `tools` come back to it as `tool_calls`."""
 
 from __future__ import annotations
 
@@ -48,16 +48,18 @@ async def create_chat_completion(
 ) -> Response[Any]:
     ask = read_request(data, request.headers.get(CONVERSATION_HEADER))
     _check_model(conversations, data.model)
+    if not ask.outputs:
+        conversations.check(ask.turn)
     frame = Frame(model=data.model, created=int(time.time()))
     tenant, path = tenant_of(request), request.url.path
 
     async def run(claim: Claim | None) -> Response[Any]:
         on_started = idempotency.tie_to_turn(claim)
         if ask.outputs:
-            turn_id = await _waiting_turn(conversations, tenant, ask)
+            conversation_id = await _answered(conversations, tenant, ask)
+            turn_id = await _waiting_turn(conversations, tenant, conversation_id, ask)
             await on_started(turn_id)
             ran = await _send_outputs(conversations, tenant, turn_id, ask)
-            conversation_id = ask.conversation_id
         else:
             conversation_id = await _conversation(conversations, tenant, ask)
             ran = await conversations.launch(tenant, conversation_id, ask.turn, on_started)
@@ -87,6 +89,12 @@ async def _conversation(conversations: Conversations, tenant: str, ask: ChatAsk)
     continued = await conversations.continued_by(tenant, ask.history)
     if continued is not None:
         return continued
+    if ask.tool_traffic is not None:
+        raise RequestFieldInvalid(
+            ask.tool_traffic, "tool calls and their results belong to a conversation "
+            "Switchboard holds, and these messages continue none: continue it "
+            f"(metadata.conversation_id or the {CONVERSATION_HEADER} header), or send system, "
+            "user and assistant messages only")
     model = None if ask.turn.model == AUTO_MODEL else ask.turn.model
     return await conversations.open(tenant, ask.metadata, ask.history, model)
 
@@ -106,13 +114,32 @@ async def _send_outputs(
     return ran
 
 
-async def _waiting_turn(conversations: Conversations, tenant: str, ask: ChatAsk) -> str:
+async def _answered(conversations: Conversations, tenant: str, ask: ChatAsk) -> str:
+    """The conversation the tool results go to: the one named, else the one whose paused
+    turn waits on their calls (a client that sends the whole history each time)."""
+    if ask.conversation_id is not None:
+        return ask.conversation_id
+    call_ids = [output.call_id for output in ask.outputs]
+    found = await conversations.waiting_on(tenant, call_ids)
+    if len(found) == 1:
+        return found[0]
+    named = ", ".join(repr(c) for c in call_ids)
+    if not found:
+        raise RequestFieldInvalid("/messages", f"no turn waits on the results of {named}: "
+                                  "send results only for the tool_calls of the last completion, "
+                                  "once each")
+    raise RequestFieldInvalid("/messages", f"turns of several conversations ({', '.join(found)}) "
+                              f"wait on {named}; name the one to continue (metadata."
+                              f"conversation_id or the {CONVERSATION_HEADER} header)")
+
+
+async def _waiting_turn(conversations: Conversations, tenant: str, conversation_id: str,
+                        ask: ChatAsk) -> str:
     """The paused turn of the conversation, checked to wait on every call answered, so a
     wrong id changes nothing."""
-    assert ask.conversation_id is not None  # read_request asks for it with tool results
-    turn_id = await conversations.paused_turn(tenant, ask.conversation_id)
+    turn_id = await conversations.paused_turn(tenant, conversation_id)
     if turn_id is None:
-        raise RequestFieldInvalid("/messages", f"conversation {ask.conversation_id!r} has no "
+        raise RequestFieldInvalid("/messages", f"conversation {conversation_id!r} has no "
                                   "turn waiting on client tools; send a user message instead")
     waiting = {p.id for p in await conversations.waiting_calls(turn_id)}
     for output in ask.outputs:
