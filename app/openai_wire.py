@@ -43,16 +43,26 @@ client as `tool_calls`, the way OpenAI clients run their own functions; one that
 person's approval answers with a message that says so."""
 
 
-class ContentPart(msgspec.Struct, frozen=True, kw_only=True):
+class ContentPart(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     type: str
     text: str | None = None
+    # Parts OpenAI defines that are not text: read so that their type is what is refused.
+    image_url: Any = None
+    input_audio: Any = None
+    file: Any = None
+    refusal: str | None = None
 
 
-class MessageIn(msgspec.Struct, frozen=True, kw_only=True):
+class MessageIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     tool_calls: list[Any] | None = None
     tool_call_id: str | None = None
+    # OpenAI's other message fields: accepted, not read.
+    name: str | None = None
+    refusal: str | None = None
+    function_call: Any = None
+    audio: Any = None
 
 
 class ToolOutput(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,15 +72,17 @@ class ToolOutput(msgspec.Struct, frozen=True, kw_only=True):
     content: str
 
 
-class StreamOptions(msgspec.Struct, frozen=True, kw_only=True):
+class StreamOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     include_usage: bool = False
+    include_obfuscation: bool | None = None
 
 
-class ChatCompletionIn(msgspec.Struct, frozen=True, kw_only=True):
-    """The fields Switchboard reads. Sampling fields (temperature, top_p, max_tokens, seed,
-    stop, penalties, user, parallel_tool_calls, ...) are accepted and ignored: the backend's
-    settings apply. `tools` are the client's own functions: the turn offers them beside the
-    registered tools it finds, and hands their calls back as `tool_calls`."""
+class ChatCompletionIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The fields Switchboard reads, and every other parameter OpenAI's API (and SGLang's,
+    which clients of it send) defines: those are accepted and ignored, since the backend's
+    settings apply. Any other name is refused with the one it is likely a typo of.
+    `tools` are the client's own functions: the turn offers them beside the registered tools
+    it finds, and hands their calls back as `tool_calls`."""
 
     model: str
     messages: Annotated[list[MessageIn], msgspec.Meta(min_length=1)]
@@ -84,6 +96,34 @@ class ChatCompletionIn(msgspec.Struct, frozen=True, kw_only=True):
     function_call: Any = None
     response_format: dict[str, Any] | None = None
     logprobs: bool | None = None
+    # Accepted, not read: sampling, accounting and output options.
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    top_logprobs: int | None = None
+    user: str | None = None
+    parallel_tool_calls: bool | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    reasoning_effort: str | None = None
+    verbosity: str | None = None
+    modalities: list[str] | None = None
+    audio: Any = None
+    prediction: Any = None
+    web_search_options: Any = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+    separate_reasoning: bool | None = None
 
 
 class ChatAsk(msgspec.Struct, frozen=True, kw_only=True):

@@ -236,6 +236,34 @@ async def test_sampling_fields_are_accepted_and_left_to_the_backend(
     assert "top_p" not in model.requests[0] and "presence_penalty" not in model.requests[0]
 
 
+async def test_a_misspelt_parameter_is_refused_naming_the_one_it_meant(
+    client: AsyncOpenAI, model: ScriptedModel
+) -> None:
+    with pytest.raises(openai.UnprocessableEntityError) as raised:
+        await client.chat.completions.create(
+            model="default", messages=[user("hi")],  # type: ignore[list-item]
+            extra_body={"temprature": 0.2},
+        )
+    assert raised.value.param == "temprature"
+    assert raised.value.body["message"] == (  # type: ignore[index]
+        "/temprature: unknown field `temprature`: did you mean `temperature`?")
+    assert model.requests == []
+
+
+async def test_every_parameter_openai_defines_is_accepted(
+    client: AsyncOpenAI, model: ScriptedModel
+) -> None:
+    model.push(ScriptedReply(content="hi"))
+    completion = await client.chat.completions.create(
+        model="default", messages=[{"role": "user", "content": "hi", "name": "ann"}],
+        max_completion_tokens=50, seed=7, stop=["\n\n"], frequency_penalty=0.1,
+        logit_bias={"50256": -100}, parallel_tool_calls=True, store=False,
+        reasoning_effort="low", service_tier="auto", stream_options=None,
+        extra_body={"top_k": 20, "chat_template_kwargs": {"enable_thinking": False}},
+    )
+    assert completion.choices[0].message.content == "hi"
+
+
 async def test_a_second_message_while_a_turn_runs_is_a_conflict_the_client_does_not_retry(
     client: AsyncOpenAI, model: ScriptedModel
 ) -> None:
