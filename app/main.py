@@ -20,11 +20,10 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.logging.config import LoggingConfig
 from litestar.middleware import DefineMiddleware
-from litestar.openapi.config import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
 from app.allow import AllowHeaders
+from app.api_docs import DOCS_ROUTES, openapi_config
 from app.auth import PUBLIC_PATHS, ApiKeys, KeyAuthentication, Welcome
 from app.database import database, one_connection, progress_pool
 from app.guard import guard_request
@@ -260,7 +259,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         route_handlers=[health, list_models, ToolController, ConversationController,
                         TraceController, KeyController, TurnController, create_chat_completion,
                         McpServerController, EvalController, RouterController, RetrievalController,
-                        *VIEWER_ROUTES],
+                        *VIEWER_ROUTES, *DOCS_ROUTES],
         dependencies={name: _from_state(name) for name in DEPENDENCIES},
         middleware=_middleware(settings),
         request_max_body_size=settings.max_body_bytes,
@@ -272,14 +271,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         exception_handlers=EXCEPTION_HANDLERS,
         state=State({"settings": settings, "telemetry": telemetry,
                      "started_at": int(time.time())}),
-        openapi_config=OpenAPIConfig(
-            title="Switchboard",
-            version="0.1.0",
-            description="Function-calling orchestration: register tools, find them by meaning, "
-            "and hold conversations in which a model plans and runs them.",
-            path="/docs",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
-        ),
+        openapi_config=openapi_config(),
         debug=False,
     )
     allow.learn(app)
