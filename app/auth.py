@@ -44,7 +44,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "chat": frozenset({"chat:read", "chat:write", "tools:read"}),
     "viewer": frozenset({"traces:read", "tools:read", "chat:read", "evals:read"}),
 }
-PUBLIC_PATHS = ["^/health$", "^/docs", "^/openapi.json$", "^/viewer", "^/problems"]
+PUBLIC_PATHS = ["^/health$", "^/ready$", "^/docs", "^/openapi.json$", "^/viewer", "^/problems"]
 """Paths served without a key (the API document declares a key on every other operation)."""
 KEY_PREFIX = "sbk_"
 

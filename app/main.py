@@ -16,16 +16,17 @@ import asyncpg
 import httpx
 import msgspec
 from litestar import Litestar, Request, Response, get
-from litestar.datastructures import State
+from litestar.datastructures import CacheControlHeader, State
 from litestar.di import NamedDependency, Provide
 from litestar.logging.config import LoggingConfig
 from litestar.middleware import DefineMiddleware
-from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from app.allow import AllowHeaders
 from app.api_docs import DOCS_ROUTES, openapi_config
 from app.auth import PUBLIC_PATHS, ApiKeys, KeyAuthentication, Welcome
-from app.database import database, one_connection, progress_pool
+from app.database import database, one_connection, progress_pool, redact_url
 from app.guard import guard_request
 from app.idempotency import IdempotencyKeys
 from app.liveness import liveness
@@ -33,6 +34,7 @@ from app.logs import keep_lines_whole
 from app.openapi import finish_document
 from app.problems import EXCEPTION_HANDLERS, turn_problem
 from app.rate_limits import SharedRateLimit
+from app.readiness import Readiness, ReadinessProbe
 from app.retention import RetentionJob
 from app.routes.chat_completions import create_chat_completion
 from app.routes.conversations import ConversationController, TurnController
@@ -105,10 +107,11 @@ class ModelList(msgspec.Struct, frozen=True):
 HEALTH_TIMEOUT_S = 2.0
 
 
-@get("/health", tags=["service"], summary="Ready when it answers 200")
+@get("/health", tags=["service"],
+     summary="Alive when it answers 200: the service serves and reaches Postgres")
 async def health(request: Request[Any, Any, Any]) -> Response[Health]:
     """Asks Postgres on a connection of its own, so a pool busy with requests cannot hold the
-    answer up."""
+    answer up. Model servers are `/ready`'s to ask."""
     registry: ToolRegistry = request.app.state.registry
     try:
         async with asyncio.timeout(HEALTH_TIMEOUT_S):
@@ -119,6 +122,18 @@ async def health(request: Request[Any, Any, Any]) -> Response[Health]:
         return Response(body, status_code=HTTP_503_SERVICE_UNAVAILABLE)
     indexed = sum(registry.index_size(t) for t in registry.tenants())
     return Response(Health("ok", "ok", indexed))
+
+
+@get("/ready", tags=["service"], cache_control=CacheControlHeader(no_store=True),
+     summary="Ready for traffic when it answers 200: Postgres and every model backend answer",
+     responses={503: ResponseSpec(Readiness, description="Something is down; `detail` and the "
+                                  "checks say what")})
+async def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
+    """For load balancers; the answer is reused for READY_CACHE_S seconds."""
+    probe: ReadinessProbe = request.app.state.readiness
+    answer = await probe.check()
+    status = HTTP_200_OK if answer.status == "ready" else HTTP_503_SERVICE_UNAVAILABLE
+    return Response(answer, status_code=status)
 
 
 @get("/v1/models", tags=["service"], summary="The configured model backends")
@@ -189,6 +204,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             )
             models = await _models(settings, http)
             registry.model_backends = sorted(models)
+            readiness = ReadinessProbe(health_pool, {n: m.backend for n, m in models.items()},
+                                       http)
+            _report_models(models, await readiness.check())
             runner = ToolRunner(tool_http, default_builtins(),
                                 max_output_bytes=settings.max_output_bytes,
                                 mcp=mcp_servers.sessions,
@@ -234,6 +252,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 "learning": learning,
                 "learner": learner,
                 "training": training,
+                "readiness": readiness,
             })
             log.info(
                 "ready: %d tools indexed", sum(registry.index_size(t) for t in registry.tenants())
@@ -256,7 +275,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
 
     allow = AllowHeaders()
     app = Litestar(
-        route_handlers=[health, list_models, ToolController, ConversationController,
+        route_handlers=[health, ready, list_models, ToolController, ConversationController,
                         TraceController, KeyController, TurnController, create_chat_completion,
                         McpServerController, EvalController, RouterController, RetrievalController,
                         *VIEWER_ROUTES, *DOCS_ROUTES],
@@ -323,16 +342,28 @@ async def _models(settings: Settings, http: httpx.AsyncClient) -> dict[str, Chat
     configured), asked at once."""
     backends = await asyncio.gather(*(with_context_window(b, http)
                                       for b in model_backends(settings)))
-    for backend in backends:
+    return {b.name: ModelClient(b, http) for b in backends}
+
+
+def _report_models(models: dict[str, ChatModel], readiness: Readiness) -> None:
+    """A line for each backend that needs the operator: one that is down (its context
+    window is then unknown too, for the same reason), or that answered but is set up so that
+    the service has to make up for it."""
+    for name, model in models.items():
+        backend = model.backend
+        if readiness.models[name].status == "down":
+            log.warning("model backend %r at %s is down (%s): chat routes answer 503 until it "
+                        "answers; GET /ready says when", name, redact_url(backend.base_url),
+                        readiness.models[name].detail)
+            continue
         if backend.text_tool_calls or backend.inline_thinking:
             log.warning("model backend %r: tool calls and thinking are read from its text; "
                         "SGLang does this at the source when started with %s and %s",
-                        backend.name, TOOL_CALL_FLAGS, REASONING_FLAGS)
+                        name, TOOL_CALL_FLAGS, REASONING_FLAGS)
         if backend.context_window is None:
             log.warning("model backend %r: context window unknown (set context_window in "
                         "MODEL_BACKENDS, or MODEL_CONTEXT_WINDOW); requests are not fitted "
-                        "to it", backend.name)
-    return {b.name: ModelClient(b, http) for b in backends}
+                        "to it", name)
 
 
 QUIET_LOGGERS = ("httpx", "httpcore")

@@ -15,7 +15,7 @@ from playwright.async_api import Route
 from tests.conftest import ADMIN_KEY
 from tests.test_viewer import browser_page
 
-PUBLIC_OPERATIONS = {("get", "/health")}
+PUBLIC_OPERATIONS = {("get", "/health"), ("get", "/ready")}
 UNGUARDED = {("get", "/v1/models")}
 """Any key may list the models: no role is refused (no 403)."""
 
