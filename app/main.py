@@ -30,7 +30,7 @@ from app.database import database, one_connection, progress_pool, redact_url
 from app.guard import guard_request
 from app.idempotency import IdempotencyKeys
 from app.liveness import liveness
-from app.logs import keep_lines_whole
+from app.logs import CHATTY_LOGGERS, LOG_FORMAT, chatty_level, keep_lines_whole
 from app.openapi import finish_document
 from app.problems import EXCEPTION_HANDLERS, turn_problem
 from app.rate_limits import SharedRateLimit
@@ -366,21 +366,14 @@ def _report_models(models: dict[str, ChatModel], readiness: Readiness) -> None:
                         "to it", name)
 
 
-QUIET_LOGGERS = ("httpx", "httpcore")
-"""They log every outgoing request at INFO, a line per model and tool call with its URL (which
-may carry a credential in its query); the calls are in the turn's records and traces. They log
-at WARNING and above unless LOG_LEVEL is DEBUG. On a turn of eight parallel calls the lines
-took a tenth of the service's CPU."""
-
-
 def _logging(settings: Settings) -> LoggingConfig:
     """LOG_LEVEL for the root logger (Litestar's default would set it to INFO whatever LOG_LEVEL
-    says; Litestar's own logger follows its debug flag)."""
+    says; Litestar's own logger follows its debug flag), libraries' chatter left out."""
     level = settings.log_level
-    quiet = level if level in ("DEBUG", "ERROR") else "WARNING"
     return LoggingConfig(
+        formatters={"standard": {"format": LOG_FORMAT}},
         root={"handlers": ["queue_listener"], "level": level},
-        loggers={name: {"level": quiet} for name in QUIET_LOGGERS},
+        loggers={name: {"level": chatty_level(level)} for name in CHATTY_LOGGERS},
     )
 
 

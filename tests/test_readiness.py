@@ -15,6 +15,12 @@ from tests.loopback import free_port
 from tests.scripted_model import ScriptedModel
 
 
+def connection_refused(port: int) -> str:
+    """How a check reads a model server that refuses the connection."""
+    return (f"ConnectError: Cannot connect to host 127.0.0.1:{port} ssl:default "
+            f"[Connect call failed ('127.0.0.1', {port})]")
+
+
 def statuses(body: dict[str, Any]) -> dict[str, Any]:
     """The answer without its latencies, which vary."""
     return {"status": body["status"], "detail": body["detail"],
@@ -40,8 +46,7 @@ async def test_ready_answers_503_naming_the_backend_that_is_down_while_health_sa
 ) -> None:
     port = free_port()
     away = f"http://127.0.0.1:{port}/v1"
-    refused = (f"ConnectError: Cannot connect to host 127.0.0.1:{port} ssl:default "
-               f"[Connect call failed ('127.0.0.1', {port})]")
+    refused = connection_refused(port)
     backends = json.dumps([{"name": "big", "base_url": away, "model": "qwen"}])
     app = await start_app(database_url, model_url=model.url, model_backends=backends)
     response = await app.client.get("/ready")
