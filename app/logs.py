@@ -70,6 +70,8 @@ class ServerLines(logging.Filter):
     where it listens said with where the docs are."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if not isinstance(record.msg, str):
+            return True
         if record.msg in _UVICORN_CHATTER:
             return False
         if record.msg == _UVICORN_LISTENING and isinstance(record.args, tuple):
