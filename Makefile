@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)" 2>&1 | grep -v '^WARNING: Location' || true
 	$(BIN)/pip install --quiet -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
-	$(BIN)/python -c "import app, tools, planner, torch, sentence_transformers, pgserver"
+	$(BIN)/python -c "import app, tools, planner, torch, sentence_transformers, pgserver, swagger_ui_bundle"
 	touch $(STAMP)
 
 install: $(STAMP)

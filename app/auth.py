@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -43,8 +44,15 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "chat": frozenset({"chat:read", "chat:write", "tools:read"}),
     "viewer": frozenset({"traces:read", "tools:read", "chat:read", "evals:read"}),
 }
-PUBLIC_PATHS = ["^/health$", "^/docs", "^/viewer", "^/problems"]
+PUBLIC_PATHS = ["^/health$", "^/ready$", "^/docs", "^/openapi.json$", "^/viewer", "^/problems"]
+"""Paths served without a key (the API document declares a key on every other operation)."""
 KEY_PREFIX = "sbk_"
+
+
+def needs_key(path: str) -> bool:
+    """Whether the key middleware asks a request for `path` (or a route's path template) for
+    a key."""
+    return not any(re.search(pattern, path) for pattern in PUBLIC_PATHS)
 
 
 class ApiKey(msgspec.Struct, frozen=True, kw_only=True):

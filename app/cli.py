@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from app.errors import SettingsError
 from app.evals_cli import add_commands as add_evals_commands
+from app.logs import CHATTY_LOGGERS, LOG_FORMAT, chatty_level, quiet_server_start
 from app.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -31,9 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(chatty_level(settings.log_level))
     result: int = args.run(settings, args)
     return result
 
@@ -102,9 +103,11 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     # At INFO uvicorn logs a line per request (its access log); LOG_LEVEL=WARNING turns it off.
     # On SIGTERM uvicorn stops listening and waits for requests in flight (a streamed turn's
     # among them) up to SHUTDOWN_GRACE_S; the turns it then cancels are handed over.
+    # log_config=None: uvicorn's lines go to the app's handler, in the app's one format.
     server = uvicorn.Server(uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s)))
+        log_config=None, timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s)))
+    quiet_server_start()
     exit_on = server.handle_exit
 
     def handle_exit(sig: int, frame: FrameType | None) -> None:

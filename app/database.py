@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import struct
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,14 +21,22 @@ log = logging.getLogger(__name__)
 
 def start_embedded(data_dir: Path) -> Any:
     """Start (or join) the embedded Postgres in `data_dir/postgres`; `.cleanup()` stops it."""
-    import pgserver
+    with warnings.catch_warnings():
+        # Without XDG_RUNTIME_DIR pgserver keeps its lock file in /tmp/runtime-<uid>, which
+        # serves as well; platformdirs' warning about it says nothing a person must act on.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import pgserver
 
     pgdata = (data_dir / "postgres").resolve()
+    new = not (pgdata / "PG_VERSION").exists()
     pgdata.mkdir(parents=True, exist_ok=True)
     try:
-        return pgserver.get_server(pgdata, cleanup_mode="stop")
+        server = pgserver.get_server(pgdata, cleanup_mode="stop")
     except Exception as exc:  # pgserver raises bare Exceptions from initdb/pg_ctl
         raise DatabaseError(f"could not start the embedded Postgres in {pgdata}: {exc}") from exc
+    log.info("embedded Postgres: data in %s (%s)", pgdata,
+             "created now" if new else "kept from an earlier start")
+    return server
 
 
 def redact_url(url: str) -> str:
@@ -73,7 +82,8 @@ async def connect_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> as
     finally:
         await conn.close()
     if applied:
-        log.info("applied migrations: %s", ", ".join(applied))
+        log.info("database schema: applied %d migration%s, now at %s", len(applied),
+                 "" if len(applied) == 1 else "s", applied[-1])
     pool = await asyncpg.create_pool(
         url, min_size=min_size, max_size=max_size, init=init_connection, reset=_keep_session
     )
@@ -120,6 +130,8 @@ async def database(url: str | None, data_dir: Path) -> AsyncIterator[tuple[str, 
     """The pool for `url`, or for an embedded server started here and stopped on exit."""
     server: Any = None if url else start_embedded(data_dir)
     dsn: str = url or server.get_uri()
+    if url:
+        log.info("Postgres at %s", redact_url(url))
     try:
         pool = await connect_pool(dsn)
         try:

@@ -16,24 +16,25 @@ import asyncpg
 import httpx
 import msgspec
 from litestar import Litestar, Request, Response, get
-from litestar.datastructures import State
+from litestar.datastructures import CacheControlHeader, State
 from litestar.di import Provide
 from litestar.logging.config import LoggingConfig
 from litestar.middleware import DefineMiddleware
-from litestar.openapi.config import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
-from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from app.allow import AllowHeaders
+from app.api_docs import DOCS_ROUTES, openapi_config
 from app.auth import PUBLIC_PATHS, ApiKeys, KeyAuthentication, Welcome
-from app.database import database, one_connection, progress_pool
+from app.database import database, one_connection, progress_pool, redact_url
 from app.guard import guard_request
 from app.idempotency import IdempotencyKeys
 from app.liveness import liveness
-from app.logs import keep_lines_whole
+from app.logs import CHATTY_LOGGERS, LOG_FORMAT, chatty_level, keep_lines_whole
 from app.openapi import finish_document
 from app.problems import EXCEPTION_HANDLERS, turn_problem
 from app.rate_limits import SharedRateLimit
+from app.readiness import Readiness, ReadinessProbe
 from app.retention import RetentionJob
 from app.routes.chat_completions import create_chat_completion
 from app.routes.conversations import ConversationController, TurnController
@@ -90,10 +91,11 @@ class Health(msgspec.Struct, frozen=True):
 HEALTH_TIMEOUT_S = 2.0
 
 
-@get("/health", tags=["service"], summary="Ready when it answers 200")
+@get("/health", tags=["service"],
+     summary="Alive when it answers 200: the service serves and reaches Postgres")
 async def health(request: Request[Any, Any, Any]) -> Response[Health]:
     """Asks Postgres on a connection of its own, so a pool busy with requests cannot hold the
-    answer up."""
+    answer up. Model servers are `/ready`'s to ask."""
     registry: ToolRegistry = request.app.state.registry
     try:
         async with asyncio.timeout(HEALTH_TIMEOUT_S):
@@ -104,6 +106,18 @@ async def health(request: Request[Any, Any, Any]) -> Response[Health]:
         return Response(body, status_code=HTTP_503_SERVICE_UNAVAILABLE)
     indexed = sum(registry.index_size(t) for t in registry.tenants())
     return Response(Health("ok", "ok", indexed))
+
+
+@get("/ready", tags=["service"], cache_control=CacheControlHeader(no_store=True),
+     summary="Ready for traffic when it answers 200: Postgres and every model backend answer",
+     responses={503: ResponseSpec(Readiness, description="Something is down; `detail` and the "
+                                  "checks say what")})
+async def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
+    """For load balancers; the answer is reused for READY_CACHE_S seconds."""
+    probe: ReadinessProbe = request.app.state.readiness
+    answer = await probe.check()
+    status = HTTP_200_OK if answer.status == "ready" else HTTP_503_SERVICE_UNAVAILABLE
+    return Response(answer, status_code=status)
 
 
 def _freeze_start_up() -> None:
@@ -164,6 +178,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             models = await _models(settings, http)
             registry.admission.model_backends = sorted(models)
             registry.admission.egress = EgressPolicy.parse(settings.egress_allowlist)
+            readiness = ReadinessProbe(health_pool, {n: m.backend for n, m in models.items()},
+                                       http)
+            _report_models(models, await readiness.check())
             runner = ToolRunner(tool_http, default_builtins(),
                                 max_output_bytes=settings.max_output_bytes,
                                 mcp=mcp_servers.sessions,
@@ -209,6 +226,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 "learning": learning,
                 "learner": learner,
                 "training": training,
+                "readiness": readiness,
             })
             log.info(
                 "ready: %d tools indexed", sum(registry.index_size(t) for t in registry.tenants())
@@ -231,10 +249,11 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
 
     allow = AllowHeaders()
     app = Litestar(
-        route_handlers=[health, list_models, get_model, ToolController, ConversationController,
-                        TraceController, KeyController, TurnController, create_chat_completion,
-                        McpServerController, EvalController, RouterController, RetrievalController,
-                        *VIEWER_ROUTES],
+        route_handlers=[health, ready, list_models, get_model, ToolController,
+                        ConversationController, TraceController, KeyController, TurnController,
+                        create_chat_completion, McpServerController, EvalController,
+                        RouterController, RetrievalController,
+                        *VIEWER_ROUTES, *DOCS_ROUTES],
         dependencies={name: _from_state(name) for name in DEPENDENCIES},
         middleware=_middleware(settings),
         request_max_body_size=settings.max_body_bytes,
@@ -246,14 +265,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         exception_handlers=EXCEPTION_HANDLERS,
         state=State({"settings": settings, "telemetry": telemetry,
                      "started_at": int(time.time())}),
-        openapi_config=OpenAPIConfig(
-            title="Switchboard",
-            version="0.1.0",
-            description="Function-calling orchestration: register tools, find them by meaning, "
-            "and hold conversations in which a model plans and runs them.",
-            path="/docs",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
-        ),
+        openapi_config=openapi_config(),
         debug=False,
     )
     allow.learn(app)
@@ -305,33 +317,38 @@ async def _models(settings: Settings, http: httpx.AsyncClient) -> dict[str, Chat
     configured), asked at once."""
     backends = await asyncio.gather(*(with_context_window(b, http)
                                       for b in model_backends(settings)))
-    for backend in backends:
-        if backend.text_tool_calls or backend.inline_thinking:
-            log.warning("model backend %r: tool calls and thinking are read from its text; "
-                        "SGLang does this at the source when started with %s and %s",
-                        backend.name, TOOL_CALL_FLAGS, REASONING_FLAGS)
-        if backend.context_window is None:
-            log.warning("model backend %r: context window unknown (set context_window in "
-                        "MODEL_BACKENDS, or MODEL_CONTEXT_WINDOW); requests are not fitted "
-                        "to it", backend.name)
     return {b.name: ModelClient(b, http) for b in backends}
 
 
-QUIET_LOGGERS = ("httpx", "httpcore")
-"""They log every outgoing request at INFO, a line per model and tool call with its URL (which
-may carry a credential in its query); the calls are in the turn's records and traces. They log
-at WARNING and above unless LOG_LEVEL is DEBUG. On a turn of eight parallel calls the lines
-took a tenth of the service's CPU."""
+def _report_models(models: dict[str, ChatModel], readiness: Readiness) -> None:
+    """A line for each backend that needs the operator: one that is down (its context
+    window is then unknown too, for the same reason), or that answered but is set up so that
+    the service has to make up for it."""
+    for name, model in models.items():
+        backend = model.backend
+        if readiness.models[name].status == "down":
+            log.warning("model backend %r at %s is down (%s): chat routes answer 503 until it "
+                        "answers; GET /ready says when", name, redact_url(backend.base_url),
+                        readiness.models[name].detail)
+            continue
+        if backend.text_tool_calls or backend.inline_thinking:
+            log.warning("model backend %r: tool calls and thinking are read from its text; "
+                        "SGLang does this at the source when started with %s and %s",
+                        name, TOOL_CALL_FLAGS, REASONING_FLAGS)
+        if backend.context_window is None:
+            log.warning("model backend %r: context window unknown (set context_window in "
+                        "MODEL_BACKENDS, or MODEL_CONTEXT_WINDOW); requests are not fitted "
+                        "to it", name)
 
 
 def _logging(settings: Settings) -> LoggingConfig:
     """LOG_LEVEL for the root logger (Litestar's default would set it to INFO whatever LOG_LEVEL
-    says; Litestar's own logger follows its debug flag)."""
+    says; Litestar's own logger follows its debug flag), libraries' chatter left out."""
     level = settings.log_level
-    quiet = level if level in ("DEBUG", "ERROR") else "WARNING"
     return LoggingConfig(
+        formatters={"standard": {"format": LOG_FORMAT}},
         root={"handlers": ["queue_listener"], "level": level},
-        loggers={name: {"level": quiet} for name in QUIET_LOGGERS},
+        loggers={name: {"level": chatty_level(level)} for name in CHATTY_LOGGERS},
     )
 
 

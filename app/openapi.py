@@ -1,7 +1,10 @@
 """The API document as the routes generate it, finished with what the generator cannot know,
 so that the document and the code agree in both directions:
 
-- the problem responses (`application/problem+json`) each operation can give;
+- the bearer key every operation needs but the public ones (app/auth.py), so "try it" sends
+  it;
+- the problem responses (`application/problem+json`) each operation can give: 401 where a key
+  is needed, 403 where a role guard may refuse it;
 - both answers of a turn: the finished turn as JSON, or its events as `text/event-stream`;
 - a turn's stored events, read back as `text/event-stream`;
 - `201` where a PUT creates; the OpenAI-compatible route's completion and chunks;
@@ -21,6 +24,7 @@ from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.handlers import HTTPRouteHandler
 from litestar.routes import HTTPRoute
 
+from app.auth import needs_key
 from app.openai_wire import ChatCompletion, ChatCompletionChunk
 from app.problems import PROBLEM_JSON
 from tools.spec import FULL_MATCH_GUARD
@@ -28,6 +32,10 @@ from tools.spec import FULL_MATCH_GUARD
 _REF = "#/components/schemas/{name}"
 _PROBLEM = {"$ref": _REF.format(name="Problem")}
 _METHODS = ("get", "put", "post", "delete", "patch")
+_SECURITY_SCHEMES = {"bearer": {
+    "type": "http", "scheme": "bearer",
+    "description": "An API key (`sbk_...`): the first start writes one to DATA_DIR/admin.key; "
+                   "an admin creates more with POST /v1/keys."}}
 _EVENT = {"type": "object", "required": ["data"], "properties": {
     "event": {"type": "string"}, "id": {"type": "string"}, "data": {"type": "string"}}}
 """One server-sent event: its type (`turn.started` ...), its number, its JSON as text."""
@@ -88,14 +96,18 @@ _LINKS: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {
 def finish_document(app: Litestar) -> None:
     """Complete the app's generated document in place (it is built once, here)."""
     document = app.plugins.get(OpenAPIPlugin).provide_openapi_schema()
-    _query_parameters(app, document)
-    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    guarded = _from_handlers(app, document)
+    components = document.setdefault("components", {})
+    components["securitySchemes"] = _SECURITY_SCHEMES
+    schemas = components.setdefault("schemas", {})
     _add_schemas(schemas, [ChatCompletion, ChatCompletionChunk])
     _plain_patterns(document)
     for path, item in document["paths"].items():
         for method in _METHODS:
             if method in item:
-                _problem_responses(path, method, item[method])
+                _security(path, item[method])
+                _problem_responses(path, method, item[method],
+                                   guarded=(path, method) in guarded)
     for path in _TURN_ROUTES:
         _turn_answers(document["paths"][path]["post"]["responses"], "TurnResult",
                       waits="conversations" not in path)
@@ -113,20 +125,27 @@ _CONSTRAINTS = {"gt": "exclusiveMinimum", "ge": "minimum", "lt": "exclusiveMaxim
                 "pattern": "pattern"}
 
 
-def _query_parameters(app: Litestar, document: dict[str, Any]) -> None:
-    """An optional query parameter is absent, never null; and its constraints (which the
-    generator drops from an optional one, though they are enforced) are stated."""
+def _from_handlers(app: Litestar, document: dict[str, Any]) -> set[tuple[str, str]]:
+    """Completes each operation from its handler's signature; returns the operations (path,
+    method) whose handler has a guard, which may refuse a key its role."""
+    guarded: set[tuple[str, str]] = set()
     for route in app.routes:
         if not isinstance(route, HTTPRoute):
             continue
         for handler in route.route_handlers:
             for method in handler.http_methods:
                 operation = document["paths"].get(route.path_format, {}).get(method.lower())
-                if operation is not None:
-                    _from_signature(handler, operation)
+                if operation is None:
+                    continue
+                _from_signature(handler, operation)
+                if handler.resolve_guards():
+                    guarded.add((route.path_format, method.lower()))
+    return guarded
 
 
 def _from_signature(handler: HTTPRouteHandler, operation: dict[str, Any]) -> None:
+    """An optional query parameter is absent, never null; and its constraints (which the
+    generator drops from an optional one, though they are enforced) are stated."""
     fields = handler.parsed_fn_signature.parameters
     data = fields.get("data")
     if data is not None and data.is_optional and "requestBody" in operation:
@@ -168,10 +187,20 @@ def _plain_patterns(node: Any) -> None:
             _plain_patterns(value)
 
 
-def _problem_responses(path: str, method: str, operation: dict[str, Any]) -> None:
+def _security(path: str, operation: dict[str, Any]) -> None:
+    if needs_key(path):
+        operation["security"] = [{"bearer": []}]
+
+
+def _problem_responses(path: str, method: str, operation: dict[str, Any], *,
+                       guarded: bool) -> None:
     if not path.startswith("/v1/"):
         return
-    statuses = {400, 401, 403, 405, 429, 503}
+    statuses = {400, 405, 429, 503}
+    if "security" in operation:
+        statuses.add(401)
+    if guarded:
+        statuses.add(403)
     if "{" in path:
         statuses.add(404)
     if "requestBody" in operation:

@@ -82,6 +82,7 @@ class RetentionJob:
                 log.warning("the retention job failed (it runs again in %.0f s): %s",
                             self.every_s, exc)
             else:
-                if deleted is not None:
+                # A run that deleted nothing (every run, at first) is not worth a line.
+                if deleted is not None and any(msgspec.structs.astuple(deleted)):
                     log.info("retention: deleted %s", msgspec.structs.asdict(deleted))
             await asyncio.sleep(self.every_s)

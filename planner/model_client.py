@@ -83,16 +83,22 @@ class ModelBackend(msgspec.Struct, frozen=True, kw_only=True):
     start-up where it says (SGLang's `max_model_len`), else requests are not fitted."""
 
 
+async def model_cards(backend: ModelBackend, http: httpx.AsyncClient, *, timeout_s: float
+                      ) -> httpx.Response:
+    """`GET /models` on the backend's server: its model cards, and whether it answers at all."""
+    headers = {"Authorization": f"Bearer {backend.api_key}"} if backend.api_key else {}
+    return await http.get(backend.base_url.rstrip("/") + "/models", headers=headers,
+                          timeout=timeout_s)
+
+
 async def with_context_window(backend: ModelBackend, http: httpx.AsyncClient) -> ModelBackend:
     """The backend with its context window: as configured, else as its server reports it at
     `GET /models` (SGLang's `max_model_len`), else unknown. A server that is not up yet
     leaves it unknown; the service still starts."""
     if backend.context_window is not None:
         return backend
-    headers = {"Authorization": f"Bearer {backend.api_key}"} if backend.api_key else {}
     try:
-        response = await http.get(backend.base_url.rstrip("/") + "/models", headers=headers,
-                                   timeout=2.0)
+        response = await model_cards(backend, http, timeout_s=2.0)
         cards = response.json().get("data", []) if response.status_code == 200 else []
     except (httpx.HTTPError, ValueError, AttributeError):
         return backend

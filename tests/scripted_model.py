@@ -113,6 +113,8 @@ class ScriptedModel:
         of completion."""
         self.requests: list[dict[str, Any]] = []
         self.request_headers: list[dict[str, str]] = []
+        self.models_listed = 0
+        """How many times GET /v1/models was asked."""
         self.latency_s, self.argument_fragments = latency_s, argument_fragments
         self.model_name = model_name
         self._queue: deque[Step] = deque(steps)
@@ -158,6 +160,7 @@ class ScriptedModel:
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
             await self._chat(receive, send, headers)
         elif route == ("GET", "/v1/models"):
+            self.models_listed += 1
             await _send_json(send, 200, self._models())
         elif route == ("GET", "/health"):
             await _send_json(send, 200, None)

@@ -34,7 +34,7 @@ async def test_fuzzing_every_check_finds_no_fault(
     async with scripted_model(responder=lambda _body: ScriptedReply(content="ok")) as model:
         app = await start_app(database_url, model_url=model.url, register_builtins=True)
         process = await asyncio.create_subprocess_exec(
-            *st_command(), "--config-file", str(CONFIG), "run", f"{app.url}/docs/openapi.json",
+            *st_command(), "--config-file", str(CONFIG), "run", f"{app.url}/openapi.json",
             "-H", f"Authorization: Bearer {ADMIN_KEY}",
             "--phases", "examples,coverage,fuzzing,stateful",
             "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--no-color",

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -515,3 +517,50 @@ async def test_the_mcp_server_time_package_is_imported_and_called(
     assert recorded["error"] is None
     assert recorded["result"]["timezone"] == "Europe/Oslo"
 
+
+
+def readme_registration() -> dict[str, Any]:
+    """The body of the README's stdio example (its MCP servers section's first `-d '...'`),
+    and the MCP_STDIO_COMMANDS it is run with."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("\n## MCP servers\n", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    commands = re.search(r"^MCP_STDIO_COMMANDS=(\S+) make run$", block, re.MULTILINE)
+    body = re.search(r"-d '(\{.*?\})'", block, re.DOTALL)
+    assert commands and body, block
+    return {"commands": commands[1], "body": json.loads(body[1])}
+
+
+async def test_the_readmes_stdio_example_works_without_the_virtualenv_on_path(
+    start_app: Callable[..., Awaitable[RunningApp]], database_url: str, model: ScriptedModel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    here = str(Path(sys.executable).parent)
+    # As `make run` starts it: .venv/bin/python, with .venv/bin not on PATH.
+    monkeypatch.setenv("PATH", os.pathsep.join(
+        d for d in os.environ["PATH"].split(os.pathsep) if d != here))
+    example = readme_registration()
+    app = await start_app(database_url, model_url=model.url,
+                          mcp_stdio_commands=example["commands"])
+    response = await app.client.post("/v1/mcp/servers", json=example["body"])
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["server"]["transport"] == {"kind": "stdio", "command": "mcp-server-time",
+                                           "args": [], "env_names": ["TZ"]}
+    assert body["server"]["refresh_status"] == "ok"
+    assert body["tools"] == ["convert_time", "get_current_time"]
+    recorded = await call(app.client, model, "get_current_time", {"timezone": "Europe/Oslo"})
+    assert (recorded["error"], recorded["result"]["timezone"]) == (None, "Europe/Oslo")
+
+
+async def test_a_bare_command_found_nowhere_says_where_it_was_looked_for(
+    start_app: Callable[..., Awaitable[RunningApp]], database_url: str
+) -> None:
+    app = await start_app(database_url, mcp_stdio_commands="mcp-server-nowhere")
+    transport = {"kind": "stdio", "command": "mcp-server-nowhere"}
+    response = await app.client.post(
+        "/v1/mcp/servers", json={"name": "nowhere", "transport": transport})
+    assert response.status_code == 502
+    assert response.json()["detail"] == (
+        "MCP server command 'mcp-server-nowhere': could not be started: 'mcp-server-nowhere' "
+        f"is not on PATH nor in {Path(sys.executable).parent}")

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from app.errors import SettingsError
-from app.main import QUIET_LOGGERS, create_app
+from app.logs import CHATTY_LOGGERS
+from app.main import create_app
 from app.settings import Settings, load_settings, model_backends
 from planner.model_client import Price
 from tools.egress import EgressPolicy
@@ -68,15 +69,15 @@ def test_log_level_is_read_in_any_case_and_an_unknown_one_is_refused() -> None:
     ("level", "outgoing"),
     [("INFO", "WARNING"), ("WARNING", "WARNING"), ("ERROR", "ERROR"), ("DEBUG", "DEBUG")],
 )
-def test_the_app_logs_at_log_level_and_outgoing_requests_only_when_debugging(
+def test_the_app_logs_at_log_level_and_libraries_chatter_only_when_debugging(
     level: str, outgoing: str
 ) -> None:
     root = logging.getLogger()
-    saved = {name: logging.getLogger(name).level for name in ("", *QUIET_LOGGERS)}
+    saved = {name: logging.getLogger(name).level for name in ("", *CHATTY_LOGGERS)}
     try:
         create_app(Settings(log_level=level))  # type: ignore[arg-type]
         assert logging.getLevelName(root.level) == level
-        for name in QUIET_LOGGERS:
+        for name in CHATTY_LOGGERS:
             assert logging.getLevelName(logging.getLogger(name).level) == outgoing
     finally:
         for name, was in saved.items():

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import shlex
+import shutil
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx2
@@ -165,6 +169,20 @@ class _Collect(asyncio.Protocol):
         del self.data[:-_STDERR_TAIL_BYTES]
 
 
+def _executable(command: str, env: dict[str, str]) -> str:
+    """Where a bare command name is: on PATH (the registration's own when it sets one), else
+    beside the service's own Python. `make run` starts the service without the virtualenv's
+    bin folder on PATH, and a server installed into the virtualenv (`mcp-server-time`) is
+    there."""
+    if os.sep in command:
+        return command
+    here = str(Path(sys.executable).parent)
+    found = shutil.which(command, path=env.get("PATH")) or shutil.which(command, path=here)
+    if found is None:
+        raise FileNotFoundError(errno.ENOENT, f"{command!r} is not on PATH nor in {here}")
+    return found
+
+
 @contextlib.asynccontextmanager
 async def connected(
     transport: McpTransport, egress: EgressPolicy, stderr: StderrTail
@@ -172,7 +190,8 @@ async def connected(
     """The MCP library's transport streams for `transport`, open while the context lasts."""
     match transport:
         case StdioTransport(command=command, args=args, env=env):
-            params = StdioServerParameters(command=command, args=list(args), env=dict(env))
+            params = StdioServerParameters(command=_executable(command, env), args=list(args),
+                                           env=dict(env))
             async with stderr.writer() as errlog, stdio_client(params, errlog=errlog) as streams:
                 yield streams
         case HttpTransport(url=url, headers=headers):
