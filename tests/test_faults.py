@@ -98,7 +98,7 @@ async def test_a_stream_dropped_mid_reply_fails_the_turn_cleanly(
                                       json={"message": "again"})
         assert again.json()["message"]["content"] == "Second try."
         messages = (await app.client.get(f"/v1/conversations/{conversation}/messages")).json()
-        assert [(m["role"], m.get("content")) for m in messages["messages"]] == [
+        assert [(m["role"], m.get("content")) for m in messages["items"]] == [
             ("user", "tell me"), ("user", "again"), ("assistant", "Second try.")]
 
 

@@ -156,7 +156,7 @@ async def test_a_failing_command_is_a_clear_problem_and_stores_nothing(app: Runn
         f"MCP server command {command!r}: closed the connection during the handshake; "
         "it wrote to stderr: no config file"
     )
-    assert (await app.client.get("/v1/mcp/servers")).json() == {"items": []}
+    assert (await app.client.get("/v1/mcp/servers")).json() == {"items": [], "next_cursor": None}
     assert (await app.client.get("/v1/tools")).json()["items"] == []
 
 
@@ -174,7 +174,7 @@ async def test_a_command_that_never_answers_is_given_up_after_the_connect_timeou
     assert response.json()["detail"] == (
         f"MCP server command {command!r}: did not complete the MCP handshake within 1 s"
     )
-    assert (await app.client.get("/v1/mcp/servers")).json() == {"items": []}
+    assert (await app.client.get("/v1/mcp/servers")).json() == {"items": [], "next_cursor": None}
 
 
 async def test_a_command_that_does_not_exist_is_a_clear_problem(app: RunningApp) -> None:
@@ -187,7 +187,7 @@ async def test_a_command_that_does_not_exist_is_a_clear_problem(app: RunningApp)
         "MCP server command '/nonexistent/mcp-server': could not be started: "
         "No such file or directory"
     )
-    assert (await app.client.get("/v1/mcp/servers")).json() == {"items": []}
+    assert (await app.client.get("/v1/mcp/servers")).json() == {"items": [], "next_cursor": None}
 
 
 async def test_an_unreachable_url_is_a_clear_problem_and_stores_nothing(app: RunningApp) -> None:
@@ -200,7 +200,7 @@ async def test_an_unreachable_url_is_a_clear_problem_and_stores_nothing(app: Run
         f"MCP server at {url}: could not be reached during the handshake "
         "(ConnectError: All connection attempts failed)"
     )
-    assert (await app.client.get("/v1/mcp/servers")).json() == {"items": []}
+    assert (await app.client.get("/v1/mcp/servers")).json() == {"items": [], "next_cursor": None}
 
 
 async def test_a_url_that_does_not_parse_is_an_invalid_field(app: RunningApp) -> None:
@@ -231,7 +231,7 @@ async def test_a_url_the_egress_policy_refuses_is_an_invalid_field(
         "network"
     )
     assert response.json()["errors"] == [{"pointer": "/transport/url", "message": reason}]
-    assert (await app.client.get("/v1/mcp/servers")).json() == {"items": []}
+    assert (await app.client.get("/v1/mcp/servers")).json() == {"items": [], "next_cursor": None}
 
 
 async def test_a_refresh_the_egress_policy_now_refuses_is_a_bad_gateway_not_a_field(
@@ -267,7 +267,7 @@ async def test_a_url_whose_host_does_not_resolve_is_an_invalid_field(app: Runnin
     [error] = response.json()["errors"]
     assert error["pointer"] == "/transport/url"
     assert error["message"].startswith("cannot resolve mcp.example.invalid: ")
-    assert (await app.client.get("/v1/mcp/servers")).json() == {"items": []}
+    assert (await app.client.get("/v1/mcp/servers")).json() == {"items": [], "next_cursor": None}
 
 
 async def test_a_command_the_operator_did_not_list_is_refused_naming_the_field(
@@ -283,7 +283,7 @@ async def test_a_command_the_operator_did_not_list_is_refused_naming_the_field(
         "message": f"command {sys.executable!r} may not be run: MCP_STDIO_COMMANDS lists the "
         "commands MCP servers may be started with (now: none; * allows any)",
     }]
-    assert (await app.client.get("/v1/mcp/servers")).json() == {"items": []}
+    assert (await app.client.get("/v1/mcp/servers")).json() == {"items": [], "next_cursor": None}
 
 
 async def test_a_second_server_by_the_same_name_is_a_conflict(app: RunningApp) -> None:

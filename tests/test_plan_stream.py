@@ -147,7 +147,7 @@ async def test_a_plan_stream_that_breaks_after_a_step_began_fails_the_turn_and_k
     assert [(c["id"], c.get("error")) for c in turn["tool_calls"]] == [("p0_s1", None)]
     assert len(tools.calls("/city")) == 1
     stored = await chat.get(f"/v1/conversations/{turn['conversation_id']}/messages")
-    assert [m["role"] for m in stored.json()["messages"]] == ["user", "assistant", "tool"]
+    assert [m["role"] for m in stored.json()["items"]] == ["user", "assistant", "tool"]
 
 
 async def test_a_streamed_step_naming_an_unknown_tool_stops_the_rest_from_starting(

@@ -176,7 +176,7 @@ async def test_a_router_from_an_eval_run_that_does_not_exist_is_refused_naming_i
     typo = await api.post("/v1/routers", json={
         "name": "main", "eval_run": "evrun_nope", "objective": {"min_acuracy": 0.9}})
     assert typo.status_code == 422
-    assert (await api.get("/v1/routers")).json() == {"items": []}
+    assert (await api.get("/v1/routers")).json() == {"items": [], "next_cursor": None}
 
 
 async def test_a_router_objective_names_exactly_one_goal(api: httpx.AsyncClient) -> None:

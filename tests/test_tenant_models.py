@@ -164,7 +164,8 @@ async def test_a_swapped_model_reaches_every_replica_and_one_call_rolls_it_back(
         await asyncio.sleep(0.1)
     assert (await search(second.client, query))[0] == "get_weather"
     async with other:
-        assert (await other.get("/v1/retrieval/models")).json() == {"items": []}
+        listed = (await other.get("/v1/retrieval/models")).json()
+        assert listed == {"items": [], "next_cursor": None}
     models = (await app.client.get("/v1/retrieval/models")).json()["items"]
     assert [(m["id"], m["active"]) for m in models] == [("m1", True)]
     rolled = await app.client.post("/v1/retrieval/models/rollback")
