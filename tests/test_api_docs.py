@@ -16,7 +16,7 @@ from tests.conftest import ADMIN_KEY
 from tests.test_viewer import browser_page
 
 PUBLIC_OPERATIONS = {("get", "/health"), ("get", "/ready")}
-UNGUARDED = {("get", "/v1/models")}
+UNGUARDED = {("get", "/v1/models"), ("get", "/v1/models/{model_id}")}
 """Any key may list the models: no role is refused (no 403)."""
 
 

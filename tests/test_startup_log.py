@@ -62,6 +62,20 @@ async def serve_once(data_dir: Path) -> Run:
                model_url=f"http://127.0.0.1:{model_port}/v1", model_port=model_port)
 
 
+def started(run: Run) -> list[str]:
+    """The log up to and including the line that says where it listens; what follows (the
+    stop, which SIGTERM may cut short) is checked by `stopped`."""
+    at = next(i for i, line in enumerate(run.log) if "listening on" in line)
+    stopped(run.log[at + 1:], run)
+    return run.log[:at + 1]
+
+
+def stopped(lines: list[str], run: Run) -> None:
+    assert lines == ["INFO uvicorn.error: Shutting down",
+                     f"INFO uvicorn.error: Finished server process [{run.pid}]"][:len(lines)]
+    assert lines, "the stop was not logged"
+
+
 def lines_after_the_database(run: Run) -> list[str]:
     return [
         f"WARNING switchboard: model backend 'default' at {run.model_url} is down "
@@ -69,8 +83,6 @@ def lines_after_the_database(run: Run) -> list[str]:
         "GET /ready says when",
         f"INFO switchboard: ready: {len(builtin_specs())} tools indexed",
         f"INFO uvicorn.error: listening on {run.url} (API docs at {run.url}/docs)",
-        "INFO uvicorn.error: Shutting down",
-        f"INFO uvicorn.error: Finished server process [{run.pid}]",
     ]
 
 
@@ -80,7 +92,7 @@ async def test_the_first_start_says_where_the_data_lives_the_admin_key_and_where
     run = await serve_once(tmp_path / "data")
     last = discover()[-1]
     pgdata = (tmp_path / "data" / "postgres").resolve()
-    assert run.log == [
+    assert started(run) == [
         "INFO tools.embed: embedding model all-MiniLM-L6-v2 (384 dimensions) runs on torch",
         f"INFO app.database: embedded Postgres: data in {pgdata} (created now)",
         f"INFO app.database: database schema: applied {last.number} migrations, now at "
@@ -96,7 +108,7 @@ async def test_a_later_start_says_the_data_was_kept_and_prints_no_key(tmp_path: 
     await serve_once(tmp_path / "data")
     run = await serve_once(tmp_path / "data")
     pgdata = (tmp_path / "data" / "postgres").resolve()
-    assert run.log == [
+    assert started(run) == [
         "INFO tools.embed: embedding model all-MiniLM-L6-v2 (384 dimensions) runs on torch",
         f"INFO app.database: embedded Postgres: data in {pgdata} (kept from an earlier start)",
         *lines_after_the_database(run),
