@@ -101,7 +101,7 @@ async def test_a_bad_key_field_is_not_called_a_tool_spec(api: httpx.AsyncClient)
     assert invalid(response)[0]["pointer"] == "/role"
     assert "tool spec" not in response.json()["detail"]
     assert response.json()["detail"] == (
-        "/role: Invalid enum value 'boss'")
+        "/role: Invalid enum value 'boss': use one of admin, chat, developer, viewer")
 
 
 async def test_an_unknown_executor_kind_lists_every_kind(api: httpx.AsyncClient) -> None:

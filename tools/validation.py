@@ -197,6 +197,10 @@ def field_error(
     elif unknown := _UNKNOWN_FIELD.match(message):
         message = unknown_field(unknown["field"], _Shape.of(root).fields_at(parts))
         parts.append(unknown["field"])
+    elif message.startswith("Invalid enum value") and parts:
+        allowed = _Shape.of(root).literals_at(parts)
+        if allowed:
+            message = f"{message}: use one of {', '.join(allowed)}"
     elif (bad := _BAD_TAG.match(message)) and parts:
         kinds = _Shape.of(root).tags_at(parts[:-1], str(parts[-1]))
         if kinds:
@@ -235,6 +239,17 @@ class _Shape:
                 names[struct.tag_field] = None
             names.update((f.encode_name, None) for f in struct.fields)
         return list(names)
+
+    def literals_at(self, parts: Sequence[str | int]) -> list[str]:
+        """The values a Literal (or Enum) at `parts` takes."""
+        values: list[str] = []
+        for t in self._at(parts):
+            for inner in t.types if isinstance(t, msgspec.inspect.UnionType) else [t]:
+                if isinstance(inner, msgspec.inspect.LiteralType):
+                    values += [str(v) for v in inner.values]
+                elif isinstance(inner, msgspec.inspect.EnumType):
+                    values += [str(m.value) for m in inner.cls]
+        return values
 
     def tags_at(self, parts: Sequence[str | int], field: str) -> list[str]:
         return [str(s.tag) for s in self._structs(self._at(parts)) if s.tag_field == field]
