@@ -185,3 +185,15 @@ def _body_structs(app: Litestar) -> set[type[msgspec.Struct]]:
 
 def _spec_of(record: dict[str, Any]) -> dict[str, Any]:
     return {k: record[k] for k in ("name", "namespace", "description", "parameters")}
+
+
+async def test_a_turns_own_tool_that_is_invalid_is_refused_before_the_turn_is_written(
+    api: httpx.AsyncClient,
+) -> None:
+    conversation = (await api.post("/v1/conversations", json={})).json()["id"]
+    response = await api.post(f"/v1/conversations/{conversation}/turns", json={
+        "message": "hi",
+        "tools": [{"type": "function", "function": {"name": "get weather"}}]})
+    [error] = invalid(response)
+    assert error["pointer"] == "/tools/0/function/name"
+    assert (await api.get(f"/v1/conversations/{conversation}")).json()["turns"] == []
