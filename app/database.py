@@ -126,11 +126,14 @@ async def one_connection(url: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 @contextlib.asynccontextmanager
-async def database(url: str | None, data_dir: Path) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
-    """The pool for `url`, or for an embedded server started here and stopped on exit."""
+async def database(url: str | None, data_dir: Path, *, say_where: bool = False
+                   ) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
+    """The pool for `url`, or for an embedded server started here and stopped on exit.
+    `say_where`: log which Postgres it is (the service's start-up does; a CLI command, whose
+    output is its answer, does not)."""
     server: Any = None if url else start_embedded(data_dir)
     dsn: str = url or server.get_uri()
-    if url:
+    if url and say_where:
         log.info("Postgres at %s", redact_url(url))
     try:
         pool = await connect_pool(dsn)

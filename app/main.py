@@ -151,7 +151,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         owner = uuid.uuid4().hex
         async with (
             _liveness(settings),
-            database(settings.database_url, settings.data_dir) as (dsn, pool),
+            database(settings.database_url, settings.data_dir, say_where=True) as (dsn, pool),
             one_connection(dsn) as health_pool,
             progress_pool(dsn, enabled=not settings.durable_steps) as progress,
             http_client(trust_env=True) as http,
