@@ -51,7 +51,8 @@ class ModelExperts:
                 mark_error(span, type(exc).__name__, str(exc), exc)
                 raise ExpertFailure(str(exc),
                                     retryable=isinstance(exc, ModelUnavailable)) from exc
-            self.tracer.chat_reply(span, reply, redact)
+            self.tracer.chat_reply(span, reply, redact,
+                                   structured=request.response_format is not None)
         usage = reply.usage
         return ExpertReply(text=reply.content, usage=ModelUsage(
             backend=backend.name, prompt_tokens=usage.prompt_tokens,

@@ -128,7 +128,8 @@ class ModelCalls:
             except PlannerError as exc:
                 mark_error(span, type(exc).__name__, str(exc), exc)
                 raise
-            self.tracer.chat_reply(span, reply, redact)
+            self.tracer.chat_reply(span, reply, redact,
+                                   structured=request.response_format is not None)
         for part in shown.flush() if shown is not None and turn.request.stream else []:
             await _show(turn, part)
         if fitted is not None:

@@ -274,7 +274,8 @@ class TurnTracer:
             "switchboard.context.cut_results": fitted.cut_results,
         })
 
-    def chat_reply(self, span: Span, reply: ModelReply, redact: Redactor) -> None:
+    def chat_reply(self, span: Span, reply: ModelReply, redact: Redactor, *,
+                   structured: bool = False) -> None:
         if not span.is_recording():
             return
         usage = reply.usage
@@ -301,9 +302,12 @@ class TurnTracer:
             span.set_attribute("gen_ai.output.messages", whole)
             # A list view shows the output: a reply's text when it is only text, else the
             # whole reply with its tool calls.
+            # A reply the request asked to write as JSON (a plan; an expert's output_schema)
+            # is JSON text.
             text_only = reply.content and not reply.tool_calls
-            span.set_attributes(_output(self._cut(redact(reply.content)), TEXT) if text_only
-                                else _output(whole, JSON))
+            span.set_attributes(
+                _output(self._cut(redact(reply.content)), JSON if structured else TEXT)
+                if text_only else _output(whole, JSON))
             if reply.reasoning:
                 span.set_attribute("switchboard.reasoning", self._cut(redact(reply.reasoning)))
 

@@ -365,3 +365,15 @@ def _now() -> Any:
     from datetime import UTC, datetime
 
     return datetime.now(UTC)
+
+
+async def test_a_tool_url_no_http_client_can_send_is_a_422_not_a_500(
+    api: httpx.AsyncClient,
+) -> None:
+    response = await api.post("/v1/tools", json={
+        "name": "t", "description": "x", "executor": {"kind": "http", "url": "https://\u0018x/a"}})
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"] == [{
+        "pointer": "/executor/url",
+        "message": "not a usable URL: Invalid non-printable ASCII character in URL, '\\x18' at "
+                   "position 8."}]

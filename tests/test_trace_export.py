@@ -220,7 +220,7 @@ async def test_with_content_capture_each_span_carries_its_input_and_output(
     assert plan["input.mime_type"] == "application/json"
     assert json.loads(plan["output.value"])["steps"][3] == {
         "id": "s4", "tool": "task_d", "arguments": {"ms": 50, "label": "$s1.label"}}
-    assert plan["output.mime_type"] == "text/plain"
+    assert plan["output.mime_type"] == "application/json"
     assert shown("join default")[2:] == ("All done.", "text/plain")
     assert SECRET not in json.dumps(spans)
 

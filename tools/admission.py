@@ -51,8 +51,9 @@ class Admission:
         policy = self.egress
         if policy is None:
             return []
-        hosts = {i: httpx.URL(s.executor.url) for i, s in enumerate(specs)
-                 if isinstance(s.executor, HttpExecutor)}
+        hosts = {i: url for i, s in enumerate(specs)
+                 if isinstance(s.executor, HttpExecutor)
+                 and (url := _url(s.executor.url)) is not None}
         unique = {(u.host, u.port) for u in hosts.values()}
         refusals = dict(zip(unique, await asyncio.gather(
             *(_refusal(policy, host, port) for host, port in unique)), strict=True))
@@ -69,6 +70,14 @@ async def _refusal(policy: EgressPolicy, host: str, port: int | None) -> str | N
     except (OSError, TimeoutError):
         return None
     return None
+
+
+def _url(text: str) -> httpx.URL | None:
+    """The URL to check; None for one that cannot be parsed (`schema_errors` refuses those)."""
+    try:
+        return httpx.URL(text)
+    except httpx.InvalidURL:
+        return None
 
 
 def _at(prefix: tuple[str, ...], i: int, field: str, message: str) -> FieldError:

@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import httpx
 import msgspec
 from jsonschema import Draft202012Validator
 
@@ -113,6 +114,11 @@ def schema_errors(
     executor = spec.executor
     if not isinstance(executor, HttpExecutor):
         return
+    try:
+        httpx.URL(executor.url)
+    except httpx.InvalidURL as exc:
+        yield FieldError(pointer(*prefix, "executor", "url"), f"not a usable URL: {exc}",
+                         index=index)
     for field, headers in (("headers", executor.headers),
                            ("secret_headers", spec.secret_headers)):
         for name, value in headers.items():
