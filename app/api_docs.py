@@ -3,6 +3,7 @@ package (no CDN, so the page works offline), and the document at /openapi.json t
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import msgspec
@@ -54,8 +55,14 @@ async def docs_asset(name: FromPath[str]) -> Response[bytes]:
     media_type = ASSETS.get(name)
     if media_type is None:
         raise NotFoundException(f"no docs asset {name!r}; the page loads {', '.join(ASSETS)}")
-    return Response((swagger_ui_path / name).read_bytes(), media_type=media_type,
-                    headers=_HEADERS)
+    return Response(_asset(name), media_type=media_type, headers=_HEADERS)
+
+
+@functools.cache
+def _asset(name: str) -> bytes:
+    """A file of the package, read once (the bundle is over a megabyte: not read from disk on
+    the event loop for every page load)."""
+    return (swagger_ui_path / name).read_bytes()
 
 
 @get("/openapi.json", include_in_schema=False)

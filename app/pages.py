@@ -8,7 +8,7 @@ and paged here, by the key of each page's last item."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from litestar.params import QueryParameter
 
@@ -20,6 +20,14 @@ MAX_PAGE = 500
 Cursor = Annotated[str | None, QueryParameter(
     description="The `next_cursor` of the page before; leave out for the first page")]
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_PAGE, description="Items per page")]
+
+
+def cut(found: Sequence[T], limit: int, key: Callable[[T], tuple[Any, ...]]
+        ) -> tuple[list[T], str | None]:
+    """A page read in SQL with one item more than `limit` (whether there is a next page), and
+    the cursor holding `key` of its last item (None: this is the last page)."""
+    page = list(found[:limit])
+    return page, encode_cursor(key(page[-1])) if len(found) > limit else None
 
 
 def page_of(items: Sequence[T], key: Callable[[T], str | int], cursor: str | None, limit: int

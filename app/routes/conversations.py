@@ -16,7 +16,7 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_
 from app.auth import require
 from app.errors import RequestFieldInvalid
 from app.idempotency import Claim, IdempotencyKeys
-from app.pages import MAX_PAGE, Cursor, Limit, page_of
+from app.pages import MAX_PAGE, Cursor, Limit, cut, page_of
 from app.problems import PROBLEM_JSON
 from app.sse import kept_alive, live_events, stored_events
 from app.tenancy import tenant_of
@@ -33,7 +33,7 @@ from planner.records import (
     TurnRequest,
     TurnRow,
 )
-from tools.cursors import decode_cursor, encode_cursor
+from tools.cursors import decode_cursor
 from tools.errors import FieldError, SpecInvalid
 
 Chats = NamedDependency[Conversations]
@@ -93,11 +93,10 @@ class ConversationController(Controller):
         before = decode_cursor(cursor, tuple[datetime, str]) if cursor else None
         found = await conversations.listed(tenant_of(request), _wanted(metadata or []), before,
                                          limit + 1)
-        items = [ConversationOut(id=c.id, metadata=c.metadata, created_at=c.created_at)
-                 for c in found[:limit]]
-        last = found[limit - 1] if len(found) > limit else None
-        return ConversationPage(items, None if last is None else
-                                encode_cursor((last.created_at, last.id)))
+        page, next_cursor = cut(found, limit, lambda c: (c.created_at, c.id))
+        return ConversationPage([ConversationOut(id=c.id, metadata=c.metadata,
+                                                 created_at=c.created_at) for c in page],
+                                next_cursor)
 
     @get("/{conversation_id:str}", summary="A conversation and its turns")
     async def get_conversation(
@@ -116,9 +115,7 @@ class ConversationController(Controller):
         after = decode_cursor(cursor, tuple[int])[0] if cursor else 0
         found = await conversations.messages(tenant_of(request), conversation_id, after,
                                              limit + 1)
-        more = len(found) > limit
-        return MessagePage(found[:limit],
-                           encode_cursor((found[limit - 1].id,)) if more else None)
+        return MessagePage(*cut(found, limit, lambda m: (m.id,)))
 
     @post(
         "/{conversation_id:str}/turns",

@@ -12,11 +12,11 @@ from litestar.params import FromPath, QueryParameter
 
 from app.auth import require
 from app.errors import TraceNotFound
-from app.pages import Cursor, Limit
+from app.pages import Cursor, Limit, cut
 from app.span_store import Trace, TraceFilter, TraceReads, TraceSummary
 from app.tenancy import tenant_of
 from planner.conversations import Conversations
-from tools.cursors import decode_cursor, encode_cursor
+from tools.cursors import decode_cursor
 from tools.errors import FieldError, SpecInvalid
 
 Traces = NamedDependency[TraceReads]
@@ -70,10 +70,7 @@ class TraceController(Controller):
                             since=since, until=until)
         found = await traces.find(tenant_of(request), where, limit=limit + 1,
                                   after=decode_cursor(cursor, tuple[int, str]) if cursor else None)
-        if len(found) <= limit:
-            return TraceList(found, None)
-        last = found[limit - 1]
-        return TraceList(found[:limit], encode_cursor((last.start_time_unix_nano, last.trace_id)))
+        return TraceList(*cut(found, limit, lambda t: (t.start_time_unix_nano, t.trace_id)))
 
     @get("/traces/{trace_id:str}", summary="A trace's spans with their timing")
     async def get_trace(
